@@ -1,0 +1,315 @@
+//! Events of the credit account aggregate (one stream per account).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::{
+    AccountId, AccountStatus, BillingAddress, CountryCode, GrantSource, IdempotencyKey,
+    OperationKey, ReleaseReason,
+};
+use crate::EVENT_VERSION_1;
+
+/// The aggregate type under which account streams are stored.
+pub const ACCOUNT_AGGREGATE_TYPE: &str = "account";
+
+/// Credits taken from one lot (a grant, a positive adjustment or a refund).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotDraw {
+    pub lot_id: Uuid,
+    pub credits: i64,
+}
+
+/// What an AI operation used: recorded with every deduction and capture.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub operation: Option<OperationKey>,
+    pub units: u64,
+    pub cost_version: Option<u64>,
+    pub model: Option<String>,
+    pub tokens_input: Option<u64>,
+    pub tokens_output: Option<u64>,
+    pub cost_usd: Option<Decimal>,
+    pub related_object_type: Option<String>,
+    pub related_object_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountOpened {
+    pub account_id: AccountId,
+    pub name: String,
+    pub slug: String,
+    pub owner_user_id: String,
+    pub plan: String,
+    pub status: AccountStatus,
+    pub country: CountryCode,
+    pub billing_email: String,
+    pub credit_limit: i64,
+    pub low_balance_threshold: i64,
+    pub tax_rate: Decimal,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// A partial update: absent fields are unchanged.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AccountUpdated {
+    pub name: Option<String>,
+    pub billing_email: Option<String>,
+    pub billing_address: Option<BillingAddress>,
+    pub tax_id: Option<String>,
+    pub tax_rate: Option<Decimal>,
+    pub country: Option<CountryCode>,
+    pub credit_limit: Option<i64>,
+    pub low_balance_threshold: Option<i64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanChanged {
+    pub from: String,
+    pub to: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountSuspended {
+    pub reason: String,
+    pub suspended_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountReactivated {
+    pub status: AccountStatus,
+    pub reactivated_at: DateTime<Utc>,
+}
+
+/// Credits added as a new lot. `debt_repaid` of them first paid back an
+/// overdraft; the lot keeps `credits - debt_repaid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditsGranted {
+    pub grant_id: Uuid,
+    pub credits: i64,
+    pub source: GrantSource,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub description: Option<String>,
+    pub debt_repaid: i64,
+    pub balance_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub granted_at: DateTime<Utc>,
+}
+
+/// Credits spent on an operation. `draws` say which lots paid, `overdraft`
+/// how much went below zero (within the credit limit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditsDeducted {
+    pub deduction_id: Uuid,
+    pub credits: i64,
+    pub usage: Usage,
+    pub draws: Vec<LotDraw>,
+    pub overdraft: i64,
+    pub balance_after: i64,
+    pub available_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditsHeld {
+    pub hold_id: Uuid,
+    pub credits: i64,
+    pub operation: Option<OperationKey>,
+    pub units: Option<u64>,
+    pub cost_version: Option<u64>,
+    pub expires_at: DateTime<Utc>,
+    pub available_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub held_at: DateTime<Utc>,
+}
+
+/// A hold turned into a deduction of `captured` credits; the rest of the hold
+/// (`released`) went back to available.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldCaptured {
+    pub hold_id: Uuid,
+    pub deduction_id: Uuid,
+    pub held: i64,
+    pub captured: i64,
+    pub released: i64,
+    pub usage: Usage,
+    pub draws: Vec<LotDraw>,
+    pub overdraft: i64,
+    pub balance_after: i64,
+    pub available_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub captured_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldReleased {
+    pub hold_id: Uuid,
+    pub credits: i64,
+    pub reason: ReleaseReason,
+    pub available_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub released_at: DateTime<Utc>,
+}
+
+/// Credits of a deduction (or capture) given back, as a new lot that does not
+/// expire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditsRefunded {
+    pub refund_id: Uuid,
+    pub deduction_id: Uuid,
+    pub credits: i64,
+    pub reason: String,
+    pub debt_repaid: i64,
+    pub balance_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub refunded_at: DateTime<Utc>,
+}
+
+/// A signed correction by staff. Positive: a new lot (after repaying debt).
+/// Negative: draws from lots like a deduction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditsAdjusted {
+    pub adjustment_id: Uuid,
+    pub credits: i64,
+    pub reason: String,
+    pub draws: Vec<LotDraw>,
+    pub overdraft: i64,
+    pub debt_repaid: i64,
+    pub balance_after: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub adjusted_at: DateTime<Utc>,
+}
+
+/// Unused credits of a lot left the balance because the lot expired.
+/// `expired_at` is the lot's expiry instant, or the later instant when the
+/// credits stopped backing an open hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditsExpired {
+    pub lot_id: Uuid,
+    pub credits: i64,
+    pub balance_after: i64,
+    pub expired_at: DateTime<Utc>,
+}
+
+/// Every event of an account stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    AccountOpened(AccountOpened),
+    AccountUpdated(AccountUpdated),
+    PlanChanged(PlanChanged),
+    AccountSuspended(AccountSuspended),
+    AccountReactivated(AccountReactivated),
+    CreditsGranted(CreditsGranted),
+    CreditsDeducted(CreditsDeducted),
+    CreditsHeld(CreditsHeld),
+    HoldCaptured(HoldCaptured),
+    HoldReleased(HoldReleased),
+    CreditsRefunded(CreditsRefunded),
+    CreditsAdjusted(CreditsAdjusted),
+    CreditsExpired(CreditsExpired),
+}
+
+impl AccountEvent {
+    /// The literal, never-renamed type name stored with the event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::AccountOpened(_) => "AccountOpened",
+            Self::AccountUpdated(_) => "AccountUpdated",
+            Self::PlanChanged(_) => "PlanChanged",
+            Self::AccountSuspended(_) => "AccountSuspended",
+            Self::AccountReactivated(_) => "AccountReactivated",
+            Self::CreditsGranted(_) => "CreditsGranted",
+            Self::CreditsDeducted(_) => "CreditsDeducted",
+            Self::CreditsHeld(_) => "CreditsHeld",
+            Self::HoldCaptured(_) => "HoldCaptured",
+            Self::HoldReleased(_) => "HoldReleased",
+            Self::CreditsRefunded(_) => "CreditsRefunded",
+            Self::CreditsAdjusted(_) => "CreditsAdjusted",
+            Self::CreditsExpired(_) => "CreditsExpired",
+        }
+    }
+
+    /// The signed change this event makes to the balance.
+    pub fn balance_delta(&self) -> i64 {
+        match self {
+            Self::CreditsGranted(e) => e.credits,
+            Self::CreditsDeducted(e) => -e.credits,
+            Self::HoldCaptured(e) => -e.captured,
+            Self::CreditsRefunded(e) => e.credits,
+            Self::CreditsAdjusted(e) => e.credits,
+            Self::CreditsExpired(e) => -e.credits,
+            _ => 0,
+        }
+    }
+
+    /// The signed change this event makes to the held credits.
+    pub fn held_delta(&self) -> i64 {
+        match self {
+            Self::CreditsHeld(e) => e.credits,
+            Self::HoldCaptured(e) => -e.held,
+            Self::HoldReleased(e) => -e.credits,
+            _ => 0,
+        }
+    }
+
+    /// The balance after this event, for the events that move it.
+    pub fn balance_after(&self) -> Option<i64> {
+        match self {
+            Self::CreditsGranted(e) => Some(e.balance_after),
+            Self::CreditsDeducted(e) => Some(e.balance_after),
+            Self::HoldCaptured(e) => Some(e.balance_after),
+            Self::CreditsRefunded(e) => Some(e.balance_after),
+            Self::CreditsAdjusted(e) => Some(e.balance_after),
+            Self::CreditsExpired(e) => Some(e.balance_after),
+            _ => None,
+        }
+    }
+
+    /// The idempotency key of the command that produced this event, if any.
+    pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Self::CreditsGranted(e) => e.idempotency_key.as_ref(),
+            Self::CreditsDeducted(e) => e.idempotency_key.as_ref(),
+            Self::CreditsHeld(e) => e.idempotency_key.as_ref(),
+            Self::HoldCaptured(e) => e.idempotency_key.as_ref(),
+            Self::HoldReleased(e) => e.idempotency_key.as_ref(),
+            Self::CreditsRefunded(e) => e.idempotency_key.as_ref(),
+            Self::CreditsAdjusted(e) => e.idempotency_key.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// When the fact happened (the instant an as-of fold compares against).
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::AccountOpened(e) => e.opened_at,
+            Self::AccountUpdated(e) => e.updated_at,
+            Self::PlanChanged(e) => e.changed_at,
+            Self::AccountSuspended(e) => e.suspended_at,
+            Self::AccountReactivated(e) => e.reactivated_at,
+            Self::CreditsGranted(e) => e.granted_at,
+            Self::CreditsDeducted(e) => e.recorded_at,
+            Self::CreditsHeld(e) => e.held_at,
+            Self::HoldCaptured(e) => e.captured_at,
+            Self::HoldReleased(e) => e.released_at,
+            Self::CreditsRefunded(e) => e.refunded_at,
+            Self::CreditsAdjusted(e) => e.adjusted_at,
+            Self::CreditsExpired(e) => e.expired_at,
+        }
+    }
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}

@@ -1,0 +1,131 @@
+//! Events of the catalog aggregate: plans, credit packages and the versioned
+//! credit cost table (one stream, id [`CATALOG_ID`]).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{CostUnit, Money, OperationKey};
+use crate::EVENT_VERSION_1;
+
+/// The aggregate type under which the catalog stream is stored.
+pub const CATALOG_AGGREGATE_TYPE: &str = "catalog";
+/// The one catalog stream's id.
+pub const CATALOG_ID: &str = "catalog";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingCycle {
+    Monthly,
+    Annual,
+}
+
+/// Plan limits; `None` means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PlanLimits {
+    pub max_users: Option<u32>,
+    pub max_sites: Option<u32>,
+    pub max_industries: Option<u32>,
+    pub max_author_profiles: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub slug: String,
+    pub name: String,
+    pub price: Money,
+    pub billing_cycle: BillingCycle,
+    pub included_credits: i64,
+    /// Price of one credit beyond the included ones, if top-ups are sold.
+    pub extra_credit_price: Option<Money>,
+    pub allow_credit_topup: bool,
+    pub limits: PlanLimits,
+    pub features: Vec<String>,
+    pub active: bool,
+    pub stripe_product_id: Option<String>,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditPackage {
+    pub slug: String,
+    pub name: String,
+    pub credits: i64,
+    pub price: Money,
+    pub discount_percent: Decimal,
+    pub active: bool,
+    pub featured: bool,
+    pub description: Option<String>,
+    pub features: Vec<String>,
+}
+
+/// One row of the cost table: `cost` credits per `unit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostEntry {
+    pub operation: OperationKey,
+    pub cost: i64,
+    pub unit: CostUnit,
+    /// The cost-table version at which this row took this value.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanUpserted {
+    pub plan: Plan,
+    pub previous: Option<Plan>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditPackageUpserted {
+    pub package: CreditPackage,
+    pub previous: Option<CreditPackage>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A cost-table row was set; `entry.version` is the new table version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditCostSet {
+    pub entry: CostEntry,
+    pub previous: Option<CostEntry>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The defaults were written once; later starts leave the catalog alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogSeeded {
+    pub seed_version: u32,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogEvent {
+    CatalogSeeded(CatalogSeeded),
+    PlanUpserted(PlanUpserted),
+    CreditPackageUpserted(CreditPackageUpserted),
+    CreditCostSet(CreditCostSet),
+}
+
+impl CatalogEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::CatalogSeeded(_) => "CatalogSeeded",
+            Self::PlanUpserted(_) => "PlanUpserted",
+            Self::CreditPackageUpserted(_) => "CreditPackageUpserted",
+            Self::CreditCostSet(_) => "CreditCostSet",
+        }
+    }
+}
+
+impl DomainEvent for CatalogEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}

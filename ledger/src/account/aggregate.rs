@@ -1,0 +1,910 @@
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use events::{
+    AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus, AccountSuspended,
+    AccountUpdated, BillingAddress, CountryCode, CreditsAdjusted, CreditsDeducted,
+    CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded, HoldCaptured, HoldReleased,
+    IdempotencyKey, LotDraw, OperationKey, PlanChanged, ReleaseReason, Usage,
+    ACCOUNT_AGGREGATE_TYPE,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::commands::*;
+use super::errors::{AccountError, HoldState};
+use crate::pricing::price;
+
+/// Most holds one account may have open at once.
+pub const OPEN_HOLDS_MAX: usize = 10_000;
+/// How many recent idempotency keys the aggregate remembers with their first
+/// outcome. Older keys are caught by the store's unique index.
+pub const IDEMPOTENCY_WINDOW_KEYS: usize = 128;
+/// How many closed holds are remembered, to say why a hold is not open.
+pub const CLOSED_HOLDS_WINDOW: usize = 1_024;
+
+/// Credits from one grant, positive adjustment or refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    pub id: Uuid,
+    pub remaining: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Creation order, to break ties oldest first.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenHold {
+    pub credits: i64,
+    pub operation: Option<OperationKey>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct DeductionRecord {
+    credits: i64,
+    refunded: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+struct Profile {
+    id: Option<AccountId>,
+    name: String,
+    slug: String,
+    owner_user_id: String,
+    plan: String,
+    country: Option<CountryCode>,
+    billing_email: String,
+    billing_address: Option<BillingAddress>,
+    tax_id: Option<String>,
+    tax_rate: Decimal,
+    low_balance_threshold: i64,
+}
+
+/// One tenant's credits. Built only by folding its events.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CreditAccount {
+    opened: bool,
+    profile: Profile,
+    status: AccountStatus,
+    status_before_suspension: Option<AccountStatus>,
+    credit_limit: i64,
+    balance: i64,
+    held: i64,
+    debt: i64,
+    lots: Vec<Lot>,
+    lot_seq: u64,
+    holds: BTreeMap<Uuid, OpenHold>,
+    closed_holds: VecDeque<(Uuid, HoldState)>,
+    deductions: BTreeMap<Uuid, DeductionRecord>,
+    recent_keys: VecDeque<(IdempotencyKey, AccountEvent)>,
+    /// The latest instant any event carried; command clocks are clamped to it
+    /// so that the stream's time never runs backwards.
+    last_at: Option<DateTime<Utc>>,
+}
+
+impl CreditAccount {
+    pub fn is_open(&self) -> bool {
+        self.opened
+    }
+    pub fn id(&self) -> Option<AccountId> {
+        self.profile.id
+    }
+    pub fn status(&self) -> AccountStatus {
+        self.status
+    }
+    pub fn plan(&self) -> &str {
+        &self.profile.plan
+    }
+    pub fn balance(&self) -> i64 {
+        self.balance
+    }
+    pub fn held(&self) -> i64 {
+        self.held
+    }
+    pub fn available(&self) -> i64 {
+        self.balance - self.held
+    }
+    pub fn debt(&self) -> i64 {
+        self.debt
+    }
+    pub fn credit_limit(&self) -> i64 {
+        self.credit_limit
+    }
+    pub fn low_balance_threshold(&self) -> i64 {
+        self.profile.low_balance_threshold
+    }
+    pub fn lots(&self) -> &[Lot] {
+        &self.lots
+    }
+    pub fn open_holds(&self) -> &BTreeMap<Uuid, OpenHold> {
+        &self.holds
+    }
+
+    /// The first outcome of a command with this key, if the key is recent.
+    pub fn outcome_for(&self, key: &IdempotencyKey) -> Option<&AccountEvent> {
+        self.recent_keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, e)| e)
+    }
+
+    fn ensure_open(&self) -> Result<(), AccountError> {
+        if self.opened {
+            Ok(())
+        } else {
+            Err(AccountError::AccountNotFound)
+        }
+    }
+
+    /// Spending (deductions, holds) is refused on suspended and cancelled
+    /// accounts; captures and releases still finish work already started.
+    fn ensure_may_spend(&self) -> Result<(), AccountError> {
+        match self.status {
+            AccountStatus::Suspended => Err(AccountError::AccountSuspended),
+            AccountStatus::Cancelled => Err(AccountError::AccountCancelled),
+            _ => Ok(()),
+        }
+    }
+
+    fn clamp(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.last_at.map_or(now, |last| now.max(last))
+    }
+
+    /// Credits that may still leave without breaking available ≥ −limit.
+    fn headroom(&self) -> i64 {
+        self.balance - self.held + self.credit_limit
+    }
+
+    fn ensure_can_spend(&self, credits: i64) -> Result<(), AccountError> {
+        if credits > self.headroom() {
+            return Err(AccountError::InsufficientCredits {
+                balance: self.balance,
+                available: self.available(),
+                required: credits,
+            });
+        }
+        Ok(())
+    }
+
+    /// Which lots pay for `credits`, in burn order, and the overdraft left.
+    fn plan_draws(&self, credits: i64) -> (Vec<LotDraw>, i64) {
+        let mut left = credits;
+        let mut draws = Vec::new();
+        for lot in &self.lots {
+            if left == 0 {
+                break;
+            }
+            let take = lot.remaining.min(left);
+            if take > 0 {
+                draws.push(LotDraw {
+                    lot_id: lot.id,
+                    credits: take,
+                });
+                left -= take;
+            }
+        }
+        (draws, left)
+    }
+
+    fn spend(&self, credits: i64) -> Result<(Vec<LotDraw>, i64, i64), AccountError> {
+        let balance_after = self
+            .balance
+            .checked_sub(credits)
+            .ok_or(AccountError::Overflow)?;
+        let (draws, overdraft) = self.plan_draws(credits);
+        Ok((draws, overdraft, balance_after))
+    }
+
+    fn credit(&self, credits: i64) -> Result<(i64, i64), AccountError> {
+        let balance_after = self
+            .balance
+            .checked_add(credits)
+            .ok_or(AccountError::Overflow)?;
+        Ok((self.debt.min(credits), balance_after))
+    }
+
+    fn resolve(amount: &Amount) -> Result<(i64, Option<(OperationKey, u64, u64)>), AccountError> {
+        match amount {
+            Amount::Credits(c) => Ok((*c, None)),
+            Amount::Priced { cost, units } => Ok((
+                price(cost, *units)?,
+                Some((cost.operation.clone(), *units, cost.version)),
+            )),
+        }
+    }
+
+    /// Writes the expiries that are due at `now`: holds past their TTL, and
+    /// lots past their expiry as far as they do not back an open hold. Each
+    /// event is stamped at the instant it happened.
+    async fn expire_due(&mut self, now: DateTime<Utc>, sink: &EventSink<Self>) {
+        let mut cursor: Option<DateTime<Utc>> = None;
+        loop {
+            let next_hold = self
+                .holds
+                .iter()
+                .filter(|(_, h)| h.expires_at <= now)
+                .min_by_key(|(id, h)| (h.expires_at, **id))
+                .map(|(id, h)| (*id, h.expires_at, h.credits));
+            let next_lot = self
+                .lots
+                .iter()
+                .filter(|l| l.remaining > 0 && l.expires_at.is_some_and(|t| t <= now))
+                .min_by_key(|l| (l.expires_at, l.seq))
+                .map(|l| (l.id, l.expires_at.unwrap_or(now), l.remaining));
+            let lot_first = match (&next_lot, &next_hold) {
+                (Some((_, lt, _)), Some((_, ht, _))) => lt <= ht,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if lot_first {
+                let Some((lot_id, lot_at, remaining)) = next_lot else {
+                    break;
+                };
+                let credits = remaining.min(self.headroom().max(0));
+                let at = cursor.map_or(lot_at, |c| c.max(lot_at));
+                if credits > 0 {
+                    let balance_after = self.balance - credits;
+                    sink.write(
+                        AccountEvent::CreditsExpired(CreditsExpired {
+                            lot_id,
+                            credits,
+                            balance_after,
+                            expired_at: at,
+                        }),
+                        self,
+                    )
+                    .await;
+                    cursor = Some(at);
+                }
+                if credits < remaining {
+                    // The rest backs open holds: release a due one, if any,
+                    // and try again; otherwise it waits for a later release.
+                    match next_hold {
+                        Some(h) => {
+                            self.release_expired(h, &mut cursor, sink).await;
+                        }
+                        None => break,
+                    }
+                }
+            } else if let Some(h) = next_hold {
+                self.release_expired(h, &mut cursor, sink).await;
+            } else {
+                break;
+            }
+        }
+    }
+
+    async fn release_expired(
+        &mut self,
+        (hold_id, expires_at, credits): (Uuid, DateTime<Utc>, i64),
+        cursor: &mut Option<DateTime<Utc>>,
+        sink: &EventSink<Self>,
+    ) {
+        let at = cursor.map_or(expires_at, |c| c.max(expires_at));
+        let available_after = self.available() + credits;
+        sink.write(
+            AccountEvent::HoldReleased(HoldReleased {
+                hold_id,
+                credits,
+                reason: ReleaseReason::Expired,
+                available_after,
+                idempotency_key: None,
+                released_at: at,
+            }),
+            self,
+        )
+        .await;
+        *cursor = Some(at);
+    }
+
+    fn check_credits(credits: i64) -> Result<(), AccountError> {
+        if credits <= 0 || credits > CREDITS_PER_COMMAND_MAX {
+            return Err(AccountError::InvalidCredits {
+                credits,
+                max: CREDITS_PER_COMMAND_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_credit_limit(credit_limit: i64) -> Result<(), AccountError> {
+        if !(0..=CREDIT_LIMIT_MAX).contains(&credit_limit) {
+            return Err(AccountError::CreditLimitOutOfRange {
+                credit_limit,
+                max: CREDIT_LIMIT_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    fn hold_state(&self, hold_id: Uuid) -> AccountError {
+        match self.closed_holds.iter().find(|(id, _)| *id == hold_id) {
+            Some((_, state)) => AccountError::HoldNotOpen {
+                hold_id,
+                state: *state,
+            },
+            None => AccountError::HoldNotFound { hold_id },
+        }
+    }
+
+    async fn handle_credit_command(
+        &mut self,
+        command: AccountCommand,
+        sink: &EventSink<Self>,
+    ) -> Result<(), AccountError> {
+        match command {
+            AccountCommand::GrantCredits(c) => {
+                let now = self.clamp(c.now);
+                Self::check_credits(c.credits)?;
+                if self.status == AccountStatus::Cancelled {
+                    return Err(AccountError::AccountCancelled);
+                }
+                if let Some(expires_at) = c.expires_at {
+                    if expires_at <= now {
+                        return Err(AccountError::ExpiryNotInFuture { expires_at });
+                    }
+                }
+                self.expire_due(now, sink).await;
+                let (debt_repaid, balance_after) = self.credit(c.credits)?;
+                sink.write(
+                    AccountEvent::CreditsGranted(CreditsGranted {
+                        grant_id: c.grant_id,
+                        credits: c.credits,
+                        source: c.source,
+                        expires_at: c.expires_at,
+                        description: c.description,
+                        debt_repaid,
+                        balance_after,
+                        idempotency_key: c.idempotency_key,
+                        granted_at: now,
+                    }),
+                    self,
+                )
+                .await;
+                self.expire_due(now, sink).await;
+            }
+            AccountCommand::DeductCredits(c) => {
+                let now = self.clamp(c.now);
+                self.ensure_may_spend()?;
+                let credits = price(&c.cost, c.usage.units)?;
+                self.expire_due(now, sink).await;
+                self.ensure_can_spend(credits)?;
+                let (draws, overdraft, balance_after) = self.spend(credits)?;
+                let usage = Usage {
+                    operation: Some(c.cost.operation.clone()),
+                    cost_version: Some(c.cost.version),
+                    ..c.usage
+                };
+                sink.write(
+                    AccountEvent::CreditsDeducted(CreditsDeducted {
+                        deduction_id: c.deduction_id,
+                        credits,
+                        usage,
+                        draws,
+                        overdraft,
+                        balance_after,
+                        available_after: balance_after - self.held,
+                        idempotency_key: c.idempotency_key,
+                        recorded_at: now,
+                    }),
+                    self,
+                )
+                .await;
+            }
+            AccountCommand::HoldCredits(c) => {
+                let now = self.clamp(c.now);
+                self.ensure_may_spend()?;
+                let (credits, priced) = Self::resolve(&c.amount)?;
+                Self::check_credits(credits)?;
+                if c.ttl_seconds == 0 || c.ttl_seconds > HOLD_TTL_SECONDS_MAX {
+                    return Err(AccountError::HoldTtlOutOfRange {
+                        ttl_seconds: c.ttl_seconds,
+                        max: HOLD_TTL_SECONDS_MAX,
+                    });
+                }
+                self.expire_due(now, sink).await;
+                if self.holds.len() >= OPEN_HOLDS_MAX {
+                    return Err(AccountError::TooManyOpenHolds {
+                        max: OPEN_HOLDS_MAX,
+                    });
+                }
+                self.ensure_can_spend(credits)?;
+                let ttl = i64::try_from(c.ttl_seconds).map_err(|_| AccountError::Overflow)?;
+                let (operation, units, cost_version) = match priced {
+                    Some((op, units, version)) => (Some(op), Some(units), Some(version)),
+                    None => (None, None, None),
+                };
+                sink.write(
+                    AccountEvent::CreditsHeld(CreditsHeld {
+                        hold_id: c.hold_id,
+                        credits,
+                        operation,
+                        units,
+                        cost_version,
+                        expires_at: now + Duration::seconds(ttl),
+                        available_after: self.available() - credits,
+                        idempotency_key: c.idempotency_key,
+                        held_at: now,
+                    }),
+                    self,
+                )
+                .await;
+            }
+            AccountCommand::CaptureHold(c) => {
+                let now = self.clamp(c.now);
+                let (captured, priced) = Self::resolve(&c.amount)?;
+                if !(0..=CREDITS_PER_COMMAND_MAX).contains(&captured) {
+                    return Err(AccountError::InvalidCredits {
+                        credits: captured,
+                        max: CREDITS_PER_COMMAND_MAX,
+                    });
+                }
+                self.expire_due(now, sink).await;
+                let hold = self
+                    .holds
+                    .get(&c.hold_id)
+                    .cloned()
+                    .ok_or_else(|| self.hold_state(c.hold_id))?;
+                // Capturing more than was held needs the extra to be available.
+                let extra = (captured - hold.credits).max(0);
+                if extra > self.headroom() {
+                    return Err(AccountError::InsufficientCredits {
+                        balance: self.balance,
+                        available: self.available() + hold.credits,
+                        required: captured,
+                    });
+                }
+                let (draws, overdraft, balance_after) = self.spend(captured)?;
+                let mut usage = c.usage;
+                match priced {
+                    Some((op, units, version)) => {
+                        usage.operation = Some(op);
+                        usage.units = units;
+                        usage.cost_version = Some(version);
+                    }
+                    None => {
+                        if usage.operation.is_none() {
+                            usage.operation = hold.operation.clone();
+                        }
+                    }
+                }
+                sink.write(
+                    AccountEvent::HoldCaptured(HoldCaptured {
+                        hold_id: c.hold_id,
+                        deduction_id: c.deduction_id,
+                        held: hold.credits,
+                        captured,
+                        released: (hold.credits - captured).max(0),
+                        usage,
+                        draws,
+                        overdraft,
+                        balance_after,
+                        available_after: balance_after - (self.held - hold.credits),
+                        idempotency_key: c.idempotency_key,
+                        captured_at: now,
+                    }),
+                    self,
+                )
+                .await;
+                self.expire_due(now, sink).await;
+            }
+            AccountCommand::ReleaseHold(c) => {
+                let now = self.clamp(c.now);
+                self.expire_due(now, sink).await;
+                let hold = self
+                    .holds
+                    .get(&c.hold_id)
+                    .cloned()
+                    .ok_or_else(|| self.hold_state(c.hold_id))?;
+                sink.write(
+                    AccountEvent::HoldReleased(HoldReleased {
+                        hold_id: c.hold_id,
+                        credits: hold.credits,
+                        reason: ReleaseReason::Caller,
+                        available_after: self.available() + hold.credits,
+                        idempotency_key: c.idempotency_key,
+                        released_at: now,
+                    }),
+                    self,
+                )
+                .await;
+                self.expire_due(now, sink).await;
+            }
+            AccountCommand::RefundDeduction(c) => {
+                let now = self.clamp(c.now);
+                let record = *self.deductions.get(&c.deduction_id).ok_or(
+                    AccountError::DeductionNotFound {
+                        deduction_id: c.deduction_id,
+                    },
+                )?;
+                let refundable = record.credits - record.refunded;
+                let credits = c.credits.unwrap_or(refundable);
+                if credits > refundable || (c.credits.is_none() && refundable == 0) {
+                    return Err(AccountError::RefundExceedsDeduction {
+                        deduction_id: c.deduction_id,
+                        refundable,
+                        requested: credits,
+                    });
+                }
+                Self::check_credits(credits)?;
+                self.expire_due(now, sink).await;
+                let (debt_repaid, balance_after) = self.credit(credits)?;
+                sink.write(
+                    AccountEvent::CreditsRefunded(CreditsRefunded {
+                        refund_id: c.refund_id,
+                        deduction_id: c.deduction_id,
+                        credits,
+                        reason: c.reason,
+                        debt_repaid,
+                        balance_after,
+                        idempotency_key: c.idempotency_key,
+                        refunded_at: now,
+                    }),
+                    self,
+                )
+                .await;
+                self.expire_due(now, sink).await;
+            }
+            AccountCommand::AdjustCredits(c) => {
+                let now = self.clamp(c.now);
+                if c.credits == 0 {
+                    return Err(AccountError::ZeroAdjustment);
+                }
+                Self::check_credits(c.credits.checked_abs().ok_or(AccountError::Overflow)?)?;
+                self.expire_due(now, sink).await;
+                let (draws, overdraft, debt_repaid, balance_after) = if c.credits > 0 {
+                    let (debt_repaid, balance_after) = self.credit(c.credits)?;
+                    (Vec::new(), 0, debt_repaid, balance_after)
+                } else {
+                    let credits = -c.credits;
+                    self.ensure_can_spend(credits)?;
+                    let (draws, overdraft, balance_after) = self.spend(credits)?;
+                    (draws, overdraft, 0, balance_after)
+                };
+                sink.write(
+                    AccountEvent::CreditsAdjusted(CreditsAdjusted {
+                        adjustment_id: c.adjustment_id,
+                        credits: c.credits,
+                        reason: c.reason,
+                        draws,
+                        overdraft,
+                        debt_repaid,
+                        balance_after,
+                        idempotency_key: c.idempotency_key,
+                        adjusted_at: now,
+                    }),
+                    self,
+                )
+                .await;
+                self.expire_due(now, sink).await;
+            }
+            AccountCommand::ExpireDue { now } => {
+                let now = self.clamp(now);
+                self.expire_due(now, sink).await;
+            }
+            _ => unreachable!("only credit commands are routed here"),
+        }
+        Ok(())
+    }
+
+    fn add_lot(&mut self, id: Uuid, remaining: i64, expires_at: Option<DateTime<Utc>>) {
+        self.lot_seq += 1;
+        if remaining <= 0 {
+            return;
+        }
+        let lot = Lot {
+            id,
+            remaining,
+            expires_at,
+            seq: self.lot_seq,
+        };
+        // Burn order: soonest expiry first, lots that never expire last,
+        // oldest first among equals.
+        let key = |l: &Lot| (l.expires_at.is_none(), l.expires_at, l.seq);
+        let at = self.lots.partition_point(|l| key(l) <= key(&lot));
+        self.lots.insert(at, lot);
+    }
+
+    fn take_from_lots(&mut self, draws: &[LotDraw], overdraft: i64) {
+        for d in draws {
+            if let Some(lot) = self.lots.iter_mut().find(|l| l.id == d.lot_id) {
+                lot.remaining -= d.credits;
+            }
+        }
+        self.lots.retain(|l| l.remaining > 0);
+        self.debt += overdraft;
+    }
+
+    fn remember_key(&mut self, event: &AccountEvent) {
+        if let Some(key) = event.idempotency_key() {
+            if self.outcome_for(key).is_none() {
+                self.recent_keys.push_back((key.clone(), event.clone()));
+                if self.recent_keys.len() > IDEMPOTENCY_WINDOW_KEYS {
+                    self.recent_keys.pop_front();
+                }
+            }
+        }
+    }
+
+    fn close_hold(&mut self, hold_id: Uuid, state: HoldState) {
+        self.holds.remove(&hold_id);
+        self.closed_holds.push_back((hold_id, state));
+        if self.closed_holds.len() > CLOSED_HOLDS_WINDOW {
+            self.closed_holds.pop_front();
+        }
+    }
+}
+
+impl Aggregate for CreditAccount {
+    const TYPE: &'static str = ACCOUNT_AGGREGATE_TYPE;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let AccountCommand::OpenAccount(c) = command {
+            if self.opened {
+                return Err(AccountError::AccountAlreadyOpen);
+            }
+            Self::check_credit_limit(c.credit_limit)?;
+            if c.low_balance_threshold < 0 {
+                return Err(AccountError::InvalidThreshold {
+                    threshold: c.low_balance_threshold,
+                });
+            }
+            sink.write(
+                AccountEvent::AccountOpened(AccountOpened {
+                    account_id: c.account_id,
+                    name: c.name,
+                    slug: c.slug,
+                    owner_user_id: c.owner_user_id,
+                    plan: c.plan,
+                    status: c.status,
+                    country: c.country,
+                    billing_email: c.billing_email,
+                    credit_limit: c.credit_limit,
+                    low_balance_threshold: c.low_balance_threshold,
+                    tax_rate: c.tax_rate,
+                    opened_at: c.now,
+                }),
+                self,
+            )
+            .await;
+            return Ok(());
+        }
+        self.ensure_open()?;
+        // A repeated key returns the first outcome: nothing new happens.
+        if let Some(key) = command.idempotency_key() {
+            if self.outcome_for(key).is_some() {
+                return Ok(());
+            }
+        }
+        match command {
+            AccountCommand::UpdateAccount { patch, now } => {
+                let now = self.clamp(now);
+                if let Some(limit) = patch.credit_limit {
+                    Self::check_credit_limit(limit)?;
+                    let minimum = (self.held - self.balance).max(0);
+                    if limit < minimum {
+                        return Err(AccountError::CreditLimitBelowUsage {
+                            credit_limit: limit,
+                            minimum,
+                        });
+                    }
+                }
+                if let Some(threshold) = patch.low_balance_threshold {
+                    if threshold < 0 {
+                        return Err(AccountError::InvalidThreshold { threshold });
+                    }
+                }
+                sink.write(
+                    AccountEvent::AccountUpdated(AccountUpdated {
+                        name: patch.name,
+                        billing_email: patch.billing_email,
+                        billing_address: patch.billing_address,
+                        tax_id: patch.tax_id,
+                        tax_rate: patch.tax_rate,
+                        country: patch.country,
+                        credit_limit: patch.credit_limit,
+                        low_balance_threshold: patch.low_balance_threshold,
+                        updated_at: now,
+                    }),
+                    self,
+                )
+                .await;
+            }
+            AccountCommand::ChangePlan { plan, now } => {
+                if plan != self.profile.plan {
+                    let now = self.clamp(now);
+                    sink.write(
+                        AccountEvent::PlanChanged(PlanChanged {
+                            from: self.profile.plan.clone(),
+                            to: plan,
+                            changed_at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
+            }
+            AccountCommand::Suspend { reason, now } => match self.status {
+                AccountStatus::Suspended => {}
+                AccountStatus::Cancelled => return Err(AccountError::AccountCancelled),
+                _ => {
+                    let now = self.clamp(now);
+                    sink.write(
+                        AccountEvent::AccountSuspended(AccountSuspended {
+                            reason,
+                            suspended_at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
+            },
+            AccountCommand::Reactivate { now } => {
+                if self.status == AccountStatus::Suspended {
+                    let now = self.clamp(now);
+                    let status = self
+                        .status_before_suspension
+                        .unwrap_or(AccountStatus::Active);
+                    sink.write(
+                        AccountEvent::AccountReactivated(AccountReactivated {
+                            status,
+                            reactivated_at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
+            }
+            credit => self.handle_credit_command(credit, sink).await?,
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        let at = event.occurred_at();
+        self.last_at = Some(self.last_at.map_or(at, |last| last.max(at)));
+        self.remember_key(&event);
+        self.balance += event.balance_delta();
+        self.held += event.held_delta();
+        match event {
+            AccountEvent::AccountOpened(e) => {
+                self.opened = true;
+                self.status = e.status;
+                self.credit_limit = e.credit_limit;
+                self.profile = Profile {
+                    id: Some(e.account_id),
+                    name: e.name,
+                    slug: e.slug,
+                    owner_user_id: e.owner_user_id,
+                    plan: e.plan,
+                    country: Some(e.country),
+                    billing_email: e.billing_email,
+                    billing_address: None,
+                    tax_id: None,
+                    tax_rate: e.tax_rate,
+                    low_balance_threshold: e.low_balance_threshold,
+                };
+            }
+            AccountEvent::AccountUpdated(e) => {
+                let p = &mut self.profile;
+                if let Some(v) = e.name {
+                    p.name = v;
+                }
+                if let Some(v) = e.billing_email {
+                    p.billing_email = v;
+                }
+                if let Some(v) = e.billing_address {
+                    p.billing_address = Some(v);
+                }
+                if let Some(v) = e.tax_id {
+                    p.tax_id = Some(v);
+                }
+                if let Some(v) = e.tax_rate {
+                    p.tax_rate = v;
+                }
+                if let Some(v) = e.country {
+                    p.country = Some(v);
+                }
+                if let Some(v) = e.low_balance_threshold {
+                    p.low_balance_threshold = v;
+                }
+                if let Some(v) = e.credit_limit {
+                    self.credit_limit = v;
+                }
+            }
+            AccountEvent::PlanChanged(e) => self.profile.plan = e.to,
+            AccountEvent::AccountSuspended(_) => {
+                self.status_before_suspension = Some(self.status);
+                self.status = AccountStatus::Suspended;
+            }
+            AccountEvent::AccountReactivated(e) => {
+                self.status = e.status;
+                self.status_before_suspension = None;
+            }
+            AccountEvent::CreditsGranted(e) => {
+                self.debt -= e.debt_repaid;
+                self.add_lot(e.grant_id, e.credits - e.debt_repaid, e.expires_at);
+            }
+            AccountEvent::CreditsDeducted(e) => {
+                self.take_from_lots(&e.draws, e.overdraft);
+                self.deductions.insert(
+                    e.deduction_id,
+                    DeductionRecord {
+                        credits: e.credits,
+                        refunded: 0,
+                    },
+                );
+            }
+            AccountEvent::CreditsHeld(e) => {
+                self.holds.insert(
+                    e.hold_id,
+                    OpenHold {
+                        credits: e.credits,
+                        operation: e.operation,
+                        expires_at: e.expires_at,
+                    },
+                );
+            }
+            AccountEvent::HoldCaptured(e) => {
+                self.take_from_lots(&e.draws, e.overdraft);
+                self.close_hold(e.hold_id, HoldState::Captured);
+                self.deductions.insert(
+                    e.deduction_id,
+                    DeductionRecord {
+                        credits: e.captured,
+                        refunded: 0,
+                    },
+                );
+            }
+            AccountEvent::HoldReleased(e) => {
+                let state = match e.reason {
+                    ReleaseReason::Caller => HoldState::Released,
+                    ReleaseReason::Expired => HoldState::Expired,
+                };
+                self.close_hold(e.hold_id, state);
+            }
+            AccountEvent::CreditsRefunded(e) => {
+                if let Some(d) = self.deductions.get_mut(&e.deduction_id) {
+                    d.refunded += e.credits;
+                }
+                self.debt -= e.debt_repaid;
+                self.add_lot(e.refund_id, e.credits - e.debt_repaid, None);
+            }
+            AccountEvent::CreditsAdjusted(e) => {
+                if e.credits > 0 {
+                    self.debt -= e.debt_repaid;
+                    self.add_lot(e.adjustment_id, e.credits - e.debt_repaid, None);
+                } else {
+                    self.take_from_lots(&e.draws, e.overdraft);
+                }
+            }
+            AccountEvent::CreditsExpired(e) => {
+                self.take_from_lots(
+                    &[LotDraw {
+                        lot_id: e.lot_id,
+                        credits: e.credits,
+                    }],
+                    0,
+                );
+            }
+        }
+        debug_assert_eq!(
+            self.balance,
+            self.lots.iter().map(|l| l.remaining).sum::<i64>() - self.debt,
+            "balance must equal the lots less the debt"
+        );
+    }
+}

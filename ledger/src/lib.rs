@@ -1,0 +1,17 @@
+//! Pure aggregates of the credit ledger.
+//!
+//! [`account::CreditAccount`] keeps one tenant's credits: balance, holds, lots
+//! with expiry, credit limit, status and recent idempotency keys.
+//! [`catalog::Catalog`] keeps plans, credit packages and the versioned cost
+//! table. Both implement cqrs-es 0.5's `Aggregate`: `handle` decides and
+//! writes events to the `EventSink`, `apply` folds them. Neither reads a clock,
+//! a random source or a database: time, ids and looked-up facts (the price
+//! version) come inside the command. This crate does no I/O.
+
+pub mod account;
+pub mod catalog;
+pub mod pricing;
+
+pub use account::{AccountCommand, AccountError, CreditAccount};
+pub use catalog::{Catalog, CatalogCommand, CatalogError};
+pub use pricing::{price, PriceError};

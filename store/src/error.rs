@@ -1,0 +1,31 @@
+/// A technical failure of the store: never a domain refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database URL must start with postgres:// or sqlite:")]
+    UnsupportedUrl,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not read stored events: {0}")]
+    Persistence(String),
+    #[error("could not create the data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why an append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {aggregate_id} moved on: another writer appended first")]
+    Conflict { aggregate_id: String },
+    #[error("idempotency key already used on account {account_id}")]
+    DuplicateKey { account_id: String, key: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(e))
+    }
+}

@@ -1,0 +1,202 @@
+//! Event store adapters and the command service.
+//!
+//! [`Store`] is the ledger's event log on PostgreSQL (read through
+//! postgres-es) or SQLite (read through sqlite-es): aggregates are loaded with
+//! cqrs-es's plain `PersistedEventStore::new_event_store` (never its snapshot
+//! or aggregate stores, which apply events twice in 0.5.0), while appends go
+//! through this crate's own transaction so that the idempotency claim, the
+//! hash-chained metadata and the events commit together, and every event gets
+//! a global log position. [`CommandService`] runs load → handle → append with
+//! optimistic concurrency, retrying on conflict.
+
+mod error;
+mod postgres;
+mod service;
+mod sqlite;
+pub mod testing;
+
+use cqrs_es::Aggregate;
+use serde_json::Value;
+
+pub use error::{AppendError, StoreError};
+pub use service::{
+    request_hash, CommandContext, CommandService, CommittedEvent, Executed, IdempotencyClaim,
+    RecentOutcomes,
+    ServiceError, CONFLICT_RETRIES_MAX,
+};
+
+/// Most events one read of the global log returns.
+pub const READ_BATCH_EVENTS_MAX: u32 = 10_000;
+
+/// The default database: an SQLite file under `./data`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/ledger.db";
+
+/// One event as stored in the global log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// An aggregate folded from its stream, with what the next append needs.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub aggregate: A,
+    /// Sequence of the stream's last event (0 for a new stream).
+    pub sequence: u64,
+    /// Chain hash of the stream's last event (the genesis hash for a new one).
+    pub last_hash: String,
+}
+
+/// An event ready to append: serialized, with its metadata map.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// The events one command appends to one stream.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub events: Vec<NewEvent>,
+    /// Claims an idempotency key for the stream's account in the same
+    /// transaction; `sequence` names the event that holds the outcome.
+    pub claim: Option<KeyClaim>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyClaim {
+    pub key: String,
+    pub request_hash: String,
+    pub sequence: u64,
+}
+
+/// A claimed idempotency key and the event holding the first outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub request_hash: String,
+    pub sequence: i64,
+    pub position: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The event log on one of the supported databases.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    /// Opens the database named by `url`: `postgres://…` or `sqlite://path`
+    /// (the file and its folder are created when missing).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(postgres::PgStore::connect(url).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(sqlite::SqliteStore::connect(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the pending migrations of this database.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.migrate().await,
+            Self::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.ping().await,
+            Self::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Folds an aggregate from its whole stream (cqrs-es's plain event store).
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let envelopes = match self {
+            Self::Postgres(s) => s.load_events::<A>(aggregate_id).await?,
+            Self::Sqlite(s) => s.load_events::<A>(aggregate_id).await?,
+        };
+        let mut loaded = Loaded {
+            aggregate: A::default(),
+            sequence: 0,
+            last_hash: events::GENESIS_HASH.to_owned(),
+        };
+        for envelope in envelopes {
+            loaded.sequence = envelope.sequence as u64;
+            if let Some(hash) = envelope.metadata.get("hash") {
+                loaded.last_hash.clone_from(hash);
+            }
+            loaded.aggregate.apply(envelope.payload);
+        }
+        Ok(loaded)
+    }
+
+    /// Appends the streams' events in one transaction. Fails with
+    /// [`AppendError::Conflict`] when another writer got there first and
+    /// [`AppendError::DuplicateKey`] when an idempotency key is taken;
+    /// nothing is written then.
+    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<i64>, AppendError> {
+        match self {
+            Self::Postgres(s) => s.append(appends).await,
+            Self::Sqlite(s) => s.append(appends).await,
+        }
+    }
+
+    /// Up to `limit` events with a position above `after`, in log order.
+    pub async fn read_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = limit.min(READ_BATCH_EVENTS_MAX);
+        match self {
+            Self::Postgres(s) => s.read_after(after, limit).await,
+            Self::Sqlite(s) => s.read_after(after, limit).await,
+        }
+    }
+
+    /// The highest committed position (0 for an empty log).
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        match self {
+            Self::Postgres(s) => s.head_position().await,
+            Self::Sqlite(s) => s.head_position().await,
+        }
+    }
+
+    /// The claim on an account's idempotency key, with its outcome event.
+    pub async fn find_key(&self, account_id: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.find_key(account_id, key).await,
+            Self::Sqlite(s) => s.find_key(account_id, key).await,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! PostgreSQL adapter: postgres-es reads streams; appends are our own SQL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+use crate::{AppendError, KeyRecord, StoreError, StoredEvent, StreamAppend};
+
+/// Connections the server keeps to PostgreSQL.
+pub const PG_POOL_CONNECTIONS_MAX: u32 = 16;
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_POOL_CONNECTIONS_MAX)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::POSTGRES.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn load_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
+        let store: PersistedEventStore<PostgresEventRepository, A> =
+            PersistedEventStore::new_event_store(PostgresEventRepository::new(self.pool.clone()));
+        store
+            .load_events(aggregate_id)
+            .await
+            .map_err(|e| StoreError::Persistence(e.to_string()))
+    }
+
+    pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<i64>, AppendError> {
+        let mut types = Vec::new();
+        let mut ids = Vec::new();
+        let mut sequences = Vec::new();
+        let mut event_types = Vec::new();
+        let mut versions = Vec::new();
+        let mut payloads = Vec::new();
+        let mut metadata = Vec::new();
+        for a in appends {
+            for e in &a.events {
+                types.push(a.aggregate_type);
+                ids.push(a.aggregate_id.as_str());
+                sequences.push(e.sequence as i64);
+                event_types.push(e.event_type.as_str());
+                versions.push(e.event_version.as_str());
+                payloads.push(&e.payload);
+                metadata.push(&e.metadata);
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        // Claims first: the events' insert takes the log's position lock,
+        // which should be held as briefly as possible.
+        for a in appends {
+            if let Some(claim) = &a.claim {
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys \
+                       (account_id, idempotency_key, request_hash, aggregate_type, sequence) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&a.aggregate_id)
+                .bind(&claim.key)
+                .bind(&claim.request_hash)
+                .bind(a.aggregate_type)
+                .bind(claim.sequence as i64)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err(AppendError::DuplicateKey {
+                        account_id: a.aggregate_id.clone(),
+                        key: claim.key.clone(),
+                    });
+                }
+            }
+        }
+        let rows = sqlx::query(
+            "INSERT INTO events \
+               (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                                  $6::jsonb[], $7::jsonb[]) \
+             RETURNING aggregate_id, sequence, position",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .bind(&sequences)
+        .bind(&event_types)
+        .bind(&versions)
+        .bind(payloads.iter().map(|p| (*p).clone()).collect::<Vec<_>>())
+        .bind(metadata.iter().map(|m| (*m).clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| classify(e, appends))?;
+        tx.commit().await.map_err(|e| classify(e, appends))?;
+        let by_key: HashMap<(String, i64), i64> = rows
+            .iter()
+            .map(|r| ((r.get("aggregate_id"), r.get("sequence")), r.get("position")))
+            .collect();
+        Ok(ids
+            .iter()
+            .zip(&sequences)
+            .map(|(id, seq)| by_key.get(&((*id).to_owned(), *seq)).copied().unwrap_or(0))
+            .collect())
+    }
+
+    pub async fn read_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                    payload, metadata \
+               FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredEvent {
+                position: r.get("position"),
+                aggregate_type: r.get("aggregate_type"),
+                aggregate_id: r.get("aggregate_id"),
+                sequence: r.get("sequence"),
+                event_type: r.get("event_type"),
+                event_version: r.get("event_version"),
+                payload: r.get("payload"),
+                metadata: r.get("metadata"),
+            })
+            .collect())
+    }
+
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn find_key(&self, account_id: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT k.request_hash, k.sequence, e.position, e.event_type, e.event_version, e.payload \
+               FROM idempotency_keys k \
+               JOIN events e ON e.aggregate_type = k.aggregate_type \
+                            AND e.aggregate_id = k.account_id AND e.sequence = k.sequence \
+              WHERE k.account_id = $1 AND k.idempotency_key = $2",
+        )
+        .bind(account_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| KeyRecord {
+            request_hash: r.get("request_hash"),
+            sequence: r.get("sequence"),
+            position: r.get("position"),
+            event_type: r.get("event_type"),
+            event_version: r.get("event_version"),
+            payload: r.get("payload"),
+        }))
+    }
+}
+
+/// A unique violation on the events' key means another writer appended to
+/// the stream first: an optimistic-concurrency conflict.
+fn classify(e: sqlx::Error, appends: &[StreamAppend]) -> AppendError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() && db.constraint() == Some("events_pkey") {
+            let aggregate_id = appends
+                .iter()
+                .map(|a| a.aggregate_id.clone())
+                .next()
+                .unwrap_or_default();
+            return AppendError::Conflict { aggregate_id };
+        }
+    }
+    AppendError::from(e)
+}

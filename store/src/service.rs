@@ -1,0 +1,329 @@
+//! The command path: load, handle, append, retry on conflict.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use events::{chain_hash, Actor, EventMetadata, IdempotencyKey};
+use ledger::{Catalog, CreditAccount};
+use sha2::{Digest, Sha256};
+use tracing::{debug, instrument};
+use uuid::Uuid;
+
+use crate::{AppendError, NewEvent, Store, StoreError, StreamAppend};
+
+/// How often a command is re-run after losing an optimistic-concurrency race
+/// before the caller is told the account is too contended.
+pub const CONFLICT_RETRIES_MAX: u32 = 100;
+/// Longest pause between two attempts.
+const BACKOFF_MILLIS_MAX: u64 = 50;
+
+/// Who is acting and under which correlation, stamped on every event.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+impl CommandContext {
+    /// A context that starts a new correlation.
+    pub fn new(actor: Actor) -> Self {
+        let id = Uuid::now_v7();
+        Self {
+            actor,
+            correlation_id: id,
+            causation_id: id,
+        }
+    }
+}
+
+/// An idempotency key and the hash of the request that first used it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub key: IdempotencyKey,
+    pub request_hash: String,
+}
+
+/// SHA-256 of a request's canonical bytes, in hex: what a key is bound to.
+pub fn request_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[derive(Debug, Clone)]
+pub struct CommittedEvent<E> {
+    pub event: E,
+    pub sequence: u64,
+    pub position: i64,
+    pub metadata: EventMetadata,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// The aggregate after the command.
+    pub state: A,
+    /// The events this command appended (empty for a no-op or a replay).
+    pub events: Vec<CommittedEvent<A::Event>>,
+    /// For a repeated idempotency key: the first outcome and its position.
+    pub replayed: Option<(A::Event, i64)>,
+}
+
+impl<A: Aggregate> Executed<A> {
+    /// The log position the command reached, if it wrote or replayed one.
+    pub fn position(&self) -> Option<i64> {
+        self.events
+            .last()
+            .map(|e| e.position)
+            .or(self.replayed.as_ref().map(|(_, p)| *p))
+    }
+
+    /// The event answering the command: the last one written, or the replayed one.
+    pub fn outcome(&self) -> Option<&A::Event> {
+        self.events
+            .last()
+            .map(|e| &e.event)
+            .or(self.replayed.as_ref().map(|(e, _)| e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError<E: std::error::Error> {
+    #[error(transparent)]
+    Domain(E),
+    #[error("idempotency key {key} was already used with a different request")]
+    KeyReused { key: String },
+    #[error("gave up after {attempts} conflicting attempts")]
+    Contention { attempts: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Aggregates that remember the first outcome of recent idempotency keys.
+pub trait RecentOutcomes: Aggregate {
+    fn recent_outcome(&self, key: &IdempotencyKey) -> Option<&Self::Event>;
+}
+
+impl RecentOutcomes for CreditAccount {
+    fn recent_outcome(&self, key: &IdempotencyKey) -> Option<&Self::Event> {
+        self.outcome_for(key)
+    }
+}
+
+impl RecentOutcomes for Catalog {
+    fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
+        None
+    }
+}
+
+/// Runs commands against the store with optimistic concurrency.
+#[derive(Clone, Debug)]
+pub struct CommandService {
+    store: Store,
+}
+
+impl CommandService {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Loads the aggregate, handles the command and appends its events in
+    /// one transaction with the idempotency claim. On a conflict (another
+    /// writer appended first) it reloads and runs the command again, so a
+    /// command is never lost and never applied twice.
+    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id, idempotency_key))]
+    pub async fn execute<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<Executed<A>, ServiceError<A::Error>>
+    where
+        A: RecentOutcomes<Services = ()>,
+        A::Command: Clone,
+    {
+        tracing::Span::current().record("aggregate_id", aggregate_id);
+        if let Some(c) = claim {
+            tracing::Span::current().record("idempotency_key", c.key.as_str());
+        }
+        for attempt in 0..CONFLICT_RETRIES_MAX {
+            let loaded = self.store.load::<A>(aggregate_id).await?;
+            let mut state = loaded.aggregate;
+            if let Some(claim) = claim {
+                if let Some(first) = state.recent_outcome(&claim.key).cloned() {
+                    return self.replay(aggregate_id, claim, state, Some(first)).await;
+                }
+            }
+            let sink = EventSink::default();
+            state
+                .handle(command.clone(), &(), &sink)
+                .await
+                .map_err(ServiceError::Domain)?;
+            let new_events = sink.collect().await;
+            if new_events.is_empty() {
+                return Ok(Executed {
+                    state,
+                    events: Vec::new(),
+                    replayed: None,
+                });
+            }
+            let (append, committed) = prepare::<A>(
+                aggregate_id,
+                loaded.sequence,
+                &loaded.last_hash,
+                new_events,
+                ctx,
+                claim,
+            )?;
+            match self.store.append(std::slice::from_ref(&append)).await {
+                Ok(positions) => {
+                    let events = committed
+                        .into_iter()
+                        .zip(positions)
+                        .map(|(mut c, p)| {
+                            c.position = p;
+                            c
+                        })
+                        .collect();
+                    return Ok(Executed {
+                        state,
+                        events,
+                        replayed: None,
+                    });
+                }
+                Err(AppendError::Conflict { .. }) => {
+                    debug!(attempt, "conflict; reloading");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AppendError::DuplicateKey { .. }) => {
+                    let claim = claim.ok_or_else(|| {
+                        StoreError::Persistence("duplicate key without a claim".into())
+                    })?;
+                    let state = self.store.load::<A>(aggregate_id).await?.aggregate;
+                    return self.replay(aggregate_id, claim, state, None).await;
+                }
+                Err(AppendError::Store(e)) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention {
+            attempts: CONFLICT_RETRIES_MAX,
+        })
+    }
+
+    /// The first outcome of a key, if the request matches the first one.
+    async fn replay<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        claim: &IdempotencyClaim,
+        state: A,
+        recent: Option<A::Event>,
+    ) -> Result<Executed<A>, ServiceError<A::Error>> {
+        let record = self.store.find_key(aggregate_id, claim.key.as_str()).await?;
+        let Some(record) = record else {
+            return Err(StoreError::Persistence(format!(
+                "idempotency key {} is in the stream but not claimed",
+                claim.key
+            ))
+            .into());
+        };
+        if record.request_hash != claim.request_hash {
+            return Err(ServiceError::KeyReused {
+                key: claim.key.to_string(),
+            });
+        }
+        let first = match recent {
+            Some(e) => e,
+            None => serde_json::from_value(record.payload)
+                .map_err(|e| StoreError::Persistence(e.to_string()))?,
+        };
+        Ok(Executed {
+            state,
+            events: Vec::new(),
+            replayed: Some((first, record.position)),
+        })
+    }
+}
+
+type Prepared<E> = (StreamAppend, Vec<CommittedEvent<E>>);
+
+/// Serializes events, stamps metadata and extends the stream's hash chain.
+fn prepare<A: Aggregate>(
+    aggregate_id: &str,
+    last_sequence: u64,
+    last_hash: &str,
+    new_events: Vec<A::Event>,
+    ctx: &CommandContext,
+    claim: Option<&IdempotencyClaim>,
+) -> Result<Prepared<A::Event>, StoreError> {
+    let recorded_at = Utc::now();
+    let mut prev_hash = last_hash.to_owned();
+    let mut events = Vec::with_capacity(new_events.len());
+    let mut committed = Vec::with_capacity(new_events.len());
+    for (i, event) in new_events.into_iter().enumerate() {
+        let sequence = last_sequence + 1 + i as u64;
+        let payload =
+            serde_json::to_value(&event).map_err(|e| StoreError::Persistence(e.to_string()))?;
+        let event_type = event.event_type();
+        let event_version = event.event_version();
+        let hash = chain_hash(
+            &prev_hash,
+            A::TYPE,
+            aggregate_id,
+            sequence,
+            &event_type,
+            &event_version,
+            &payload,
+        );
+        let metadata = EventMetadata {
+            event_id: Uuid::now_v7(),
+            recorded_at,
+            actor: ctx.actor.clone(),
+            correlation_id: ctx.correlation_id,
+            causation_id: ctx.causation_id,
+            idempotency_key: claim.map(|c| c.key.to_string()),
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        };
+        events.push(NewEvent {
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            metadata: serde_json::to_value(metadata.to_map())
+                .map_err(|e| StoreError::Persistence(e.to_string()))?,
+        });
+        committed.push(CommittedEvent {
+            event,
+            sequence,
+            position: 0,
+            metadata,
+        });
+    }
+    let last = last_sequence + events.len() as u64;
+    Ok((
+        StreamAppend {
+            aggregate_type: A::TYPE,
+            aggregate_id: aggregate_id.to_owned(),
+            events,
+            claim: claim.map(|c| crate::KeyClaim {
+                key: c.key.to_string(),
+                request_hash: c.request_hash.clone(),
+                sequence: last,
+            }),
+        },
+        committed,
+    ))
+}
+
+/// Exponential backoff with jitter, so racing writers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (1u64 << attempt.min(6)).min(BACKOFF_MILLIS_MAX);
+    let jitter = u64::from(Uuid::new_v4().as_u128() as u16) % 1000;
+    Duration::from_micros(ceiling * jitter)
+}
