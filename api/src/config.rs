@@ -18,7 +18,12 @@ pub struct Config {
     pub database_url: String,
 
     /// Address the HTTP API listens on.
-    #[arg(long, env = "LEDGER_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "LEDGER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// tracing filter, e.g. `info` or `store=debug,info`.
@@ -26,7 +31,13 @@ pub struct Config {
     pub log: String,
 
     /// Log format.
-    #[arg(long, env = "LEDGER_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "LEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -51,7 +62,11 @@ fn redact(url: &str) -> String {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "ledger-server", version, about = "Event-sourced credit and billing ledger")]
+#[command(
+    name = "ledger-server",
+    version,
+    about = "Event-sourced credit and billing ledger"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -77,7 +92,10 @@ mod tests {
             redact("postgres://ledger:s3cret@db:5432/ledger"),
             "postgres://ledger:***@db:5432/ledger"
         );
-        assert_eq!(redact("sqlite://./data/ledger.db"), "sqlite://./data/ledger.db");
+        assert_eq!(
+            redact("sqlite://./data/ledger.db"),
+            "sqlite://./data/ledger.db"
+        );
     }
 
     #[test]

@@ -105,7 +105,10 @@ async fn with_no_configuration_it_serves_health_on_the_sqlite_default() {
     let (status, ready) = get_json(format!("{}/ready", server.base)).await;
     assert_eq!(status, 200);
     assert_eq!(ready["store"]["backend"], "sqlite");
-    assert!(ready["position"].as_i64().unwrap() > 0, "the seeded catalog is in the log");
+    assert!(
+        ready["position"].as_i64().unwrap() > 0,
+        "the seeded catalog is in the log"
+    );
     assert!(dir.path().join("data/ledger.db").exists());
 }
 
@@ -136,14 +139,23 @@ async fn migrate_applies_the_schema_and_exits() {
     let status = ledger_server(&url, &["migrate"]).status().unwrap();
     assert!(status.success());
     let store = store::Store::connect(&url).await.unwrap();
-    assert_eq!(store.head_position().await.unwrap(), 0, "migrate writes no events");
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        0,
+        "migrate writes no events"
+    );
     // Running it again is harmless.
-    assert!(ledger_server(&url, &["migrate"]).status().unwrap().success());
+    assert!(ledger_server(&url, &["migrate"])
+        .status()
+        .unwrap()
+        .success());
 }
 
 #[tokio::test]
 async fn a_bad_database_url_fails_with_one_clear_line() {
-    let out = ledger_server("mysql://nope", &["migrate"]).output().unwrap();
+    let out = ledger_server("mysql://nope", &["migrate"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -154,7 +166,9 @@ async fn a_bad_database_url_fails_with_one_clear_line() {
 
 #[tokio::test]
 async fn ready_turns_unavailable_when_the_store_goes_away() {
-    let db = TestDb::postgres().await.expect("PostgreSQL must be running");
+    let db = TestDb::postgres()
+        .await
+        .expect("PostgreSQL must be running");
     let server = start(&db.url, None).await;
     let (status, _) = get_json(format!("{}/ready", server.base)).await;
     assert_eq!(status, 200);

@@ -168,16 +168,40 @@ mod tests {
         let p = serde_json::json!({"b": 1, "a": "x"});
         let base = chain_hash(GENESIS_HASH, "account", "id", 1, "T", "1.0", &p);
         assert_eq!(base.len(), 64);
-        assert_ne!(base, chain_hash(&"1".repeat(64), "account", "id", 1, "T", "1.0", &p));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "catalog", "id", 1, "T", "1.0", &p));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "account", "id2", 1, "T", "1.0", &p));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "account", "id", 2, "T", "1.0", &p));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "account", "id", 1, "U", "1.0", &p));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "account", "id", 1, "T", "2.0", &p));
+        assert_ne!(
+            base,
+            chain_hash(&"1".repeat(64), "account", "id", 1, "T", "1.0", &p)
+        );
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "catalog", "id", 1, "T", "1.0", &p)
+        );
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "account", "id2", 1, "T", "1.0", &p)
+        );
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "account", "id", 2, "T", "1.0", &p)
+        );
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "account", "id", 1, "U", "1.0", &p)
+        );
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "account", "id", 1, "T", "2.0", &p)
+        );
         let p2 = serde_json::json!({"b": 2, "a": "x"});
-        assert_ne!(base, chain_hash(GENESIS_HASH, "account", "id", 1, "T", "1.0", &p2));
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "account", "id", 1, "T", "1.0", &p2)
+        );
         // Key order in the input does not matter: the form is canonical.
         let same: serde_json::Value = serde_json::from_str(r#"{"a":"x","b":1}"#).unwrap();
-        assert_eq!(base, chain_hash(GENESIS_HASH, "account", "id", 1, "T", "1.0", &same));
+        assert_eq!(
+            base,
+            chain_hash(GENESIS_HASH, "account", "id", 1, "T", "1.0", &same)
+        );
     }
 }

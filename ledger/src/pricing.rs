@@ -64,7 +64,10 @@ mod tests {
     #[test]
     fn zero_and_huge_unit_counts_are_refused() {
         let e = entry(1, CostUnit::PerRequest);
-        assert!(matches!(price(&e, 0), Err(PriceError::UnitsOutOfRange { .. })));
+        assert!(matches!(
+            price(&e, 0),
+            Err(PriceError::UnitsOutOfRange { .. })
+        ));
         assert!(matches!(
             price(&e, UNITS_MAX + 1),
             Err(PriceError::UnitsOutOfRange { .. })

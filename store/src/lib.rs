@@ -21,8 +21,7 @@ use serde_json::Value;
 pub use error::{AppendError, StoreError};
 pub use service::{
     request_hash, CommandContext, CommandService, CommittedEvent, Executed, IdempotencyClaim,
-    RecentOutcomes,
-    ServiceError, CONFLICT_RETRIES_MAX,
+    RecentOutcomes, ServiceError, CONFLICT_RETRIES_MAX,
 };
 
 /// Most events one read of the global log returns.
@@ -193,7 +192,11 @@ impl Store {
     }
 
     /// The claim on an account's idempotency key, with its outcome event.
-    pub async fn find_key(&self, account_id: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub async fn find_key(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         match self {
             Self::Postgres(s) => s.find_key(account_id, key).await,
             Self::Sqlite(s) => s.find_key(account_id, key).await,

@@ -120,7 +120,12 @@ impl PgStore {
         tx.commit().await.map_err(|e| classify(e, appends))?;
         let by_key: HashMap<(String, i64), i64> = rows
             .iter()
-            .map(|r| ((r.get("aggregate_id"), r.get("sequence")), r.get("position")))
+            .map(|r| {
+                (
+                    (r.get("aggregate_id"), r.get("sequence")),
+                    r.get("position"),
+                )
+            })
             .collect();
         Ok(ids
             .iter()
@@ -155,12 +160,18 @@ impl PgStore {
     }
 
     pub async fn head_position(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
-    pub async fn find_key(&self, account_id: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub async fn find_key(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT k.request_hash, k.sequence, e.position, e.event_type, e.event_version, e.payload \
                FROM idempotency_keys k \

@@ -224,7 +224,10 @@ impl CommandService {
         state: A,
         recent: Option<A::Event>,
     ) -> Result<Executed<A>, ServiceError<A::Error>> {
-        let record = self.store.find_key(aggregate_id, claim.key.as_str()).await?;
+        let record = self
+            .store
+            .find_key(aggregate_id, claim.key.as_str())
+            .await?;
         let Some(record) = record else {
             return Err(StoreError::Persistence(format!(
                 "idempotency key {} is in the stream but not claimed",

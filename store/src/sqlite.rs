@@ -149,12 +149,18 @@ impl SqliteStore {
     }
 
     pub async fn head_position(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
-    pub async fn find_key(&self, account_id: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+    pub async fn find_key(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT k.request_hash, k.sequence, e.position, e.event_type, e.event_version, e.payload \
                FROM idempotency_keys k \

@@ -5,10 +5,9 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
     AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus, AccountSuspended,
-    AccountUpdated, BillingAddress, CountryCode, CreditsAdjusted, CreditsDeducted,
-    CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded, HoldCaptured, HoldReleased,
-    IdempotencyKey, LotDraw, OperationKey, PlanChanged, ReleaseReason, Usage,
-    ACCOUNT_AGGREGATE_TYPE,
+    AccountUpdated, BillingAddress, CountryCode, CreditsAdjusted, CreditsDeducted, CreditsExpired,
+    CreditsGranted, CreditsHeld, CreditsRefunded, HoldCaptured, HoldReleased, IdempotencyKey,
+    LotDraw, OperationKey, PlanChanged, ReleaseReason, Usage, ACCOUNT_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -41,6 +40,13 @@ pub struct OpenHold {
     pub credits: i64,
     pub operation: Option<OperationKey>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// What a priced amount was priced from.
+struct Priced {
+    operation: OperationKey,
+    units: u64,
+    cost_version: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,12 +213,16 @@ impl CreditAccount {
         Ok((self.debt.min(credits), balance_after))
     }
 
-    fn resolve(amount: &Amount) -> Result<(i64, Option<(OperationKey, u64, u64)>), AccountError> {
+    fn resolve(amount: &Amount) -> Result<(i64, Option<Priced>), AccountError> {
         match amount {
             Amount::Credits(c) => Ok((*c, None)),
             Amount::Priced { cost, units } => Ok((
                 price(cost, *units)?,
-                Some((cost.operation.clone(), *units, cost.version)),
+                Some(Priced {
+                    operation: cost.operation.clone(),
+                    units: *units,
+                    cost_version: cost.version,
+                }),
             )),
         }
     }
@@ -221,7 +231,9 @@ impl CreditAccount {
     /// lots past their expiry as far as they do not back an open hold. Each
     /// event is stamped at the instant it happened.
     async fn expire_due(&mut self, now: DateTime<Utc>, sink: &EventSink<Self>) {
-        let mut cursor: Option<DateTime<Utc>> = None;
+        // Nothing is stamped before the stream's latest instant: credits that
+        // were kept to back a hold expire when they were freed, not earlier.
+        let mut cursor: Option<DateTime<Utc>> = self.last_at;
         loop {
             let next_hold = self
                 .holds
@@ -244,7 +256,9 @@ impl CreditAccount {
                 let Some((lot_id, lot_at, remaining)) = next_lot else {
                     break;
                 };
-                let credits = remaining.min(self.headroom().max(0));
+                // Credits backing open holds stay; the credit limit is not
+                // a reason to let them go.
+                let credits = remaining.min((self.balance - self.held).max(0));
                 let at = cursor.map_or(lot_at, |c| c.max(lot_at));
                 if credits > 0 {
                     let balance_after = self.balance - credits;
@@ -348,7 +362,6 @@ impl CreditAccount {
                         return Err(AccountError::ExpiryNotInFuture { expires_at });
                     }
                 }
-                self.expire_due(now, sink).await;
                 let (debt_repaid, balance_after) = self.credit(c.credits)?;
                 sink.write(
                     AccountEvent::CreditsGranted(CreditsGranted {
@@ -371,7 +384,6 @@ impl CreditAccount {
                 let now = self.clamp(c.now);
                 self.ensure_may_spend()?;
                 let credits = price(&c.cost, c.usage.units)?;
-                self.expire_due(now, sink).await;
                 self.ensure_can_spend(credits)?;
                 let (draws, overdraft, balance_after) = self.spend(credits)?;
                 let usage = Usage {
@@ -406,7 +418,6 @@ impl CreditAccount {
                         max: HOLD_TTL_SECONDS_MAX,
                     });
                 }
-                self.expire_due(now, sink).await;
                 if self.holds.len() >= OPEN_HOLDS_MAX {
                     return Err(AccountError::TooManyOpenHolds {
                         max: OPEN_HOLDS_MAX,
@@ -415,7 +426,7 @@ impl CreditAccount {
                 self.ensure_can_spend(credits)?;
                 let ttl = i64::try_from(c.ttl_seconds).map_err(|_| AccountError::Overflow)?;
                 let (operation, units, cost_version) = match priced {
-                    Some((op, units, version)) => (Some(op), Some(units), Some(version)),
+                    Some(p) => (Some(p.operation), Some(p.units), Some(p.cost_version)),
                     None => (None, None, None),
                 };
                 sink.write(
@@ -443,7 +454,6 @@ impl CreditAccount {
                         max: CREDITS_PER_COMMAND_MAX,
                     });
                 }
-                self.expire_due(now, sink).await;
                 let hold = self
                     .holds
                     .get(&c.hold_id)
@@ -461,10 +471,10 @@ impl CreditAccount {
                 let (draws, overdraft, balance_after) = self.spend(captured)?;
                 let mut usage = c.usage;
                 match priced {
-                    Some((op, units, version)) => {
-                        usage.operation = Some(op);
-                        usage.units = units;
-                        usage.cost_version = Some(version);
+                    Some(p) => {
+                        usage.operation = Some(p.operation);
+                        usage.units = p.units;
+                        usage.cost_version = Some(p.cost_version);
                     }
                     None => {
                         if usage.operation.is_none() {
@@ -494,7 +504,6 @@ impl CreditAccount {
             }
             AccountCommand::ReleaseHold(c) => {
                 let now = self.clamp(c.now);
-                self.expire_due(now, sink).await;
                 let hold = self
                     .holds
                     .get(&c.hold_id)
@@ -531,7 +540,6 @@ impl CreditAccount {
                     });
                 }
                 Self::check_credits(credits)?;
-                self.expire_due(now, sink).await;
                 let (debt_repaid, balance_after) = self.credit(credits)?;
                 sink.write(
                     AccountEvent::CreditsRefunded(CreditsRefunded {
@@ -555,7 +563,6 @@ impl CreditAccount {
                     return Err(AccountError::ZeroAdjustment);
                 }
                 Self::check_credits(c.credits.checked_abs().ok_or(AccountError::Overflow)?)?;
-                self.expire_due(now, sink).await;
                 let (draws, overdraft, debt_repaid, balance_after) = if c.credits > 0 {
                     let (debt_repaid, balance_after) = self.credit(c.credits)?;
                     (Vec::new(), 0, debt_repaid, balance_after)
@@ -582,10 +589,8 @@ impl CreditAccount {
                 .await;
                 self.expire_due(now, sink).await;
             }
-            AccountCommand::ExpireDue { now } => {
-                let now = self.clamp(now);
-                self.expire_due(now, sink).await;
-            }
+            // The common prelude in `handle` already expired what is due.
+            AccountCommand::ExpireDue { .. } => {}
             _ => unreachable!("only credit commands are routed here"),
         }
         Ok(())
@@ -689,6 +694,10 @@ impl Aggregate for CreditAccount {
                 return Ok(());
             }
         }
+        // Every command first writes the expiries due by its instant, so the
+        // stream's order is also its time order.
+        let now = self.clamp(command.now());
+        self.expire_due(now, sink).await;
         match command {
             AccountCommand::UpdateAccount { patch, now } => {
                 let now = self.clamp(now);

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use events::{
-    AccountId, AccountStatus, BillingAddress, CostEntry, CountryCode, GrantSource,
-    IdempotencyKey, Usage,
+    AccountId, AccountStatus, BillingAddress, CostEntry, CountryCode, GrantSource, IdempotencyKey,
+    Usage,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -162,6 +162,25 @@ impl AccountCommand {
             Self::RefundDeduction(c) => c.idempotency_key.as_ref(),
             Self::AdjustCredits(c) => c.idempotency_key.as_ref(),
             _ => None,
+        }
+    }
+
+    /// The instant the caller stamped on the command.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Self::OpenAccount(c) => c.now,
+            Self::UpdateAccount { now, .. }
+            | Self::ChangePlan { now, .. }
+            | Self::Suspend { now, .. }
+            | Self::Reactivate { now }
+            | Self::ExpireDue { now } => *now,
+            Self::GrantCredits(c) => c.now,
+            Self::DeductCredits(c) => c.now,
+            Self::HoldCredits(c) => c.now,
+            Self::CaptureHold(c) => c.now,
+            Self::ReleaseHold(c) => c.now,
+            Self::RefundDeduction(c) => c.now,
+            Self::AdjustCredits(c) => c.now,
         }
     }
 

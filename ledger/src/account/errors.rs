@@ -35,7 +35,9 @@ pub enum AccountError {
     InvalidCredits { credits: i64, max: i64 },
     #[error("credit limit must be between 0 and {max}, got {credit_limit}")]
     CreditLimitOutOfRange { credit_limit: i64, max: i64 },
-    #[error("credit limit {credit_limit} is below what is already used; the least allowed is {minimum}")]
+    #[error(
+        "credit limit {credit_limit} is below what is already used; the least allowed is {minimum}"
+    )]
     CreditLimitBelowUsage { credit_limit: i64, minimum: i64 },
     #[error("low-balance threshold must not be negative, got {threshold}")]
     InvalidThreshold { threshold: i64 },

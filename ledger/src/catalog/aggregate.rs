@@ -22,8 +22,16 @@ const SLUG_BYTES_MAX: usize = 64;
 pub enum CatalogCommand {
     /// Write the default plans, packages and costs, once.
     SeedDefaults { actor: String, now: DateTime<Utc> },
-    UpsertPlan { plan: Plan, actor: String, now: DateTime<Utc> },
-    UpsertPackage { package: CreditPackage, actor: String, now: DateTime<Utc> },
+    UpsertPlan {
+        plan: Plan,
+        actor: String,
+        now: DateTime<Utc>,
+    },
+    UpsertPackage {
+        package: CreditPackage,
+        actor: String,
+        now: DateTime<Utc>,
+    },
     SetCreditCost {
         operation: OperationKey,
         cost: i64,
@@ -126,7 +134,9 @@ impl Catalog {
         if package.price.amount < Decimal::ZERO {
             return Err(CatalogError::Negative { field: "price" });
         }
-        if package.discount_percent < Decimal::ZERO || package.discount_percent > Decimal::ONE_HUNDRED {
+        if package.discount_percent < Decimal::ZERO
+            || package.discount_percent > Decimal::ONE_HUNDRED
+        {
             return Err(CatalogError::InvalidDiscount);
         }
         Ok(())
@@ -220,7 +230,8 @@ impl Aggregate for Catalog {
                 }
                 for (operation, cost, unit) in default_costs() {
                     if !self.costs.contains_key(&operation) {
-                        self.set_cost(operation, cost, unit, &actor, now, sink).await?;
+                        self.set_cost(operation, cost, unit, &actor, now, sink)
+                            .await?;
                     }
                 }
                 sink.write(
@@ -275,7 +286,8 @@ impl Aggregate for Catalog {
                 actor,
                 now,
             } => {
-                self.set_cost(operation, cost, unit, &actor, now, sink).await?;
+                self.set_cost(operation, cost, unit, &actor, now, sink)
+                    .await?;
             }
         }
         Ok(())

@@ -1,15 +1,18 @@
 //! The catalog written on first start (SPEC §2 defaults).
 
-use events::{
-    BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits,
-};
+use events::{BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits};
 use rust_decimal::Decimal;
 
 fn usd(cents: i64) -> Money {
     Money::usd(Decimal::new(cents, 2))
 }
 
-fn limits(users: u32, sites: Option<u32>, industries: Option<u32>, authors: Option<u32>) -> PlanLimits {
+fn limits(
+    users: u32,
+    sites: Option<u32>,
+    industries: Option<u32>,
+    authors: Option<u32>,
+) -> PlanLimits {
     PlanLimits {
         max_users: Some(users),
         max_sites: sites,
@@ -49,7 +52,15 @@ fn plan(
 /// professional $99/5,000/10/5; enterprise $299/20,000/unlimited/20.
 pub fn default_plans() -> Vec<Plan> {
     vec![
-        plan("free", "Free", 0, 100, None, limits(1, Some(1), Some(1), Some(1)), &["basic_generation"]),
+        plan(
+            "free",
+            "Free",
+            0,
+            100,
+            None,
+            limits(1, Some(1), Some(1), Some(1)),
+            &["basic_generation"],
+        ),
         plan(
             "starter",
             "Starter",
@@ -66,7 +77,12 @@ pub fn default_plans() -> Vec<Plan> {
             5_000,
             Some(25),
             limits(5, Some(10), Some(10), Some(10)),
-            &["basic_generation", "image_generation", "linking", "optimization"],
+            &[
+                "basic_generation",
+                "image_generation",
+                "linking",
+                "optimization",
+            ],
         ),
         plan(
             "enterprise",
@@ -75,12 +91,26 @@ pub fn default_plans() -> Vec<Plan> {
             20_000,
             Some(20),
             limits(20, None, None, None),
-            &["basic_generation", "image_generation", "linking", "optimization", "site_builder", "priority_support"],
+            &[
+                "basic_generation",
+                "image_generation",
+                "linking",
+                "optimization",
+                "site_builder",
+                "priority_support",
+            ],
         ),
     ]
 }
 
-fn package(slug: &str, name: &str, credits: i64, cents: i64, discount: i64, featured: bool) -> CreditPackage {
+fn package(
+    slug: &str,
+    name: &str,
+    credits: i64,
+    cents: i64,
+    discount: i64,
+    featured: bool,
+) -> CreditPackage {
     CreditPackage {
         slug: slug.to_owned(),
         name: name.to_owned(),
@@ -128,4 +158,3 @@ pub fn default_costs() -> Vec<(OperationKey, i64, CostUnit)> {
     })
     .collect()
 }
-

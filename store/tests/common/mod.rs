@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use events::{
-    AccountId, AccountStatus, Actor, CostEntry, CostUnit, CountryCode, GrantSource,
-    IdempotencyKey, OperationKey, Usage,
+    AccountId, AccountStatus, Actor, CostEntry, CostUnit, CountryCode, GrantSource, IdempotencyKey,
+    OperationKey, Usage,
 };
 use ledger::account::{DeductCredits, GrantCredits, OpenAccount};
 use ledger::{AccountCommand, CreditAccount};
@@ -119,7 +119,12 @@ pub async fn funded_account(service: &CommandService, credits: i64) -> AccountId
         .expect("open");
     let c = claim("seed-grant", "seed-grant");
     service
-        .execute::<CreditAccount>(&id.to_string(), grant(credits, "seed-grant"), &ctx(), Some(&c))
+        .execute::<CreditAccount>(
+            &id.to_string(),
+            grant(credits, "seed-grant"),
+            &ctx(),
+            Some(&c),
+        )
         .await
         .expect("grant");
     id

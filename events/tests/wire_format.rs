@@ -1,0 +1,515 @@
+//! The wire format of every stored event. Events are stored forever, so each
+//! variant's v1 JSON shape is pinned by a fixture under `tests/fixtures/v1/`,
+//! and its `event_type`/`event_version` strings are pinned literally.
+//!
+//! The fixtures are generated, never hand-written: run
+//! `UPDATE_FIXTURES=1 cargo test -p events --test wire_format` once when a new
+//! event type is added, and commit the files. A change that alters an
+//! existing fixture is a change of the stored format: it needs a new event
+//! version and an upcaster, not a regenerated fixture.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::DomainEvent;
+use events::{
+    AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus, AccountSuspended,
+    AccountUpdated, BillingAddress, BillingCycle, CatalogEvent, CatalogSeeded, CostEntry, CostUnit,
+    CountryCode, CreditCostSet, CreditPackage, CreditPackageUpserted, CreditsAdjusted,
+    CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded, GrantSource,
+    HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, Money, OperationKey, Plan, PlanChanged,
+    PlanLimits, PlanUpserted, ReleaseReason, Usage,
+};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// Samples: one value of every variant, with optional fields filled in so that
+// their shape is pinned too.
+// ---------------------------------------------------------------------------
+
+/// A fixed instant with microseconds, to pin the timestamp format.
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, 30, 15).unwrap()
+        + chrono::Duration::microseconds(123_456)
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn key(s: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(s).unwrap())
+}
+
+fn op(s: &str) -> OperationKey {
+    OperationKey::parse(s).unwrap()
+}
+
+fn usd(cents: i64) -> Money {
+    Money::usd(Decimal::new(cents, 2))
+}
+
+fn usage() -> Usage {
+    Usage {
+        operation: Some(op("content_generation")),
+        units: 1_250,
+        cost_version: Some(3),
+        model: Some("gpt-4o".into()),
+        tokens_input: Some(1_800),
+        tokens_output: Some(2_400),
+        cost_usd: Some(Decimal::new(1_234, 5)),
+        related_object_type: Some("article".into()),
+        related_object_id: Some("art-42".into()),
+        metadata: Some(json!({"job_id": "j-7", "attempt": 2})),
+    }
+}
+
+fn draws() -> Vec<LotDraw> {
+    vec![
+        LotDraw {
+            lot_id: id(0x10),
+            credits: 9,
+        },
+        LotDraw {
+            lot_id: id(0x11),
+            credits: 4,
+        },
+    ]
+}
+
+fn plan(slug: &str, cents: i64) -> Plan {
+    Plan {
+        slug: slug.into(),
+        name: "Starter".into(),
+        price: usd(cents),
+        billing_cycle: BillingCycle::Monthly,
+        included_credits: 1_000,
+        extra_credit_price: Some(Money::usd(Decimal::new(30, 3))),
+        allow_credit_topup: true,
+        limits: PlanLimits {
+            max_users: Some(2),
+            max_sites: Some(3),
+            max_industries: None,
+            max_author_profiles: Some(3),
+        },
+        features: vec!["basic_generation".into(), "image_generation".into()],
+        active: true,
+        stripe_product_id: Some("prod_123".into()),
+        stripe_price_id: Some("price_456".into()),
+    }
+}
+
+fn package(cents: i64) -> CreditPackage {
+    CreditPackage {
+        slug: "pro".into(),
+        name: "Pro".into(),
+        credits: 2_000,
+        price: usd(cents),
+        discount_percent: Decimal::new(100, 1),
+        active: true,
+        featured: true,
+        description: Some("2000 credits".into()),
+        features: vec!["priority_queue".into()],
+    }
+}
+
+fn cost(cost: i64, version: u64) -> CostEntry {
+    CostEntry {
+        operation: op("clustering"),
+        cost,
+        unit: CostUnit::PerRequest,
+        version,
+    }
+}
+
+fn account_samples() -> Vec<AccountEvent> {
+    vec![
+        AccountEvent::AccountOpened(AccountOpened {
+            account_id: AccountId::from_uuid(id(0x0193_0000_0000_7000_8000_0000_0000_0001)),
+            name: "Acme".into(),
+            slug: "acme".into(),
+            owner_user_id: "user-1".into(),
+            plan: "starter".into(),
+            status: AccountStatus::Trial,
+            country: CountryCode::parse("DE").unwrap(),
+            billing_email: "billing@acme.test".into(),
+            credit_limit: 50,
+            low_balance_threshold: 100,
+            tax_rate: Decimal::new(1900, 2),
+            opened_at: at(1, 0),
+        }),
+        AccountEvent::AccountUpdated(AccountUpdated {
+            name: Some("Acme GmbH".into()),
+            billing_email: Some("ap@acme.test".into()),
+            billing_address: Some(BillingAddress {
+                line1: Some("Hauptstr. 1".into()),
+                line2: None,
+                city: Some("Berlin".into()),
+                region: None,
+                postal_code: Some("10115".into()),
+                country: Some(CountryCode::parse("DE").unwrap()),
+            }),
+            tax_id: Some("DE123456789".into()),
+            tax_rate: Some(Decimal::new(700, 2)),
+            country: Some(CountryCode::parse("AT").unwrap()),
+            credit_limit: Some(75),
+            low_balance_threshold: None,
+            updated_at: at(1, 1),
+        }),
+        AccountEvent::PlanChanged(PlanChanged {
+            from: "starter".into(),
+            to: "professional".into(),
+            changed_at: at(1, 2),
+        }),
+        AccountEvent::AccountSuspended(AccountSuspended {
+            reason: "chargeback".into(),
+            suspended_at: at(1, 3),
+        }),
+        AccountEvent::AccountReactivated(AccountReactivated {
+            status: AccountStatus::PastDue,
+            reactivated_at: at(1, 4),
+        }),
+        AccountEvent::CreditsGranted(CreditsGranted {
+            grant_id: id(0x10),
+            credits: 1_000,
+            source: GrantSource::Subscription,
+            expires_at: Some(at(31, 23)),
+            description: Some("March".into()),
+            debt_repaid: 20,
+            balance_after: 980,
+            idempotency_key: key("invoice-INV-2026-000001"),
+            granted_at: at(1, 5),
+        }),
+        AccountEvent::CreditsDeducted(CreditsDeducted {
+            deduction_id: id(0x20),
+            credits: 13,
+            usage: usage(),
+            draws: draws(),
+            overdraft: 0,
+            balance_after: 967,
+            available_after: 927,
+            idempotency_key: key("job-7:deduct"),
+            recorded_at: at(2, 0),
+        }),
+        AccountEvent::CreditsHeld(CreditsHeld {
+            hold_id: id(0x30),
+            credits: 40,
+            operation: Some(op("clustering")),
+            units: Some(4),
+            cost_version: Some(1),
+            expires_at: at(2, 2),
+            available_after: 887,
+            idempotency_key: key("job-8:hold"),
+            held_at: at(2, 1),
+        }),
+        AccountEvent::HoldCaptured(HoldCaptured {
+            hold_id: id(0x30),
+            deduction_id: id(0x21),
+            held: 40,
+            captured: 13,
+            released: 27,
+            usage: usage(),
+            draws: draws(),
+            overdraft: 0,
+            balance_after: 954,
+            available_after: 954,
+            idempotency_key: key("job-8:capture"),
+            captured_at: at(2, 1),
+        }),
+        AccountEvent::HoldReleased(HoldReleased {
+            hold_id: id(0x31),
+            credits: 15,
+            reason: ReleaseReason::Expired,
+            available_after: 969,
+            idempotency_key: None,
+            released_at: at(2, 3),
+        }),
+        AccountEvent::CreditsRefunded(CreditsRefunded {
+            refund_id: id(0x40),
+            deduction_id: id(0x20),
+            credits: 13,
+            reason: "generation failed".into(),
+            debt_repaid: 0,
+            balance_after: 967,
+            idempotency_key: key("job-7:refund"),
+            refunded_at: at(2, 4),
+        }),
+        AccountEvent::CreditsAdjusted(CreditsAdjusted {
+            adjustment_id: id(0x50),
+            credits: -13,
+            reason: "duplicate refund".into(),
+            draws: draws(),
+            overdraft: 0,
+            debt_repaid: 0,
+            balance_after: 954,
+            idempotency_key: key("ticket-9"),
+            adjusted_at: at(2, 5),
+        }),
+        AccountEvent::CreditsExpired(CreditsExpired {
+            lot_id: id(0x10),
+            credits: 954,
+            balance_after: 0,
+            expired_at: at(31, 23),
+        }),
+    ]
+}
+
+fn catalog_samples() -> Vec<CatalogEvent> {
+    vec![
+        CatalogEvent::CatalogSeeded(CatalogSeeded {
+            seed_version: 1,
+            at: at(1, 0),
+        }),
+        CatalogEvent::PlanUpserted(PlanUpserted {
+            plan: plan("starter", 3_900),
+            previous: Some(plan("starter", 2_900)),
+            actor: "admin@acme.test".into(),
+            at: at(1, 1),
+        }),
+        CatalogEvent::CreditPackageUpserted(CreditPackageUpserted {
+            package: package(2_500),
+            previous: Some(package(2_900)),
+            actor: "admin@acme.test".into(),
+            at: at(1, 2),
+        }),
+        CatalogEvent::CreditCostSet(CreditCostSet {
+            entry: cost(12, 10),
+            previous: Some(cost(10, 1)),
+            actor: "admin@acme.test".into(),
+            at: at(1, 3),
+        }),
+    ]
+}
+
+/// Every variant by name. The match has no wildcard, so a new variant does
+/// not compile until it is listed here, and then the coverage test below
+/// fails until it has a sample (and a fixture).
+fn account_variant(e: &AccountEvent) -> &'static str {
+    match e {
+        AccountEvent::AccountOpened(_) => "AccountOpened",
+        AccountEvent::AccountUpdated(_) => "AccountUpdated",
+        AccountEvent::PlanChanged(_) => "PlanChanged",
+        AccountEvent::AccountSuspended(_) => "AccountSuspended",
+        AccountEvent::AccountReactivated(_) => "AccountReactivated",
+        AccountEvent::CreditsGranted(_) => "CreditsGranted",
+        AccountEvent::CreditsDeducted(_) => "CreditsDeducted",
+        AccountEvent::CreditsHeld(_) => "CreditsHeld",
+        AccountEvent::HoldCaptured(_) => "HoldCaptured",
+        AccountEvent::HoldReleased(_) => "HoldReleased",
+        AccountEvent::CreditsRefunded(_) => "CreditsRefunded",
+        AccountEvent::CreditsAdjusted(_) => "CreditsAdjusted",
+        AccountEvent::CreditsExpired(_) => "CreditsExpired",
+    }
+}
+
+const ACCOUNT_VARIANTS: usize = 13;
+
+fn catalog_variant(e: &CatalogEvent) -> &'static str {
+    match e {
+        CatalogEvent::CatalogSeeded(_) => "CatalogSeeded",
+        CatalogEvent::PlanUpserted(_) => "PlanUpserted",
+        CatalogEvent::CreditPackageUpserted(_) => "CreditPackageUpserted",
+        CatalogEvent::CreditCostSet(_) => "CreditCostSet",
+    }
+}
+
+const CATALOG_VARIANTS: usize = 4;
+
+// ---------------------------------------------------------------------------
+// Round trips and type strings
+// ---------------------------------------------------------------------------
+
+fn assert_round_trips<E>(sample: &E, name: &str)
+where
+    E: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let text = serde_json::to_string(sample).unwrap();
+    let back: E = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, sample, "{name} does not survive a JSON round trip");
+    let value = serde_json::to_value(sample).unwrap();
+    let back: E = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(&back, sample, "{name} does not survive a Value round trip");
+    assert_eq!(serde_json::to_value(&back).unwrap(), value);
+}
+
+#[test]
+fn there_is_one_sample_of_every_variant() {
+    let account: BTreeSet<_> = account_samples().iter().map(account_variant).collect();
+    assert_eq!(account.len(), ACCOUNT_VARIANTS);
+    assert_eq!(account_samples().len(), ACCOUNT_VARIANTS);
+    let catalog: BTreeSet<_> = catalog_samples().iter().map(catalog_variant).collect();
+    assert_eq!(catalog.len(), CATALOG_VARIANTS);
+    assert_eq!(catalog_samples().len(), CATALOG_VARIANTS);
+}
+
+#[test]
+fn every_account_event_survives_a_serde_round_trip() {
+    for sample in account_samples() {
+        assert_round_trips(&sample, account_variant(&sample));
+    }
+}
+
+#[test]
+fn every_catalog_event_survives_a_serde_round_trip() {
+    for sample in catalog_samples() {
+        assert_round_trips(&sample, catalog_variant(&sample));
+    }
+}
+
+#[test]
+fn account_event_types_and_versions_are_the_literal_stored_strings() {
+    let expected = [
+        "AccountOpened",
+        "AccountUpdated",
+        "PlanChanged",
+        "AccountSuspended",
+        "AccountReactivated",
+        "CreditsGranted",
+        "CreditsDeducted",
+        "CreditsHeld",
+        "HoldCaptured",
+        "HoldReleased",
+        "CreditsRefunded",
+        "CreditsAdjusted",
+        "CreditsExpired",
+    ];
+    let samples = account_samples();
+    assert_eq!(samples.len(), expected.len());
+    for (sample, name) in samples.iter().zip(expected) {
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.type_name(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+}
+
+#[test]
+fn catalog_event_types_and_versions_are_the_literal_stored_strings() {
+    let expected = [
+        "CatalogSeeded",
+        "PlanUpserted",
+        "CreditPackageUpserted",
+        "CreditCostSet",
+    ];
+    let samples = catalog_samples();
+    assert_eq!(samples.len(), expected.len());
+    for (sample, name) in samples.iter().zip(expected) {
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.type_name(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+}
+
+#[test]
+fn money_and_decimals_are_strings_on_the_wire_never_numbers() {
+    let deducted = serde_json::to_value(&account_samples()[6]).unwrap();
+    assert_eq!(
+        deducted["CreditsDeducted"]["usage"]["cost_usd"],
+        json!("0.01234")
+    );
+    let opened = serde_json::to_value(&account_samples()[0]).unwrap();
+    assert_eq!(opened["AccountOpened"]["tax_rate"], json!("19.00"));
+    let plan = serde_json::to_value(&catalog_samples()[1]).unwrap();
+    assert_eq!(
+        plan["PlanUpserted"]["plan"]["price"],
+        json!({"amount": "39.00", "currency": "USD"})
+    );
+}
+
+#[test]
+fn enums_and_timestamps_have_their_documented_spelling() {
+    let granted = serde_json::to_value(&account_samples()[5]).unwrap();
+    assert_eq!(granted["CreditsGranted"]["source"], json!("subscription"));
+    assert_eq!(
+        granted["CreditsGranted"]["granted_at"],
+        json!("2026-03-01T05:30:15.123456Z")
+    );
+    let reactivated = serde_json::to_value(&account_samples()[4]).unwrap();
+    assert_eq!(
+        reactivated["AccountReactivated"]["status"],
+        json!("past_due")
+    );
+    let released = serde_json::to_value(&account_samples()[9]).unwrap();
+    assert_eq!(released["HoldReleased"]["reason"], json!("expired"));
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn updating() -> bool {
+    std::env::var("UPDATE_FIXTURES").is_ok_and(|v| v == "1")
+}
+
+/// Writes the fixture when updating; then checks that the stored file
+/// deserializes into `E` under its variant and re-serializes to the very same
+/// JSON value.
+fn check_fixture<E>(name: &str, sample: &E, variant_of: fn(&E) -> &'static str)
+where
+    E: Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let path = fixtures_dir().join(format!("{name}.json"));
+    if updating() {
+        fs::create_dir_all(fixtures_dir()).unwrap();
+        let text = serde_json::to_string_pretty(sample).unwrap() + "\n";
+        fs::write(&path, text).unwrap();
+    }
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} is missing ({e}); generate it with UPDATE_FIXTURES=1 and commit it",
+            path.display()
+        )
+    });
+    let stored: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("fixture {} is not JSON: {e}", path.display()));
+    let event: E = serde_json::from_value(stored.clone()).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} no longer deserializes: the v1 shape changed: {e}",
+            path.display()
+        )
+    });
+    assert_eq!(
+        variant_of(&event),
+        name,
+        "fixture {} holds another variant",
+        path.display()
+    );
+    assert_eq!(
+        serde_json::to_value(&event).unwrap(),
+        stored,
+        "fixture {} does not re-serialize to the stored JSON: the v1 shape changed",
+        path.display()
+    );
+}
+
+/// One test for all fixtures, so that writing them (when updating) and
+/// listing the directory never race with each other.
+#[test]
+fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
+    for sample in account_samples() {
+        check_fixture(account_variant(&sample), &sample, account_variant);
+    }
+    for sample in catalog_samples() {
+        check_fixture(catalog_variant(&sample), &sample, catalog_variant);
+    }
+    let known: BTreeSet<String> = account_samples()
+        .iter()
+        .map(account_variant)
+        .chain(catalog_samples().iter().map(catalog_variant))
+        .map(|n| format!("{n}.json"))
+        .collect();
+    let stored: BTreeSet<String> = fs::read_dir(fixtures_dir())
+        .expect("the fixtures directory exists")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stored, known, "every fixture file is one known event type");
+}
