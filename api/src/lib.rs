@@ -5,6 +5,7 @@
 //! then serve.
 
 pub mod config;
+pub mod error;
 pub mod http;
 
 use std::sync::Arc;
