@@ -1,8 +1,18 @@
 //! Configuration: flags with environment fallbacks (SPEC §7).
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use events::AccountId;
+
+use crate::auth::{parse_ttl, Role};
+
+/// Where local state (the generated JWT secret) lives when neither
+/// `--data-dir` nor a SQLite database URL says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./data";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -39,12 +49,74 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// HS256 secret of the API's JWTs, at least 32 bytes. When unset, a random
+    /// one is generated once and kept in `<data dir>/jwt-secret` (mode 0600).
+    /// Prefer the environment variable: a flag is visible to other users in `ps`.
+    #[arg(long, env = "LEDGER_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Folder for local state such as the generated JWT secret. Defaults to the
+    /// folder of a `sqlite://PATH` database, else `./data`. Created when missing.
+    #[arg(long, env = "LEDGER_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Config {
     /// The database URL without its password, for logs and errors.
     pub fn redacted_database_url(&self) -> String {
         redact(&self.database_url)
+    }
+
+    /// The data directory: `--data-dir`, else the folder of a SQLite
+    /// database file, else [`DEFAULT_DATA_DIR`].
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => sqlite_folder(&self.database_url)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        }
+    }
+}
+
+/// The folder holding the file of a `sqlite://PATH` (or `sqlite:PATH`) URL;
+/// `None` for other databases and for in-memory SQLite.
+fn sqlite_folder(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or_default();
+    if file.is_empty() || file == ":memory:" {
+        return None;
+    }
+    let folder = Path::new(file).parent()?;
+    Some(if folder.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        folder.to_path_buf()
+    })
+}
+
+/// A configured secret. Its `Debug` is redacted so that logging a `Config`
+/// (or an error holding one) never prints it; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -80,6 +152,29 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Mint a JWT with the configured secret and print it on stdout.
+    Token(TokenArgs),
+}
+
+/// `ledger-server token --role R [--account A] [--ttl 1h] [--sub S]`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Role of the token.
+    #[arg(long, value_enum)]
+    pub role: Role,
+
+    /// Account the token is scoped to; required for owner, admin, editor and
+    /// viewer, optional for system_bot (which it then scopes).
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    pub account: Option<AccountId>,
+
+    /// Lifetime: a whole number and a unit, `90s`, `30m`, `1h` or `7d`; at most 365 days.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+
+    /// Subject (`sub` claim), recorded as the actor of the events the token causes.
+    #[arg(long, default_value = "cli")]
+    pub sub: String,
 }
 
 #[cfg(test)]
@@ -117,5 +212,80 @@ mod tests {
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Migrate)));
         assert_eq!(cli.config.database_url, "postgres://postgres@127.0.0.1/x");
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["ledger-server"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().config
+    }
+
+    #[test]
+    fn the_data_dir_follows_the_sqlite_file_unless_given() {
+        let data_dir = |args: &[&str]| config(args).data_dir();
+        assert_eq!(
+            data_dir(&["--database-url", "sqlite://./data/ledger.db"]),
+            PathBuf::from("./data")
+        );
+        assert_eq!(
+            data_dir(&["--database-url", "sqlite:///var/lib/ledger/l.db?mode=rwc"]),
+            PathBuf::from("/var/lib/ledger")
+        );
+        assert_eq!(
+            data_dir(&["--database-url", "sqlite:ledger.db"]),
+            PathBuf::from(".")
+        );
+        assert_eq!(
+            data_dir(&["--database-url", "sqlite::memory:"]),
+            PathBuf::from(DEFAULT_DATA_DIR)
+        );
+        assert_eq!(
+            data_dir(&["--database-url", "postgres://u:p@db/ledger"]),
+            PathBuf::from(DEFAULT_DATA_DIR)
+        );
+        assert_eq!(
+            data_dir(&["--database-url", "sqlite://./x/l.db", "--data-dir", "/srv/state"]),
+            PathBuf::from("/srv/state")
+        );
+    }
+
+    #[test]
+    fn the_jwt_secret_never_shows_in_debug_output() {
+        let c = config(&["--jwt-secret", "correct-horse-battery-staple-0123456789"]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("correct-horse"), "{shown}");
+        assert!(shown.contains("Secret(***)"), "{shown}");
+    }
+
+    #[test]
+    fn the_token_subcommand_parses_its_flags() {
+        let account = "0191e5a0-0000-7000-8000-000000000001";
+        let cli = Cli::try_parse_from([
+            "ledger-server",
+            "token",
+            "--role",
+            "system_bot",
+            "--account",
+            account,
+            "--ttl",
+            "30m",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Some(Command::Token(args)) = cli.command else {
+            panic!("expected the token subcommand");
+        };
+        assert_eq!(args.role, Role::SystemBot);
+        assert_eq!(args.account.unwrap().to_string(), account);
+        assert_eq!(args.ttl, Duration::from_secs(30 * 60));
+        assert_eq!(args.sub, "cli");
+        assert_eq!(cli.config.data_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn the_token_subcommand_refuses_an_unknown_role_or_a_bad_ttl() {
+        assert!(Cli::try_parse_from(["ledger-server", "token", "--role", "root"]).is_err());
+        assert!(Cli::try_parse_from(["ledger-server", "token", "--role", "viewer", "--ttl", "0s"]).is_err());
     }
 }

@@ -1,3 +1,39 @@
-//! Read models folded from the global event log (balances, transactions,
-//! usage, invoices, stats). The projector arrives with the API issue; the
-//! log it tails is `store::Store::read_after`, which never skips an event.
+//! Read models folded from the global event log, and the projector that
+//! keeps them.
+//!
+//! The [`Projector`] tails `Store::read_after` from its checkpoint and, per
+//! batch, updates the read models and the checkpoint in one transaction, so a
+//! crash neither loses nor double-counts an event. The checkpoint is advanced
+//! with a compare-and-set, so two server instances never apply one batch
+//! twice. [`ReadModels`] answers the API's queries. Every table can be
+//! dropped and refilled from the log ([`Projector::rebuild`]) with identical
+//! rows.
+
+mod apply;
+mod projector;
+mod queries;
+
+pub use projector::{Projector, ProjectorHandle, PROJECTION_NAME, PROJECTOR_BATCH_EVENTS};
+pub use queries::*;
+
+/// Why a read model could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("event {position} ({event_type}) cannot be read: {reason}")]
+    BadEvent {
+        position: i64,
+        event_type: String,
+        reason: String,
+    },
+    #[error("the cursor is not one of this list")]
+    BadCursor,
+    #[error("stored value {column} is malformed: {reason}")]
+    BadRow { column: &'static str, reason: String },
+}
+
+/// RFC 3339 UTC with microseconds: fixed width, so text order is time order.
+pub fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -20,6 +20,8 @@ pub enum AppendError {
     Conflict { aggregate_id: String },
     #[error("idempotency key already used on account {account_id}")]
     DuplicateKey { account_id: String, key: String },
+    #[error("{scope} {value:?} is already taken")]
+    Reserved { scope: String, value: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

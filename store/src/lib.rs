@@ -13,6 +13,7 @@ mod error;
 mod postgres;
 mod service;
 mod sqlite;
+pub mod sql;
 pub mod testing;
 
 use cqrs_es::Aggregate;
@@ -72,6 +73,15 @@ pub struct StreamAppend {
     /// Claims an idempotency key for the stream's account in the same
     /// transaction; `sequence` names the event that holds the outcome.
     pub claim: Option<KeyClaim>,
+    /// Values this command takes for good (e.g. an account's slug).
+    pub reservations: Vec<Reservation>,
+}
+
+/// A value unique within its scope across all streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub scope: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone)]

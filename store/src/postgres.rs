@@ -79,6 +79,25 @@ impl PgStore {
         // Claims first: the events' insert takes the log's position lock,
         // which should be held as briefly as possible.
         for a in appends {
+            for r in &a.reservations {
+                let inserted = sqlx::query(
+                    "INSERT INTO reservations (scope, value, owner) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.scope)
+                .bind(&r.value)
+                .bind(&a.aggregate_id)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err(AppendError::Reserved {
+                        scope: r.scope.clone(),
+                        value: r.value.clone(),
+                    });
+                }
+            }
+        }
+        for a in appends {
             if let Some(claim) = &a.claim {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys \

@@ -94,6 +94,8 @@ pub enum ServiceError<E: std::error::Error> {
     Domain(E),
     #[error("idempotency key {key} was already used with a different request")]
     KeyReused { key: String },
+    #[error("{scope} {value:?} is already taken")]
+    Reserved { scope: String, value: String },
     #[error("gave up after {attempts} conflicting attempts")]
     Contention { attempts: u32 },
     #[error(transparent)]
@@ -136,13 +138,31 @@ impl CommandService {
     /// one transaction with the idempotency claim. On a conflict (another
     /// writer appended first) it reloads and runs the command again, so a
     /// command is never lost and never applied twice.
-    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id, idempotency_key))]
     pub async fn execute<A>(
         &self,
         aggregate_id: &str,
         command: A::Command,
         ctx: &CommandContext,
         claim: Option<&IdempotencyClaim>,
+    ) -> Result<Executed<A>, ServiceError<A::Error>>
+    where
+        A: RecentOutcomes<Services = ()>,
+        A::Command: Clone,
+    {
+        self.execute_with(aggregate_id, command, ctx, claim, &[])
+            .await
+    }
+
+    /// [`execute`](Self::execute), also reserving values that must be unique
+    /// across streams; a taken value fails with [`ServiceError::Reserved`].
+    #[instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id, idempotency_key))]
+    pub async fn execute_with<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+        claim: Option<&IdempotencyClaim>,
+        reservations: &[crate::Reservation],
     ) -> Result<Executed<A>, ServiceError<A::Error>>
     where
         A: RecentOutcomes<Services = ()>,
@@ -173,7 +193,7 @@ impl CommandService {
                     replayed: None,
                 });
             }
-            let (append, committed) = prepare::<A>(
+            let (mut append, committed) = prepare::<A>(
                 aggregate_id,
                 loaded.sequence,
                 &loaded.last_hash,
@@ -181,6 +201,7 @@ impl CommandService {
                 ctx,
                 claim,
             )?;
+            append.reservations = reservations.to_vec();
             match self.store.append(std::slice::from_ref(&append)).await {
                 Ok(positions) => {
                     let events = committed
@@ -207,6 +228,9 @@ impl CommandService {
                     })?;
                     let state = self.store.load::<A>(aggregate_id).await?.aggregate;
                     return self.replay(aggregate_id, claim, state, None).await;
+                }
+                Err(AppendError::Reserved { scope, value }) => {
+                    return Err(ServiceError::Reserved { scope, value })
                 }
                 Err(AppendError::Store(e)) => return Err(e.into()),
             }
@@ -319,6 +343,7 @@ fn prepare<A: Aggregate>(
                 request_hash: c.request_hash.clone(),
                 sequence: last,
             }),
+            reservations: Vec::new(),
         },
         committed,
     ))

@@ -76,6 +76,25 @@ impl SqliteStore {
         // The transaction rolls back on drop, also when the caller goes away.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for a in appends {
+            for r in &a.reservations {
+                let inserted = sqlx::query(
+                    "INSERT INTO reservations (scope, value, owner) VALUES (?, ?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.scope)
+                .bind(&r.value)
+                .bind(&a.aggregate_id)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err(AppendError::Reserved {
+                        scope: r.scope.clone(),
+                        value: r.value.clone(),
+                    });
+                }
+            }
+        }
+        for a in appends {
             if let Some(claim) = &a.claim {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys \

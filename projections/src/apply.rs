@@ -1,0 +1,384 @@
+//! One event → the read-model rows it changes, inside the projector's
+//! transaction.
+
+use chrono::{DateTime, Utc};
+use events::{AccountEvent, CatalogEvent, Usage, ACCOUNT_AGGREGATE_TYPE, CATALOG_AGGREGATE_TYPE};
+use rust_decimal::Decimal;
+use store::sql::{Arg, SqlTx};
+use store::StoredEvent;
+use uuid::Uuid;
+
+use crate::{time_text, ProjectionError};
+
+fn month(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m").to_string()
+}
+
+fn day(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+fn bad(e: &StoredEvent, reason: impl ToString) -> ProjectionError {
+    ProjectionError::BadEvent {
+        position: e.position,
+        event_type: e.event_type.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Applies one stored event. Events of other aggregate types are skipped.
+pub(crate) async fn apply(tx: &mut SqlTx, stored: &StoredEvent) -> Result<(), ProjectionError> {
+    match stored.aggregate_type.as_str() {
+        ACCOUNT_AGGREGATE_TYPE => {
+            let event: AccountEvent =
+                serde_json::from_value(stored.payload.clone()).map_err(|e| bad(stored, e))?;
+            apply_account(tx, stored, event).await
+        }
+        CATALOG_AGGREGATE_TYPE => {
+            let event: CatalogEvent =
+                serde_json::from_value(stored.payload.clone()).map_err(|e| bad(stored, e))?;
+            apply_catalog(tx, stored, event).await
+        }
+        _ => Ok(()),
+    }
+}
+
+struct Entry<'a> {
+    entry_type: &'a str,
+    reference_id: Uuid,
+    description: Option<String>,
+}
+
+async fn apply_account(
+    tx: &mut SqlTx,
+    stored: &StoredEvent,
+    event: AccountEvent,
+) -> Result<(), ProjectionError> {
+    let id = stored.aggregate_id.clone();
+    let at = event.occurred_at();
+    let position = stored.position;
+    match &event {
+        AccountEvent::AccountOpened(e) => {
+            tx.execute(
+                "INSERT INTO rm_accounts (account_id, name, slug, owner_user_id, plan, status, \
+                   country, billing_email, billing_address, tax_id, tax_rate, credit_limit, \
+                   low_balance_threshold, opened_at, updated_at, last_position) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12, $12, $13)",
+                &[
+                    id.clone().into(),
+                    e.name.clone().into(),
+                    e.slug.clone().into(),
+                    e.owner_user_id.clone().into(),
+                    e.plan.clone().into(),
+                    status_text(e.status).into(),
+                    e.country.as_str().into(),
+                    e.billing_email.clone().into(),
+                    e.tax_rate.to_string().into(),
+                    e.credit_limit.into(),
+                    e.low_balance_threshold.into(),
+                    time_text(at).into(),
+                    position.into(),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO rm_balances (account_id, balance, held, credit_limit, period, \
+                   period_granted, period_used, last_position, updated_at) \
+                 VALUES ($1, 0, 0, $2, $3, 0, 0, $4, $5)",
+                &[
+                    id.into(),
+                    e.credit_limit.into(),
+                    month(at).into(),
+                    position.into(),
+                    time_text(at).into(),
+                ],
+            )
+            .await?;
+        }
+        AccountEvent::AccountUpdated(e) => {
+            let address = e
+                .billing_address
+                .as_ref()
+                .map(|a| serde_json::to_string(a).unwrap_or_default());
+            tx.execute(
+                "UPDATE rm_accounts SET name = COALESCE($2, name), \
+                   billing_email = COALESCE($3, billing_email), \
+                   billing_address = COALESCE($4, billing_address), \
+                   tax_id = COALESCE($5, tax_id), tax_rate = COALESCE($6, tax_rate), \
+                   country = COALESCE($7, country), credit_limit = COALESCE($8, credit_limit), \
+                   low_balance_threshold = COALESCE($9, low_balance_threshold), \
+                   updated_at = $10, last_position = $11 \
+                 WHERE account_id = $1",
+                &[
+                    id.clone().into(),
+                    e.name.clone().into(),
+                    e.billing_email.clone().into(),
+                    address.into(),
+                    e.tax_id.clone().into(),
+                    e.tax_rate.map(|r| r.to_string()).into(),
+                    e.country.as_ref().map(|c| c.as_str().to_owned()).into(),
+                    e.credit_limit.into(),
+                    e.low_balance_threshold.into(),
+                    time_text(at).into(),
+                    position.into(),
+                ],
+            )
+            .await?;
+            if let Some(limit) = e.credit_limit {
+                tx.execute(
+                    "UPDATE rm_balances SET credit_limit = $2, last_position = $3 WHERE account_id = $1",
+                    &[id.into(), limit.into(), position.into()],
+                )
+                .await?;
+            }
+        }
+        AccountEvent::PlanChanged(e) => {
+            touch_account(tx, &id, "plan", &e.to, at, position).await?;
+        }
+        AccountEvent::AccountSuspended(_) => {
+            touch_account(tx, &id, "status", "suspended", at, position).await?;
+        }
+        AccountEvent::AccountReactivated(e) => {
+            touch_account(tx, &id, "status", status_text(e.status), at, position).await?;
+        }
+        AccountEvent::CreditsHeld(_) | AccountEvent::HoldReleased(_) => {
+            move_balance(tx, &id, &event, 0, 0, at, position).await?;
+        }
+        AccountEvent::CreditsGranted(e) => {
+            move_balance(tx, &id, &event, e.credits, 0, at, position).await?;
+            let description = e
+                .description
+                .clone()
+                .or_else(|| Some(format!("{:?} grant", e.source).to_lowercase()));
+            entry(tx, stored, &event, Entry { entry_type: "grant", reference_id: e.grant_id, description }).await?;
+        }
+        AccountEvent::CreditsDeducted(e) => {
+            move_balance(tx, &id, &event, 0, e.credits, at, position).await?;
+            let description = e.usage.operation.as_ref().map(|o| o.to_string());
+            entry(tx, stored, &event, Entry { entry_type: "deduction", reference_id: e.deduction_id, description }).await?;
+            usage(tx, stored, e.deduction_id, None, e.credits, &e.usage, at).await?;
+        }
+        AccountEvent::HoldCaptured(e) => {
+            move_balance(tx, &id, &event, 0, e.captured, at, position).await?;
+            let description = e.usage.operation.as_ref().map(|o| o.to_string());
+            entry(tx, stored, &event, Entry { entry_type: "capture", reference_id: e.deduction_id, description }).await?;
+            usage(tx, stored, e.deduction_id, Some(e.hold_id), e.captured, &e.usage, at).await?;
+        }
+        AccountEvent::CreditsRefunded(e) => {
+            move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            entry(tx, stored, &event, Entry { entry_type: "refund", reference_id: e.refund_id, description: Some(e.reason.clone()) }).await?;
+        }
+        AccountEvent::CreditsAdjusted(e) => {
+            move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            entry(tx, stored, &event, Entry { entry_type: "adjustment", reference_id: e.adjustment_id, description: Some(e.reason.clone()) }).await?;
+        }
+        AccountEvent::CreditsExpired(e) => {
+            move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            entry(tx, stored, &event, Entry { entry_type: "expiry", reference_id: e.lot_id, description: Some("credits expired".into()) }).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn status_text(s: events::AccountStatus) -> &'static str {
+    match s {
+        events::AccountStatus::Trial => "trial",
+        events::AccountStatus::Active => "active",
+        events::AccountStatus::PastDue => "past_due",
+        events::AccountStatus::Suspended => "suspended",
+        events::AccountStatus::Cancelled => "cancelled",
+    }
+}
+
+async fn touch_account(
+    tx: &mut SqlTx,
+    id: &str,
+    column: &'static str,
+    value: &str,
+    at: DateTime<Utc>,
+    position: i64,
+) -> Result<(), ProjectionError> {
+    // `column` is one of a fixed set of names chosen above, never input.
+    let sql = format!(
+        "UPDATE rm_accounts SET {column} = $2, updated_at = $3, last_position = $4 WHERE account_id = $1"
+    );
+    tx.execute(
+        &sql,
+        &[id.into(), value.into(), time_text(at).into(), position.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Balance and held follow the events' signed deltas; the period counters
+/// restart when the event falls in a later month.
+async fn move_balance(
+    tx: &mut SqlTx,
+    id: &str,
+    event: &AccountEvent,
+    granted: i64,
+    used: i64,
+    at: DateTime<Utc>,
+    position: i64,
+) -> Result<(), ProjectionError> {
+    tx.execute(
+        "UPDATE rm_balances SET balance = balance + $2, held = held + $3, \
+           period_granted = CASE WHEN period = $4 THEN period_granted + $5 ELSE $5 END, \
+           period_used = CASE WHEN period = $4 THEN period_used + $6 ELSE $6 END, \
+           period = $4, last_position = $7, updated_at = $8 \
+         WHERE account_id = $1",
+        &[
+            id.into(),
+            event.balance_delta().into(),
+            event.held_delta().into(),
+            month(at).into(),
+            granted.into(),
+            used.into(),
+            position.into(),
+            time_text(at).into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn entry(
+    tx: &mut SqlTx,
+    stored: &StoredEvent,
+    event: &AccountEvent,
+    entry: Entry<'_>,
+) -> Result<(), ProjectionError> {
+    let balance_after = event
+        .balance_after()
+        .ok_or_else(|| bad(stored, "a ledger entry without balance_after"))?;
+    tx.execute(
+        "INSERT INTO rm_transactions (position, account_id, sequence, entry_type, reference_id, \
+           amount, balance_after, description, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            stored.position.into(),
+            stored.aggregate_id.clone().into(),
+            stored.sequence.into(),
+            entry.entry_type.into(),
+            entry.reference_id.to_string().into(),
+            event.balance_delta().into(),
+            balance_after.into(),
+            entry.description.into(),
+            time_text(event.occurred_at()).into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn opt_u64(v: Option<u64>) -> Arg {
+    Arg::OptI64(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+}
+
+async fn usage(
+    tx: &mut SqlTx,
+    stored: &StoredEvent,
+    deduction_id: Uuid,
+    hold_id: Option<Uuid>,
+    credits: i64,
+    usage: &Usage,
+    at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    let operation = usage.operation.as_ref().map(|o| o.to_string());
+    tx.execute(
+        "INSERT INTO rm_usage (position, account_id, deduction_id, hold_id, operation, credits, \
+           units, cost_version, cost_usd, model, tokens_input, tokens_output, \
+           related_object_type, related_object_id, metadata, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        &[
+            stored.position.into(),
+            stored.aggregate_id.clone().into(),
+            deduction_id.to_string().into(),
+            hold_id.map(|h| h.to_string()).into(),
+            operation.clone().into(),
+            credits.into(),
+            opt_u64(Some(usage.units)),
+            opt_u64(usage.cost_version),
+            usage.cost_usd.map(|c| c.to_string()).into(),
+            usage.model.clone().into(),
+            opt_u64(usage.tokens_input),
+            opt_u64(usage.tokens_output),
+            usage.related_object_type.clone().into(),
+            usage.related_object_id.clone().into(),
+            usage.metadata.as_ref().map(|m| m.to_string()).into(),
+            time_text(at).into(),
+        ],
+    )
+    .await?;
+    // Daily totals: money is summed as Decimal here, not by the database.
+    let key: [Arg; 4] = [
+        stored.aggregate_id.clone().into(),
+        day(at).into(),
+        operation.unwrap_or_default().into(),
+        usage.model.clone().unwrap_or_default().into(),
+    ];
+    let current = tx
+        .fetch_optional(
+            "SELECT cost_usd FROM rm_usage_daily \
+             WHERE account_id = $1 AND day = $2 AND operation = $3 AND model = $4",
+            &key,
+        )
+        .await?;
+    let cost_before = match current {
+        Some(row) => row
+            .text("cost_usd")?
+            .parse::<Decimal>()
+            .map_err(|e| ProjectionError::BadRow {
+                column: "rm_usage_daily.cost_usd",
+                reason: e.to_string(),
+            })?,
+        None => Decimal::ZERO,
+    };
+    let cost_after = cost_before + usage.cost_usd.unwrap_or(Decimal::ZERO);
+    let mut args = key.to_vec();
+    args.push(credits.into());
+    args.push(cost_after.to_string().into());
+    tx.execute(
+        "INSERT INTO rm_usage_daily (account_id, day, operation, model, credits, cost_usd, count) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1) \
+         ON CONFLICT (account_id, day, operation, model) DO UPDATE SET \
+           credits = rm_usage_daily.credits + excluded.credits, \
+           cost_usd = excluded.cost_usd, count = rm_usage_daily.count + 1",
+        &args,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_catalog(
+    tx: &mut SqlTx,
+    stored: &StoredEvent,
+    event: CatalogEvent,
+) -> Result<(), ProjectionError> {
+    if let CatalogEvent::CreditCostSet(e) = event {
+        let unit = |u: events::CostUnit| {
+            serde_json::to_value(u)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        tx.execute(
+            "INSERT INTO rm_cost_history (version, operation, cost, unit, previous_cost, \
+               previous_unit, actor, changed_at, position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                i64::try_from(e.entry.version).unwrap_or(i64::MAX).into(),
+                e.entry.operation.to_string().into(),
+                e.entry.cost.into(),
+                unit(e.entry.unit).into(),
+                e.previous.as_ref().map(|p| p.cost).into(),
+                e.previous.as_ref().map(|p| unit(p.unit)).into(),
+                e.actor.into(),
+                time_text(e.at).into(),
+                stored.position.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

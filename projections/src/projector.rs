@@ -1,0 +1,190 @@
+//! The projector: tails the global log into the read models.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::sql::Arg;
+use store::Store;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, warn};
+
+use crate::apply::apply;
+use crate::ProjectionError;
+
+/// The checkpoint row of the read models.
+pub const PROJECTION_NAME: &str = "read_models";
+/// Most events applied in one transaction.
+pub const PROJECTOR_BATCH_EVENTS: u32 = 1_000;
+/// How often an idle projector looks for events written by other processes.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Pause after a failed batch (store down) before trying again.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+const READ_MODEL_TABLES: [&str; 6] = [
+    "rm_accounts",
+    "rm_balances",
+    "rm_transactions",
+    "rm_usage",
+    "rm_usage_daily",
+    "rm_cost_history",
+];
+
+pub struct Projector {
+    store: Store,
+    position: watch::Sender<i64>,
+    wake: Arc<Notify>,
+}
+
+/// What the API holds: the projected position, and a way to wake the
+/// projector right after a write.
+#[derive(Clone, Debug)]
+pub struct ProjectorHandle {
+    position: watch::Receiver<i64>,
+    wake: Arc<Notify>,
+}
+
+impl ProjectorHandle {
+    /// The log position the read models have reached.
+    pub fn position(&self) -> i64 {
+        *self.position.borrow()
+    }
+
+    /// Asks the projector to look for new events now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the read models reach `min` or `timeout` passes; true
+    /// when they did.
+    pub async fn wait_for(&self, min: i64, timeout: Duration) -> bool {
+        if self.position() >= min {
+            return true;
+        }
+        self.wake();
+        let mut rx = self.position.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= min))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Projector {
+    /// A projector starting from the stored checkpoint.
+    pub async fn new(store: Store) -> Result<(Self, ProjectorHandle), ProjectionError> {
+        store
+            .execute(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[PROJECTION_NAME.into()],
+            )
+            .await?;
+        let start = checkpoint(&store).await?;
+        let (tx, rx) = watch::channel(start);
+        let wake = Arc::new(Notify::new());
+        Ok((
+            Self {
+                store,
+                position: tx,
+                wake: wake.clone(),
+            },
+            ProjectorHandle { position: rx, wake },
+        ))
+    }
+
+    /// Applies the next batch of events; returns how many.
+    pub async fn run_once(&self) -> Result<usize, ProjectionError> {
+        let from = checkpoint(&self.store).await?;
+        self.position.send_if_modified(|p| {
+            let changed = *p != from;
+            *p = from;
+            changed
+        });
+        let events = self.store.read_after(from, PROJECTOR_BATCH_EVENTS).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(0);
+        };
+        let mut tx = self.store.begin().await?;
+        // Compare-and-set: if another process moved the checkpoint since we
+        // read it, this batch is theirs and we write nothing.
+        let claimed = tx
+            .execute(
+                "UPDATE projection_checkpoints SET position = $3 WHERE name = $1 AND position = $2",
+                &[PROJECTION_NAME.into(), from.into(), last.into()],
+            )
+            .await?;
+        if claimed == 0 {
+            debug!(from, "another projector advanced the checkpoint");
+            return Ok(0);
+        }
+        for e in &events {
+            apply(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        self.position.send_replace(last);
+        Ok(events.len())
+    }
+
+    /// Applies batches until the log is exhausted; returns how many events.
+    pub async fn catch_up(&self) -> Result<usize, ProjectionError> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Empties every read model and refills it from the whole log.
+    pub async fn rebuild(&self) -> Result<usize, ProjectionError> {
+        let mut tx = self.store.begin().await?;
+        for table in READ_MODEL_TABLES {
+            tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
+        }
+        tx.execute(
+            "UPDATE projection_checkpoints SET position = 0 WHERE name = $1",
+            &[Arg::from(PROJECTION_NAME)],
+        )
+        .await?;
+        tx.commit().await?;
+        self.position.send_replace(0);
+        self.catch_up().await
+    }
+
+    /// Runs until `shutdown` resolves: applies batches as they come, wakes on
+    /// [`ProjectorHandle::wake`] or every poll interval, and rides out store
+    /// outages.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let pause = match self.run_once().await {
+                Ok(0) => IDLE_POLL,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "projector batch failed; retrying");
+                    ERROR_BACKOFF
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+async fn checkpoint(store: &Store) -> Result<i64, ProjectionError> {
+    let row = store
+        .fetch_optional(
+            "SELECT position FROM projection_checkpoints WHERE name = $1",
+            &[PROJECTION_NAME.into()],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => r.i64("position")?,
+        None => 0,
+    })
+}
