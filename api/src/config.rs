@@ -73,8 +73,9 @@ impl Config {
     pub fn data_dir(&self) -> PathBuf {
         match &self.data_dir {
             Some(dir) => dir.clone(),
-            None => sqlite_folder(&self.database_url)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            None => {
+                sqlite_folder(&self.database_url).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+            }
         }
     }
 }
@@ -244,7 +245,12 @@ mod tests {
             PathBuf::from(DEFAULT_DATA_DIR)
         );
         assert_eq!(
-            data_dir(&["--database-url", "sqlite://./x/l.db", "--data-dir", "/srv/state"]),
+            data_dir(&[
+                "--database-url",
+                "sqlite://./x/l.db",
+                "--data-dir",
+                "/srv/state"
+            ]),
             PathBuf::from("/srv/state")
         );
     }
@@ -286,6 +292,9 @@ mod tests {
     #[test]
     fn the_token_subcommand_refuses_an_unknown_role_or_a_bad_ttl() {
         assert!(Cli::try_parse_from(["ledger-server", "token", "--role", "root"]).is_err());
-        assert!(Cli::try_parse_from(["ledger-server", "token", "--role", "viewer", "--ttl", "0s"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ledger-server", "token", "--role", "viewer", "--ttl", "0s"])
+                .is_err()
+        );
     }
 }

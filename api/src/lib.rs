@@ -2,8 +2,10 @@
 //!
 //! Only this crate knows HTTP (and, later, NATS). Start-up order: install the
 //! one rustls crypto provider, open the store, migrate, seed the catalog once,
-//! then serve.
+//! start the projector, then serve.
 
+pub mod auth;
+pub mod catalog_cache;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -11,13 +13,19 @@ pub mod http;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::extract::FromRef;
 use events::{Actor, CATALOG_ID};
 use ledger::{Catalog, CatalogCommand};
+use projections::{Projector, ProjectorHandle, ReadModels};
 use store::{CommandContext, CommandService, Store};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::info;
 
+pub use catalog_cache::CatalogCache;
 pub use config::{Config, LogFormat};
+
+use crate::auth::JwtKeys;
 
 /// Installs ring as the process's rustls crypto provider. sqlx and
 /// async-nats build on ring while other clients (the KurrentDB client) bring
@@ -34,7 +42,17 @@ pub fn install_crypto_provider() {
 pub struct AppState {
     pub store: Store,
     pub commands: CommandService,
+    pub read_models: ReadModels,
+    pub projector: ProjectorHandle,
+    pub catalog: CatalogCache,
+    pub jwt: Arc<JwtKeys>,
     pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
 }
 
 /// Opens the store named by the configuration and applies the migrations.
@@ -66,28 +84,68 @@ pub async fn seed_catalog(commands: &CommandService) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens, migrates, seeds and returns the server's state.
-pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+/// A prepared server: its state and the background tasks it needs.
+pub struct Prepared {
+    pub state: AppState,
+    pub projector: Projector,
+}
+
+/// Opens, migrates, seeds, catches the read models up and returns the
+/// server's state.
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let store = open_store(&config).await?;
     let commands = CommandService::new(store.clone());
     seed_catalog(&commands).await?;
-    Ok(AppState {
-        store,
-        commands,
-        config: Arc::new(config),
+    let secret = auth::load_secret(&config).context("loading the JWT secret")?;
+    let (projector, handle) = Projector::new(store.clone())
+        .await
+        .context("starting the projector")?;
+    let caught_up = projector
+        .catch_up()
+        .await
+        .context("catching the read models up")?;
+    if caught_up > 0 {
+        info!(events = caught_up, "read models caught up");
+    }
+    let catalog = CatalogCache::load(store.clone())
+        .await
+        .context("loading the catalog")?;
+    Ok(Prepared {
+        state: AppState {
+            read_models: ReadModels::new(store.clone()),
+            store,
+            commands,
+            projector: handle,
+            catalog,
+            jwt: Arc::new(JwtKeys::from_secret(&secret)),
+            config: Arc::new(config),
+        },
+        projector,
     })
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Serves until `shutdown` resolves, then finishes in-flight requests and
+/// stops the background tasks.
 pub async fn serve(
-    state: AppState,
+    prepared: Prepared,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Prepared { state, projector } = prepared;
     let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let projector_task = tokio::spawn(projector.run(stopped(stop_rx.clone())));
+    let catalog_task = tokio::spawn(state.catalog.clone().run(stopped(stop_rx.clone())));
+    let sweeper_task = tokio::spawn(http::sweeper::run(state.clone(), stopped(stop_rx)));
     info!(%addr, backend = ?state.store.backend(), "ledger-server listening");
-    axum::serve(listener, http::router(state))
+    let served = axum::serve(listener, http::app(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(projector_task, catalog_task, sweeper_task);
+    served
 }

@@ -1,18 +1,27 @@
-//! `ledger-server`: `serve` (default) and `migrate`.
+//! `ledger-server`: `serve` (default), `migrate` and `token`.
 
 use anyhow::Context;
-use api::config::{Cli, Command};
-use api::LogFormat;
+use api::auth::{load_secret, Claims, JwtKeys};
+use api::config::{Cli, Command, TokenArgs};
+use api::{Config, LogFormat};
 use clap::Parser;
 use tokio::net::TcpListener;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     api::install_crypto_provider();
-    init_tracing(&cli.config.log, cli.config.log_format)?;
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // `token` prints the token alone on stdout, so its logs go to stderr.
+    let log_to_stderr = matches!(command, Command::Token(_));
+    init_tracing(&cli.config.log, cli.config.log_format, log_to_stderr)?;
+    match command {
+        Command::Token(args) => {
+            let token = mint_token(&cli.config, &args)?;
+            println!("{token}");
+        }
         Command::Migrate => {
             api::open_store(&cli.config).await?;
             tracing::info!(database = %cli.config.redacted_database_url(), "migrations applied");
@@ -30,9 +39,37 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+/// `ledger-server token`: a JWT signed with the secret `serve` uses.
+fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
+    // Checked before the secret is resolved, so that a mistake creates no file.
+    if args.role.requires_account() && args.account.is_none() {
+        anyhow::bail!(
+            "--role {role} needs --account <ACCOUNT_ID>: {role} tokens are scoped to one \
+             account (only developer and system_bot tokens may omit it)",
+            role = args.role
+        );
+    }
+    let claims = Claims::new(
+        args.sub.clone(),
+        args.role,
+        args.account,
+        chrono::Utc::now().timestamp(),
+        args.ttl,
+    )?;
+    let keys = JwtKeys::from_secret(&load_secret(config)?);
+    Ok(keys.mint(&claims))
+}
+
+fn init_tracing(filter: &str, format: LogFormat, to_stderr: bool) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter).context("LEDGER_LOG is not a valid tracing filter")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),

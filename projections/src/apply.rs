@@ -141,11 +141,19 @@ async fn apply_account(
         AccountEvent::AccountReactivated(e) => {
             touch_account(tx, &id, "status", status_text(e.status), at, position).await?;
         }
-        AccountEvent::CreditsHeld(_) | AccountEvent::HoldReleased(_) => {
+        AccountEvent::CreditsHeld(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            schedule(tx, &id, e.hold_id, e.expires_at).await?;
+        }
+        AccountEvent::HoldReleased(e) => {
+            move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            unschedule(tx, &id, e.hold_id).await?;
         }
         AccountEvent::CreditsGranted(e) => {
             move_balance(tx, &id, &event, e.credits, 0, at, position).await?;
+            if let Some(expires_at) = e.expires_at {
+                schedule(tx, &id, e.grant_id, expires_at).await?;
+            }
             let description = e
                 .description
                 .clone()
@@ -160,6 +168,7 @@ async fn apply_account(
         }
         AccountEvent::HoldCaptured(e) => {
             move_balance(tx, &id, &event, 0, e.captured, at, position).await?;
+            unschedule(tx, &id, e.hold_id).await?;
             let description = e.usage.operation.as_ref().map(|o| o.to_string());
             entry(tx, stored, &event, Entry { entry_type: "capture", reference_id: e.deduction_id, description }).await?;
             usage(tx, stored, e.deduction_id, Some(e.hold_id), e.captured, &e.usage, at).await?;
@@ -174,9 +183,30 @@ async fn apply_account(
         }
         AccountEvent::CreditsExpired(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            unschedule(tx, &id, e.lot_id).await?;
             entry(tx, stored, &event, Entry { entry_type: "expiry", reference_id: e.lot_id, description: Some("credits expired".into()) }).await?;
         }
     }
+    Ok(())
+}
+
+/// Puts a hold's TTL or a lot's expiry on the sweeper's schedule.
+async fn schedule(tx: &mut SqlTx, id: &str, item: Uuid, due_at: DateTime<Utc>) -> Result<(), ProjectionError> {
+    tx.execute(
+        "INSERT INTO expiry_schedule (account_id, item_id, due_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (account_id, item_id) DO NOTHING",
+        &[id.into(), item.to_string().into(), time_text(due_at).into()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn unschedule(tx: &mut SqlTx, id: &str, item: Uuid) -> Result<(), ProjectionError> {
+    tx.execute(
+        "DELETE FROM expiry_schedule WHERE account_id = $1 AND item_id = $2",
+        &[id.into(), item.to_string().into()],
+    )
+    .await?;
     Ok(())
 }
 

@@ -140,7 +140,7 @@ impl Projector {
     /// Empties every read model and refills it from the whole log.
     pub async fn rebuild(&self) -> Result<usize, ProjectionError> {
         let mut tx = self.store.begin().await?;
-        for table in READ_MODEL_TABLES {
+        for table in READ_MODEL_TABLES.iter().chain(&["expiry_schedule"]) {
             tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
         }
         tx.execute(

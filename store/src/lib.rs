@@ -201,6 +201,17 @@ impl Store {
         }
     }
 
+    /// Which stream reserved a value, if any.
+    pub async fn reservation_owner(&self, scope: &str, value: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .fetch_optional(
+                "SELECT owner FROM reservations WHERE scope = $1 AND value = $2",
+                &[scope.into(), value.into()],
+            )
+            .await?;
+        row.map(|r| r.text("owner")).transpose()
+    }
+
     /// The claim on an account's idempotency key, with its outcome event.
     pub async fn find_key(
         &self,

@@ -1,0 +1,133 @@
+//! HTTP API (SPEC §3), base path `/v1`, plus `/health` and `/ready`.
+//!
+//! Canonical resources live under `/v1/accounts/{account_id}/...`; the
+//! original plan's paths (`/v1/billing/...`, `/v1/account/...`) are aliases
+//! taking the account from the token. A trailing slash is optional on every
+//! route.
+
+mod accounts;
+mod catalog;
+mod credits;
+pub mod extract;
+mod reads;
+mod respond;
+pub mod sweeper;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router, ServiceExt};
+use serde_json::json;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tracing::warn;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The router, wrapped so that `/path/` and `/path` are the same route.
+pub fn app(state: AppState) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<NormalizePath<Router>, std::net::SocketAddr> {
+    ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
+        NormalizePathLayer::trim_trailing_slash().layer(router(state)),
+    )
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        // Accounts.
+        .route("/accounts", post(accounts::open))
+        .route("/accounts/{account_id}", get(accounts::get).patch(accounts::patch))
+        .route("/account/settings", get(accounts::get_own).patch(accounts::patch_own))
+        .route("/accounts/{account_id}/limits", get(accounts::limits))
+        .route("/account/limits", get(accounts::limits_own))
+        // Credits.
+        .route("/accounts/{account_id}/deductions", post(credits::deduct))
+        .route("/accounts/{account_id}/holds", post(credits::hold))
+        .route("/accounts/{account_id}/holds/{hold_id}/capture", post(credits::capture))
+        .route("/accounts/{account_id}/holds/{hold_id}/release", post(credits::release))
+        .route(
+            "/accounts/{account_id}/deductions/{deduction_id}/refund",
+            post(credits::refund),
+        )
+        .route("/accounts/{account_id}/grants", post(credits::grant))
+        .route("/admin/accounts/{account_id}/adjust-credits", post(credits::adjust))
+        // Reads.
+        .route("/accounts/{account_id}/balance", get(reads::balance))
+        .route("/billing/account_balance", get(reads::balance_own))
+        .route("/accounts/{account_id}/transactions", get(reads::transactions))
+        .route("/billing/transactions", get(reads::transactions_own))
+        .route("/accounts/{account_id}/usage", get(reads::usage))
+        .route("/billing/usage", get(reads::usage_own))
+        .route("/accounts/{account_id}/usage/analytics", get(reads::analytics))
+        .route("/account/usage/analytics", get(reads::analytics_own))
+        // Catalog.
+        .route("/plans", get(catalog::plans))
+        .route("/admin/plans/{slug}", put(catalog::put_plan))
+        .route("/billing/credits/packages", get(catalog::packages))
+        .route("/admin/credit-packages/{slug}", put(catalog::put_package))
+        .route("/admin/credit-costs", get(catalog::costs))
+        .route("/admin/credit-costs/history", get(catalog::cost_history))
+        .route("/admin/credit-costs/{operation}", put(catalog::put_cost))
+        .route("/admin/credit-costs/{operation}/history", get(catalog::cost_history_of))
+        // Administration.
+        .route("/admin/accounts", get(accounts::search))
+        .route("/admin/accounts/{account_id}/suspend", post(accounts::suspend))
+        .route("/admin/accounts/{account_id}/activate", post(accounts::activate));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::REQUEST_BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// The instant stamped on commands: UTC, to the microsecond, which is what
+/// the read models and both databases keep.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = ApiError::bad_request("this method is not allowed on this route").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// Liveness: the process answers.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers; where the log's head and the read models
+/// are.
+async fn ready(State(state): State<AppState>) -> Response {
+    let store = async {
+        state.store.ping().await?;
+        state.store.head_position().await
+    }
+    .await;
+    match store {
+        Ok(position) => {
+            let projected = state.projector.position();
+            Json(json!({
+                "status": "ready",
+                "store": { "status": "ok", "backend": format!("{:?}", state.store.backend()).to_lowercase() },
+                "position": position,
+                "projector": { "position": projected, "lag": (position - projected).max(0) },
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "store is not ready");
+            ApiError::Unavailable("the event store is not reachable".into()).into_response()
+        }
+    }
+}
