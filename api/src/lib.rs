@@ -93,10 +93,11 @@ pub struct Prepared {
 /// Opens, migrates, seeds, catches the read models up and returns the
 /// server's state.
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    // A bad secret fails before anything touches the database.
+    let secret = auth::load_secret(&config).context("loading the JWT secret")?;
     let store = open_store(&config).await?;
     let commands = CommandService::new(store.clone());
     seed_catalog(&commands).await?;
-    let secret = auth::load_secret(&config).context("loading the JWT secret")?;
     let (projector, handle) = Projector::new(store.clone())
         .await
         .context("starting the projector")?;

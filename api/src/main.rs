@@ -18,10 +18,16 @@ async fn main() -> anyhow::Result<()> {
     let log_to_stderr = matches!(command, Command::Token(_));
     init_tracing(&cli.config.log, cli.config.log_format, log_to_stderr)?;
     match command {
-        Command::Token(args) => {
-            let token = mint_token(&cli.config, &args)?;
-            println!("{token}");
-        }
+        Command::Token(args) => match mint_token(&cli.config, &args) {
+            Ok(token) => println!("{token}"),
+            Err(e) => {
+                // A usage or configuration mistake, not a crash: one line on
+                // stderr like clap's own errors, without anyhow's backtrace
+                // (which RUST_BACKTRACE would add).
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        },
         Command::Migrate => {
             api::open_store(&cli.config).await?;
             tracing::info!(database = %cli.config.redacted_database_url(), "migrations applied");

@@ -39,7 +39,10 @@ fn printed_token(out: &Output) -> String {
     let token = stdout
         .strip_suffix('\n')
         .expect("the token ends with a newline");
-    assert!(!token.contains('\n'), "stdout holds only the token: {stdout:?}");
+    assert!(
+        !token.contains('\n'),
+        "stdout holds only the token: {stdout:?}"
+    );
     assert_eq!(token.split('.').count(), 3, "{token}");
     token.to_owned()
 }
@@ -56,8 +59,15 @@ fn now() -> i64 {
 fn a_system_bot_token_verifies_with_the_secret_file_the_command_created() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("state");
-    let out = ledger_server(dir.path(),
-        &["token", "--role", "system_bot", "--data-dir", data.to_str().unwrap()],
+    let out = ledger_server(
+        dir.path(),
+        &[
+            "token",
+            "--role",
+            "system_bot",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         None,
     );
     let token = printed_token(&out);
@@ -78,7 +88,8 @@ fn a_system_bot_token_verifies_with_the_secret_file_the_command_created() {
 fn an_owner_token_carries_its_account_subject_and_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let account = AccountId::new_v7();
-    let out = ledger_server(dir.path(),
+    let out = ledger_server(
+        dir.path(),
         &[
             "token",
             "--role",
@@ -94,7 +105,9 @@ fn an_owner_token_carries_its_account_subject_and_ttl() {
     );
     let token = printed_token(&out);
 
-    let claims = JwtKeys::from_secret(SECRET.as_bytes()).verify(&token).unwrap();
+    let claims = JwtKeys::from_secret(SECRET.as_bytes())
+        .verify(&token)
+        .unwrap();
     assert_eq!(
         claims,
         Claims {
@@ -114,7 +127,8 @@ fn an_owner_token_carries_its_account_subject_and_ttl() {
 #[test]
 fn a_token_signed_with_the_generated_secret_fails_with_another_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ledger_server(dir.path(),
+    let out = ledger_server(
+        dir.path(),
         &["token", "--role", "developer", "--data-dir", "."],
         None,
     );
@@ -145,14 +159,19 @@ fn without_a_data_dir_the_secret_sits_beside_the_default_sqlite_database() {
     let dir = tempfile::tempdir().unwrap();
     let out = ledger_server(dir.path(), &["token", "--role", "system_bot"], None);
     let token = printed_token(&out);
-    assert!(keys_from_file(&dir.path().join("data")).verify(&token).is_ok());
+    assert!(keys_from_file(&dir.path().join("data"))
+        .verify(&token)
+        .is_ok());
 }
 
 #[test]
 fn an_owner_token_without_an_account_is_refused_with_a_helpful_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ledger_server(dir.path(),
-        &["token", "--role", "owner", "--data-dir", "."], None);
+    let out = ledger_server(
+        dir.path(),
+        &["token", "--role", "owner", "--data-dir", "."],
+        None,
+    );
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "no token is printed");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -181,8 +200,11 @@ fn a_secret_shorter_than_32_bytes_is_refused_without_being_echoed() {
 fn a_zero_or_garbage_ttl_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     for ttl in ["0s", "soon", "400d"] {
-        let out = ledger_server(dir.path(),
-            &["token", "--role", "developer", "--ttl", ttl], Some(SECRET));
+        let out = ledger_server(
+            dir.path(),
+            &["token", "--role", "developer", "--ttl", ttl],
+            Some(SECRET),
+        );
         assert!(!out.status.success(), "{ttl} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--ttl"), "{ttl}: {stderr}");

@@ -210,6 +210,18 @@ async fn unschedule(tx: &mut SqlTx, id: &str, item: Uuid) -> Result<(), Projecti
     Ok(())
 }
 
+/// The SPEC's unit names (`per_100_words`), spelled out rather than taken
+/// from serde, whose snake_case turns `Per100Words` into `per100_words`.
+pub(crate) fn unit_text(u: events::CostUnit) -> &'static str {
+    match u {
+        events::CostUnit::PerRequest => "per_request",
+        events::CostUnit::Per100Words => "per_100_words",
+        events::CostUnit::Per200Words => "per_200_words",
+        events::CostUnit::PerImage => "per_image",
+        events::CostUnit::PerItem => "per_item",
+    }
+}
+
 pub(crate) fn status_text(s: events::AccountStatus) -> &'static str {
     match s {
         events::AccountStatus::Trial => "trial",
@@ -386,12 +398,6 @@ async fn apply_catalog(
     event: CatalogEvent,
 ) -> Result<(), ProjectionError> {
     if let CatalogEvent::CreditCostSet(e) = event {
-        let unit = |u: events::CostUnit| {
-            serde_json::to_value(u)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        };
         tx.execute(
             "INSERT INTO rm_cost_history (version, operation, cost, unit, previous_cost, \
                previous_unit, actor, changed_at, position) \
@@ -400,9 +406,9 @@ async fn apply_catalog(
                 i64::try_from(e.entry.version).unwrap_or(i64::MAX).into(),
                 e.entry.operation.to_string().into(),
                 e.entry.cost.into(),
-                unit(e.entry.unit).into(),
+                unit_text(e.entry.unit).into(),
                 e.previous.as_ref().map(|p| p.cost).into(),
-                e.previous.as_ref().map(|p| unit(p.unit)).into(),
+                e.previous.as_ref().map(|p| unit_text(p.unit).to_owned()).into(),
                 e.actor.into(),
                 time_text(e.at).into(),
                 stored.position.into(),

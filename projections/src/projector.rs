@@ -92,37 +92,43 @@ impl Projector {
         ))
     }
 
-    /// Applies the next batch of events; returns how many.
+    /// Applies the next batch of events; returns how many (0 only when the
+    /// read models have reached the end of the log). A batch another
+    /// projector claimed first is left to it, and the next one is tried.
     pub async fn run_once(&self) -> Result<usize, ProjectionError> {
-        let from = checkpoint(&self.store).await?;
-        self.position.send_if_modified(|p| {
-            let changed = *p != from;
-            *p = from;
-            changed
-        });
-        let events = self.store.read_after(from, PROJECTOR_BATCH_EVENTS).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(0);
-        };
-        let mut tx = self.store.begin().await?;
-        // Compare-and-set: if another process moved the checkpoint since we
-        // read it, this batch is theirs and we write nothing.
-        let claimed = tx
-            .execute(
-                "UPDATE projection_checkpoints SET position = $3 WHERE name = $1 AND position = $2",
-                &[PROJECTION_NAME.into(), from.into(), last.into()],
-            )
-            .await?;
-        if claimed == 0 {
-            debug!(from, "another projector advanced the checkpoint");
-            return Ok(0);
+        loop {
+            let from = checkpoint(&self.store).await?;
+            self.position.send_if_modified(|p| {
+                let changed = *p != from;
+                *p = from;
+                changed
+            });
+            let events = self.store.read_after(from, PROJECTOR_BATCH_EVENTS).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok(0);
+            };
+            let mut tx = self.store.begin().await?;
+            // Compare-and-set: if another process moved the checkpoint since
+            // we read it, this batch is theirs and we write nothing.
+            let claimed = tx
+                .execute(
+                    "UPDATE projection_checkpoints SET position = $3 WHERE name = $1 AND position = $2",
+                    &[PROJECTION_NAME.into(), from.into(), last.into()],
+                )
+                .await?;
+            if claimed == 0 {
+                // Returning 0 here would tell `catch_up` the log is exhausted
+                // and leave this handle's position behind the read models.
+                debug!(from, "another projector advanced the checkpoint");
+                continue;
+            }
+            for e in &events {
+                apply(&mut tx, e).await?;
+            }
+            tx.commit().await?;
+            self.position.send_replace(last);
+            return Ok(events.len());
         }
-        for e in &events {
-            apply(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        self.position.send_replace(last);
-        Ok(events.len())
     }
 
     /// Applies batches until the log is exhausted; returns how many events.
@@ -140,14 +146,19 @@ impl Projector {
     /// Empties every read model and refills it from the whole log.
     pub async fn rebuild(&self) -> Result<usize, ProjectionError> {
         let mut tx = self.store.begin().await?;
-        for table in READ_MODEL_TABLES.iter().chain(&["expiry_schedule"]) {
-            tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
-        }
+        // The checkpoint row first: its lock waits for a batch another
+        // projector is committing, so the deletes below see (and remove) its
+        // rows, and no batch can commit in between. Deleting first would miss
+        // rows inserted after the delete's snapshot, and the refill would
+        // then fail on their keys (PostgreSQL, READ COMMITTED).
         tx.execute(
             "UPDATE projection_checkpoints SET position = 0 WHERE name = $1",
             &[Arg::from(PROJECTION_NAME)],
         )
         .await?;
+        for table in READ_MODEL_TABLES.iter().chain(&["expiry_schedule"]) {
+            tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
+        }
         tx.commit().await?;
         self.position.send_replace(0);
         self.catch_up().await

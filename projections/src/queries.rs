@@ -242,6 +242,10 @@ impl ReadModels {
         filter: &AccountFilter,
         req: &PageRequest,
     ) -> Result<Page<AccountView>, ProjectionError> {
+        // The cursor is the last account id of the previous page.
+        if let Some(after) = &req.after {
+            uuid::Uuid::parse_str(after).map_err(|_| ProjectionError::BadCursor)?;
+        }
         let pattern = filter.q.as_ref().map(|q| {
             let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             format!("%{escaped}%")

@@ -1083,7 +1083,7 @@ async fn a_new_projector_resumes_from_the_checkpoint_and_applies_nothing_twice(s
     assert_eq!(live, rebuilt);
     assert_balances_match_aggregates(store, &[first, second]).await;
 
-    let (_, handle) = projector(store).await;
+    let (_idle, handle) = projector(store).await;
     assert_eq!(handle.position(), store.head_position().await.unwrap());
     assert!(handle.wait_for(new_head, Duration::from_secs(1)).await);
     let started = std::time::Instant::now();
@@ -1289,3 +1289,35 @@ async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(sto
     assert_eq!(fresh.position(), checkpoint);
 }
 on_both_stores!(a_malformed_event_stops_the_projector_without_moving_its_checkpoint);
+
+async fn rebuilds_racing_each_other_and_a_live_projector_end_in_the_same_read_models(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let script = Script {
+        service: &service,
+        projector: None,
+    };
+    let ids = varied_history(&script, 3, 12).await;
+    catch_up(store).await;
+    let models = ReadModels::new(store.clone());
+    let expected = models.dump().await.unwrap();
+    let (live, handle) = projector(store).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(live.run(async {
+        let _ = stopped.await;
+    }));
+    let (a, _) = projector(store).await;
+    let (b, _) = projector(store).await;
+    for round in 0..5 {
+        let (ra, rb) = tokio::join!(a.rebuild(), b.rebuild());
+        ra.unwrap_or_else(|e| panic!("rebuild a, round {round}: {e}"));
+        rb.unwrap_or_else(|e| panic!("rebuild b, round {round}: {e}"));
+        handle.wake();
+        let head = store.head_position().await.unwrap();
+        assert!(handle.wait_for(head, Duration::from_secs(5)).await);
+        assert_eq!(models.dump().await.unwrap(), expected, "round {round}");
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    assert_balances_match_aggregates(store, &ids).await;
+}
+on_both_stores!(rebuilds_racing_each_other_and_a_live_projector_end_in_the_same_read_models);

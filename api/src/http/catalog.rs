@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use events::{BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits, CATALOG_ID};
 use ledger::{Catalog, CatalogCommand};
 use rust_decimal::Decimal;

@@ -1,4 +1,6 @@
-//! HTTP API (SPEC §3), base path `/v1`, plus `/health` and `/ready`.
+//! HTTP API (SPEC §3), base path `/v1`, plus the operational routes that
+//! need no token: `/health`, `/ready`, `/metrics`, `/openapi.json` and the
+//! Swagger UI at `/docs`.
 //!
 //! Canonical resources live under `/v1/accounts/{account_id}/...`; the
 //! original plan's paths (`/v1/billing/...`, `/v1/account/...`) are aliases
@@ -8,7 +10,10 @@
 mod accounts;
 mod catalog;
 mod credits;
+mod docs;
 pub mod extract;
+pub mod metrics;
+pub mod openapi;
 mod reads;
 mod respond;
 pub mod sweeper;
@@ -21,7 +26,9 @@ use axum::{Json, Router, ServiceExt};
 use serde_json::json;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tracing::warn;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::{warn, Level};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -78,9 +85,27 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
+        // Operations: no token, like `/health`.
+        .route("/metrics", get(metrics::scrape))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(docs::index))
+        .route("/docs/{file}", get(docs::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::REQUEST_BODY_BYTES_MAX))
+        // Inside the routing, where `MatchedPath` is known; the trace layer
+        // outermost so that its span covers the metrics too.
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(metrics::request_span)
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                ),
+        )
         .with_state(state)
 }
 
@@ -102,12 +127,29 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process answers", body = openapi::Health)),
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the store answers; where the log's head and the read models
 /// are.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    summary = "Readiness: the store answers; the log head and the projector's lag",
+    responses(
+        (status = 200, description = "Ready", body = openapi::Ready),
+        (status = 503, description = "`unavailable`: the event store is not reachable", body = openapi::ErrorBody),
+    ),
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let store = async {
         state.store.ping().await?;

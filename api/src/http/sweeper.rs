@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::Utc;
 use events::{AccountId, Actor};
 use ledger::{AccountCommand, CreditAccount};
 use store::sql::Arg;

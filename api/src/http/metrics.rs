@@ -1,0 +1,337 @@
+//! Prometheus metrics at `/metrics` (SPEC §3) and the request log.
+//!
+//! The `prometheus` crate, with its protobuf format off, is used rather than
+//! `metrics` + `metrics-exporter-prometheus`: it brings five small crates
+//! where the exporter brings its own HTTP stack, a recorder behind a global
+//! facade and quantile sketches we do not need, and its typed vectors make
+//! the label sets explicit where they are declared.
+//!
+//! Cardinality is bounded by construction: requests are labelled by axum's
+//! [`MatchedPath`] (the route template, never the raw path, so account ids
+//! do not become labels), unmatched requests share one label, methods
+//! outside the standard set are `other`, and commands by their static name.
+//!
+//! The registry is process-wide ([`metrics`]): counters are monotonic for
+//! the process whatever the number of routers built (tests build several).
+//! Gauges of the log and the projector are refreshed at each scrape from
+//! the state of the server scraped.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use store::{Executed, ServiceError};
+use tracing::{warn, Span};
+
+use crate::AppState;
+
+/// Upper bounds, in seconds, of the latency histograms' buckets: 1 ms to
+/// 10 s, which covers a cached read through a contended write on PostgreSQL.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Longest a scrape waits for the store's head position; past it the store
+/// counts as down, so that a hung database cannot hang the scrape.
+pub const STORE_PROBE_MILLIS_MAX: u64 = 2_000;
+/// The `route` label of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    command_seconds: HistogramVec,
+    projector_position: IntGauge,
+    head_position: IntGauge,
+    projector_lag: IntGauge,
+    store_up: IntGauge,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        // Names, label sets and buckets are constants, so registration can
+        // only fail on a programming mistake (a duplicate or invalid name).
+        const BAD: &str = "metric definitions are valid and distinct";
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("ledger_http_requests_total", "HTTP requests answered, by method, route and status."),
+            &["method", "route", "status"],
+        )
+        .expect(BAD);
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ledger_http_request_duration_seconds",
+                "Time to answer an HTTP request (until the response head), by method and route.",
+            )
+            .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            &["method", "route"],
+        )
+        .expect(BAD);
+        let command_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ledger_command_duration_seconds",
+                "Time to decide and append a command (load, handle, store), by command and outcome.",
+            )
+            .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            &["command", "outcome"],
+        )
+        .expect(BAD);
+        let projector_position = IntGauge::new(
+            "ledger_projector_position",
+            "Event-log position the read models have reached.",
+        )
+        .expect(BAD);
+        let head_position =
+            IntGauge::new("ledger_log_head_position", "Position of the last event in the log.").expect(BAD);
+        let projector_lag = IntGauge::new(
+            "ledger_projector_lag_events",
+            "Events the read models are behind the log's head.",
+        )
+        .expect(BAD);
+        let store_up = IntGauge::new(
+            "ledger_store_up",
+            "1 when the event store answered the last scrape, else 0.",
+        )
+        .expect(BAD);
+        let build_info = IntGaugeVec::new(
+            Opts::new("ledger_build_info", "Always 1; the version of the running server."),
+            &["version"],
+        )
+        .expect(BAD);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_seconds.clone()),
+            Box::new(command_seconds.clone()),
+            Box::new(projector_position.clone()),
+            Box::new(head_position.clone()),
+            Box::new(projector_lag.clone()),
+            Box::new(store_up.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(collector).expect(BAD);
+        }
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            command_seconds,
+            projector_position,
+            head_position,
+            projector_lag,
+            store_up,
+        }
+    }
+
+    /// Counts a request and records its latency.
+    pub fn observe_request(&self, method: &Method, route: &str, status: StatusCode, elapsed: Duration) {
+        let method = method_label(method);
+        self.requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long a command took and how it ended.
+    pub fn observe_command(&self, command: &str, outcome: &str, elapsed: Duration) {
+        self.command_seconds
+            .with_label_values(&[command, outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the log and projector gauges: `head` is `None` when the store
+    /// did not answer (the last known head and lag are then kept).
+    pub fn observe_log(&self, projected: i64, head: Option<i64>) {
+        self.projector_position.set(projected);
+        match head {
+            Some(head) => {
+                self.store_up.set(1);
+                self.head_position.set(head);
+                self.projector_lag.set((head - projected).max(0));
+            }
+            None => self.store_up.set(0),
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            warn!(error = %e, "could not encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The method as a label: the standard ones by name, any other as `other`
+/// (methods are extensible tokens, so a client could otherwise mint labels).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// How a command ended, as a bounded label.
+fn outcome_label<A: cqrs_es::Aggregate, E: std::error::Error>(
+    result: &Result<Executed<A>, ServiceError<E>>,
+) -> &'static str {
+    match result {
+        Ok(done) if done.replayed.is_some() => "replayed",
+        Ok(_) => "ok",
+        Err(ServiceError::Domain(_)) => "rejected",
+        Err(ServiceError::KeyReused { .. }) => "key_reused",
+        Err(ServiceError::Reserved { .. }) => "reserved",
+        Err(ServiceError::Contention { .. }) => "contention",
+        Err(ServiceError::Store(_)) => "store_error",
+    }
+}
+
+/// Runs a command and records its latency under `command`.
+pub async fn time_command<A, E>(
+    command: &'static str,
+    run: impl Future<Output = Result<Executed<A>, ServiceError<E>>>,
+) -> Result<Executed<A>, ServiceError<E>>
+where
+    A: cqrs_es::Aggregate,
+    E: std::error::Error,
+{
+    let started = Instant::now();
+    let result = run.await;
+    metrics().observe_command(command, outcome_label(&result), started.elapsed());
+    result
+}
+
+/// The name of a catalog command, for [`time_command`].
+pub fn catalog_command_name(command: &ledger::CatalogCommand) -> &'static str {
+    use ledger::CatalogCommand as C;
+    match command {
+        C::SeedDefaults { .. } => "seed_catalog",
+        C::UpsertPlan { .. } => "upsert_plan",
+        C::UpsertPackage { .. } => "upsert_package",
+        C::SetCreditCost { .. } => "set_credit_cost",
+    }
+}
+
+/// Middleware: counts every request by method, matched route and status and
+/// records its latency. Layered on the router, where [`MatchedPath`] is known.
+pub async fn track(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    metrics().observe_request(&method, route, response.status(), started.elapsed());
+    response
+}
+
+/// The span of a request in the logs: method and matched route, never the
+/// raw path or query (which carry ids and cursors).
+pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route = %route)
+}
+
+/// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "Text exposition format 0.0.4: `ledger_http_requests_total` and \
+        `ledger_http_request_duration_seconds` by route, `ledger_command_duration_seconds` by \
+        command, `ledger_projector_position`, `ledger_log_head_position`, \
+        `ledger_projector_lag_events` and `ledger_store_up`.",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)),
+)]
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let projected = state.projector.position();
+    let probe = Duration::from_millis(STORE_PROBE_MILLIS_MAX);
+    let head = match tokio::time::timeout(probe, state.store.head_position()).await {
+        Ok(Ok(head)) => Some(head),
+        Ok(Err(e)) => {
+            warn!(error = %e, "metrics: the store did not answer");
+            None
+        }
+        Err(_) => {
+            warn!(timeout_millis = STORE_PROBE_MILLIS_MAX, "metrics: the store did not answer in time");
+            None
+        }
+    };
+    let m = metrics();
+    m.observe_log(projected, head);
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        m.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_template_and_status() {
+        let m = metrics();
+        m.observe_request(
+            &Method::GET,
+            "/v1/accounts/{account_id}/balance",
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(3),
+        );
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"ledger_http_requests_total{method="GET",route="/v1/accounts/{account_id}/balance",status="404"}"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("ledger_http_request_duration_seconds_bucket{"), "{text}");
+    }
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+    }
+
+    #[test]
+    fn lag_never_goes_negative_and_a_silent_store_is_down() {
+        let m = Metrics::new();
+        m.observe_log(10, Some(7));
+        assert_eq!(m.projector_lag.get(), 0);
+        m.observe_log(3, Some(7));
+        assert_eq!(m.projector_lag.get(), 4);
+        assert_eq!(m.store_up.get(), 1);
+        m.observe_log(3, None);
+        assert_eq!(m.store_up.get(), 0);
+        assert_eq!(m.head_position.get(), 7);
+    }
+}
