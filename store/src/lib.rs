@@ -12,8 +12,8 @@
 mod error;
 mod postgres;
 mod service;
-mod sqlite;
 pub mod sql;
+mod sqlite;
 pub mod testing;
 
 use cqrs_es::Aggregate;
@@ -202,7 +202,11 @@ impl Store {
     }
 
     /// Which stream reserved a value, if any.
-    pub async fn reservation_owner(&self, scope: &str, value: &str) -> Result<Option<String>, StoreError> {
+    pub async fn reservation_owner(
+        &self,
+        scope: &str,
+        value: &str,
+    ) -> Result<Option<String>, StoreError> {
         let row = self
             .fetch_optional(
                 "SELECT owner FROM reservations WHERE scope = $1 AND value = $2",

@@ -1,6 +1,11 @@
 //! The command path: load, handle, append, retry on conflict.
 
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
@@ -119,15 +124,40 @@ impl RecentOutcomes for Catalog {
     }
 }
 
+/// How many locks serialize commands per stream within one process.
+pub const STREAM_LOCK_STRIPES: usize = 1_024;
+
 /// Runs commands against the store with optimistic concurrency.
+///
+/// Within one process, commands for one stream run one at a time (a striped
+/// lock keyed by the stream), so a hot account does not burn its time on
+/// conflicts between its own callers; writers in other processes are still
+/// caught by the optimistic check and retried.
 #[derive(Clone, Debug)]
 pub struct CommandService {
     store: Store,
+    stripes: Arc<Vec<Mutex<()>>>,
+    conflicts: Arc<AtomicU64>,
 }
 
 impl CommandService {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            stripes: Arc::new((0..STREAM_LOCK_STRIPES).map(|_| Mutex::new(())).collect()),
+            conflicts: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many appends lost an optimistic-concurrency race so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
+    fn stripe(&self, aggregate_type: &str, aggregate_id: &str) -> &Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (aggregate_type, aggregate_id).hash(&mut h);
+        &self.stripes[(h.finish() as usize) % self.stripes.len()]
     }
 
     pub fn store(&self) -> &Store {
@@ -172,6 +202,7 @@ impl CommandService {
         if let Some(c) = claim {
             tracing::Span::current().record("idempotency_key", c.key.as_str());
         }
+        let _turn = self.stripe(A::TYPE, aggregate_id).lock().await;
         for attempt in 0..CONFLICT_RETRIES_MAX {
             let loaded = self.store.load::<A>(aggregate_id).await?;
             let mut state = loaded.aggregate;
@@ -219,6 +250,7 @@ impl CommandService {
                     });
                 }
                 Err(AppendError::Conflict { .. }) => {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
                     debug!(attempt, "conflict; reloading");
                     tokio::time::sleep(backoff(attempt)).await;
                 }

@@ -206,7 +206,11 @@ impl Store {
         })
     }
 
-    pub async fn fetch_optional(&self, sql: &str, args: &[Arg]) -> Result<Option<SqlRow>, StoreError> {
+    pub async fn fetch_optional(
+        &self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Option<SqlRow>, StoreError> {
         Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 

@@ -73,9 +73,13 @@ on_both_stores!(the_global_log_reads_in_position_order_in_bounded_pages);
 async fn fifty_concurrent_deductions_on_one_account_leave_the_exact_balance(store: &Store) {
     let service = CommandService::new(store.clone());
     let id = funded_account(&service, 1_000).await;
+    // Five services stand for five server processes: within one, commands
+    // for an account take turns; across them, they race and retry.
+    let processes: Vec<CommandService> =
+        (0..5).map(|_| CommandService::new(store.clone())).collect();
     let mut tasks = Vec::new();
     for i in 0..50u64 {
-        let service = service.clone();
+        let service = processes[(i % 5) as usize].clone();
         let id = id.to_string();
         tasks.push(tokio::spawn(async move {
             let k = format!("deduct-{i}");
@@ -89,6 +93,8 @@ async fn fifty_concurrent_deductions_on_one_account_leave_the_exact_balance(stor
         let done = t.await.unwrap().expect("every deduction succeeds");
         assert_eq!(done.events.len(), 1);
     }
+    let conflicts: u64 = processes.iter().map(CommandService::conflicts).sum();
+    assert!(conflicts > 0, "the writers really raced");
     let expected: i64 = (0..50).map(|i| i % 5 + 1).sum();
     let loaded = store.load::<CreditAccount>(&id.to_string()).await.unwrap();
     assert_eq!(loaded.aggregate.balance(), 1_000 - expected);
