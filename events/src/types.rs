@@ -269,6 +269,19 @@ pub enum AccountStatus {
     Cancelled,
 }
 
+impl AccountStatus {
+    /// The wire name (`past_due`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trial => "trial",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Suspended => "suspended",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Where granted credits come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -295,13 +308,28 @@ pub enum ReleaseReason {
 #[serde(rename_all = "snake_case")]
 pub enum CostUnit {
     PerRequest,
+    // serde's snake_case would spell these `per100_words`; the SPEC's names
+    // have the underscore. The alias reads anything written the other way.
+    #[serde(rename = "per_100_words", alias = "per100_words")]
     Per100Words,
+    #[serde(rename = "per_200_words", alias = "per200_words")]
     Per200Words,
     PerImage,
     PerItem,
 }
 
 impl CostUnit {
+    /// The wire name (`per_100_words`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerRequest => "per_request",
+            Self::Per100Words => "per_100_words",
+            Self::Per200Words => "per_200_words",
+            Self::PerImage => "per_image",
+            Self::PerItem => "per_item",
+        }
+    }
+
     /// How many units make one priced step: credits = cost × ceil(units / size).
     pub fn unit_size(self) -> u64 {
         match self {
@@ -360,6 +388,38 @@ mod tests {
         assert!(CountryCode::parse("DEU").is_err());
         assert!(Currency::parse("usd").is_err());
         assert_eq!(Currency::parse("JPY").unwrap().minor_unit_digits(), 0);
+    }
+
+    #[test]
+    fn cost_units_use_the_spec_names_and_read_the_old_spelling() {
+        assert_eq!(
+            serde_json::to_value(CostUnit::Per100Words).unwrap(),
+            "per_100_words"
+        );
+        assert_eq!(
+            serde_json::to_value(CostUnit::Per200Words).unwrap(),
+            "per_200_words"
+        );
+        let old: CostUnit = serde_json::from_value("per100_words".into()).unwrap();
+        assert_eq!(old, CostUnit::Per100Words);
+        for u in [
+            CostUnit::PerRequest,
+            CostUnit::Per100Words,
+            CostUnit::Per200Words,
+            CostUnit::PerImage,
+            CostUnit::PerItem,
+        ] {
+            assert_eq!(serde_json::to_value(u).unwrap(), u.as_str());
+        }
+        for s in [
+            AccountStatus::Trial,
+            AccountStatus::Active,
+            AccountStatus::PastDue,
+            AccountStatus::Suspended,
+            AccountStatus::Cancelled,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ async fn apply_account(
                     e.slug.clone().into(),
                     e.owner_user_id.clone().into(),
                     e.plan.clone().into(),
-                    status_text(e.status).into(),
+                    e.status.as_str().into(),
                     e.country.as_str().into(),
                     e.billing_email.clone().into(),
                     e.tax_rate.to_string().into(),
@@ -139,7 +139,7 @@ async fn apply_account(
             touch_account(tx, &id, "status", "suspended", at, position).await?;
         }
         AccountEvent::AccountReactivated(e) => {
-            touch_account(tx, &id, "status", status_text(e.status), at, position).await?;
+            touch_account(tx, &id, "status", e.status.as_str(), at, position).await?;
         }
         AccountEvent::CreditsHeld(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
@@ -158,40 +158,114 @@ async fn apply_account(
                 .description
                 .clone()
                 .or_else(|| Some(format!("{:?} grant", e.source).to_lowercase()));
-            entry(tx, stored, &event, Entry { entry_type: "grant", reference_id: e.grant_id, description }).await?;
+            entry(
+                tx,
+                stored,
+                &event,
+                Entry {
+                    entry_type: "grant",
+                    reference_id: e.grant_id,
+                    description,
+                },
+            )
+            .await?;
         }
         AccountEvent::CreditsDeducted(e) => {
             move_balance(tx, &id, &event, 0, e.credits, at, position).await?;
             let description = e.usage.operation.as_ref().map(|o| o.to_string());
-            entry(tx, stored, &event, Entry { entry_type: "deduction", reference_id: e.deduction_id, description }).await?;
+            entry(
+                tx,
+                stored,
+                &event,
+                Entry {
+                    entry_type: "deduction",
+                    reference_id: e.deduction_id,
+                    description,
+                },
+            )
+            .await?;
             usage(tx, stored, e.deduction_id, None, e.credits, &e.usage, at).await?;
         }
         AccountEvent::HoldCaptured(e) => {
             move_balance(tx, &id, &event, 0, e.captured, at, position).await?;
             unschedule(tx, &id, e.hold_id).await?;
             let description = e.usage.operation.as_ref().map(|o| o.to_string());
-            entry(tx, stored, &event, Entry { entry_type: "capture", reference_id: e.deduction_id, description }).await?;
-            usage(tx, stored, e.deduction_id, Some(e.hold_id), e.captured, &e.usage, at).await?;
+            entry(
+                tx,
+                stored,
+                &event,
+                Entry {
+                    entry_type: "capture",
+                    reference_id: e.deduction_id,
+                    description,
+                },
+            )
+            .await?;
+            usage(
+                tx,
+                stored,
+                e.deduction_id,
+                Some(e.hold_id),
+                e.captured,
+                &e.usage,
+                at,
+            )
+            .await?;
         }
         AccountEvent::CreditsRefunded(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
-            entry(tx, stored, &event, Entry { entry_type: "refund", reference_id: e.refund_id, description: Some(e.reason.clone()) }).await?;
+            entry(
+                tx,
+                stored,
+                &event,
+                Entry {
+                    entry_type: "refund",
+                    reference_id: e.refund_id,
+                    description: Some(e.reason.clone()),
+                },
+            )
+            .await?;
         }
         AccountEvent::CreditsAdjusted(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
-            entry(tx, stored, &event, Entry { entry_type: "adjustment", reference_id: e.adjustment_id, description: Some(e.reason.clone()) }).await?;
+            entry(
+                tx,
+                stored,
+                &event,
+                Entry {
+                    entry_type: "adjustment",
+                    reference_id: e.adjustment_id,
+                    description: Some(e.reason.clone()),
+                },
+            )
+            .await?;
         }
         AccountEvent::CreditsExpired(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
             unschedule(tx, &id, e.lot_id).await?;
-            entry(tx, stored, &event, Entry { entry_type: "expiry", reference_id: e.lot_id, description: Some("credits expired".into()) }).await?;
+            entry(
+                tx,
+                stored,
+                &event,
+                Entry {
+                    entry_type: "expiry",
+                    reference_id: e.lot_id,
+                    description: Some("credits expired".into()),
+                },
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
 /// Puts a hold's TTL or a lot's expiry on the sweeper's schedule.
-async fn schedule(tx: &mut SqlTx, id: &str, item: Uuid, due_at: DateTime<Utc>) -> Result<(), ProjectionError> {
+async fn schedule(
+    tx: &mut SqlTx,
+    id: &str,
+    item: Uuid,
+    due_at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
     tx.execute(
         "INSERT INTO expiry_schedule (account_id, item_id, due_at) VALUES ($1, $2, $3) \
          ON CONFLICT (account_id, item_id) DO NOTHING",
@@ -212,25 +286,6 @@ async fn unschedule(tx: &mut SqlTx, id: &str, item: Uuid) -> Result<(), Projecti
 
 /// The SPEC's unit names (`per_100_words`), spelled out rather than taken
 /// from serde, whose snake_case turns `Per100Words` into `per100_words`.
-pub(crate) fn unit_text(u: events::CostUnit) -> &'static str {
-    match u {
-        events::CostUnit::PerRequest => "per_request",
-        events::CostUnit::Per100Words => "per_100_words",
-        events::CostUnit::Per200Words => "per_200_words",
-        events::CostUnit::PerImage => "per_image",
-        events::CostUnit::PerItem => "per_item",
-    }
-}
-
-pub(crate) fn status_text(s: events::AccountStatus) -> &'static str {
-    match s {
-        events::AccountStatus::Trial => "trial",
-        events::AccountStatus::Active => "active",
-        events::AccountStatus::PastDue => "past_due",
-        events::AccountStatus::Suspended => "suspended",
-        events::AccountStatus::Cancelled => "cancelled",
-    }
-}
 
 async fn touch_account(
     tx: &mut SqlTx,
@@ -246,7 +301,12 @@ async fn touch_account(
     );
     tx.execute(
         &sql,
-        &[id.into(), value.into(), time_text(at).into(), position.into()],
+        &[
+            id.into(),
+            value.into(),
+            time_text(at).into(),
+            position.into(),
+        ],
     )
     .await?;
     Ok(())
@@ -367,13 +427,14 @@ async fn usage(
         )
         .await?;
     let cost_before = match current {
-        Some(row) => row
-            .text("cost_usd")?
-            .parse::<Decimal>()
-            .map_err(|e| ProjectionError::BadRow {
-                column: "rm_usage_daily.cost_usd",
-                reason: e.to_string(),
-            })?,
+        Some(row) => {
+            row.text("cost_usd")?
+                .parse::<Decimal>()
+                .map_err(|e| ProjectionError::BadRow {
+                    column: "rm_usage_daily.cost_usd",
+                    reason: e.to_string(),
+                })?
+        }
         None => Decimal::ZERO,
     };
     let cost_after = cost_before + usage.cost_usd.unwrap_or(Decimal::ZERO);
@@ -406,9 +467,12 @@ async fn apply_catalog(
                 i64::try_from(e.entry.version).unwrap_or(i64::MAX).into(),
                 e.entry.operation.to_string().into(),
                 e.entry.cost.into(),
-                unit_text(e.entry.unit).into(),
+                e.entry.unit.as_str().into(),
                 e.previous.as_ref().map(|p| p.cost).into(),
-                e.previous.as_ref().map(|p| unit_text(p.unit).to_owned()).into(),
+                e.previous
+                    .as_ref()
+                    .map(|p| p.unit.as_str().to_owned())
+                    .into(),
                 e.actor.into(),
                 time_text(e.at).into(),
                 stored.position.into(),

@@ -30,7 +30,10 @@ pub enum ProjectionError {
     #[error("the cursor is not one of this list")]
     BadCursor,
     #[error("stored value {column} is malformed: {reason}")]
-    BadRow { column: &'static str, reason: String },
+    BadRow {
+        column: &'static str,
+        reason: String,
+    },
 }
 
 /// RFC 3339 UTC with microseconds: fixed width, so text order is time order.

@@ -247,7 +247,11 @@ impl ReadModels {
             uuid::Uuid::parse_str(after).map_err(|_| ProjectionError::BadCursor)?;
         }
         let pattern = filter.q.as_ref().map(|q| {
-            let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = q
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             format!("%{escaped}%")
         });
         let sql = format!(
@@ -411,10 +415,11 @@ impl ReadModels {
                     cost_usd: r
                         .opt_text("cost_usd")?
                         .map(|c| {
-                            c.parse().map_err(|e: rust_decimal::Error| ProjectionError::BadRow {
-                                column: "rm_usage.cost_usd",
-                                reason: e.to_string(),
-                            })
+                            c.parse()
+                                .map_err(|e: rust_decimal::Error| ProjectionError::BadRow {
+                                    column: "rm_usage.cost_usd",
+                                    reason: e.to_string(),
+                                })
                         })
                         .transpose()?,
                     model: r.opt_text("model")?,

@@ -16,8 +16,8 @@ use events::{
 use ledger::account::{AccountPatch, Amount};
 use ledger::{AccountCommand, CatalogCommand, CreditAccount};
 use projections::{
-    time_text, AccountFilter, AnalyticsRow, GroupBy, Page, PageRequest, ProjectionError,
-    Projector, ReadModels, TransactionFilter, TransactionView, UsageFilter, UsageView,
+    time_text, AccountFilter, AnalyticsRow, GroupBy, Page, PageRequest, ProjectionError, Projector,
+    ReadModels, TransactionFilter, TransactionView, UsageFilter, UsageView,
 };
 use rust_decimal::Decimal;
 use store::{CommandService, NewEvent, Store, StreamAppend};
@@ -56,7 +56,12 @@ async fn assert_balances_match_aggregates(store: &Store, ids: &[AccountId]) {
             .expect("a projected balance");
         assert_eq!(
             (view.balance, view.held, view.available, view.credit_limit),
-            (agg.balance(), agg.held(), agg.available(), agg.credit_limit()),
+            (
+                agg.balance(),
+                agg.held(),
+                agg.available(),
+                agg.credit_limit()
+            ),
             "balance of {id}"
         );
         assert_eq!(view.plan, agg.plan());
@@ -69,7 +74,11 @@ async fn assert_balances_match_aggregates(store: &Store, ids: &[AccountId]) {
         let mut running = 0;
         for t in entries.iter().rev() {
             running += t.amount;
-            assert_eq!(running, t.balance_after, "running sum at position {}", t.position);
+            assert_eq!(
+                running, t.balance_after,
+                "running sum at position {}",
+                t.position
+            );
         }
         assert_eq!(running, agg.balance());
     }
@@ -79,21 +88,40 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
     let service = CommandService::new(store.clone());
     let id = AccountId::new_v7();
     let acct = id.to_string();
-    exec(&service, id, open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z"))).await;
+    exec(
+        &service,
+        id,
+        open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z")),
+    )
+    .await;
 
     let g1 = Uuid::now_v7();
     let expiry = at("2026-03-20T00:00:00Z");
     exec(
         &service,
         id,
-        grant_cmd(g1, 100, GrantSource::Promotional, Some(expiry), Some("welcome"), at("2026-03-01T10:00:00Z")),
+        grant_cmd(
+            g1,
+            100,
+            GrantSource::Promotional,
+            Some(expiry),
+            Some("welcome"),
+            at("2026-03-01T10:00:00Z"),
+        ),
     )
     .await;
     let g2 = Uuid::now_v7();
     exec(
         &service,
         id,
-        grant_cmd(g2, 50, GrantSource::Purchase, None, None, at("2026-03-02T09:00:00Z")),
+        grant_cmd(
+            g2,
+            50,
+            GrantSource::Purchase,
+            None,
+            None,
+            at("2026-03-02T09:00:00Z"),
+        ),
     )
     .await;
 
@@ -224,7 +252,12 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
     let last = exec(
         &service,
         id,
-        hold_cmd(h3, Amount::Credits(6), 7 * 24 * 3_600, at("2026-03-21T10:00:00Z")),
+        hold_cmd(
+            h3,
+            Amount::Credits(6),
+            7 * 24 * 3_600,
+            at("2026-03-21T10:00:00Z"),
+        ),
     )
     .await;
 
@@ -257,7 +290,10 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
         .unwrap()
         .expect("balance");
     assert_eq!(april.current_period.period, "2026-04");
-    assert_eq!((april.current_period.granted, april.current_period.used), (0, 0));
+    assert_eq!(
+        (april.current_period.granted, april.current_period.used),
+        (0, 0)
+    );
     assert_eq!(april.balance, 54);
     assert!(models
         .balance(&AccountId::new_v7().to_string(), at("2026-03-31T00:00:00Z"))
@@ -290,22 +326,86 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
     assert_eq!(
         rows,
         vec![
-            ("expiry", g1.to_string(), -53, 54, s("credits expired"), when("2026-03-20T00:00:00Z")),
-            ("adjustment", a1.to_string(), -7, 107, s("correction"), when("2026-03-09T00:00:00Z")),
-            ("refund", r1.to_string(), 4, 114, s("bad output"), when("2026-03-08T00:00:00Z")),
-            ("capture", c1.to_string(), -15, 110, s("image_generation"), when("2026-03-06T09:30:00Z")),
-            ("deduction", d3.to_string(), -5, 125, s("content_generation"), when("2026-03-06T08:00:00Z")),
-            ("deduction", d2.to_string(), -10, 130, s("clustering"), when("2026-03-05T15:00:00Z")),
-            ("deduction", d1.to_string(), -10, 140, s("clustering"), when("2026-03-05T10:00:00Z")),
-            ("grant", g2.to_string(), 50, 150, s("purchase grant"), when("2026-03-02T09:00:00Z")),
-            ("grant", g1.to_string(), 100, 100, s("welcome"), when("2026-03-01T10:00:00Z")),
+            (
+                "expiry",
+                g1.to_string(),
+                -53,
+                54,
+                s("credits expired"),
+                when("2026-03-20T00:00:00Z")
+            ),
+            (
+                "adjustment",
+                a1.to_string(),
+                -7,
+                107,
+                s("correction"),
+                when("2026-03-09T00:00:00Z")
+            ),
+            (
+                "refund",
+                r1.to_string(),
+                4,
+                114,
+                s("bad output"),
+                when("2026-03-08T00:00:00Z")
+            ),
+            (
+                "capture",
+                c1.to_string(),
+                -15,
+                110,
+                s("image_generation"),
+                when("2026-03-06T09:30:00Z")
+            ),
+            (
+                "deduction",
+                d3.to_string(),
+                -5,
+                125,
+                s("content_generation"),
+                when("2026-03-06T08:00:00Z")
+            ),
+            (
+                "deduction",
+                d2.to_string(),
+                -10,
+                130,
+                s("clustering"),
+                when("2026-03-05T15:00:00Z")
+            ),
+            (
+                "deduction",
+                d1.to_string(),
+                -10,
+                140,
+                s("clustering"),
+                when("2026-03-05T10:00:00Z")
+            ),
+            (
+                "grant",
+                g2.to_string(),
+                50,
+                150,
+                s("purchase grant"),
+                when("2026-03-02T09:00:00Z")
+            ),
+            (
+                "grant",
+                g1.to_string(),
+                100,
+                100,
+                s("welcome"),
+                when("2026-03-01T10:00:00Z")
+            ),
         ]
     );
     assert!(txs.items.windows(2).all(|w| w[0].position > w[1].position));
     assert_eq!(txs.items[4].position, d3_done.position().unwrap());
     assert_balances_match_aggregates(store, &[id]).await;
 
-    let ids_of = |page: Page<TransactionView>| page.items.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let ids_of =
+        |page: Page<TransactionView>| page.items.into_iter().map(|t| t.id).collect::<Vec<_>>();
     let deductions = models
         .transactions(
             &acct,
@@ -317,7 +417,10 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
         )
         .await
         .unwrap();
-    assert_eq!(ids_of(deductions), vec![d3.to_string(), d2.to_string(), d1.to_string()]);
+    assert_eq!(
+        ids_of(deductions),
+        vec![d3.to_string(), d2.to_string(), d1.to_string()]
+    );
     // `from` is inclusive, `to` exclusive.
     let window = models
         .transactions(
@@ -331,7 +434,10 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
         )
         .await
         .unwrap();
-    assert_eq!(ids_of(window), vec![c1.to_string(), d3.to_string(), d2.to_string()]);
+    assert_eq!(
+        ids_of(window),
+        vec![c1.to_string(), d3.to_string(), d2.to_string()]
+    );
     let grants_after_the_first = models
         .transactions(
             &acct,
@@ -358,7 +464,11 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
         .unwrap();
     assert!(none.items.is_empty());
     assert!(models
-        .transactions(&AccountId::new_v7().to_string(), &TransactionFilter::default(), &all())
+        .transactions(
+            &AccountId::new_v7().to_string(),
+            &TransactionFilter::default(),
+            &all()
+        )
         .await
         .unwrap()
         .items
@@ -570,11 +680,23 @@ async fn lists_page_by_cursor_without_duplicates_or_gaps(store: &Store) {
     let service = CommandService::new(store.clone());
     let id = AccountId::new_v7();
     let acct = id.to_string();
-    exec(&service, id, open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z"))).await;
     exec(
         &service,
         id,
-        grant_cmd(Uuid::now_v7(), 1_000, GrantSource::Purchase, None, None, at("2026-03-01T01:00:00Z")),
+        open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z")),
+    )
+    .await;
+    exec(
+        &service,
+        id,
+        grant_cmd(
+            Uuid::now_v7(),
+            1_000,
+            GrantSource::Purchase,
+            None,
+            None,
+            at("2026-03-01T01:00:00Z"),
+        ),
     )
     .await;
     let mut deductions = Vec::new();
@@ -605,7 +727,10 @@ async fn lists_page_by_cursor_without_duplicates_or_gaps(store: &Store) {
         async move { models.usage(&acct, &UsageFilter::default(), &req).await }
     })
     .await;
-    assert_eq!(usage_pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 1]);
+    assert_eq!(
+        usage_pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
     let ids: Vec<String> = usage_pages.into_iter().flatten().map(|u| u.id).collect();
     assert_eq!(ids, newest_first, "every item once, newest first");
 
@@ -618,7 +743,10 @@ async fn lists_page_by_cursor_without_duplicates_or_gaps(store: &Store) {
         async move { models.transactions(&acct, &f, &req).await }
     })
     .await;
-    assert_eq!(tx_pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 1]);
+    assert_eq!(
+        tx_pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
     let ids: Vec<String> = tx_pages.into_iter().flatten().map(|t| t.id).collect();
     assert_eq!(ids, newest_first);
 
@@ -672,10 +800,20 @@ async fn account_search_pages_and_filters_by_text_status_and_plan(store: &Store)
     let now = at("2026-03-01T00:00:00Z");
     let specs = [
         ("Acme Corp", "acme", "billing@acme.test", "starter"),
-        ("Acme Labs", "acme-labs", "labs@acme-labs.test", "professional"),
+        (
+            "Acme Labs",
+            "acme-labs",
+            "labs@acme-labs.test",
+            "professional",
+        ),
         ("Globex", "globex", "ap@globex.test", "starter"),
         ("Initech", "initech", "finance@hooli.test", "professional"),
-        ("Vandelay Industries", "vi-imports", "art@vandelay.test", "free"),
+        (
+            "Vandelay Industries",
+            "vi-imports",
+            "art@vandelay.test",
+            "free",
+        ),
     ];
     let mut ids = Vec::new();
     for (name, slug, email, plan) in specs {
@@ -705,10 +843,17 @@ async fn account_search_pages_and_filters_by_text_status_and_plan(store: &Store)
 
     let pages = walk(2, |req| {
         let models = models.clone();
-        async move { models.search_accounts(&AccountFilter::default(), &req).await }
+        async move {
+            models
+                .search_accounts(&AccountFilter::default(), &req)
+                .await
+        }
     })
     .await;
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1]);
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2, 1]
+    );
     let listed: Vec<String> = pages.into_iter().flatten().map(|a| a.account_id).collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -734,15 +879,25 @@ async fn account_search_pages_and_filters_by_text_status_and_plan(store: &Store)
         ..AccountFilter::default()
     };
     assert_eq!(search(q("ACME")).await, vec!["Acme Corp", "Acme Labs"]);
-    assert_eq!(search(q("hooli")).await, vec!["Initech"], "matches the email");
+    assert_eq!(
+        search(q("hooli")).await,
+        vec!["Initech"],
+        "matches the email"
+    );
     assert_eq!(
         search(q("Imports")).await,
         vec!["Vandelay Industries"],
         "matches the slug"
     );
     assert_eq!(search(q("labs@")).await, vec!["Acme Labs"]);
-    assert!(search(q("%")).await.is_empty(), "LIKE wildcards are literal");
-    assert!(search(q("_")).await.is_empty(), "LIKE wildcards are literal");
+    assert!(
+        search(q("%")).await.is_empty(),
+        "LIKE wildcards are literal"
+    );
+    assert!(
+        search(q("_")).await.is_empty(),
+        "LIKE wildcards are literal"
+    );
     assert!(search(q("nobody")).await.is_empty());
     assert_eq!(
         search(AccountFilter {
@@ -805,15 +960,25 @@ async fn the_account_read_model_follows_updates_plan_changes_and_suspensions(sto
     assert_eq!(view.account_id, acct);
     assert_eq!((view.name.as_str(), view.slug.as_str()), ("Acme", "acme"));
     assert_eq!(view.owner_user_id, "user-1");
-    assert_eq!((view.plan.as_str(), view.status.as_str()), ("starter", "trial"));
+    assert_eq!(
+        (view.plan.as_str(), view.status.as_str()),
+        ("starter", "trial")
+    );
     assert_eq!(view.country, "US");
     assert_eq!(view.billing_email, "billing@acme.test");
-    assert_eq!((view.billing_address.clone(), view.tax_id.clone()), (None, None));
+    assert_eq!(
+        (view.billing_address.clone(), view.tax_id.clone()),
+        (None, None)
+    );
     assert_eq!(view.tax_rate, Decimal::ZERO);
     assert_eq!((view.credit_limit, view.low_balance_threshold), (0, 100));
     assert_eq!(view.created_at, time_text(opened));
     assert_eq!(view.updated_at, time_text(opened));
-    assert!(models.account(&AccountId::new_v7().to_string()).await.unwrap().is_none());
+    assert!(models
+        .account(&AccountId::new_v7().to_string())
+        .await
+        .unwrap()
+        .is_none());
 
     let address = BillingAddress {
         line1: Some("1 Main St".into()),
@@ -842,10 +1007,16 @@ async fn the_account_read_model_follows_updates_plan_changes_and_suspensions(sto
     p.catch_up().await.unwrap();
     let view = models.account(&acct).await.unwrap().unwrap();
     assert_eq!(view.name, "Acme International");
-    assert_eq!(view.billing_address, Some(serde_json::to_value(&address).unwrap()));
+    assert_eq!(
+        view.billing_address,
+        Some(serde_json::to_value(&address).unwrap())
+    );
     assert_eq!(view.tax_id.as_deref(), Some("US-12-3456789"));
     assert_eq!(view.credit_limit, 500);
-    assert_eq!(view.billing_email, "billing@acme.test", "absent fields are kept");
+    assert_eq!(
+        view.billing_email, "billing@acme.test",
+        "absent fields are kept"
+    );
     assert_eq!(view.updated_at, time_text(updated));
     assert_eq!(view.created_at, time_text(opened));
     let balance = models.balance(&acct, updated).await.unwrap().unwrap();
@@ -879,7 +1050,10 @@ async fn the_account_read_model_follows_updates_plan_changes_and_suspensions(sto
     p.catch_up().await.unwrap();
     let view = models.account(&acct).await.unwrap().unwrap();
     assert_eq!(view.name, "Acme International");
-    assert_eq!(view.billing_address, Some(serde_json::to_value(&address).unwrap()));
+    assert_eq!(
+        view.billing_address,
+        Some(serde_json::to_value(&address).unwrap())
+    );
     assert_eq!(view.tax_id.as_deref(), Some("US-12-3456789"));
     assert_eq!(view.credit_limit, 500);
     assert_eq!(view.tax_rate, usd("8.25"));
@@ -915,7 +1089,10 @@ async fn the_account_read_model_follows_updates_plan_changes_and_suspensions(sto
     .await;
     p.catch_up().await.unwrap();
     let view = models.account(&acct).await.unwrap().unwrap();
-    assert_eq!(view.status, "trial", "reactivation restores the status before");
+    assert_eq!(
+        view.status, "trial",
+        "reactivation restores the status before"
+    );
     assert_eq!(view.updated_at, time_text(at("2026-03-06T00:00:00Z")));
 
     let (live, rebuilt) = live_and_rebuilt(store).await;
@@ -994,21 +1171,34 @@ async fn cost_history_keeps_every_version_with_the_previous_value_and_actor(stor
     assert_eq!(history[0].version, 11);
     assert_eq!(history[0].operation, "content_generation");
     assert_eq!(
-        (history[0].previous_cost, history[0].previous_unit.as_deref()),
+        (
+            history[0].previous_cost,
+            history[0].previous_unit.as_deref()
+        ),
         (Some(1), Some("per_100_words"))
     );
     assert_eq!(history[0].unit, "per_200_words");
     assert_eq!(history[0].actor, "ops@ledger.test");
     let v10 = &history[1];
     assert_eq!(v10.version, 10);
-    assert_eq!((v10.operation.as_str(), v10.cost, v10.unit.as_str()), ("clustering", 12, "per_request"));
-    assert_eq!((v10.previous_cost, v10.previous_unit.as_deref()), (Some(10), Some("per_request")));
+    assert_eq!(
+        (v10.operation.as_str(), v10.cost, v10.unit.as_str()),
+        ("clustering", 12, "per_request")
+    );
+    assert_eq!(
+        (v10.previous_cost, v10.previous_unit.as_deref()),
+        (Some(10), Some("per_request"))
+    );
     assert_eq!(v10.actor, "admin@ledger.test");
     assert_eq!(v10.changed_at, time_text(changed_at));
 
     let clustering = models.cost_history(Some("clustering")).await.unwrap();
     assert_eq!(clustering, vec![v10.clone(), seeded_clustering]);
-    assert!(models.cost_history(Some("no_such_operation")).await.unwrap().is_empty());
+    assert!(models
+        .cost_history(Some("no_such_operation"))
+        .await
+        .unwrap()
+        .is_empty());
 }
 on_both_stores!(cost_history_keeps_every_version_with_the_previous_value_and_actor);
 
@@ -1023,8 +1213,18 @@ async fn a_rebuild_reproduces_read_models_projected_in_one_pass(store: &Store) {
     assert_eq!(catch_up(store).await as i64, head);
     let (live, rebuilt) = live_and_rebuilt(store).await;
     assert!(live.len() > 100, "the history fills the read models");
-    for table in ["rm_accounts", "rm_balances", "rm_transactions", "rm_usage", "rm_usage_daily", "rm_cost_history"] {
-        assert!(live.iter().any(|l| l.starts_with(&format!("{table}:"))), "{table} has rows");
+    for table in [
+        "rm_accounts",
+        "rm_balances",
+        "rm_transactions",
+        "rm_usage",
+        "rm_usage_daily",
+        "rm_cost_history",
+    ] {
+        assert!(
+            live.iter().any(|l| l.starts_with(&format!("{table}:"))),
+            "{table} has rows"
+        );
     }
     assert_eq!(live, rebuilt);
     assert_balances_match_aggregates(store, &ids).await;
@@ -1077,7 +1277,11 @@ async fn a_new_projector_resumes_from_the_checkpoint_and_applies_nothing_twice(s
     let new_head = store.head_position().await.unwrap();
     assert_eq!(p2.catch_up().await.unwrap() as i64, new_head - head);
     assert_eq!(h2.position(), new_head);
-    assert_eq!(p1.catch_up().await.unwrap(), 0, "the first one finds nothing to do");
+    assert_eq!(
+        p1.catch_up().await.unwrap(),
+        0,
+        "the first one finds nothing to do"
+    );
     assert_eq!(h1.position(), new_head);
     let (live, rebuilt) = live_and_rebuilt(store).await;
     assert_eq!(live, rebuilt);
@@ -1087,7 +1291,11 @@ async fn a_new_projector_resumes_from_the_checkpoint_and_applies_nothing_twice(s
     assert_eq!(handle.position(), store.head_position().await.unwrap());
     assert!(handle.wait_for(new_head, Duration::from_secs(1)).await);
     let started = std::time::Instant::now();
-    assert!(!handle.wait_for(new_head + 1_000, Duration::from_millis(200)).await);
+    assert!(
+        !handle
+            .wait_for(new_head + 1_000, Duration::from_millis(200))
+            .await
+    );
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 on_both_stores!(a_new_projector_resumes_from_the_checkpoint_and_applies_nothing_twice);
@@ -1100,24 +1308,47 @@ async fn a_running_projector_follows_new_events_until_shut_down(store: &Store) {
         let _ = stopped.await;
     }));
     let id = AccountId::new_v7();
-    let opened = exec(&service, id, open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z"))).await;
+    let opened = exec(
+        &service,
+        id,
+        open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z")),
+    )
+    .await;
     handle.wake();
-    assert!(handle.wait_for(opened.position().unwrap(), Duration::from_secs(5)).await);
+    assert!(
+        handle
+            .wait_for(opened.position().unwrap(), Duration::from_secs(5))
+            .await
+    );
     let granted = exec(
         &service,
         id,
-        grant_cmd(Uuid::now_v7(), 30, GrantSource::Trial, None, None, at("2026-03-01T01:00:00Z")),
+        grant_cmd(
+            Uuid::now_v7(),
+            30,
+            GrantSource::Trial,
+            None,
+            None,
+            at("2026-03-01T01:00:00Z"),
+        ),
     )
     .await;
     // Without a wake the idle poll finds it.
-    assert!(handle.wait_for(granted.position().unwrap(), Duration::from_secs(5)).await);
+    assert!(
+        handle
+            .wait_for(granted.position().unwrap(), Duration::from_secs(5))
+            .await
+    );
     let models = ReadModels::new(store.clone());
     let balance = models
         .balance(&id.to_string(), at("2026-03-02T00:00:00Z"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((balance.balance, balance.position), (30, granted.position().unwrap()));
+    assert_eq!(
+        (balance.balance, balance.position),
+        (30, granted.position().unwrap())
+    );
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), running)
         .await
@@ -1179,8 +1410,18 @@ async fn racing_projectors_never_apply_an_event_twice(store: &Store) {
         .await
         .unwrap();
     let models = ReadModels::new(store.clone());
-    for table in ["rm_accounts", "rm_balances", "rm_transactions", "rm_usage", "rm_usage_daily", "rm_cost_history"] {
-        store.execute(&format!("DELETE FROM {table}"), &[]).await.unwrap();
+    for table in [
+        "rm_accounts",
+        "rm_balances",
+        "rm_transactions",
+        "rm_usage",
+        "rm_usage_daily",
+        "rm_cost_history",
+    ] {
+        store
+            .execute(&format!("DELETE FROM {table}"), &[])
+            .await
+            .unwrap();
     }
     let (a, ha) = projector(store).await;
     let (b, hb) = projector(store).await;
@@ -1214,7 +1455,12 @@ fn probe_event(sequence: u64) -> NewEvent {
 async fn events_of_unknown_aggregate_types_are_skipped(store: &Store) {
     let service = CommandService::new(store.clone());
     let id = AccountId::new_v7();
-    exec(&service, id, open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z"))).await;
+    exec(
+        &service,
+        id,
+        open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z")),
+    )
+    .await;
     store
         .append(&[StreamAppend {
             aggregate_type: "probe",
@@ -1228,12 +1474,23 @@ async fn events_of_unknown_aggregate_types_are_skipped(store: &Store) {
     exec(
         &service,
         id,
-        grant_cmd(Uuid::now_v7(), 40, GrantSource::Purchase, None, None, at("2026-03-02T00:00:00Z")),
+        grant_cmd(
+            Uuid::now_v7(),
+            40,
+            GrantSource::Purchase,
+            None,
+            None,
+            at("2026-03-02T00:00:00Z"),
+        ),
     )
     .await;
     let head = store.head_position().await.unwrap();
     let (p, handle) = projector(store).await;
-    assert_eq!(p.catch_up().await.unwrap() as i64, head, "skipped events are passed");
+    assert_eq!(
+        p.catch_up().await.unwrap() as i64,
+        head,
+        "skipped events are passed"
+    );
     assert_eq!(handle.position(), head);
     let models = ReadModels::new(store.clone());
     let balance = models
@@ -1243,7 +1500,10 @@ async fn events_of_unknown_aggregate_types_are_skipped(store: &Store) {
         .unwrap();
     assert_eq!(balance.balance, 40);
     let dump = models.dump().await.unwrap();
-    assert!(dump.iter().all(|l| !l.contains("probe")), "no row comes from a probe event");
+    assert!(
+        dump.iter().all(|l| !l.contains("probe")),
+        "no row comes from a probe event"
+    );
     let (live, rebuilt) = live_and_rebuilt(store).await;
     assert_eq!(live, rebuilt);
 }
@@ -1252,7 +1512,12 @@ on_both_stores!(events_of_unknown_aggregate_types_are_skipped);
 async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(store: &Store) {
     let service = CommandService::new(store.clone());
     let id = AccountId::new_v7();
-    exec(&service, id, open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z"))).await;
+    exec(
+        &service,
+        id,
+        open_cmd(id, &Opening::default(), at("2026-03-01T00:00:00Z")),
+    )
+    .await;
     let (p, handle) = projector(store).await;
     p.catch_up().await.unwrap();
     let checkpoint = handle.position();
@@ -1262,7 +1527,14 @@ async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(sto
     exec(
         &service,
         id,
-        grant_cmd(Uuid::now_v7(), 40, GrantSource::Purchase, None, None, at("2026-03-02T00:00:00Z")),
+        grant_cmd(
+            Uuid::now_v7(),
+            40,
+            GrantSource::Purchase,
+            None,
+            None,
+            at("2026-03-02T00:00:00Z"),
+        ),
     )
     .await;
     let positions = store
@@ -1280,7 +1552,10 @@ async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(sto
             position,
             event_type,
             ..
-        }) => assert_eq!((position, event_type.as_str()), (positions[0], "ProbeHappened")),
+        }) => assert_eq!(
+            (position, event_type.as_str()),
+            (positions[0], "ProbeHappened")
+        ),
         other => panic!("expected a bad event, got {other:?}"),
     }
     // The whole batch rolled back: the grant before it is not half-applied.
@@ -1290,7 +1565,9 @@ async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(sto
 }
 on_both_stores!(a_malformed_event_stops_the_projector_without_moving_its_checkpoint);
 
-async fn rebuilds_racing_each_other_and_a_live_projector_end_in_the_same_read_models(store: &Store) {
+async fn rebuilds_racing_each_other_and_a_live_projector_end_in_the_same_read_models(
+    store: &Store,
+) {
     let service = CommandService::new(store.clone());
     let script = Script {
         service: &service,

@@ -142,7 +142,12 @@ pub fn deduct_cmd(
     })
 }
 
-pub fn hold_cmd(hold_id: Uuid, amount: Amount, ttl_seconds: u64, now: DateTime<Utc>) -> AccountCommand {
+pub fn hold_cmd(
+    hold_id: Uuid,
+    amount: Amount,
+    ttl_seconds: u64,
+    now: DateTime<Utc>,
+) -> AccountCommand {
     AccountCommand::HoldCredits(HoldCredits {
         hold_id,
         amount,
@@ -194,7 +199,12 @@ pub fn refund_cmd(
     })
 }
 
-pub fn adjust_cmd(adjustment_id: Uuid, credits: i64, reason: &str, now: DateTime<Utc>) -> AccountCommand {
+pub fn adjust_cmd(
+    adjustment_id: Uuid,
+    credits: i64,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> AccountCommand {
     AccountCommand::AdjustCredits(AdjustCredits {
         adjustment_id,
         credits,
@@ -302,7 +312,8 @@ const MODELS: [&str; 3] = ["gpt-4o", "claude-3-5-sonnet", "dall-e-3"];
 pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> AccountId {
     let id = AccountId::new_v7();
     let base = at("2026-03-25T08:00:00Z") + Duration::minutes(index as i64);
-    let t = |r: u32, minute: i64| base + Duration::hours(12 * i64::from(r)) + Duration::minutes(minute);
+    let t =
+        |r: u32, minute: i64| base + Duration::hours(12 * i64::from(r)) + Duration::minutes(minute);
     let name = format!("Tenant {index}");
     let slug = format!("tenant-{index}");
     let email = format!("billing@tenant{index}.test");
@@ -323,13 +334,27 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
     script
         .run(
             id,
-            grant_cmd(Uuid::now_v7(), 600, GrantSource::Subscription, Some(expires), None, t(0, 1)),
+            grant_cmd(
+                Uuid::now_v7(),
+                600,
+                GrantSource::Subscription,
+                Some(expires),
+                None,
+                t(0, 1),
+            ),
         )
         .await;
     script
         .run(
             id,
-            grant_cmd(Uuid::now_v7(), 200, GrantSource::Purchase, None, Some("top-up"), t(0, 2)),
+            grant_cmd(
+                Uuid::now_v7(),
+                200,
+                GrantSource::Purchase,
+                None,
+                Some("top-up"),
+                t(0, 2),
+            ),
         )
         .await;
     let mut last_deduction = None;
@@ -353,7 +378,15 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
             ..Usage::default()
         };
         script
-            .run(id, deduct_cmd(deduction_id, cost(operation, c, unit, 1 + k as u64 % 9), usage, t(r, 10)))
+            .run(
+                id,
+                deduct_cmd(
+                    deduction_id,
+                    cost(operation, c, unit, 1 + k as u64 % 9),
+                    usage,
+                    t(r, 10),
+                ),
+            )
             .await;
         if r % 3 == 0 {
             let hold = Uuid::now_v7();
@@ -384,14 +417,20 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
         if r % 5 == 2 {
             if let Some(d) = last_deduction {
                 script
-                    .run(id, refund_cmd(Uuid::now_v7(), d, Some(1), "partial refund", t(r, 50)))
+                    .run(
+                        id,
+                        refund_cmd(Uuid::now_v7(), d, Some(1), "partial refund", t(r, 50)),
+                    )
                     .await;
             }
         }
         if r % 6 == 3 {
             let credits = if r % 12 == 3 { -4 } else { 9 };
             script
-                .run(id, adjust_cmd(Uuid::now_v7(), credits, "staff correction", t(r, 55)))
+                .run(
+                    id,
+                    adjust_cmd(Uuid::now_v7(), credits, "staff correction", t(r, 55)),
+                )
                 .await;
         }
         if r == 2 {
