@@ -31,7 +31,10 @@ fn ledger_server(database_url: &str, args: &[&str]) -> Command {
     cmd.args(args)
         .env("LEDGER_DATABASE_URL", database_url)
         // The secret file goes to a temporary folder, not the source tree.
-        .env("LEDGER_DATA_DIR", std::env::temp_dir().join("ledger-server-tests"))
+        .env(
+            "LEDGER_DATA_DIR",
+            std::env::temp_dir().join("ledger-server-tests"),
+        )
         .env("LEDGER_LOG", "warn")
         .stdin(Stdio::null());
     cmd

@@ -284,9 +284,6 @@ async fn unschedule(tx: &mut SqlTx, id: &str, item: Uuid) -> Result<(), Projecti
     Ok(())
 }
 
-/// The SPEC's unit names (`per_100_words`), spelled out rather than taken
-/// from serde, whose snake_case turns `Per100Words` into `per100_words`.
-
 async fn touch_account(
     tx: &mut SqlTx,
     id: &str,

@@ -15,12 +15,19 @@ use serde_json::json;
 use store::{CommandContext, IdempotencyClaim, Reservation, ServiceError};
 
 use super::extract::{account_id, Body, Fresh, IdemKey};
+use super::openapi as doc;
 use super::respond::{account_error, claim, outcome, projection_error, service_error, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
 
-const READERS: &[Role] = &[Role::Developer, Role::Owner, Role::Admin, Role::Editor, Role::Viewer];
+const READERS: &[Role] = &[
+    Role::Developer,
+    Role::Owner,
+    Role::Admin,
+    Role::Editor,
+    Role::Viewer,
+];
 const MANAGERS: &[Role] = &[Role::Developer, Role::Owner, Role::Admin];
 const SLUG_BYTES_MAX: usize = 64;
 const NAME_BYTES_MAX: usize = 200;
@@ -44,7 +51,10 @@ fn check_email(value: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_field("billing_email", "billing_email must be an email address"))
+        Err(ApiError::invalid_field(
+            "billing_email",
+            "billing_email must be an email address",
+        ))
     }
 }
 
@@ -68,7 +78,10 @@ fn check_slug(slug: &str) -> Result<(), ApiError> {
 
 fn check_tax_rate(rate: Decimal) -> Result<(), ApiError> {
     if rate < Decimal::ZERO || rate > Decimal::ONE_HUNDRED {
-        return Err(ApiError::invalid_field("tax_rate", "tax_rate is a percent between 0 and 100"));
+        return Err(ApiError::invalid_field(
+            "tax_rate",
+            "tax_rate is a percent between 0 and 100",
+        ));
     }
     Ok(())
 }
@@ -77,16 +90,18 @@ fn country(raw: &str) -> Result<CountryCode, ApiError> {
     CountryCode::parse(raw).map_err(|e| ApiError::invalid_field("country", e.reason))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
     pub name: String,
     pub slug: String,
     #[serde(default = "free")]
+    #[schema(default = "free")]
     pub plan: String,
     pub country: String,
     pub billing_email: String,
     pub owner_user_id: String,
+    #[schema(value_type = Option<doc::AccountStatus>)]
     pub status: Option<AccountStatus>,
     pub credit_limit: Option<i64>,
     pub low_balance_threshold: Option<i64>,
@@ -118,6 +133,22 @@ fn opened(e: &AccountEvent) -> Option<serde_json::Value> {
 }
 
 /// `POST /v1/accounts`: a new account with a UUIDv7 id. The slug is unique.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    summary = "Open an account",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. A retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = OpenRequest,
+    responses(
+        (status = 201, description = "The account, opened", body = doc::OpenedAccount, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the slug is taken; `idempotency_key_reused`", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn open(
     State(state): State<AppState>,
     principal: Principal,
@@ -133,8 +164,14 @@ pub async fn open(
     let country = country(&req.country)?;
     let tax_rate = req.tax_rate.unwrap_or(Decimal::ZERO);
     check_tax_rate(tax_rate)?;
-    if matches!(req.status, Some(AccountStatus::Suspended | AccountStatus::Cancelled)) {
-        return Err(ApiError::invalid_field("status", "an account opens as trial, active or past_due"));
+    if matches!(
+        req.status,
+        Some(AccountStatus::Suspended | AccountStatus::Cancelled)
+    ) {
+        return Err(ApiError::invalid_field(
+            "status",
+            "an account opens as trial, active or past_due",
+        ));
     }
     let plan = state
         .catalog
@@ -165,12 +202,23 @@ pub async fn open(
         scope: SLUG_SCOPE.into(),
         value: slug.clone(),
     };
-    let claim = key.0.as_ref().map(|k| claim(k, "accounts", &body.canonical));
+    let claim = key
+        .0
+        .as_ref()
+        .map(|k| claim(k, "accounts", &body.canonical));
     let ctx = CommandContext::new(principal.actor());
-    let result = state
-        .commands
-        .execute_with::<CreditAccount>(&account.to_string(), command, &ctx, claim.as_ref(), &[reservation])
-        .await;
+    let name = command.name();
+    let result = super::metrics::time_command(
+        name,
+        state.commands.execute_with::<CreditAccount>(
+            &account.to_string(),
+            command,
+            &ctx,
+            claim.as_ref(),
+            &[reservation],
+        ),
+    )
+    .await;
     match result {
         Ok(done) => {
             state.projector.wake();
@@ -188,7 +236,11 @@ pub async fn open(
 
 const SLUG_SCOPE: &str = "account slug";
 
-async fn replay_open(state: &AppState, slug: &str, claim: &IdempotencyClaim) -> Result<Response, ApiError> {
+async fn replay_open(
+    state: &AppState,
+    slug: &str,
+    claim: &IdempotencyClaim,
+) -> Result<Response, ApiError> {
     let taken = || ApiError::Conflict(format!("account slug {slug:?} is already taken"));
     let owner = state
         .store
@@ -205,7 +257,8 @@ async fn replay_open(state: &AppState, slug: &str, claim: &IdempotencyClaim) -> 
     if record.request_hash != claim.request_hash {
         return Err(ApiError::IdempotencyKeyReused);
     }
-    let event: AccountEvent = serde_json::from_value(record.payload).map_err(|_| ApiError::Internal)?;
+    let event: AccountEvent =
+        serde_json::from_value(record.payload).map_err(|_| ApiError::Internal)?;
     let done = store::Executed::<CreditAccount> {
         state: CreditAccount::default(),
         events: Vec::new(),
@@ -224,6 +277,22 @@ async fn read_account(state: &AppState, account: AccountId) -> Result<Response, 
     Ok(Json(view).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}",
+    tag = "accounts",
+    summary = "An account",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The account", body = doc::Account),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -234,6 +303,21 @@ pub async fn get(
     read_account(&state, account).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/account/settings",
+    tag = "accounts",
+    summary = "The token's account",
+    params(
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The account", body = doc::Account),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn get_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -244,11 +328,12 @@ pub async fn get_own(
     read_account(&state, account).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     pub name: Option<String>,
     pub billing_email: Option<String>,
+    #[schema(value_type = Option<doc::BillingAddress>)]
     pub billing_address: Option<BillingAddress>,
     pub tax_id: Option<String>,
     pub tax_rate: Option<Decimal>,
@@ -263,6 +348,19 @@ async fn patch_account(
     account: AccountId,
     req: PatchRequest,
 ) -> Result<Response, ApiError> {
+    let empty = req.name.is_none()
+        && req.billing_email.is_none()
+        && req.billing_address.is_none()
+        && req.tax_id.is_none()
+        && req.tax_rate.is_none()
+        && req.country.is_none()
+        && req.credit_limit.is_none()
+        && req.low_balance_threshold.is_none();
+    if empty {
+        return Err(ApiError::bad_request(
+            "the patch changes nothing: name at least one field",
+        ));
+    }
     if let Some(n) = &req.name {
         check_len("name", n, NAME_BYTES_MAX)?;
     }
@@ -277,7 +375,9 @@ async fn patch_account(
     }
     // The credit limit is a risk setting: only the platform changes it.
     if req.credit_limit.is_some() && principal.role() != Role::Developer {
-        return Err(ApiError::Forbidden("only a developer may change the credit limit".into()));
+        return Err(ApiError::Forbidden(
+            "only a developer may change the credit limit".into(),
+        ));
     }
     let country = req.country.as_deref().map(country).transpose()?;
     let command = AccountCommand::UpdateAccount {
@@ -298,7 +398,10 @@ async fn patch_account(
     // Answer from the read model once it has this write.
     state
         .projector
-        .wait_for(position, std::time::Duration::from_millis(super::extract::MIN_POSITION_WAIT_MILLIS_MAX))
+        .wait_for(
+            position,
+            std::time::Duration::from_millis(super::extract::MIN_POSITION_WAIT_MILLIS_MAX),
+        )
         .await;
     let view = state
         .read_models
@@ -311,6 +414,23 @@ async fn patch_account(
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/accounts/{account_id}",
+    tag = "accounts",
+    summary = "Update an account (absent fields are unchanged)",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+    ),
+    request_body = PatchRequest,
+    responses(
+        (status = 200, description = "The account, updated", body = doc::UpdatedAccount),
+        (status = 403, description = "`forbidden`: the role may not call this, or only a developer may change `credit_limit`", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     principal: Principal,
@@ -321,6 +441,20 @@ pub async fn patch(
     patch_account(&state, &principal, account, body.value).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/account/settings",
+    tag = "accounts",
+    summary = "Update the token's account",
+    request_body = PatchRequest,
+    responses(
+        (status = 200, description = "The account, updated", body = doc::UpdatedAccount),
+        (status = 403, description = "`forbidden`: the role may not call this, or only a developer may change `credit_limit`", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn patch_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -360,6 +494,22 @@ async fn read_limits(state: &AppState, account: AccountId) -> Result<Response, A
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/limits",
+    tag = "accounts",
+    summary = "Plan limits and current counts",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The limits", body = doc::Limits),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn limits(
     State(state): State<AppState>,
     principal: Principal,
@@ -370,6 +520,21 @@ pub async fn limits(
     read_limits(&state, account).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/account/limits",
+    tag = "accounts",
+    summary = "Plan limits of the token's account",
+    params(
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The limits", body = doc::Limits),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn limits_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -379,15 +544,18 @@ pub async fn limits_own(
     read_limits(&state, principal.own_account()?).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     pub q: Option<String>,
     pub status: Option<String>,
     pub plan: Option<String>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-    /// Read by the `Fresh` extractor; named here so it is not an unknown field.
+    /// Wait (at most 5 s) until the read models reach this event-log position.
+    // Read by the `Fresh` extractor; named here so it is not an unknown field.
     #[serde(rename = "min_position")]
     pub _min_position: Option<i64>,
 }
@@ -397,7 +565,10 @@ pub fn page_request(limit: Option<u32>, cursor: Option<String>) -> Result<PageRe
     if !(1..=projections::PAGE_LIMIT_MAX).contains(&limit) {
         return Err(ApiError::invalid_field(
             "limit",
-            format!("limit must be between 1 and {}", projections::PAGE_LIMIT_MAX),
+            format!(
+                "limit must be between 1 and {}",
+                projections::PAGE_LIMIT_MAX
+            ),
         ));
     }
     Ok(PageRequest {
@@ -406,6 +577,20 @@ pub fn page_request(limit: Option<u32>, cursor: Option<String>) -> Result<PageRe
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts",
+    tag = "admin",
+    summary = "Search accounts",
+    params(
+        SearchQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of accounts", body = doc::AccountPage),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn search(
     State(state): State<AppState>,
     principal: Principal,
@@ -429,7 +614,7 @@ pub async fn search(
     Ok(Json(page).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendRequest {
     pub reason: Option<String>,
@@ -442,9 +627,29 @@ async fn status_response(
 ) -> Result<Response, ApiError> {
     let position = state.position_of(done).await?;
     let status = serde_json::to_value(done.state.status()).map_err(|_| ApiError::Internal)?;
-    Ok(Json(json!({ "account_id": account, "status": status, "position": position })).into_response())
+    Ok(
+        Json(json!({ "account_id": account, "status": status, "position": position }))
+            .into_response(),
+    )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{account_id}/suspend",
+    tag = "admin",
+    summary = "Suspend an account (deductions refused, reads still work)",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+    ),
+    request_body = Option<SuspendRequest>,
+    responses(
+        (status = 200, description = "The account status", body = doc::AccountStatusChange),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn suspend(
     State(state): State<AppState>,
     principal: Principal,
@@ -460,6 +665,23 @@ pub async fn suspend(
     status_response(&state, account, &done).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{account_id}/activate",
+    tag = "admin",
+    summary = "Reactivate a suspended account",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+    ),
+    request_body = Option<super::credits::EmptyRequest>,
+    responses(
+        (status = 200, description = "The account status", body = doc::AccountStatusChange),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn activate(
     State(state): State<AppState>,
     principal: Principal,
@@ -471,4 +693,3 @@ pub async fn activate(
     let done = state.run(&principal, account, command, None, &[]).await?;
     status_response(&state, account, &done).await
 }
-

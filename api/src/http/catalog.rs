@@ -5,7 +5,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use events::{BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits, CATALOG_ID};
+use events::{
+    BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits, CATALOG_ID,
+};
 use ledger::{Catalog, CatalogCommand};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -13,47 +15,79 @@ use serde_json::json;
 use store::{CommandContext, Executed};
 
 use super::extract::{Body, Fresh};
+use super::openapi as doc;
 use super::respond::{catalog_error, projection_error, service_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
 
-async fn run(state: &AppState, principal: &Principal, command: CatalogCommand) -> Result<Executed<Catalog>, ApiError> {
-    let done = state
-        .commands
-        .execute::<Catalog>(CATALOG_ID, command, &CommandContext::new(principal.actor()), None)
-        .await
-        .map_err(|e| service_error(e, catalog_error))?;
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    command: CatalogCommand,
+) -> Result<Executed<Catalog>, ApiError> {
+    let name = super::metrics::catalog_command_name(&command);
+    let done = super::metrics::time_command(
+        name,
+        state.commands.execute::<Catalog>(
+            CATALOG_ID,
+            command,
+            &CommandContext::new(principal.actor()),
+            None,
+        ),
+    )
+    .await
+    .map_err(|e| service_error(e, catalog_error))?;
     state.catalog.set(done.state.clone()).await;
     state.projector.wake();
     Ok(done)
 }
 
-fn with_position<T: serde::Serialize>(status: StatusCode, value: &T, position: i64) -> Result<Response, ApiError> {
+fn with_position<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+    position: i64,
+) -> Result<Response, ApiError> {
     let mut body = serde_json::to_value(value).map_err(|_| ApiError::Internal)?;
     body["position"] = json!(position);
     Ok((status, Json(body)).into_response())
 }
 
 /// `GET /v1/plans`: active plans for everyone; developers see all.
-pub async fn plans(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "catalog",
+    summary = "Plans (active ones; developers see all)",
+    responses(
+        (status = 200, description = "The plans", body = doc::PlanList),
+    ),
+)]
+pub async fn plans(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
     let catalog = state.catalog.get().await;
     let all = principal.role() == Role::Developer;
     let items: Vec<&Plan> = catalog.plans().filter(|p| all || p.active).collect();
     Ok(Json(json!({ "items": items, "next_cursor": null })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     pub name: String,
+    #[schema(value_type = doc::Money)]
     pub price: Money,
+    #[schema(value_type = doc::BillingCycle)]
     pub billing_cycle: BillingCycle,
     pub included_credits: i64,
+    #[schema(value_type = Option<doc::Money>)]
     pub extra_credit_price: Option<Money>,
     #[serde(default)]
     pub allow_credit_topup: bool,
     #[serde(default)]
+    #[schema(value_type = doc::PlanLimits)]
     pub limits: PlanLimits,
     #[serde(default)]
     pub features: Vec<String>,
@@ -67,6 +101,21 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/plans/{slug}",
+    tag = "admin",
+    summary = "Create or replace a plan",
+    params(
+        ("slug" = String, Path, description = "The catalog entry's slug"),
+    ),
+    request_body = PlanRequest,
+    responses(
+        (status = 200, description = "The plan, saved", body = doc::SavedPlan),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn put_plan(
     State(state): State<AppState>,
     principal: Principal,
@@ -105,18 +154,31 @@ pub async fn put_plan(
 
 /// `GET /v1/billing/credits/packages/`: active packages for everyone;
 /// developers see all.
-pub async fn packages(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/billing/credits/packages",
+    tag = "catalog",
+    summary = "Credit packages (active ones; developers see all)",
+    responses(
+        (status = 200, description = "The packages", body = doc::PackageList),
+    ),
+)]
+pub async fn packages(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
     let catalog = state.catalog.get().await;
     let all = principal.role() == Role::Developer;
     let items: Vec<&CreditPackage> = catalog.packages().filter(|p| all || p.active).collect();
     Ok(Json(json!({ "items": items, "next_cursor": null })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackageRequest {
     pub name: String,
     pub credits: i64,
+    #[schema(value_type = doc::Money)]
     pub price: Money,
     #[serde(default)]
     pub discount_percent: Decimal,
@@ -129,6 +191,21 @@ pub struct PackageRequest {
     pub features: Vec<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/credit-packages/{slug}",
+    tag = "admin",
+    summary = "Create or replace a credit package",
+    params(
+        ("slug" = String, Path, description = "The catalog entry's slug"),
+    ),
+    request_body = PackageRequest,
+    responses(
+        (status = 200, description = "The package, saved", body = doc::SavedPackage),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn put_package(
     State(state): State<AppState>,
     principal: Principal,
@@ -163,9 +240,26 @@ pub async fn put_package(
 }
 
 /// `GET /v1/admin/credit-costs`: the table in force and its version.
-pub async fn costs(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/credit-costs",
+    tag = "admin",
+    summary = "The credit cost table in force",
+    responses(
+        (status = 200, description = "The cost table and its version", body = doc::CostTable),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+    ),
+)]
+pub async fn costs(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
-    let catalog = state.catalog.refresh().await.map_err(super::respond::store_error)?;
+    let catalog = state
+        .catalog
+        .refresh()
+        .await
+        .map_err(super::respond::store_error)?;
     let items: Vec<_> = catalog
         .costs()
         .map(|c| {
@@ -181,13 +275,29 @@ pub async fn costs(State(state): State<AppState>, principal: Principal) -> Resul
     Ok(Json(json!({ "version": catalog.cost_version(), "items": items })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CostRequest {
     pub cost: i64,
+    #[schema(value_type = doc::CostUnit)]
     pub unit: CostUnit,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/credit-costs/{operation}",
+    tag = "admin",
+    summary = "Set the cost of an operation (a new table version)",
+    params(
+        ("operation" = String, Path, description = "The operation key, snake_case (e.g. `article_generation`)"),
+    ),
+    request_body = CostRequest,
+    responses(
+        (status = 200, description = "The row, saved", body = doc::SavedCost),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn put_cost(
     State(state): State<AppState>,
     principal: Principal,
@@ -195,7 +305,8 @@ pub async fn put_cost(
     body: Body<CostRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
-    let operation = OperationKey::parse(&operation).map_err(|e| ApiError::invalid_field("operation", e.reason))?;
+    let operation = OperationKey::parse(&operation)
+        .map_err(|e| ApiError::invalid_field("operation", e.reason))?;
     let done = run(
         &state,
         &principal,
@@ -223,11 +334,13 @@ pub async fn put_cost(
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     pub operation: Option<String>,
-    /// Read by the `Fresh` extractor; named here so it is not an unknown field.
+    /// Wait (at most 5 s) until the read models reach this event-log position.
+    // Read by the `Fresh` extractor; named here so it is not an unknown field.
     #[serde(rename = "min_position")]
     pub _min_position: Option<i64>,
 }
@@ -241,6 +354,20 @@ async fn history(state: &AppState, operation: Option<&str>) -> Result<Response, 
     Ok(Json(json!({ "items": items, "next_cursor": null })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/credit-costs/history",
+    tag = "admin",
+    summary = "Every change of the cost table",
+    params(
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "The changes", body = doc::CostHistory),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn cost_history(
     State(state): State<AppState>,
     principal: Principal,
@@ -252,6 +379,21 @@ pub async fn cost_history(
     history(&state, q.operation.as_deref()).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/credit-costs/{operation}/history",
+    tag = "admin",
+    summary = "Changes of one operation's cost",
+    params(
+        ("operation" = String, Path, description = "The operation key, snake_case (e.g. `article_generation`)"),
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The changes", body = doc::CostHistory),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn cost_history_of(
     State(state): State<AppState>,
     principal: Principal,

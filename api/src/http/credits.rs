@@ -6,8 +6,8 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use events::{AccountEvent, CostEntry, GrantSource, OperationKey, Usage};
 use ledger::account::{
-    AdjustCredits, Amount, CaptureHold, DeductCredits, GrantCredits, HoldCredits,
-    RefundDeduction, ReleaseHold,
+    AdjustCredits, Amount, CaptureHold, DeductCredits, GrantCredits, HoldCredits, RefundDeduction,
+    ReleaseHold,
 };
 use ledger::AccountCommand;
 use rust_decimal::Decimal;
@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::extract::{account_id, Body, IdemKey};
+use super::openapi as doc;
 use super::respond::{claim, outcome, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
@@ -34,9 +35,8 @@ const WORKERS: &[Role] = &[Role::Developer, Role::SystemBot];
 fn money<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     s.map(|s| {
-        s.parse::<Decimal>().map_err(|_| {
-            serde::de::Error::custom("must be a decimal string such as \"0.0123\"")
-        })
+        s.parse::<Decimal>()
+            .map_err(|_| serde::de::Error::custom("must be a decimal string such as \"0.0123\""))
     })
     .transpose()
 }
@@ -81,9 +81,16 @@ pub struct UsageFields {
 impl UsageFields {
     fn into_usage(self, units: u64) -> Result<Usage, ApiError> {
         if self.cost_usd.is_some_and(|c| c < Decimal::ZERO) {
-            return Err(ApiError::invalid_field("cost_usd", "cost_usd must not be negative"));
+            return Err(ApiError::invalid_field(
+                "cost_usd",
+                "cost_usd must not be negative",
+            ));
         }
-        if self.metadata.as_ref().is_some_and(|m| m.len() > METADATA_KEYS_MAX) {
+        if self
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.len() > METADATA_KEYS_MAX)
+        {
             return Err(ApiError::invalid_field(
                 "metadata",
                 format!("metadata may have at most {METADATA_KEYS_MAX} keys"),
@@ -104,11 +111,12 @@ impl UsageFields {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeductRequest {
     pub operation: String,
     #[serde(default = "one")]
+    #[schema(default = 1)]
     pub units: u64,
     // Flattened fields cannot be combined with deny_unknown_fields, so the
     // usage fields are repeated here.
@@ -116,9 +124,11 @@ pub struct DeductRequest {
     pub tokens_input: Option<u64>,
     pub tokens_output: Option<u64>,
     #[serde(default, deserialize_with = "money")]
+    #[schema(example = "0.0123")]
     pub cost_usd: Option<Decimal>,
     pub related_object_type: Option<String>,
     pub related_object_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -142,6 +152,25 @@ fn deducted(e: &AccountEvent) -> Option<serde_json::Value> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/deductions",
+    tag = "credits",
+    summary = "Deduct credits for an operation",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required. Scoped to the account: a retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = DeductRequest,
+    responses(
+        (status = 201, description = "The deduction", body = doc::DeductionResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this; `account_suspended`: the account is suspended", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid (`details.field`); `unknown_operation`: the operation is not in the cost table", body = doc::ErrorBody),
+    ),
+)]
 pub async fn deduct(
     State(state): State<AppState>,
     principal: Principal,
@@ -172,11 +201,13 @@ pub async fn deduct(
         now: super::now(),
     });
     let claim = claim(&key, "deductions", &body.canonical);
-    let done = state.run(&principal, account, command, Some(&claim), &[]).await?;
+    let done = state
+        .run(&principal, account, command, Some(&claim), &[])
+        .await?;
     outcome(StatusCode::CREATED, &done, deducted)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     pub operation: Option<String>,
@@ -223,19 +254,44 @@ async fn amount(
         }
         (None, Some(c)) => {
             if units.is_some() {
-                return Err(ApiError::invalid_field("units", "units need an operation to price them"));
+                return Err(ApiError::invalid_field(
+                    "units",
+                    "units need an operation to price them",
+                ));
             }
             Ok(Some(Amount::Credits(c)))
         }
         (None, None) => {
             if units.is_some() {
-                return Err(ApiError::invalid_field("operation", "units need an operation to price them"));
+                return Err(ApiError::invalid_field(
+                    "operation",
+                    "units need an operation to price them",
+                ));
             }
             Ok(None)
         }
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/holds",
+    tag = "credits",
+    summary = "Reserve credits (`credits`, or `operation` and `units`)",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required. Scoped to the account: a retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "The hold", body = doc::HoldResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this; `account_suspended`: the account is suspended", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: too many open holds, or the account is cancelled; `idempotency_key_reused`", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid (`details.field`); `unknown_operation`: the operation is not in the cost table", body = doc::ErrorBody),
+    ),
+)]
 pub async fn hold(
     State(state): State<AppState>,
     principal: Principal,
@@ -248,7 +304,9 @@ pub async fn hold(
     let req = body.value;
     let amount = amount(&state, req.operation, req.units, req.credits)
         .await?
-        .ok_or_else(|| ApiError::invalid_field("credits", "a hold needs credits or an operation"))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field("credits", "a hold needs credits or an operation")
+        })?;
     let command = AccountCommand::HoldCredits(HoldCredits {
         hold_id: Uuid::now_v7(),
         amount,
@@ -257,11 +315,13 @@ pub async fn hold(
         now: super::now(),
     });
     let claim = claim(&key, "holds", &body.canonical);
-    let done = state.run(&principal, account, command, Some(&claim), &[]).await?;
+    let done = state
+        .run(&principal, account, command, Some(&claim), &[])
+        .await?;
     outcome(StatusCode::CREATED, &done, held)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     pub credits: Option<i64>,
@@ -271,9 +331,11 @@ pub struct CaptureRequest {
     pub tokens_input: Option<u64>,
     pub tokens_output: Option<u64>,
     #[serde(default, deserialize_with = "money")]
+    #[schema(example = "0.0123")]
     pub cost_usd: Option<Decimal>,
     pub related_object_type: Option<String>,
     pub related_object_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -299,6 +361,26 @@ fn hold_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("hold not found".into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/holds/{hold_id}/capture",
+    tag = "credits",
+    summary = "Capture a hold (all of it when no amount is given)",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("hold_id" = String, Path, description = "The hold's id (a UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required. Scoped to the account: a retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = CaptureRequest,
+    responses(
+        (status = 200, description = "The capture and the deduction it made", body = doc::CaptureResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this; `account_suspended`: the account is suspended", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account or hold", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the hold is no longer open; `idempotency_key_reused`", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid (`details.field`); `unknown_operation`: the operation is not in the cost table", body = doc::ErrorBody),
+    ),
+)]
 pub async fn capture(
     State(state): State<AppState>,
     principal: Principal,
@@ -347,11 +429,13 @@ pub async fn capture(
         now: super::now(),
     });
     let claim = claim(&key, &format!("holds/{hold_id}/capture"), &body.canonical);
-    let done = state.run(&principal, account, command, Some(&claim), &[]).await?;
+    let done = state
+        .run(&principal, account, command, Some(&claim), &[])
+        .await?;
     outcome(StatusCode::OK, &done, captured)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyRequest {}
 
@@ -368,6 +452,25 @@ fn released(e: &AccountEvent) -> Option<serde_json::Value> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/holds/{hold_id}/release",
+    tag = "credits",
+    summary = "Release a hold",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("hold_id" = String, Path, description = "The hold's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. A retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = Option<EmptyRequest>,
+    responses(
+        (status = 200, description = "The release", body = doc::ReleaseResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account or hold", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the hold is no longer open; `idempotency_key_reused`", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn release(
     State(state): State<AppState>,
     principal: Principal,
@@ -386,11 +489,13 @@ pub async fn release(
         idempotency_key: key.0,
         now: super::now(),
     });
-    let done = state.run(&principal, account, command, claim.as_ref(), &[]).await?;
+    let done = state
+        .run(&principal, account, command, claim.as_ref(), &[])
+        .await?;
     outcome(StatusCode::OK, &done, released)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     pub credits: Option<i64>,
@@ -411,6 +516,25 @@ fn refunded(e: &AccountEvent) -> Option<serde_json::Value> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/deductions/{deduction_id}/refund",
+    tag = "credits",
+    summary = "Refund all or part of a deduction",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("deduction_id" = String, Path, description = "The deduction's id (a UUID): a deduction's or a capture's `id`"),
+        ("Idempotency-Key" = String, Header, description = "Required. Scoped to the account: a retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = RefundRequest,
+    responses(
+        (status = 201, description = "The refund", body = doc::RefundResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account or deduction", body = doc::ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid, or the refund exceeds what is still refundable (`details.refundable`)", body = doc::ErrorBody),
+    ),
+)]
 pub async fn refund(
     State(state): State<AppState>,
     principal: Principal,
@@ -419,8 +543,8 @@ pub async fn refund(
     body: Body<RefundRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(&[Role::Developer, Role::Admin], account_id(&account)?)?;
-    let deduction_id =
-        Uuid::parse_str(&deduction).map_err(|_| ApiError::NotFound("deduction not found".into()))?;
+    let deduction_id = Uuid::parse_str(&deduction)
+        .map_err(|_| ApiError::NotFound("deduction not found".into()))?;
     let key = key.required()?;
     let req = body.value;
     let command = AccountCommand::RefundDeduction(RefundDeduction {
@@ -431,15 +555,22 @@ pub async fn refund(
         idempotency_key: Some(key.clone()),
         now: super::now(),
     });
-    let claim = claim(&key, &format!("deductions/{deduction_id}/refund"), &body.canonical);
-    let done = state.run(&principal, account, command, Some(&claim), &[]).await?;
+    let claim = claim(
+        &key,
+        &format!("deductions/{deduction_id}/refund"),
+        &body.canonical,
+    );
+    let done = state
+        .run(&principal, account, command, Some(&claim), &[])
+        .await?;
     outcome(StatusCode::CREATED, &done, refunded)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     pub credits: i64,
+    #[schema(value_type = doc::GrantSource)]
     pub source: GrantSource,
     pub expires_at: Option<DateTime<Utc>>,
     pub description: Option<String>,
@@ -460,6 +591,24 @@ fn granted(e: &AccountEvent) -> Option<serde_json::Value> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/grants",
+    tag = "credits",
+    summary = "Grant credits",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required. Scoped to the account: a retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = GrantRequest,
+    responses(
+        (status = 201, description = "The grant", body = doc::GrantResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn grant(
     State(state): State<AppState>,
     principal: Principal,
@@ -480,11 +629,13 @@ pub async fn grant(
         now: super::now(),
     });
     let claim = claim(&key, "grants", &body.canonical);
-    let done = state.run(&principal, account, command, Some(&claim), &[]).await?;
+    let done = state
+        .run(&principal, account, command, Some(&claim), &[])
+        .await?;
     outcome(StatusCode::CREATED, &done, granted)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustRequest {
     pub credits: i64,
@@ -504,6 +655,25 @@ fn adjusted(e: &AccountEvent) -> Option<serde_json::Value> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{account_id}/adjust-credits",
+    tag = "admin",
+    summary = "Adjust credits by a signed amount, with a reason",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required. Scoped to the account: a retry with the same key and body replays the first response; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = AdjustRequest,
+    responses(
+        (status = 201, description = "The adjustment", body = doc::AdjustmentResponse, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn adjust(
     State(state): State<AppState>,
     principal: Principal,
@@ -515,7 +685,10 @@ pub async fn adjust(
     let key = key.required()?;
     let req = body.value;
     if req.reason.trim().is_empty() {
-        return Err(ApiError::invalid_field("reason", "an adjustment needs a reason"));
+        return Err(ApiError::invalid_field(
+            "reason",
+            "an adjustment needs a reason",
+        ));
     }
     let command = AccountCommand::AdjustCredits(AdjustCredits {
         adjustment_id: Uuid::now_v7(),
@@ -525,6 +698,8 @@ pub async fn adjust(
         now: super::now(),
     });
     let claim = claim(&key, "adjust-credits", &body.canonical);
-    let done = state.run(&principal, account, command, Some(&claim), &[]).await?;
+    let done = state
+        .run(&principal, account, command, Some(&claim), &[])
+        .await?;
     outcome(StatusCode::CREATED, &done, adjusted)
 }

@@ -46,7 +46,7 @@ pub const ASSETS: [Asset; 4] = [
     },
 ];
 
-const INITIALIZER: &str = r#"window.onload = function () {
+const INITIALIZER: &str = r##"window.onload = function () {
   window.ui = SwaggerUIBundle({
     url: "/openapi.json",
     dom_id: "#swagger-ui",
@@ -57,7 +57,7 @@ const INITIALIZER: &str = r#"window.onload = function () {
     layout: "StandaloneLayout"
   });
 };
-"#;
+"##;
 
 /// Absolute asset URLs: `/docs/` and `/docs` are the same route (trailing
 /// slashes are trimmed), so relative ones would resolve differently.
@@ -87,7 +87,10 @@ const INDEX: &str = r#"<!DOCTYPE html>
 )]
 pub async fn index() -> Response {
     (
-        [(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
         INDEX,
     )
         .into_response()
@@ -127,7 +130,11 @@ mod tests {
     #[test]
     fn the_index_references_every_asset() {
         for asset in &ASSETS {
-            assert!(INDEX.contains(&format!("/docs/{}", asset.name)), "{}", asset.name);
+            assert!(
+                INDEX.contains(&format!("/docs/{}", asset.name)),
+                "{}",
+                asset.name
+            );
         }
         assert!(INITIALIZER.contains("\"/openapi.json\""));
     }
@@ -135,7 +142,11 @@ mod tests {
     #[test]
     fn the_vendored_assets_are_the_real_files() {
         for asset in &ASSETS[..3] {
-            assert!(asset.bytes.len() > 100_000, "{} looks truncated", asset.name);
+            assert!(
+                asset.bytes.len() > 100_000,
+                "{} looks truncated",
+                asset.name
+            );
         }
     }
 }

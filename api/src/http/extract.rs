@@ -49,7 +49,9 @@ where
             ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?;
         if !raw.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let canonical = raw.to_string();
         let value = serde_path_to_error::deserialize(raw).map_err(|e| {
@@ -91,16 +93,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
         let Some(raw) = parts.headers.get("idempotency-key") else {
             return Ok(Self(None));
         };
-        let text = raw.to_str().map_err(|_| {
-            ApiError::bad_request("Idempotency-Key must be printable ASCII")
-        })?;
-        IdempotencyKey::parse(text).map(|k| Self(Some(k))).map_err(|e| {
-            ApiError::InvalidRequest {
+        let text = raw
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+        IdempotencyKey::parse(text)
+            .map(|k| Self(Some(k)))
+            .map_err(|e| ApiError::InvalidRequest {
                 status: StatusCode::BAD_REQUEST,
                 message: format!("Idempotency-Key {}", e.reason),
                 details: json!({ "header": "Idempotency-Key" }),
-            }
-        })
+            })
     }
 }
 
@@ -116,7 +118,10 @@ pub struct Fresh;
 impl FromRequestParts<AppState> for Fresh {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(query) = parts.uri.query() else {
             return Ok(Self);
         };

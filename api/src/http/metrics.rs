@@ -26,7 +26,8 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use store::{Executed, ServiceError};
 use tracing::{warn, Span};
@@ -69,7 +70,10 @@ impl Metrics {
         const BAD: &str = "metric definitions are valid and distinct";
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("ledger_http_requests_total", "HTTP requests answered, by method, route and status."),
+            Opts::new(
+                "ledger_http_requests_total",
+                "HTTP requests answered, by method, route and status.",
+            ),
             &["method", "route", "status"],
         )
         .expect(BAD);
@@ -96,8 +100,11 @@ impl Metrics {
             "Event-log position the read models have reached.",
         )
         .expect(BAD);
-        let head_position =
-            IntGauge::new("ledger_log_head_position", "Position of the last event in the log.").expect(BAD);
+        let head_position = IntGauge::new(
+            "ledger_log_head_position",
+            "Position of the last event in the log.",
+        )
+        .expect(BAD);
         let projector_lag = IntGauge::new(
             "ledger_projector_lag_events",
             "Events the read models are behind the log's head.",
@@ -109,11 +116,16 @@ impl Metrics {
         )
         .expect(BAD);
         let build_info = IntGaugeVec::new(
-            Opts::new("ledger_build_info", "Always 1; the version of the running server."),
+            Opts::new(
+                "ledger_build_info",
+                "Always 1; the version of the running server.",
+            ),
             &["version"],
         )
         .expect(BAD);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -139,7 +151,13 @@ impl Metrics {
     }
 
     /// Counts a request and records its latency.
-    pub fn observe_request(&self, method: &Method, route: &str, status: StatusCode, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        method: &Method,
+        route: &str,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
         let method = method_label(method);
         self.requests
             .with_label_values(&[method, route, status.as_str()])
@@ -280,14 +298,20 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
             None
         }
         Err(_) => {
-            warn!(timeout_millis = STORE_PROBE_MILLIS_MAX, "metrics: the store did not answer in time");
+            warn!(
+                timeout_millis = STORE_PROBE_MILLIS_MAX,
+                "metrics: the store did not answer in time"
+            );
             None
         }
     };
     let m = metrics();
     m.observe_log(projected, head);
     (
-        [(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         m.render(),
     )
         .into_response()
@@ -313,7 +337,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("ledger_http_request_duration_seconds_bucket{"), "{text}");
+        assert!(
+            text.contains("ledger_http_request_duration_seconds_bucket{"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -34,7 +34,12 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// The router, wrapped so that `/path/` and `/path` are the same route.
-pub fn app(state: AppState) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<NormalizePath<Router>, std::net::SocketAddr> {
+pub fn app(
+    state: AppState,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+    NormalizePath<Router>,
+    std::net::SocketAddr,
+> {
     ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
         NormalizePathLayer::trim_trailing_slash().layer(router(state)),
     )
@@ -44,29 +49,50 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         // Accounts.
         .route("/accounts", post(accounts::open))
-        .route("/accounts/{account_id}", get(accounts::get).patch(accounts::patch))
-        .route("/account/settings", get(accounts::get_own).patch(accounts::patch_own))
+        .route(
+            "/accounts/{account_id}",
+            get(accounts::get).patch(accounts::patch),
+        )
+        .route(
+            "/account/settings",
+            get(accounts::get_own).patch(accounts::patch_own),
+        )
         .route("/accounts/{account_id}/limits", get(accounts::limits))
         .route("/account/limits", get(accounts::limits_own))
         // Credits.
         .route("/accounts/{account_id}/deductions", post(credits::deduct))
         .route("/accounts/{account_id}/holds", post(credits::hold))
-        .route("/accounts/{account_id}/holds/{hold_id}/capture", post(credits::capture))
-        .route("/accounts/{account_id}/holds/{hold_id}/release", post(credits::release))
+        .route(
+            "/accounts/{account_id}/holds/{hold_id}/capture",
+            post(credits::capture),
+        )
+        .route(
+            "/accounts/{account_id}/holds/{hold_id}/release",
+            post(credits::release),
+        )
         .route(
             "/accounts/{account_id}/deductions/{deduction_id}/refund",
             post(credits::refund),
         )
         .route("/accounts/{account_id}/grants", post(credits::grant))
-        .route("/admin/accounts/{account_id}/adjust-credits", post(credits::adjust))
+        .route(
+            "/admin/accounts/{account_id}/adjust-credits",
+            post(credits::adjust),
+        )
         // Reads.
         .route("/accounts/{account_id}/balance", get(reads::balance))
         .route("/billing/account_balance", get(reads::balance_own))
-        .route("/accounts/{account_id}/transactions", get(reads::transactions))
+        .route(
+            "/accounts/{account_id}/transactions",
+            get(reads::transactions),
+        )
         .route("/billing/transactions", get(reads::transactions_own))
         .route("/accounts/{account_id}/usage", get(reads::usage))
         .route("/billing/usage", get(reads::usage_own))
-        .route("/accounts/{account_id}/usage/analytics", get(reads::analytics))
+        .route(
+            "/accounts/{account_id}/usage/analytics",
+            get(reads::analytics),
+        )
         .route("/account/usage/analytics", get(reads::analytics_own))
         // Catalog.
         .route("/plans", get(catalog::plans))
@@ -76,11 +102,20 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/credit-costs", get(catalog::costs))
         .route("/admin/credit-costs/history", get(catalog::cost_history))
         .route("/admin/credit-costs/{operation}", put(catalog::put_cost))
-        .route("/admin/credit-costs/{operation}/history", get(catalog::cost_history_of))
+        .route(
+            "/admin/credit-costs/{operation}/history",
+            get(catalog::cost_history_of),
+        )
         // Administration.
         .route("/admin/accounts", get(accounts::search))
-        .route("/admin/accounts/{account_id}/suspend", post(accounts::suspend))
-        .route("/admin/accounts/{account_id}/activate", post(accounts::activate));
+        .route(
+            "/admin/accounts/{account_id}/suspend",
+            post(accounts::suspend),
+        )
+        .route(
+            "/admin/accounts/{account_id}/activate",
+            post(accounts::activate),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/health", get(health))
@@ -103,7 +138,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(
                     DefaultOnResponse::new()
                         .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Millis),
+                        .latency_unit(LatencyUnit::Micros),
                 ),
         )
         .with_state(state)

@@ -14,8 +14,8 @@
 //!   here as well, because `events` and `ledger` stay free of web crates.
 //!
 //! What every `/v1` operation shares (the bearer token, and the 401, 500 and
-//! 503 answers; 400 and 413 for those with a body) is added by [`Common`]
-//! rather than repeated in forty attributes.
+//! 503 answers; 400, 413 and 429 for those with a body) is added by
+//! `Common` rather than repeated in forty attributes.
 
 use std::sync::OnceLock;
 
@@ -27,7 +27,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -37,7 +37,14 @@ pub const BEARER_SCHEME: &str = "bearer";
 /// The tags operations are grouped under, in the order Swagger UI shows them.
 /// An operation under `/v1/admin` is tagged `admin`; the others by the
 /// handler module they live in.
-pub const TAGS: [&str; 6] = ["accounts", "credits", "reads", "catalog", "admin", "operations"];
+pub const TAGS: [&str; 6] = [
+    "accounts",
+    "credits",
+    "reads",
+    "catalog",
+    "admin",
+    "operations",
+];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -168,6 +175,7 @@ impl Modify for Common {
             ];
             for operation in operations.into_iter().flatten() {
                 secure(operation);
+                optional_body(operation);
             }
         }
     }
@@ -187,14 +195,46 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
+/// A handler taking `Option<T>` as its documented body accepts no body (read
+/// as `{}`) or a `T`; JSON `null` is refused. utoipa renders that as
+/// `oneOf: [null, T]`, so the body is rewritten as an optional `T`.
+fn optional_body(operation: &mut Operation) {
+    let Some(body) = operation.request_body.as_mut() else {
+        return;
+    };
+    if matches!(body.required, Some(Required::True)) {
+        return;
+    }
+    for content in body.content.values_mut() {
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
+            let refs: Vec<_> = one_of
+                .items
+                .iter()
+                .filter(|s| matches!(s, RefOr::Ref(_)))
+                .collect();
+            if let [inner] = refs[..] {
+                content.schema = Some(inner.clone());
+            }
+        }
+    }
+    body.description
+        .get_or_insert_with(|| "Optional: an empty body reads as `{}`.".into());
+}
+
 fn secure(operation: &mut Operation) {
     operation.security = Some(vec![SecurityRequirement::new(
         BEARER_SCHEME,
         Vec::<String>::new(),
     )]);
     let mut common = vec![
-        ("401", "`unauthorized`: no bearer token, or one that is expired or not ours"),
-        ("500", "`internal`: an unexpected failure; the body says nothing internal"),
+        (
+            "401",
+            "`unauthorized`: no bearer token, or one that is expired or not ours",
+        ),
+        (
+            "500",
+            "`internal`: an unexpected failure; the body says nothing internal",
+        ),
         (
             "503",
             "`unavailable`: the store is unreachable, or the read models did not reach \
@@ -202,8 +242,15 @@ fn secure(operation: &mut Operation) {
         ),
     ];
     if operation.request_body.is_some() {
-        common.push(("400", "`invalid_request`: the body is not a JSON object, or a header is malformed"));
+        common.push((
+            "400",
+            "`invalid_request`: the body is not a JSON object, or a header is malformed",
+        ));
         common.push(("413", "`payload_too_large`: the body is over 64 KiB"));
+        common.push((
+            "429",
+            "`rate_limited`: the account is too contended right now; retry after `Retry-After` seconds",
+        ));
     }
     let responses = &mut operation.responses.responses;
     for (status, description) in common {
@@ -299,7 +346,9 @@ pub enum ReleaseReason {
 #[serde(rename_all = "snake_case")]
 pub enum CostUnit {
     PerRequest,
+    #[serde(rename = "per_100_words")]
     Per100Words,
+    #[serde(rename = "per_200_words")]
     Per200Words,
     PerImage,
     PerItem,
@@ -816,18 +865,48 @@ mod tests {
         for v in values {
             let wire = serde_json::to_value(v).unwrap();
             let wire = wire.as_str().unwrap();
-            assert!(documented.iter().any(|d| d == wire), "{schema} lacks {wire}");
+            assert!(
+                documented.iter().any(|d| d == wire),
+                "{schema} lacks {wire}"
+            );
         }
     }
 
     #[test]
     fn enum_mirrors_match_the_wire_spelling_of_the_events_types() {
-        use events::{AccountStatus as S, BillingCycle as B, CostUnit as C, GrantSource as G, ReleaseReason as R};
+        use events::{
+            AccountStatus as S, BillingCycle as B, CostUnit as C, GrantSource as G,
+            ReleaseReason as R,
+        };
         let doc = doc();
-        assert_mirrors(&doc, "AccountStatus", &[S::Trial, S::Active, S::PastDue, S::Suspended, S::Cancelled]);
-        assert_mirrors(&doc, "GrantSource", &[G::Subscription, G::Purchase, G::Promotional, G::Adjustment, G::Trial]);
+        assert_mirrors(
+            &doc,
+            "AccountStatus",
+            &[S::Trial, S::Active, S::PastDue, S::Suspended, S::Cancelled],
+        );
+        assert_mirrors(
+            &doc,
+            "GrantSource",
+            &[
+                G::Subscription,
+                G::Purchase,
+                G::Promotional,
+                G::Adjustment,
+                G::Trial,
+            ],
+        );
         assert_mirrors(&doc, "ReleaseReason", &[R::Caller, R::Expired]);
-        assert_mirrors(&doc, "CostUnit", &[C::PerRequest, C::Per100Words, C::Per200Words, C::PerImage, C::PerItem]);
+        assert_mirrors(
+            &doc,
+            "CostUnit",
+            &[
+                C::PerRequest,
+                C::Per100Words,
+                C::Per200Words,
+                C::PerImage,
+                C::PerItem,
+            ],
+        );
         assert_mirrors(&doc, "BillingCycle", &[B::Monthly, B::Annual]);
     }
 
@@ -843,16 +922,26 @@ mod tests {
             ApiError::NotFound("x".into()),
             ApiError::Conflict("x".into()),
             ApiError::IdempotencyKeyReused,
-            ApiError::InsufficientCredits { balance: 0, available: 0, required: 1 },
+            ApiError::InsufficientCredits {
+                balance: 0,
+                available: 0,
+                required: 1,
+            },
             ApiError::UnknownOperation("x".into()),
             ApiError::PayloadTooLarge { limit_bytes: 1 },
-            ApiError::RateLimited { retry_after_seconds: 1 },
+            ApiError::RateLimited {
+                retry_after_seconds: 1,
+            },
             ApiError::Unavailable("x".into()),
             ApiError::Internal,
         ];
         assert_eq!(codes.len(), errors.len());
         for e in errors {
-            assert!(codes.iter().any(|c| c == e.code()), "{} is not documented", e.code());
+            assert!(
+                codes.iter().any(|c| c == e.code()),
+                "{} is not documented",
+                e.code()
+            );
         }
     }
 
@@ -860,8 +949,16 @@ mod tests {
     fn the_document_is_openapi_3_1_with_the_bearer_scheme_on_every_v1_operation() {
         let doc = doc();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        assert_eq!(doc["components"]["securitySchemes"][BEARER_SCHEME]["scheme"], "bearer");
-        let tags: Vec<&str> = doc["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            doc["components"]["securitySchemes"][BEARER_SCHEME]["scheme"],
+            "bearer"
+        );
+        let tags: Vec<&str> = doc["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(tags, TAGS);
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -871,7 +968,11 @@ mod tests {
                 assert_eq!(secured, path.starts_with("/v1/"), "{method} {path}");
                 if path.starts_with("/v1/") {
                     assert!(op["responses"]["401"].is_object(), "{method} {path}");
-                    assert_eq!(path.starts_with("/v1/admin/"), tag == "admin", "{method} {path}");
+                    assert_eq!(
+                        path.starts_with("/v1/admin/"),
+                        tag == "admin",
+                        "{method} {path}"
+                    );
                 }
             }
         }
@@ -880,11 +981,26 @@ mod tests {
     #[test]
     fn the_error_schema_matches_what_api_error_renders() {
         let doc = doc();
-        let body = ApiError::InsufficientCredits { balance: 1, available: 1, required: 2 }.body();
+        let body = ApiError::InsufficientCredits {
+            balance: 1,
+            available: 1,
+            required: 2,
+        }
+        .body();
         let detail = &doc["components"]["schemas"]["ErrorDetail"];
-        let mut required: Vec<&str> = detail["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let mut required: Vec<&str> = detail["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         required.sort_unstable();
-        let mut rendered: Vec<&str> = body["error"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut rendered: Vec<&str> = body["error"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         rendered.sort_unstable();
         assert_eq!(required, rendered);
     }

@@ -13,17 +13,31 @@ use serde_json::json;
 
 use super::accounts::page_request;
 use super::extract::{account_id, Fresh};
+use super::openapi as doc;
 use super::respond::projection_error;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
 
-const READERS: &[Role] = &[Role::Developer, Role::Owner, Role::Admin, Role::Editor, Role::Viewer];
+const READERS: &[Role] = &[
+    Role::Developer,
+    Role::Owner,
+    Role::Admin,
+    Role::Editor,
+    Role::Viewer,
+];
 /// The longest range one analytics query may cover.
 pub const ANALYTICS_DAYS_MAX: i64 = 366;
 /// The range analytics cover when the caller names none.
 const ANALYTICS_DAYS_DEFAULT: i64 = 30;
-const ENTRY_TYPES: [&str; 6] = ["grant", "deduction", "capture", "refund", "adjustment", "expiry"];
+const ENTRY_TYPES: [&str; 6] = [
+    "grant",
+    "deduction",
+    "capture",
+    "refund",
+    "adjustment",
+    "expiry",
+];
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
@@ -49,6 +63,21 @@ async fn read_balance(state: &AppState, account: AccountId) -> Result<Response, 
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/balance",
+    tag = "reads",
+    summary = "Balance, held and available credits",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The balance", body = doc::Balance),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn balance(
     State(state): State<AppState>,
     principal: Principal,
@@ -59,6 +88,20 @@ pub async fn balance(
     read_balance(&state, account).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/billing/account_balance",
+    tag = "reads",
+    summary = "Balance of the token's account",
+    params(
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "The balance", body = doc::Balance),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn balance_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -67,16 +110,20 @@ pub async fn balance_own(
     read_balance(&state, principal.own_account()?).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionsQuery {
     #[serde(rename = "type")]
+    #[param(value_type = Option<doc::EntryType>)]
     pub entry_type: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-    /// Read by the `Fresh` extractor; named here so it is not an unknown field.
+    /// Wait (at most 5 s) until the read models reach this event-log position.
+    // Read by the `Fresh` extractor; named here so it is not an unknown field.
     #[serde(rename = "min_position")]
     pub _min_position: Option<i64>,
 }
@@ -121,6 +168,22 @@ async fn ensure_account(state: &AppState, account: AccountId) -> Result<(), ApiE
         .ok_or_else(not_found)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/transactions",
+    tag = "reads",
+    summary = "Ledger entries, newest first",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        TransactionsQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of entries", body = doc::TransactionPage),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn transactions(
     State(state): State<AppState>,
     principal: Principal,
@@ -132,6 +195,21 @@ pub async fn transactions(
     read_transactions(&state, account, query(q)?).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/billing/transactions",
+    tag = "reads",
+    summary = "Ledger entries of the token's account",
+    params(
+        TransactionsQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of entries", body = doc::TransactionPage),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn transactions_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -142,21 +220,28 @@ pub async fn transactions_own(
     read_transactions(&state, principal.own_account()?, query(q)?).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     pub operation: Option<String>,
     pub model: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-    /// Read by the `Fresh` extractor; named here so it is not an unknown field.
+    /// Wait (at most 5 s) until the read models reach this event-log position.
+    // Read by the `Fresh` extractor; named here so it is not an unknown field.
     #[serde(rename = "min_position")]
     pub _min_position: Option<i64>,
 }
 
-async fn read_usage(state: &AppState, account: AccountId, q: UsageQuery) -> Result<Response, ApiError> {
+async fn read_usage(
+    state: &AppState,
+    account: AccountId,
+    q: UsageQuery,
+) -> Result<Response, ApiError> {
     ensure_account(state, account).await?;
     let page = state
         .read_models
@@ -175,6 +260,22 @@ async fn read_usage(state: &AppState, account: AccountId, q: UsageQuery) -> Resu
     Ok(Json(page).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/usage",
+    tag = "reads",
+    summary = "The usage log",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        UsageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of usage", body = doc::UsagePage),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn usage(
     State(state): State<AppState>,
     principal: Principal,
@@ -186,6 +287,21 @@ pub async fn usage(
     read_usage(&state, account, query(q)?).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/billing/usage",
+    tag = "reads",
+    summary = "The usage log of the token's account",
+    params(
+        UsageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of usage", body = doc::UsagePage),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn usage_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -196,14 +312,17 @@ pub async fn usage_own(
     read_usage(&state, principal.own_account()?, query(q)?).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsQuery {
+    #[param(value_type = Option<doc::GroupBy>, default = "day")]
     pub group_by: Option<String>,
     /// A date (`2026-03-01`) or an RFC 3339 instant; inclusive.
     pub from: Option<String>,
     pub to: Option<String>,
-    /// Read by the `Fresh` extractor; named here so it is not an unknown field.
+    /// Wait (at most 5 s) until the read models reach this event-log position.
+    // Read by the `Fresh` extractor; named here so it is not an unknown field.
     #[serde(rename = "min_position")]
     pub _min_position: Option<i64>,
 }
@@ -212,11 +331,18 @@ fn day(field: &str, raw: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .or_else(|_| DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc).date_naive()))
         .map_err(|_| {
-            ApiError::invalid_field(field, format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 time"))
+            ApiError::invalid_field(
+                field,
+                format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 time"),
+            )
         })
 }
 
-async fn read_analytics(state: &AppState, account: AccountId, q: AnalyticsQuery) -> Result<Response, ApiError> {
+async fn read_analytics(
+    state: &AppState,
+    account: AccountId,
+    q: AnalyticsQuery,
+) -> Result<Response, ApiError> {
     let group_by = match q.group_by.as_deref().unwrap_or("day") {
         "day" => GroupBy::Day,
         "operation" => GroupBy::Operation,
@@ -229,7 +355,11 @@ async fn read_analytics(state: &AppState, account: AccountId, q: AnalyticsQuery)
         }
     };
     let today = Utc::now().date_naive();
-    let to = q.to.as_deref().map(|t| day("to", t)).transpose()?.unwrap_or(today);
+    let to =
+        q.to.as_deref()
+            .map(|t| day("to", t))
+            .transpose()?
+            .unwrap_or(today);
     let from = q
         .from
         .as_deref()
@@ -246,7 +376,10 @@ async fn read_analytics(state: &AppState, account: AccountId, q: AnalyticsQuery)
         ));
     }
     ensure_account(state, account).await?;
-    let (from_s, to_s) = (from.format("%Y-%m-%d").to_string(), to.format("%Y-%m-%d").to_string());
+    let (from_s, to_s) = (
+        from.format("%Y-%m-%d").to_string(),
+        to.format("%Y-%m-%d").to_string(),
+    );
     let rows = state
         .read_models
         .usage_analytics(&account.to_string(), group_by, &from_s, &to_s)
@@ -266,6 +399,22 @@ async fn read_analytics(state: &AppState, account: AccountId, q: AnalyticsQuery)
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/usage/analytics",
+    tag = "reads",
+    summary = "Usage grouped by day, operation or model",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        AnalyticsQuery,
+    ),
+    responses(
+        (status = 200, description = "The groups and their totals", body = doc::Analytics),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a query value is invalid, or `min_position` is not an integer; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
 pub async fn analytics(
     State(state): State<AppState>,
     principal: Principal,
@@ -277,6 +426,21 @@ pub async fn analytics(
     read_analytics(&state, account, query(q)?).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/account/usage/analytics",
+    tag = "reads",
+    summary = "Usage analytics of the token's account",
+    params(
+        AnalyticsQuery,
+    ),
+    responses(
+        (status = 200, description = "The groups and their totals", body = doc::Analytics),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account (use the `/v1/accounts/{account_id}` route), or a query value is invalid", body = doc::ErrorBody),
+    ),
+)]
 pub async fn analytics_own(
     State(state): State<AppState>,
     principal: Principal,

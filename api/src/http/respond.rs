@@ -9,7 +9,9 @@ use ledger::account::HoldState;
 use ledger::{AccountCommand, AccountError, CatalogError, CreditAccount, PriceError};
 use projections::ProjectionError;
 use serde_json::{json, Value};
-use store::{request_hash, CommandContext, Executed, IdempotencyClaim, Reservation, ServiceError, StoreError};
+use store::{
+    request_hash, CommandContext, Executed, IdempotencyClaim, Reservation, ServiceError, StoreError,
+};
 use tracing::error;
 
 use crate::auth::Principal;
@@ -24,7 +26,9 @@ pub fn store_error(e: StoreError) -> ApiError {
 
 pub fn projection_error(e: ProjectionError) -> ApiError {
     match e {
-        ProjectionError::BadCursor => ApiError::invalid_field("cursor", "the cursor is not one of this list"),
+        ProjectionError::BadCursor => {
+            ApiError::invalid_field("cursor", "the cursor is not one of this list")
+        }
         ProjectionError::Store(e) => store_error(e),
         other => {
             error!(error = %other, "read model failure");
@@ -40,7 +44,9 @@ fn field(name: &str, message: impl ToString) -> ApiError {
 pub fn account_error(e: AccountError) -> ApiError {
     match e {
         AccountError::AccountNotFound => ApiError::NotFound("account not found".into()),
-        AccountError::AccountAlreadyOpen => ApiError::Conflict("the account is already open".into()),
+        AccountError::AccountAlreadyOpen => {
+            ApiError::Conflict("the account is already open".into())
+        }
         AccountError::AccountSuspended => ApiError::AccountSuspended,
         AccountError::AccountCancelled => ApiError::Conflict("the account is cancelled".into()),
         AccountError::InsufficientCredits {
@@ -76,7 +82,9 @@ pub fn account_error(e: AccountError) -> ApiError {
             ..
         } => ApiError::InvalidRequest {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: format!("a refund of {requested} exceeds the {refundable} credits still refundable"),
+            message: format!(
+                "a refund of {requested} exceeds the {refundable} credits still refundable"
+            ),
             details: json!({ "field": "credits", "refundable": refundable }),
         },
         AccountError::Pricing(e @ PriceError::UnitsOutOfRange { .. }) => field("units", e),
@@ -120,7 +128,8 @@ pub fn claim(key: &IdempotencyKey, route: &str, canonical_body: &str) -> Idempot
 }
 
 impl AppState {
-    /// Runs an account command for a caller and wakes the projector.
+    /// Runs an account command for a caller and wakes the projector. Its
+    /// latency goes to the `ledger_command_duration_seconds` histogram.
     pub async fn run(
         &self,
         principal: &Principal,
@@ -130,18 +139,29 @@ impl AppState {
         reservations: &[Reservation],
     ) -> Result<Executed<CreditAccount>, ApiError> {
         let ctx = CommandContext::new(principal.actor());
-        let done = self
-            .commands
-            .execute_with::<CreditAccount>(&account.to_string(), command, &ctx, claim, reservations)
-            .await
-            .map_err(|e| service_error(e, account_error))?;
+        let name = command.name();
+        let done = super::metrics::time_command(
+            name,
+            self.commands.execute_with::<CreditAccount>(
+                &account.to_string(),
+                command,
+                &ctx,
+                claim,
+                reservations,
+            ),
+        )
+        .await
+        .map_err(|e| service_error(e, account_error))?;
         self.projector.wake();
         Ok(done)
     }
 
     /// The log position for a response: the command's, or the head for a
     /// command that changed nothing.
-    pub async fn position_of<A: cqrs_es::Aggregate>(&self, done: &Executed<A>) -> Result<i64, ApiError> {
+    pub async fn position_of<A: cqrs_es::Aggregate>(
+        &self,
+        done: &Executed<A>,
+    ) -> Result<i64, ApiError> {
         match done.position() {
             Some(p) => Ok(p),
             None => self.store.head_position().await.map_err(store_error),

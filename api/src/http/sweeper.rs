@@ -53,7 +53,12 @@ pub async fn sweep(state: &AppState) -> Result<usize, store::StoreError> {
         };
         match state
             .commands
-            .execute::<CreditAccount>(&account.to_string(), AccountCommand::ExpireDue { now }, &ctx, None)
+            .execute::<CreditAccount>(
+                &account.to_string(),
+                AccountCommand::ExpireDue { now },
+                &ctx,
+                None,
+            )
             .await
         {
             Ok(done) => {

@@ -29,7 +29,23 @@ pub const JWT_SECRET: &str = "http-api-tests-secret-0123456789-abcdefghijklmnop"
 /// Runs `async fn $body(api: &Api)` against a fresh server on PostgreSQL and
 /// on SQLite, as `$body::on_postgres` and `$body::on_sqlite`.
 #[macro_export]
+///
+/// `on_both_backends!(shared $body)` passes the `Arc<Api>` itself, for bodies
+/// that spawn tasks.
 macro_rules! on_both_backends {
+    (shared $body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                $crate::common::run($crate::common::Backend::Postgres, super::$body).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                $crate::common::run($crate::common::Backend::Sqlite, super::$body).await;
+            }
+        }
+    };
     ($body:ident) => {
         mod $body {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,8 +356,14 @@ impl Api {
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.send(Method::PATCH, path, Some(token), None, Some(body.to_string()))
-            .await
+        self.send(
+            Method::PATCH,
+            path,
+            Some(token),
+            None,
+            Some(body.to_string()),
+        )
+        .await
     }
 
     /// The body of `POST /v1/accounts` for a new account with `slug`.
