@@ -242,10 +242,15 @@ impl ReadModels {
         filter: &AccountFilter,
         req: &PageRequest,
     ) -> Result<Page<AccountView>, ProjectionError> {
-        // The cursor is the last account id of the previous page.
-        if let Some(after) = &req.after {
-            uuid::Uuid::parse_str(after).map_err(|_| ProjectionError::BadCursor)?;
-        }
+        // The cursor carries the last account id of the previous page.
+        let after = match &req.after {
+            Some(c) => {
+                let id = decode_cursor(ACCOUNTS_CURSOR, c)?;
+                uuid::Uuid::parse_str(&id).map_err(|_| ProjectionError::BadCursor)?;
+                id
+            }
+            None => String::new(),
+        };
         let pattern = filter.q.as_ref().map(|q| {
             let escaped = q
                 .to_lowercase()
@@ -268,7 +273,7 @@ impl ReadModels {
             .fetch_all(
                 &sql,
                 &[
-                    req.after.clone().unwrap_or_default().into(),
+                    after.into(),
                     pattern.into(),
                     filter.status.clone().into(),
                     filter.plan.clone().into(),
@@ -280,7 +285,9 @@ impl ReadModels {
             .iter()
             .map(AccountView::from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(page(items, req, |a| a.account_id.clone()))
+        Ok(page(items, req, |a| {
+            encode_cursor(ACCOUNTS_CURSOR, &a.account_id)
+        }))
     }
 
     /// The balance read model; `now` decides which month is current.
@@ -332,7 +339,7 @@ impl ReadModels {
         filter: &TransactionFilter,
         req: &PageRequest,
     ) -> Result<Page<TransactionView>, ProjectionError> {
-        let before = cursor_position(req)?;
+        let before = cursor_position(TRANSACTIONS_CURSOR, req)?;
         let rows = self
             .store
             .fetch_all(
@@ -367,7 +374,9 @@ impl ReadModels {
                 })
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
-        Ok(page(items, req, |t| t.position.to_string()))
+        Ok(page(items, req, |t| {
+            encode_cursor(TRANSACTIONS_CURSOR, &t.position.to_string())
+        }))
     }
 
     /// The usage log, newest first.
@@ -377,7 +386,7 @@ impl ReadModels {
         filter: &UsageFilter,
         req: &PageRequest,
     ) -> Result<Page<UsageView>, ProjectionError> {
-        let before = cursor_position(req)?;
+        let before = cursor_position(USAGE_CURSOR, req)?;
         let rows = self
             .store
             .fetch_all(
@@ -433,7 +442,9 @@ impl ReadModels {
                 })
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
-        Ok(page(items, req, |u| u.position.to_string()))
+        Ok(page(items, req, |u| {
+            encode_cursor(USAGE_CURSOR, &u.position.to_string())
+        }))
     }
 
     /// Credits, cost and count per day, operation or model over
@@ -528,9 +539,44 @@ impl ReadModels {
     }
 }
 
-fn cursor_position(req: &PageRequest) -> Result<i64, ProjectionError> {
+const ACCOUNTS_CURSOR: &str = "accounts";
+const TRANSACTIONS_CURSOR: &str = "transactions";
+const USAGE_CURSOR: &str = "usage";
+
+/// Cursors are opaque to clients: the list's name and the last item's key,
+/// hex-encoded, so a cursor of one list is refused by another.
+fn encode_cursor(list: &str, key: &str) -> String {
+    hex::encode(format!("{list}:{key}"))
+}
+
+fn decode_cursor(list: &str, cursor: &str) -> Result<String, ProjectionError> {
+    let bytes = hex::decode(cursor).map_err(|_| ProjectionError::BadCursor)?;
+    let text = String::from_utf8(bytes).map_err(|_| ProjectionError::BadCursor)?;
+    text.strip_prefix(list)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map(str::to_owned)
+        .ok_or(ProjectionError::BadCursor)
+}
+
+fn cursor_position(list: &str, req: &PageRequest) -> Result<i64, ProjectionError> {
     match &req.after {
         None => Ok(i64::MAX),
-        Some(c) => c.parse().map_err(|_| ProjectionError::BadCursor),
+        Some(c) => decode_cursor(list, c)?
+            .parse()
+            .map_err(|_| ProjectionError::BadCursor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_belong_to_one_list() {
+        let c = encode_cursor(USAGE_CURSOR, "42");
+        assert_eq!(decode_cursor(USAGE_CURSOR, &c).unwrap(), "42");
+        assert!(decode_cursor(TRANSACTIONS_CURSOR, &c).is_err());
+        assert!(decode_cursor(USAGE_CURSOR, "zz").is_err());
+        assert!(decode_cursor(USAGE_CURSOR, "42").is_err());
     }
 }

@@ -212,12 +212,23 @@ impl CommandService {
                 }
             }
             let sink = EventSink::default();
-            state
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(ServiceError::Domain)?;
+            let handled = state.handle(command.clone(), &(), &sink).await;
             let new_events = sink.collect().await;
-            if new_events.is_empty() {
+            if handled.is_err() || new_events.is_empty() {
+                // A key older than the aggregate's window may still be
+                // claimed: its first outcome wins over today's answer.
+                if let Some(claim) = claim {
+                    if self
+                        .store
+                        .find_key(aggregate_id, claim.key.as_str())
+                        .await?
+                        .is_some()
+                    {
+                        let state = self.store.load::<A>(aggregate_id).await?.aggregate;
+                        return self.replay(aggregate_id, claim, state, None).await;
+                    }
+                }
+                handled.map_err(ServiceError::Domain)?;
                 return Ok(Executed {
                     state,
                     events: Vec::new(),

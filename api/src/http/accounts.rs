@@ -1,6 +1,6 @@
 //! Opening, reading and administering accounts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{CommandContext, IdempotencyClaim, Reservation, ServiceError};
 
-use super::extract::{account_id, Body, Fresh, IdemKey};
+use super::extract::{account_id, Body, Fresh, IdemKey, Q};
 use super::openapi as doc;
 use super::respond::{account_error, claim, outcome, projection_error, service_error, store_error};
 use crate::auth::{Principal, Role};
@@ -156,6 +156,7 @@ pub async fn open(
     body: Body<OpenRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
+    let body = body.parse()?;
     let req = body.value;
     check_len("name", &req.name, NAME_BYTES_MAX)?;
     check_slug(&req.slug)?;
@@ -198,14 +199,22 @@ pub async fn open(
         now: super::now(),
     });
     let slug = req.slug;
-    let reservation = Reservation {
-        scope: SLUG_SCOPE.into(),
-        value: slug.clone(),
-    };
     let claim = key
         .0
         .as_ref()
         .map(|k| claim(k, "accounts", &body.canonical));
+    // The slug is unique; so is an open's key per caller, since there is no
+    // account yet to scope it to.
+    let mut reservations = vec![Reservation {
+        scope: SLUG_SCOPE.into(),
+        value: slug.clone(),
+    }];
+    if let Some(k) = &key.0 {
+        reservations.push(Reservation {
+            scope: OPEN_KEY_SCOPE.into(),
+            value: open_key(&principal, k.as_str()),
+        });
+    }
     let ctx = CommandContext::new(principal.actor());
     let name = command.name();
     let result = super::metrics::time_command(
@@ -215,7 +224,7 @@ pub async fn open(
             command,
             &ctx,
             claim.as_ref(),
-            &[reservation],
+            &reservations,
         ),
     )
     .await;
@@ -225,10 +234,10 @@ pub async fn open(
             outcome(StatusCode::CREATED, &done, opened)
         }
         // A retry of the same open (same key, same body) finds the account
-        // its first attempt created, through the slug it reserved.
+        // its first attempt created, through the key it reserved.
         Err(ServiceError::Reserved { .. }) if claim.is_some() => {
             let claim = claim.as_ref().ok_or(ApiError::Internal)?;
-            replay_open(&state, &slug, claim).await
+            replay_open(&state, &principal, &slug, claim).await
         }
         Err(e) => Err(service_error(e, account_error)),
     }
@@ -236,15 +245,22 @@ pub async fn open(
 
 const SLUG_SCOPE: &str = "account slug";
 
+const OPEN_KEY_SCOPE: &str = "account open key";
+
+fn open_key(principal: &Principal, key: &str) -> String {
+    format!("{}:{key}", principal.sub())
+}
+
 async fn replay_open(
     state: &AppState,
+    principal: &Principal,
     slug: &str,
     claim: &IdempotencyClaim,
 ) -> Result<Response, ApiError> {
     let taken = || ApiError::Conflict(format!("account slug {slug:?} is already taken"));
     let owner = state
         .store
-        .reservation_owner(SLUG_SCOPE, slug)
+        .reservation_owner(OPEN_KEY_SCOPE, &open_key(principal, claim.key.as_str()))
         .await
         .map_err(store_error)?
         .ok_or_else(taken)?;
@@ -296,10 +312,11 @@ async fn read_account(state: &AppState, account: AccountId) -> Result<Response, 
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(account): Path<String>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(READERS, account_id(&account)?)?;
+    fresh.wait(&state).await?;
     read_account(&state, account).await
 }
 
@@ -321,9 +338,10 @@ pub async fn get(
 pub async fn get_own(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
 ) -> Result<Response, ApiError> {
     principal.require(READERS)?;
+    fresh.wait(&state).await?;
     let account = principal.own_account()?;
     read_account(&state, account).await
 }
@@ -438,6 +456,7 @@ pub async fn patch(
     body: Body<PatchRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(MANAGERS, account_id(&account)?)?;
+    let body = body.parse()?;
     patch_account(&state, &principal, account, body.value).await
 }
 
@@ -461,6 +480,7 @@ pub async fn patch_own(
     body: Body<PatchRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(MANAGERS)?;
+    let body = body.parse()?;
     let account = principal.own_account()?;
     patch_account(&state, &principal, account, body.value).await
 }
@@ -513,10 +533,11 @@ async fn read_limits(state: &AppState, account: AccountId) -> Result<Response, A
 pub async fn limits(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(account): Path<String>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(READERS, account_id(&account)?)?;
+    fresh.wait(&state).await?;
     read_limits(&state, account).await
 }
 
@@ -538,9 +559,10 @@ pub async fn limits(
 pub async fn limits_own(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
 ) -> Result<Response, ApiError> {
     principal.require(READERS)?;
+    fresh.wait(&state).await?;
     read_limits(&state, principal.own_account()?).await
 }
 
@@ -594,11 +616,12 @@ pub fn page_request(limit: Option<u32>, cursor: Option<String>) -> Result<PageRe
 pub async fn search(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
-    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+    fresh: Fresh,
+    query: Q<SearchQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
-    let Query(q) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
+    fresh.wait(&state).await?;
+    let q = query.parse()?;
     let page = state
         .read_models
         .search_accounts(
@@ -657,6 +680,7 @@ pub async fn suspend(
     body: Body<SuspendRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(&[Role::Developer], account_id(&account)?)?;
+    let body = body.parse()?;
     let command = AccountCommand::Suspend {
         reason: body.value.reason.unwrap_or_default(),
         now: super::now(),
@@ -686,9 +710,10 @@ pub async fn activate(
     State(state): State<AppState>,
     principal: Principal,
     Path(account): Path<String>,
-    _body: Body<super::credits::EmptyRequest>,
+    body: Body<super::credits::EmptyRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(&[Role::Developer], account_id(&account)?)?;
+    body.parse()?;
     let command = AccountCommand::Reactivate { now: super::now() };
     let done = state.run(&principal, account, command, None, &[]).await?;
     status_response(&state, account, &done).await

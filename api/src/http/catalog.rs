@@ -1,7 +1,6 @@
 //! Plans, credit packages and the credit cost table.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use store::{CommandContext, Executed};
 
-use super::extract::{Body, Fresh};
+use super::extract::{Body, Fresh, Q};
 use super::openapi as doc;
 use super::respond::{catalog_error, projection_error, service_error};
 use crate::auth::{Principal, Role};
@@ -123,6 +122,7 @@ pub async fn put_plan(
     body: Body<PlanRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
+    let body = body.parse()?;
     let r = body.value;
     let plan = Plan {
         slug,
@@ -213,6 +213,7 @@ pub async fn put_package(
     body: Body<PackageRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
+    let body = body.parse()?;
     let r = body.value;
     let package = CreditPackage {
         slug,
@@ -305,6 +306,7 @@ pub async fn put_cost(
     body: Body<CostRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
+    let body = body.parse()?;
     let operation = OperationKey::parse(&operation)
         .map_err(|e| ApiError::invalid_field("operation", e.reason))?;
     let done = run(
@@ -371,11 +373,12 @@ async fn history(state: &AppState, operation: Option<&str>) -> Result<Response, 
 pub async fn cost_history(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
-    q: Result<Query<HistoryQuery>, QueryRejection>,
+    fresh: Fresh,
+    q: Q<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
-    let Query(q) = q.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
+    fresh.wait(&state).await?;
+    let q = q.parse()?;
     history(&state, q.operation.as_deref()).await
 }
 
@@ -397,9 +400,23 @@ pub async fn cost_history(
 pub async fn cost_history_of(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(operation): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Developer])?;
-    history(&state, Some(&operation)).await
+    let operation = OperationKey::parse(&operation)
+        .map_err(|e| ApiError::invalid_field("operation", e.reason))?;
+    if state
+        .catalog
+        .cost(&operation)
+        .await
+        .map_err(super::respond::store_error)?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "no cost is set for operation {operation}"
+        )));
+    }
+    fresh.wait(&state).await?;
+    history(&state, Some(operation.as_str())).await
 }

@@ -179,6 +179,7 @@ pub async fn deduct(
     body: Body<DeductRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(WORKERS, account_id(&account)?)?;
+    let body = body.parse()?;
     let key = key.required()?;
     let req = body.value;
     let op = operation(&req.operation)?;
@@ -300,6 +301,7 @@ pub async fn hold(
     body: Body<HoldRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(WORKERS, account_id(&account)?)?;
+    let body = body.parse()?;
     let key = key.required()?;
     let req = body.value;
     let amount = amount(&state, req.operation, req.units, req.credits)
@@ -389,6 +391,7 @@ pub async fn capture(
     body: Body<CaptureRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(WORKERS, account_id(&account)?)?;
+    let body = body.parse()?;
     let hold_id = hold_id(&hold)?;
     let key = key.required()?;
     let req = body.value;
@@ -479,6 +482,7 @@ pub async fn release(
     body: Body<EmptyRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(WORKERS, account_id(&account)?)?;
+    let body = body.parse()?;
     let hold_id = hold_id(&hold)?;
     let claim = key
         .0
@@ -543,6 +547,7 @@ pub async fn refund(
     body: Body<RefundRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(&[Role::Developer, Role::Admin], account_id(&account)?)?;
+    let body = body.parse()?;
     let deduction_id = Uuid::parse_str(&deduction)
         .map_err(|_| ApiError::NotFound("deduction not found".into()))?;
     let key = key.required()?;
@@ -617,6 +622,7 @@ pub async fn grant(
     body: Body<GrantRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(&[Role::Developer], account_id(&account)?)?;
+    let body = body.parse()?;
     let key = key.required()?;
     let req = body.value;
     let command = AccountCommand::GrantCredits(GrantCredits {
@@ -682,6 +688,7 @@ pub async fn adjust(
     body: Body<AdjustRequest>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(&[Role::Developer], account_id(&account)?)?;
+    let body = body.parse()?;
     let key = key.required()?;
     let req = body.value;
     if req.reason.trim().is_empty() {

@@ -1,5 +1,7 @@
 //! Request extractors that turn bad input into the SPEC's 4xx errors.
 
+use std::marker::PhantomData;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -16,11 +18,71 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Longest a read waits for `min_position`.
 pub const MIN_POSITION_WAIT_MILLIS_MAX: u64 = 5_000;
 
-/// A JSON body, parsed with the failing field named, and the hash of its
-/// canonical form (what an idempotency key is bound to).
+/// The field a deserialization error is about: its path, or for a missing
+/// or unknown top-level field the name serde puts in backticks.
+fn field_of(path: &str, message: &str) -> String {
+    if path != "." && !path.is_empty() {
+        return path.to_owned();
+    }
+    if message.starts_with("missing field") || message.starts_with("unknown field") {
+        if let Some(name) = message.split('`').nth(1) {
+            return name.to_owned();
+        }
+    }
+    String::new()
+}
+
+fn invalid<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    let field = field_of(&path, &message);
+    ApiError::InvalidRequest {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: if field.is_empty() || message.contains(&format!("`{field}`")) {
+            message
+        } else {
+            format!("{field}: {message}")
+        },
+        details: json!({ "field": field }),
+    }
+}
+
+/// A request body, read (size-limited) but not yet parsed: handlers check
+/// the caller's role first, then [`Body::parse`], so a refused caller gets
+/// 403 whatever it sent.
 pub struct Body<T> {
+    bytes: Bytes,
+    _t: PhantomData<T>,
+}
+
+/// A parsed JSON body and its canonical form (sorted keys, no spaces): what
+/// an idempotency key is bound to.
+pub struct Parsed<T> {
     pub value: T,
     pub canonical: String,
+}
+
+impl<T: DeserializeOwned> Body<T> {
+    /// Parses the body: malformed JSON is 400, a wrong or missing value 422
+    /// naming the field. An empty body reads as `{}`.
+    pub fn parse(self) -> Result<Parsed<T>, ApiError> {
+        let text: &[u8] = if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.bytes
+        };
+        let raw: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
+        if !raw.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let canonical = raw.to_string();
+        let value = serde_path_to_error::deserialize(raw).map_err(invalid)?;
+        Ok(Parsed { value, canonical })
+    }
 }
 
 impl<T> FromRequest<AppState> for Body<T>
@@ -39,36 +101,35 @@ where
                 ApiError::bad_request(format!("could not read the request body: {r}"))
             }
         })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        // Syntax first, so that malformed JSON is a 400 and wrong values 422.
-        let raw: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-        })?;
-        if !raw.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
-        }
-        let canonical = raw.to_string();
-        let value = serde_path_to_error::deserialize(raw).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            let message = e.into_inner().to_string();
-            ApiError::InvalidRequest {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: if field.is_empty() {
-                    message
-                } else {
-                    format!("{field}: {message}")
-                },
-                details: json!({ "field": field }),
-            }
-        })?;
-        Ok(Self { value, canonical })
+        Ok(Self {
+            bytes,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A query string, parsed after the role check like [`Body`], with the
+/// failing parameter named.
+pub struct Q<T> {
+    raw: String,
+    _t: PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> Q<T> {
+    pub fn parse(&self) -> Result<T, ApiError> {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw.as_bytes()));
+        serde_path_to_error::deserialize(de).map_err(invalid)
+    }
+}
+
+impl<S: Send + Sync, T> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            raw: parts.uri.query().unwrap_or_default().to_owned(),
+            _t: PhantomData,
+        })
     }
 }
 
@@ -111,36 +172,55 @@ pub fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|_| ApiError::NotFound("account not found".into()))
 }
 
-/// Waits, bounded, until the read models reach `?min_position=N`; 503 when
-/// they do not in time. Every read takes this before it reads.
-pub struct Fresh;
+/// `?min_position=N`: handlers call [`Fresh::wait`] after the role check,
+/// which waits (bounded) until the read models reach N, else 503.
+pub struct Fresh(Option<i64>);
 
-impl FromRequestParts<AppState> for Fresh {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(query) = parts.uri.query() else {
-            return Ok(Self);
-        };
-        let mut min = None;
-        for pair in query.split('&') {
-            if let Some(v) = pair.strip_prefix("min_position=") {
-                min = Some(v.parse::<i64>().map_err(|_| {
-                    ApiError::invalid_field("min_position", "min_position must be an integer")
-                })?);
-            }
-        }
-        let Some(min) = min else { return Ok(Self) };
+impl Fresh {
+    pub async fn wait(&self, state: &AppState) -> Result<(), ApiError> {
+        let Some(min) = self.0 else { return Ok(()) };
         let wait = std::time::Duration::from_millis(MIN_POSITION_WAIT_MILLIS_MAX);
         if state.projector.wait_for(min, wait).await {
-            Ok(Self)
+            Ok(())
         } else {
             Err(ApiError::Unavailable(format!(
                 "the read models have not reached position {min} yet; retry shortly"
             )))
         }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Fresh {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(query) = parts.uri.query() else {
+            return Ok(Self(None));
+        };
+        let mut min = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if k == "min_position" {
+                min = Some(v.parse::<i64>().map_err(|_| {
+                    ApiError::invalid_field("min_position", "min_position must be an integer")
+                })?);
+            }
+        }
+        Ok(Self(min))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn errors_name_the_field_from_the_path_or_the_message() {
+        assert_eq!(field_of("units", "invalid type"), "units");
+        assert_eq!(field_of(".", "missing field `slug`"), "slug");
+        assert_eq!(
+            field_of(".", "unknown field `foo`, expected one of `a`"),
+            "foo"
+        );
+        assert_eq!(field_of(".", "invalid type: map"), "");
     }
 }

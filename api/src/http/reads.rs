@@ -1,8 +1,7 @@
 //! Reads from the projections: balance, transactions, usage, analytics.
 //! Each waits for `?min_position=` first (the `Fresh` extractor).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::accounts::page_request;
-use super::extract::{account_id, Fresh};
+use super::extract::{account_id, Fresh, Q};
 use super::openapi as doc;
 use super::respond::projection_error;
 use crate::auth::{Principal, Role};
@@ -38,11 +37,6 @@ const ENTRY_TYPES: [&str; 6] = [
     "adjustment",
     "expiry",
 ];
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::invalid_field("query", e.body_text()))
-}
 
 fn not_found() -> ApiError {
     ApiError::NotFound("account not found".into())
@@ -81,10 +75,11 @@ async fn read_balance(state: &AppState, account: AccountId) -> Result<Response, 
 pub async fn balance(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(account): Path<String>,
 ) -> Result<Response, ApiError> {
     let account = principal.scope(account_id(&account)?)?;
+    fresh.wait(&state).await?;
     read_balance(&state, account).await
 }
 
@@ -105,8 +100,9 @@ pub async fn balance(
 pub async fn balance_own(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
 ) -> Result<Response, ApiError> {
+    fresh.wait(&state).await?;
     read_balance(&state, principal.own_account()?).await
 }
 
@@ -187,12 +183,13 @@ async fn ensure_account(state: &AppState, account: AccountId) -> Result<(), ApiE
 pub async fn transactions(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(account): Path<String>,
-    q: Result<Query<TransactionsQuery>, QueryRejection>,
+    q: Q<TransactionsQuery>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(READERS, account_id(&account)?)?;
-    read_transactions(&state, account, query(q)?).await
+    fresh.wait(&state).await?;
+    read_transactions(&state, account, q.parse()?).await
 }
 
 #[utoipa::path(
@@ -213,11 +210,12 @@ pub async fn transactions(
 pub async fn transactions_own(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
-    q: Result<Query<TransactionsQuery>, QueryRejection>,
+    fresh: Fresh,
+    q: Q<TransactionsQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(READERS)?;
-    read_transactions(&state, principal.own_account()?, query(q)?).await
+    fresh.wait(&state).await?;
+    read_transactions(&state, principal.own_account()?, q.parse()?).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -279,12 +277,13 @@ async fn read_usage(
 pub async fn usage(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(account): Path<String>,
-    q: Result<Query<UsageQuery>, QueryRejection>,
+    q: Q<UsageQuery>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(READERS, account_id(&account)?)?;
-    read_usage(&state, account, query(q)?).await
+    fresh.wait(&state).await?;
+    read_usage(&state, account, q.parse()?).await
 }
 
 #[utoipa::path(
@@ -305,11 +304,12 @@ pub async fn usage(
 pub async fn usage_own(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
-    q: Result<Query<UsageQuery>, QueryRejection>,
+    fresh: Fresh,
+    q: Q<UsageQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(READERS)?;
-    read_usage(&state, principal.own_account()?, query(q)?).await
+    fresh.wait(&state).await?;
+    read_usage(&state, principal.own_account()?, q.parse()?).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -418,12 +418,13 @@ async fn read_analytics(
 pub async fn analytics(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
+    fresh: Fresh,
     Path(account): Path<String>,
-    q: Result<Query<AnalyticsQuery>, QueryRejection>,
+    q: Q<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
     let account = principal.authorize(READERS, account_id(&account)?)?;
-    read_analytics(&state, account, query(q)?).await
+    fresh.wait(&state).await?;
+    read_analytics(&state, account, q.parse()?).await
 }
 
 #[utoipa::path(
@@ -444,9 +445,10 @@ pub async fn analytics(
 pub async fn analytics_own(
     State(state): State<AppState>,
     principal: Principal,
-    _fresh: Fresh,
-    q: Result<Query<AnalyticsQuery>, QueryRejection>,
+    fresh: Fresh,
+    q: Q<AnalyticsQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(READERS)?;
-    read_analytics(&state, principal.own_account()?, query(q)?).await
+    fresh.wait(&state).await?;
+    read_analytics(&state, principal.own_account()?, q.parse()?).await
 }
