@@ -4,6 +4,8 @@
 
 mod common;
 
+use store::on_both_stores;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -75,3 +75,39 @@ impl TestDb {
         Ok(())
     }
 }
+
+/// A command context for tests: a developer named `test`.
+pub fn context() -> crate::CommandContext {
+    crate::CommandContext::new(events::Actor {
+        sub: "test".into(),
+        role: "developer".into(),
+    })
+}
+
+/// Runs one async test body, `async fn body(store: &Store)`, against a fresh
+/// PostgreSQL database and a fresh SQLite file, as two tests. PostgreSQL
+/// missing is a failure, never a skip.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                let db = $crate::testing::TestDb::postgres()
+                    .await
+                    .expect("PostgreSQL must be running for these tests");
+                super::$body(&db.store).await;
+                db.cleanup().await.expect("drop the test database");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                let db = $crate::testing::TestDb::sqlite()
+                    .await
+                    .expect("an SQLite file");
+                super::$body(&db.store).await;
+                db.cleanup().await.expect("cleanup");
+            }
+        }
+    };
+}

@@ -3,6 +3,8 @@
 
 mod common;
 
+use store::on_both_stores;
+
 use std::collections::HashSet;
 
 use common::*;

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use events::{
-    AccountId, AccountStatus, Actor, CostEntry, CostUnit, CountryCode, GrantSource, OperationKey,
-    Usage, CATALOG_ID,
+    AccountId, AccountStatus, CostEntry, CostUnit, CountryCode, GrantSource, OperationKey, Usage,
+    CATALOG_ID,
 };
 use ledger::account::{
     AccountPatch, AdjustCredits, Amount, CaptureHold, DeductCredits, GrantCredits, HoldCredits,
@@ -14,40 +14,10 @@ use ledger::account::{
 use ledger::{AccountCommand, Catalog, CatalogCommand, CreditAccount};
 use projections::Projector;
 use rust_decimal::Decimal;
-use store::{CommandContext, CommandService, Executed, Store};
+use store::{CommandService, Executed, Store};
 use uuid::Uuid;
 
-/// Runs one async test body against a fresh PostgreSQL database and a fresh
-/// SQLite file. PostgreSQL missing is a failure, never a skip.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn on_postgres() {
-                let db = store::testing::TestDb::postgres()
-                    .await
-                    .expect("PostgreSQL must be running for the projection tests");
-                super::$body(&db.store).await;
-                db.cleanup().await.expect("drop test database");
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn on_sqlite() {
-                let db = store::testing::TestDb::sqlite().await.expect("sqlite");
-                super::$body(&db.store).await;
-                db.cleanup().await.expect("cleanup");
-            }
-        }
-    };
-}
-
-pub fn ctx() -> CommandContext {
-    CommandContext::new(Actor {
-        sub: "test".into(),
-        role: "developer".into(),
-    })
-}
+pub use store::testing::context as ctx;
 
 /// An RFC 3339 instant, e.g. `at("2026-03-05T10:00:00Z")`.
 pub fn at(s: &str) -> DateTime<Utc> {

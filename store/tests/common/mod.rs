@@ -3,46 +3,16 @@
 
 use chrono::{DateTime, Utc};
 use events::{
-    AccountId, AccountStatus, Actor, CostEntry, CostUnit, CountryCode, GrantSource, IdempotencyKey,
+    AccountId, AccountStatus, CostEntry, CostUnit, CountryCode, GrantSource, IdempotencyKey,
     OperationKey, Usage,
 };
 use ledger::account::{DeductCredits, GrantCredits, OpenAccount};
 use ledger::{AccountCommand, CreditAccount};
 use rust_decimal::Decimal;
-use store::{request_hash, CommandContext, CommandService, IdempotencyClaim};
+use store::{request_hash, CommandService, IdempotencyClaim};
 use uuid::Uuid;
 
-/// Runs one async test body against a fresh PostgreSQL database and a fresh
-/// SQLite file.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($body:ident) => {
-        mod $body {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn on_postgres() {
-                let db = store::testing::TestDb::postgres()
-                    .await
-                    .expect("PostgreSQL must be running for the store tests");
-                super::$body(&db.store).await;
-                db.cleanup().await.expect("drop test database");
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn on_sqlite() {
-                let db = store::testing::TestDb::sqlite().await.expect("sqlite");
-                super::$body(&db.store).await;
-                db.cleanup().await.expect("cleanup");
-            }
-        }
-    };
-}
-
-pub fn ctx() -> CommandContext {
-    CommandContext::new(Actor {
-        sub: "test".into(),
-        role: "developer".into(),
-    })
-}
+pub use store::testing::context as ctx;
 
 pub fn now() -> DateTime<Utc> {
     Utc::now()
