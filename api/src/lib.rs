@@ -17,7 +17,7 @@ use axum::extract::FromRef;
 use events::{Actor, CATALOG_ID};
 use ledger::{Catalog, CatalogCommand};
 use projections::{Projector, ProjectorHandle, ReadModels};
-use store::{CommandContext, CommandService, Store};
+use store::{AccountCommitter, CommandContext, CommandService, CommitterConfig, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -42,6 +42,8 @@ pub fn install_crypto_provider() {
 pub struct AppState {
     pub store: Store,
     pub commands: CommandService,
+    /// The one writer of account streams in this process (group commit).
+    pub committer: AccountCommitter,
     pub read_models: ReadModels,
     pub projector: ProjectorHandle,
     pub catalog: CatalogCache,
@@ -113,6 +115,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .context("loading the catalog")?;
     Ok(Prepared {
         state: AppState {
+            committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
             read_models: ReadModels::new(store.clone()),
             store,
             commands,

@@ -9,6 +9,7 @@
 //! a global log position. [`CommandService`] runs load → handle → append with
 //! optimistic concurrency, retrying on conflict.
 
+mod committer;
 mod error;
 mod postgres;
 mod service;
@@ -19,6 +20,7 @@ pub mod testing;
 use cqrs_es::Aggregate;
 use serde_json::Value;
 
+pub use committer::{AccountCommitter, CommitterConfig, CommitterStats, SubmitError};
 pub use error::{AppendError, StoreError};
 pub use service::{
     request_hash, CommandContext, CommandService, CommittedEvent, Executed, IdempotencyClaim,

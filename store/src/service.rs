@@ -67,8 +67,10 @@ pub struct CommittedEvent<E> {
 /// What a command did.
 #[derive(Debug)]
 pub struct Executed<A: Aggregate> {
-    /// The aggregate after the command.
-    pub state: A,
+    /// The aggregate after the command, when the path that ran it kept a
+    /// copy: the command service always does; the group committer only for
+    /// the rare administrative commands, not to copy hot accounts per call.
+    pub state: Option<A>,
     /// The events this command appended (empty for a no-op or a replay).
     pub events: Vec<CommittedEvent<A::Event>>,
     /// For a repeated idempotency key: the first outcome and its position.
@@ -208,7 +210,9 @@ impl CommandService {
             let mut state = loaded.aggregate;
             if let Some(claim) = claim {
                 if let Some(first) = state.recent_outcome(&claim.key).cloned() {
-                    return self.replay(aggregate_id, claim, state, Some(first)).await;
+                    return self
+                        .replay(aggregate_id, claim, Some(state), Some(first))
+                        .await;
                 }
             }
             let sink = EventSink::default();
@@ -225,12 +229,12 @@ impl CommandService {
                         .is_some()
                     {
                         let state = self.store.load::<A>(aggregate_id).await?.aggregate;
-                        return self.replay(aggregate_id, claim, state, None).await;
+                        return self.replay(aggregate_id, claim, Some(state), None).await;
                     }
                 }
                 handled.map_err(ServiceError::Domain)?;
                 return Ok(Executed {
-                    state,
+                    state: Some(state),
                     events: Vec::new(),
                     replayed: None,
                 });
@@ -255,7 +259,7 @@ impl CommandService {
                         })
                         .collect();
                     return Ok(Executed {
-                        state,
+                        state: Some(state),
                         events,
                         replayed: None,
                     });
@@ -270,7 +274,7 @@ impl CommandService {
                         StoreError::Persistence("duplicate key without a claim".into())
                     })?;
                     let state = self.store.load::<A>(aggregate_id).await?.aggregate;
-                    return self.replay(aggregate_id, claim, state, None).await;
+                    return self.replay(aggregate_id, claim, Some(state), None).await;
                 }
                 Err(AppendError::Reserved { scope, value }) => {
                     return Err(ServiceError::Reserved { scope, value })
@@ -284,11 +288,11 @@ impl CommandService {
     }
 
     /// The first outcome of a key, if the request matches the first one.
-    async fn replay<A: Aggregate>(
+    pub(crate) async fn replay<A: Aggregate>(
         &self,
         aggregate_id: &str,
         claim: &IdempotencyClaim,
-        state: A,
+        state: Option<A>,
         recent: Option<A::Event>,
     ) -> Result<Executed<A>, ServiceError<A::Error>> {
         let record = self
@@ -320,10 +324,10 @@ impl CommandService {
     }
 }
 
-type Prepared<E> = (StreamAppend, Vec<CommittedEvent<E>>);
+pub(crate) type Prepared<E> = (StreamAppend, Vec<CommittedEvent<E>>);
 
 /// Serializes events, stamps metadata and extends the stream's hash chain.
-fn prepare<A: Aggregate>(
+pub(crate) fn prepare<A: Aggregate>(
     aggregate_id: &str,
     last_sequence: u64,
     last_hash: &str,

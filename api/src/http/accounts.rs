@@ -219,7 +219,7 @@ pub async fn open(
     let name = command.name();
     let result = super::metrics::time_command(
         name,
-        state.commands.execute_with::<CreditAccount>(
+        state.submit(
             &account.to_string(),
             command,
             &ctx,
@@ -276,7 +276,7 @@ async fn replay_open(
     let event: AccountEvent =
         serde_json::from_value(record.payload).map_err(|_| ApiError::Internal)?;
     let done = store::Executed::<CreditAccount> {
-        state: CreditAccount::default(),
+        state: None,
         events: Vec::new(),
         replayed: Some((event, record.position)),
     };
@@ -649,7 +649,11 @@ async fn status_response(
     done: &store::Executed<ledger::CreditAccount>,
 ) -> Result<Response, ApiError> {
     let position = state.position_of(done).await?;
-    let status = serde_json::to_value(done.state.status()).map_err(|_| ApiError::Internal)?;
+    let status = done
+        .state
+        .as_ref()
+        .map(|s| s.status().as_str())
+        .ok_or(ApiError::Internal)?;
     Ok(
         Json(json!({ "account_id": account, "status": status, "position": position }))
             .into_response(),

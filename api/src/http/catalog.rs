@@ -37,7 +37,9 @@ async fn run(
     )
     .await
     .map_err(|e| service_error(e, catalog_error))?;
-    state.catalog.set(done.state.clone()).await;
+    if let Some(catalog) = &done.state {
+        state.catalog.set(catalog.clone()).await;
+    }
     state.projector.wake();
     Ok(done)
 }
@@ -322,7 +324,11 @@ pub async fn put_cost(
     )
     .await?;
     let position = state.position_of(&done).await?;
-    let entry = done.state.cost(&operation).ok_or(ApiError::Internal)?;
+    let entry = done
+        .state
+        .as_ref()
+        .and_then(|c| c.cost(&operation))
+        .ok_or(ApiError::Internal)?;
     with_position(
         StatusCode::OK,
         &json!({

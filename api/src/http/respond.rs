@@ -10,7 +10,8 @@ use ledger::{AccountCommand, AccountError, CatalogError, CreditAccount, PriceErr
 use projections::ProjectionError;
 use serde_json::{json, Value};
 use store::{
-    request_hash, CommandContext, Executed, IdempotencyClaim, Reservation, ServiceError, StoreError,
+    request_hash, CommandContext, Executed, IdempotencyClaim, Reservation, ServiceError,
+    StoreError, SubmitError,
 };
 use tracing::error;
 
@@ -142,18 +143,35 @@ impl AppState {
         let name = command.name();
         let done = super::metrics::time_command(
             name,
-            self.commands.execute_with::<CreditAccount>(
-                &account.to_string(),
-                command,
-                &ctx,
-                claim,
-                reservations,
-            ),
+            self.submit(&account.to_string(), command, &ctx, claim, reservations),
         )
         .await
         .map_err(|e| service_error(e, account_error))?;
         self.projector.wake();
         Ok(done)
+    }
+
+    /// Hands an account command to the group committer (the one in-process
+    /// writer of account streams). A full queue reads as contention (429
+    /// with Retry-After); a stopped committer as the store being away.
+    pub async fn submit(
+        &self,
+        account_id: &str,
+        command: AccountCommand,
+        ctx: &CommandContext,
+        claim: Option<&IdempotencyClaim>,
+        reservations: &[Reservation],
+    ) -> Result<Executed<CreditAccount>, ServiceError<AccountError>> {
+        self.committer
+            .execute(account_id, command, ctx, claim, reservations)
+            .await
+            .map_err(|e| match e {
+                SubmitError::Overloaded => ServiceError::Contention { attempts: 0 },
+                SubmitError::Stopped => {
+                    ServiceError::Store(StoreError::Persistence("the committer has stopped".into()))
+                }
+                SubmitError::Service(e) => e,
+            })
     }
 
     /// The log position for a response: the command's, or the head for a

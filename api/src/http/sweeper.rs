@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use events::{AccountId, Actor};
-use ledger::{AccountCommand, CreditAccount};
+use ledger::AccountCommand;
 use store::sql::Arg;
 use store::CommandContext;
 use tracing::{debug, warn};
@@ -52,12 +52,12 @@ pub async fn sweep(state: &AppState) -> Result<usize, store::StoreError> {
             continue;
         };
         match state
-            .commands
-            .execute::<CreditAccount>(
+            .submit(
                 &account.to_string(),
                 AccountCommand::ExpireDue { now },
                 &ctx,
                 None,
+                &[],
             )
             .await
         {

@@ -1,0 +1,547 @@
+//! The hot command path for credit accounts: one in-process committer that
+//! keeps account states warm and commits many accounts' commands in one
+//! store transaction (group commit).
+//!
+//! Callers submit into a bounded queue and wait for their answer, which comes
+//! only after the transaction holding their events has committed. The
+//! committer takes what is queued (up to [`CommitterConfig::batch_commands_max`],
+//! waiting at most [`CommitterConfig::batch_wait`] for more), decides every
+//! command against the cached state of its account — in arrival order, so
+//! commands for one account are serialized — and appends all their events,
+//! claims and reservations together. A full queue is refused at once
+//! ([`SubmitError::Overloaded`]) instead of growing memory.
+//!
+//! Another process writing the same account makes the batch's append fail
+//! with a conflict (the per-stream sequence is still checked by the store):
+//! the committer then drops the batch's cached states and runs each of its
+//! commands through [`CommandService`], which reloads and retries, so nothing
+//! is lost or applied twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use events::{AccountEvent, GENESIS_HASH};
+use ledger::{AccountCommand, AccountError, CreditAccount};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::service::{prepare, CommandContext, Executed, IdempotencyClaim, ServiceError};
+use crate::{AppendError, CommandService, RecentOutcomes, Reservation, StoreError, StreamAppend};
+
+/// Bounds of the committer.
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    /// Most commands decided and committed in one transaction.
+    pub batch_commands_max: usize,
+    /// Longest the committer waits for more commands once one is queued.
+    pub batch_wait: Duration,
+    /// Most commands queued; beyond it callers are refused.
+    pub queue_commands_max: usize,
+    /// Most account states kept warm in memory.
+    pub cache_accounts_max: usize,
+    /// Most accounts loaded from the store at once for one batch.
+    pub loads_in_flight_max: usize,
+}
+
+impl Default for CommitterConfig {
+    fn default() -> Self {
+        Self {
+            batch_commands_max: 512,
+            batch_wait: Duration::from_millis(1),
+            queue_commands_max: 20_000,
+            cache_accounts_max: 100_000,
+            loads_in_flight_max: 16,
+        }
+    }
+}
+
+/// Why a command was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the command queue is full")]
+    Overloaded,
+    #[error("the committer has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Service(#[from] ServiceError<AccountError>),
+}
+
+type Reply = oneshot::Sender<Result<Executed<CreditAccount>, ServiceError<AccountError>>>;
+
+struct Request {
+    account_id: String,
+    command: AccountCommand,
+    ctx: CommandContext,
+    claim: Option<IdempotencyClaim>,
+    reservations: Vec<Reservation>,
+    reply: Reply,
+}
+
+/// Counters of what the committer did, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct CommitterStats {
+    /// Transactions that appended a batch.
+    pub batches: AtomicU64,
+    /// Commands whose events went out in a batch.
+    pub batched_commands: AtomicU64,
+    /// Commands run alone through the command service (after a conflict
+    /// with another process, or in the rare cases the warm state cannot be
+    /// trusted).
+    pub alone: AtomicU64,
+    /// Commands refused because the queue was full.
+    pub overloaded: AtomicU64,
+}
+
+/// A handle to submit account commands; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AccountCommitter {
+    tx: mpsc::Sender<Request>,
+    stats: Arc<CommitterStats>,
+}
+
+impl AccountCommitter {
+    /// Starts the committer task on the current runtime.
+    pub fn start(service: CommandService, config: CommitterConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_commands_max.max(1));
+        let stats = Arc::new(CommitterStats::default());
+        tokio::spawn(
+            Committer {
+                service,
+                config,
+                cache: HashMap::new(),
+                tick: 0,
+                stats: stats.clone(),
+            }
+            .run(rx),
+        );
+        Self { tx, stats }
+    }
+
+    pub fn stats(&self) -> &CommitterStats {
+        &self.stats
+    }
+
+    /// Runs a command and answers once it is committed (or refused).
+    pub async fn execute(
+        &self,
+        account_id: &str,
+        command: AccountCommand,
+        ctx: &CommandContext,
+        claim: Option<&IdempotencyClaim>,
+        reservations: &[Reservation],
+    ) -> Result<Executed<CreditAccount>, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            account_id: account_id.to_owned(),
+            command,
+            ctx: ctx.clone(),
+            claim: claim.cloned(),
+            reservations: reservations.to_vec(),
+            reply,
+        };
+        self.tx.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                SubmitError::Overloaded
+            }
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+        })?;
+        answer
+            .await
+            .map_err(|_| SubmitError::Stopped)?
+            .map_err(SubmitError::Service)
+    }
+}
+
+/// A warm account: its state and what the next append needs.
+struct Warm {
+    state: CreditAccount,
+    sequence: u64,
+    last_hash: String,
+    used: u64,
+}
+
+/// What became of one request while deciding a batch.
+enum Decided {
+    /// Events to append; answered after the commit.
+    Append {
+        request: Request,
+        append: StreamAppend,
+        committed: Vec<crate::CommittedEvent<AccountEvent>>,
+        keep_state: bool,
+    },
+    /// Answered after the commit, from the store's idempotency claim: a
+    /// repeated key, or a keyed refusal whose key may have been used before.
+    CheckKey {
+        request: Request,
+        refusal: Option<AccountError>,
+        recent: Option<AccountEvent>,
+    },
+    /// Decided without writing anything.
+    Done {
+        request: Request,
+        result: Result<Executed<CreditAccount>, ServiceError<AccountError>>,
+    },
+    /// Run alone through the command service after the batch.
+    Alone(Request),
+}
+
+struct Committer {
+    service: CommandService,
+    config: CommitterConfig,
+    cache: HashMap<String, Warm>,
+    tick: u64,
+    stats: Arc<CommitterStats>,
+}
+
+fn is_admin(command: &AccountCommand) -> bool {
+    matches!(
+        command,
+        AccountCommand::OpenAccount(_)
+            | AccountCommand::UpdateAccount { .. }
+            | AccountCommand::ChangePlan { .. }
+            | AccountCommand::Suspend { .. }
+            | AccountCommand::Reactivate { .. }
+    )
+}
+
+impl Committer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(self.config.batch_commands_max);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            // Take what is already queued, then wait briefly for more: the
+            // commit is paid once for all of them.
+            let deadline = tokio::time::Instant::now() + self.config.batch_wait;
+            while batch.len() < self.config.batch_commands_max {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(r)) => batch.push(r),
+                            _ => break,
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            }
+            self.process(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// Loads the accounts of a batch that are not warm, a few at a time.
+    async fn warm_up(&mut self, batch: &[Request]) -> Result<(), StoreError> {
+        let mut missing: Vec<String> = batch
+            .iter()
+            .map(|r| r.account_id.clone())
+            .filter(|id| !self.cache.contains_key(id))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        for chunk in missing.chunks(self.config.loads_in_flight_max.max(1)) {
+            let loads = chunk.iter().map(|id| {
+                let store = self.service.store().clone();
+                async move { (id.clone(), store.load::<CreditAccount>(id).await) }
+            });
+            for (id, loaded) in futures::future::join_all(loads).await {
+                let loaded = loaded?;
+                self.cache.insert(
+                    id,
+                    Warm {
+                        state: loaded.aggregate,
+                        sequence: loaded.sequence,
+                        last_hash: loaded.last_hash,
+                        used: self.tick,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the cache within its bound by dropping the least recently used
+    /// tenth when it overflows.
+    fn trim(&mut self) {
+        if self.cache.len() <= self.config.cache_accounts_max {
+            return;
+        }
+        let mut ages: Vec<(u64, String)> = self
+            .cache
+            .iter()
+            .map(|(id, w)| (w.used, id.clone()))
+            .collect();
+        ages.sort_unstable();
+        let drop = self.cache.len() - self.config.cache_accounts_max * 9 / 10;
+        for (_, id) in ages.into_iter().take(drop) {
+            self.cache.remove(&id);
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Request>) {
+        self.tick += 1;
+        if let Err(e) = self.warm_up(&batch).await {
+            warn!(error = %e, "could not load accounts for a batch");
+            let message = e.to_string();
+            for r in batch {
+                let _ = r
+                    .reply
+                    .send(Err(ServiceError::Store(StoreError::Persistence(
+                        message.clone(),
+                    ))));
+            }
+            return;
+        }
+        let mut decided = Vec::with_capacity(batch.len());
+        // Accounts whose cached state can no longer be trusted in this batch.
+        let mut tainted: Vec<String> = Vec::new();
+        for request in batch {
+            if tainted.contains(&request.account_id) {
+                decided.push(Decided::Alone(request));
+                continue;
+            }
+            let decision = self.decide(request).await;
+            if let Decided::Alone(r) = &decision {
+                tainted.push(r.account_id.clone());
+            }
+            decided.push(decision);
+        }
+        let appends: Vec<StreamAppend> = decided
+            .iter()
+            .filter_map(|d| match d {
+                Decided::Append { append, .. } => Some(append.clone()),
+                _ => None,
+            })
+            .collect();
+        let outcome = if appends.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.service.store().append(&appends).await
+        };
+        match outcome {
+            Ok(positions) => {
+                if !appends.is_empty() {
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .batched_commands
+                        .fetch_add(appends.len() as u64, Ordering::Relaxed);
+                }
+                let mut positions = positions.into_iter();
+                let mut later = VecDeque::new();
+                for d in decided {
+                    match d {
+                        Decided::Append {
+                            request,
+                            committed,
+                            keep_state,
+                            ..
+                        } => {
+                            let events = committed
+                                .into_iter()
+                                .map(|mut c| {
+                                    c.position = positions.next().unwrap_or_default();
+                                    c
+                                })
+                                .collect();
+                            let state = if keep_state {
+                                self.cache.get(&request.account_id).map(|w| w.state.clone())
+                            } else {
+                                None
+                            };
+                            let _ = request.reply.send(Ok(Executed {
+                                state,
+                                events,
+                                replayed: None,
+                            }));
+                        }
+                        Decided::Done { request, result } => {
+                            let _ = request.reply.send(result);
+                        }
+                        other => later.push_back(other),
+                    }
+                }
+                for d in later {
+                    self.after_commit(d).await;
+                }
+            }
+            Err(e) => {
+                // The states in the cache went ahead of the store: forget
+                // them, and let each command find its own way.
+                let retry = matches!(
+                    e,
+                    AppendError::Conflict { .. }
+                        | AppendError::DuplicateKey { .. }
+                        | AppendError::Reserved { .. }
+                );
+                debug!(error = %e, retry, "batch append failed");
+                for d in &decided {
+                    if let Decided::Append { request, .. } = d {
+                        self.cache.remove(&request.account_id);
+                    }
+                }
+                for d in decided {
+                    match d {
+                        Decided::Append { request, .. } if retry => self.run_alone(request).await,
+                        Decided::Append { request, .. } => {
+                            let _ = request.reply.send(Err(ServiceError::Store(
+                                StoreError::Persistence(e.to_string()),
+                            )));
+                        }
+                        Decided::Done { request, result } => {
+                            let _ = request.reply.send(result);
+                        }
+                        other => self.after_commit(other).await,
+                    }
+                }
+            }
+        }
+        self.trim();
+    }
+
+    /// Decides one command against the warm state of its account.
+    async fn decide(&mut self, request: Request) -> Decided {
+        let Some(warm) = self.cache.get_mut(&request.account_id) else {
+            return Decided::Alone(request);
+        };
+        warm.used = self.tick;
+        if let Some(claim) = &request.claim {
+            if let Some(first) = warm.state.recent_outcome(&claim.key).cloned() {
+                return Decided::CheckKey {
+                    request,
+                    refusal: None,
+                    recent: Some(first),
+                };
+            }
+        }
+        let sink = EventSink::default();
+        let handled = warm.state.handle(request.command.clone(), &(), &sink).await;
+        let events = sink.collect().await;
+        match handled {
+            Err(e) => {
+                if !events.is_empty() {
+                    // Expiries were applied in memory before the refusal:
+                    // the cached state is ahead of the store.
+                    self.cache.remove(&request.account_id);
+                    return Decided::Alone(request);
+                }
+                if request.claim.is_some() {
+                    return Decided::CheckKey {
+                        request,
+                        refusal: Some(e),
+                        recent: None,
+                    };
+                }
+                Decided::Done {
+                    request,
+                    result: Err(ServiceError::Domain(e)),
+                }
+            }
+            Ok(()) if events.is_empty() => {
+                if request.claim.is_some() {
+                    return Decided::Alone(request);
+                }
+                let state = is_admin(&request.command).then(|| warm.state.clone());
+                Decided::Done {
+                    request,
+                    result: Ok(Executed {
+                        state,
+                        events: Vec::new(),
+                        replayed: None,
+                    }),
+                }
+            }
+            Ok(()) => {
+                let prepared = prepare::<CreditAccount>(
+                    &request.account_id,
+                    warm.sequence,
+                    &warm.last_hash,
+                    events,
+                    &request.ctx,
+                    request.claim.as_ref(),
+                );
+                match prepared {
+                    Ok((mut append, committed)) => {
+                        append.reservations = request.reservations.clone();
+                        warm.sequence += committed.len() as u64;
+                        warm.last_hash = committed
+                            .last()
+                            .map(|c| c.metadata.hash.clone())
+                            .unwrap_or_else(|| GENESIS_HASH.to_owned());
+                        let keep_state = is_admin(&request.command);
+                        Decided::Append {
+                            request,
+                            append,
+                            committed,
+                            keep_state,
+                        }
+                    }
+                    Err(e) => {
+                        self.cache.remove(&request.account_id);
+                        Decided::Done {
+                            request,
+                            result: Err(ServiceError::Store(e)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers what needs the store once the batch is committed.
+    async fn after_commit(&mut self, decided: Decided) {
+        match decided {
+            Decided::CheckKey {
+                request,
+                refusal,
+                recent,
+            } => {
+                let Some(claim) = request.claim.as_ref() else {
+                    return;
+                };
+                let found = self
+                    .service
+                    .store()
+                    .find_key(&request.account_id, claim.key.as_str())
+                    .await;
+                let result = match (found, refusal) {
+                    (Err(e), _) => Err(ServiceError::Store(e)),
+                    (Ok(None), Some(refusal)) => Err(ServiceError::Domain(refusal)),
+                    (Ok(_), _) => {
+                        self.service
+                            .replay::<CreditAccount>(&request.account_id, claim, None, recent)
+                            .await
+                    }
+                };
+                let _ = request.reply.send(result);
+            }
+            Decided::Alone(request) | Decided::Append { request, .. } => {
+                self.run_alone(request).await;
+            }
+            Decided::Done { request, result } => {
+                let _ = request.reply.send(result);
+            }
+        }
+    }
+
+    /// Runs one command through the command service, which loads the
+    /// stream, retries on conflict and replays claimed keys; the cached state
+    /// of the account is stale once it writes.
+    async fn run_alone(&mut self, request: Request) {
+        self.stats.alone.fetch_add(1, Ordering::Relaxed);
+        self.cache.remove(&request.account_id);
+        let result = self
+            .service
+            .execute_with::<CreditAccount>(
+                &request.account_id,
+                request.command,
+                &request.ctx,
+                request.claim.as_ref(),
+                &request.reservations,
+            )
+            .await;
+        let _ = request.reply.send(result);
+    }
+}

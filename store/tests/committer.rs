@@ -1,0 +1,247 @@
+//! The group committer: many accounts per transaction, one account's
+//! commands in order, other processes caught by the optimistic check, a full
+//! queue refused, idempotency kept.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use events::AccountEvent;
+use ledger::CreditAccount;
+use store::on_both_stores;
+use store::{AccountCommitter, CommandService, CommitterConfig, ServiceError, Store, SubmitError};
+
+fn committer(store: &Store) -> AccountCommitter {
+    AccountCommitter::start(
+        CommandService::new(store.clone()),
+        CommitterConfig::default(),
+    )
+}
+
+async fn many_accounts_share_transactions_and_every_balance_is_exact(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let mut accounts = Vec::new();
+    for _ in 0..20 {
+        accounts.push(funded_account(&service, 1_000).await);
+    }
+    let committer = committer(store);
+    let mut tasks = Vec::new();
+    for i in 0..400usize {
+        let committer = committer.clone();
+        let id = accounts[i % accounts.len()].to_string();
+        tasks.push(tokio::spawn(async move {
+            let k = format!("d-{i}");
+            committer
+                .execute(
+                    &id,
+                    deduct(1 + (i % 3) as u64, &k),
+                    &ctx(),
+                    Some(&claim(&k, &k)),
+                    &[],
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        let done = t.await.unwrap().expect("every deduction succeeds");
+        assert_eq!(done.events.len(), 1);
+        assert!(done.events[0].position > 0);
+    }
+    let stats = committer.stats();
+    let batches = stats.batches.load(Ordering::Relaxed);
+    assert_eq!(stats.batched_commands.load(Ordering::Relaxed), 400);
+    assert!(
+        batches < 400,
+        "commands shared commits ({batches} batches for 400)"
+    );
+    for (n, id) in accounts.iter().enumerate() {
+        let spent: i64 = (0..400usize)
+            .filter(|i| i % accounts.len() == n)
+            .map(|i| 1 + (i % 3) as i64)
+            .sum();
+        let loaded = store.load::<CreditAccount>(&id.to_string()).await.unwrap();
+        assert_eq!(loaded.aggregate.balance(), 1_000 - spent);
+        // Each event's balance_after is the running balance: one account's
+        // commands were decided in order.
+        let mut running = 0;
+        for e in store.read_after(0, 10_000).await.unwrap() {
+            if e.aggregate_id != id.to_string() {
+                continue;
+            }
+            let event: AccountEvent = serde_json::from_value(e.payload).unwrap();
+            running += event.balance_delta();
+            if let Some(after) = event.balance_after() {
+                assert_eq!(after, running);
+            }
+        }
+    }
+}
+on_both_stores!(many_accounts_share_transactions_and_every_balance_is_exact);
+
+async fn a_writer_in_another_process_is_caught_and_nothing_is_lost(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10_000).await;
+    let committer = committer(store);
+    // `other` stands for a second server process writing the same account.
+    let other = CommandService::new(store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..120usize {
+        let id = id.to_string();
+        let k = format!("k-{i}");
+        if i % 2 == 0 {
+            let committer = committer.clone();
+            tasks.push(tokio::spawn(async move {
+                committer
+                    .execute(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)), &[])
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map(|d| d.events.len())
+            }));
+        } else {
+            let other = other.clone();
+            tasks.push(tokio::spawn(async move {
+                other
+                    .execute::<CreditAccount>(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map(|d| d.events.len())
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(1));
+    }
+    let loaded = store.load::<CreditAccount>(&id.to_string()).await.unwrap();
+    assert_eq!(loaded.aggregate.balance(), 10_000 - 120);
+    assert_eq!(loaded.sequence, 2 + 120);
+    // And the committer goes on with a fresh view of the account.
+    let done = committer
+        .execute(
+            &id.to_string(),
+            deduct(5, "after"),
+            &ctx(),
+            Some(&claim("after", "after")),
+            &[],
+        )
+        .await
+        .unwrap();
+    match done.outcome() {
+        Some(AccountEvent::CreditsDeducted(d)) => assert_eq!(d.balance_after, 10_000 - 125),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+on_both_stores!(a_writer_in_another_process_is_caught_and_nothing_is_lost);
+
+async fn a_key_repeated_in_one_batch_or_long_after_applies_once(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 1_000).await.to_string();
+    let committer = committer(store);
+    let same = |body: &'static str| {
+        let committer = committer.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            committer
+                .execute(
+                    &id,
+                    deduct(7, "same"),
+                    &ctx(),
+                    Some(&claim("same", body)),
+                    &[],
+                )
+                .await
+        })
+    };
+    let (a, b) = (same("body"), same("body"));
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert_eq!(a.events.len() + b.events.len(), 1, "one of them wrote");
+    assert_eq!(a.outcome(), b.outcome());
+    assert_eq!(a.position(), b.position());
+    let refused = same("other body").await.unwrap();
+    assert!(matches!(
+        refused,
+        Err(SubmitError::Service(ServiceError::KeyReused { .. }))
+    ));
+    // Push the key out of the aggregate's window, spend the balance, and
+    // retry: the first answer comes back, not a refusal.
+    for i in 0..ledger::account::IDEMPOTENCY_WINDOW_KEYS + 1 {
+        let k = format!("fill-{i}");
+        committer
+            .execute(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)), &[])
+            .await
+            .unwrap();
+    }
+    let left = store
+        .load::<CreditAccount>(&id)
+        .await
+        .unwrap()
+        .aggregate
+        .balance();
+    committer
+        .execute(
+            &id,
+            deduct(left as u64, "drain"),
+            &ctx(),
+            Some(&claim("drain", "drain")),
+            &[],
+        )
+        .await
+        .unwrap();
+    let again = same("body").await.unwrap().unwrap();
+    assert!(again.events.is_empty());
+    assert_eq!(again.outcome(), a.outcome().or(b.outcome()));
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .aggregate
+            .balance(),
+        0
+    );
+}
+on_both_stores!(a_key_repeated_in_one_batch_or_long_after_applies_once);
+
+async fn a_full_queue_is_refused_at_once(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10_000).await.to_string();
+    let committer = AccountCommitter::start(
+        CommandService::new(store.clone()),
+        CommitterConfig {
+            batch_commands_max: 1,
+            batch_wait: Duration::from_millis(50),
+            queue_commands_max: 1,
+            ..CommitterConfig::default()
+        },
+    );
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let committer = committer.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let k = format!("q-{i}");
+            committer
+                .execute(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)), &[])
+                .await
+        }));
+    }
+    let mut ok = 0;
+    let mut overloaded = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(SubmitError::Overloaded) => overloaded += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(overloaded > 0, "a full queue refuses");
+    assert_eq!(ok + overloaded, 50);
+    let loaded = store.load::<CreditAccount>(&id).await.unwrap();
+    assert_eq!(
+        loaded.aggregate.balance(),
+        10_000 - ok,
+        "refused commands left no trace"
+    );
+}
+on_both_stores!(a_full_queue_is_refused_at_once);
