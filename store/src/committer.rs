@@ -45,6 +45,9 @@ pub struct CommitterConfig {
     pub cache_accounts_max: usize,
     /// Most accounts loaded from the store at once for one batch.
     pub loads_in_flight_max: usize,
+    /// A snapshot is written once a warm account is this many events past
+    /// its last one, so loading it never folds more than that.
+    pub snapshot_every_events: u64,
 }
 
 impl Default for CommitterConfig {
@@ -55,6 +58,7 @@ impl Default for CommitterConfig {
             queue_commands_max: 20_000,
             cache_accounts_max: 100_000,
             loads_in_flight_max: 16,
+            snapshot_every_events: 500,
         }
     }
 }
@@ -163,6 +167,8 @@ struct Warm {
     sequence: u64,
     last_hash: String,
     used: u64,
+    /// Sequence of the stream's latest snapshot (0 for none).
+    snapshot: u64,
 }
 
 /// What became of one request while deciding a batch.
@@ -256,6 +262,7 @@ impl Committer {
                         sequence: loaded.sequence,
                         last_hash: loaded.last_hash,
                         used: self.tick,
+                        snapshot: loaded.snapshot_sequence.unwrap_or(0),
                     },
                 );
             }
@@ -366,6 +373,7 @@ impl Committer {
                 for d in later {
                     self.after_commit(d).await;
                 }
+                self.snapshot(&appends).await;
             }
             Err(e) => {
                 // The states in the cache went ahead of the store: forget
@@ -486,6 +494,29 @@ impl Committer {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes snapshots of the batch's accounts that are far enough past
+    /// their last one. A snapshot is a cache: a failure is only logged.
+    async fn snapshot(&mut self, appends: &[StreamAppend]) {
+        let every = self.config.snapshot_every_events.max(1);
+        for a in appends {
+            let Some(warm) = self.cache.get_mut(&a.aggregate_id) else {
+                continue;
+            };
+            if warm.sequence < warm.snapshot + every {
+                continue;
+            }
+            match self
+                .service
+                .store()
+                .save_snapshot(&a.aggregate_id, warm.sequence, &warm.last_hash, &warm.state)
+                .await
+            {
+                Ok(()) => warm.snapshot = warm.sequence,
+                Err(e) => warn!(account = %a.aggregate_id, error = %e, "snapshot not written"),
             }
         }
     }

@@ -54,7 +54,13 @@ pub struct Loaded<A> {
     pub sequence: u64,
     /// Chain hash of the stream's last event (the genesis hash for a new one).
     pub last_hash: String,
+    /// The snapshot the fold started from, if one was used.
+    pub snapshot_sequence: Option<u64>,
 }
+
+/// Version of the snapshot payloads: bump it when an aggregate's state
+/// changes shape, and older snapshots are ignored (the stream is folded).
+pub const SNAPSHOT_FORMAT: i64 = 1;
 
 /// An event ready to append: serialized, with its metadata map.
 #[derive(Debug, Clone)]
@@ -102,6 +108,16 @@ pub struct KeyRecord {
     pub event_type: String,
     pub event_version: String,
     pub payload: Value,
+}
+
+fn fold<A: Aggregate>(loaded: &mut Loaded<A>, envelopes: Vec<cqrs_es::EventEnvelope<A>>) {
+    for envelope in envelopes {
+        loaded.sequence = envelope.sequence as u64;
+        if let Some(hash) = envelope.metadata.get("hash") {
+            loaded.last_hash.clone_from(hash);
+        }
+        loaded.aggregate.apply(envelope.payload);
+    }
 }
 
 /// Which database a [`Store`] runs on.
@@ -154,8 +170,27 @@ impl Store {
         }
     }
 
-    /// Folds an aggregate from its whole stream (cqrs-es's plain event store).
+    /// Folds an aggregate: from its latest snapshot and the events after it
+    /// when there is a usable one, else from the whole stream. Both read
+    /// through postgres-es / sqlite-es (cqrs-es's plain event store).
     pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let Some(mut loaded) = self.snapshot::<A>(aggregate_id).await? else {
+            return self.load_full(aggregate_id).await;
+        };
+        let after = loaded.sequence;
+        let tail = match self {
+            Self::Postgres(s) => s.load_events_after::<A>(aggregate_id, after).await?,
+            Self::Sqlite(s) => s.load_events_after::<A>(aggregate_id, after).await?,
+        };
+        fold(&mut loaded, tail);
+        Ok(loaded)
+    }
+
+    /// Folds an aggregate from its whole stream, ignoring snapshots.
+    pub async fn load_full<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
         let envelopes = match self {
             Self::Postgres(s) => s.load_events::<A>(aggregate_id).await?,
             Self::Sqlite(s) => s.load_events::<A>(aggregate_id).await?,
@@ -164,15 +199,75 @@ impl Store {
             aggregate: A::default(),
             sequence: 0,
             last_hash: events::GENESIS_HASH.to_owned(),
+            snapshot_sequence: None,
         };
-        for envelope in envelopes {
-            loaded.sequence = envelope.sequence as u64;
-            if let Some(hash) = envelope.metadata.get("hash") {
-                loaded.last_hash.clone_from(hash);
-            }
-            loaded.aggregate.apply(envelope.payload);
-        }
+        fold(&mut loaded, envelopes);
         Ok(loaded)
+    }
+
+    /// The stream's snapshot, if there is one of the current format that
+    /// reads; anything else is ignored (a snapshot is only a cache).
+    async fn snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<Loaded<A>>, StoreError> {
+        let row = self
+            .fetch_optional(
+                "SELECT sequence, last_hash, format, payload FROM snapshots \
+                  WHERE aggregate_type = $1 AND aggregate_id = $2",
+                &[A::TYPE.into(), aggregate_id.into()],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.i64("format")? != SNAPSHOT_FORMAT {
+            return Ok(None);
+        }
+        match serde_json::from_str::<A>(&row.text("payload")?) {
+            Ok(aggregate) => {
+                let sequence = row.i64("sequence")? as u64;
+                Ok(Some(Loaded {
+                    aggregate,
+                    sequence,
+                    last_hash: row.text("last_hash")?,
+                    snapshot_sequence: Some(sequence),
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(aggregate_id, error = %e, "ignoring an unreadable snapshot");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Saves a stream's state at `sequence` as its snapshot, unless a later
+    /// one is there already.
+    pub async fn save_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        sequence: u64,
+        last_hash: &str,
+        state: &A,
+    ) -> Result<(), StoreError> {
+        let payload =
+            serde_json::to_string(state).map_err(|e| StoreError::Persistence(e.to_string()))?;
+        self.execute(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, sequence, last_hash, format, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+               sequence = excluded.sequence, last_hash = excluded.last_hash, \
+               format = excluded.format, payload = excluded.payload \
+             WHERE snapshots.sequence < excluded.sequence",
+            &[
+                A::TYPE.into(),
+                aggregate_id.into(),
+                (sequence as i64).into(),
+                last_hash.into(),
+                SNAPSHOT_FORMAT.into(),
+                payload.into(),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Appends the streams' events in one transaction. Fails with

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
 use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -54,6 +54,25 @@ impl PgStore {
             .load_events(aggregate_id)
             .await
             .map_err(|e| StoreError::Persistence(e.to_string()))
+    }
+
+    /// The stream's events after `after` (the tail behind a snapshot).
+    pub async fn load_events_after<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+    ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
+        let repo = PostgresEventRepository::new(self.pool.clone());
+        let serialized = repo
+            .get_last_events::<A>(aggregate_id, after as usize)
+            .await
+            .map_err(|e| StoreError::Persistence(e.to_string()))?;
+        serialized
+            .into_iter()
+            .map(|e| {
+                EventEnvelope::<A>::try_from(e).map_err(|e| StoreError::Persistence(e.to_string()))
+            })
+            .collect()
     }
 
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<i64>, AppendError> {

@@ -245,3 +245,84 @@ async fn a_full_queue_is_refused_at_once(store: &Store) {
     );
 }
 on_both_stores!(a_full_queue_is_refused_at_once);
+
+async fn a_long_history_loads_from_the_ledgers_own_snapshot_and_equals_a_full_fold(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 100_000).await.to_string();
+    let committer = AccountCommitter::start(
+        CommandService::new(store.clone()),
+        CommitterConfig {
+            snapshot_every_events: 100,
+            ..CommitterConfig::default()
+        },
+    );
+    let mut tasks = Vec::new();
+    for i in 0..260 {
+        let committer = committer.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let k = format!("s-{i}");
+            committer
+                .execute(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)), &[])
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // Snapshots are written after a batch's answers; the committer works in
+    // order, so once a later command is answered they are there.
+    committer
+        .execute(
+            &id,
+            deduct(1, "sync"),
+            &ctx(),
+            Some(&claim("sync", "sync")),
+            &[],
+        )
+        .await
+        .unwrap();
+    let warm = store.load::<CreditAccount>(&id).await.unwrap();
+    let full = store.load_full::<CreditAccount>(&id).await.unwrap();
+    let from = warm.snapshot_sequence.expect("a snapshot was written");
+    assert!(from >= 200 && from <= warm.sequence, "snapshot at {from}");
+    assert_eq!(
+        warm.aggregate, full.aggregate,
+        "snapshot + tail = full fold"
+    );
+    assert_eq!(warm.sequence, full.sequence);
+    assert_eq!(warm.last_hash, full.last_hash);
+    assert_eq!(full.aggregate.balance(), 100_000 - 261);
+
+    // A snapshot that does not read, or of another format, is ignored.
+    store
+        .execute(
+            "UPDATE snapshots SET payload = '{' WHERE aggregate_id = $1",
+            &[id.as_str().into()],
+        )
+        .await
+        .unwrap();
+    let fallback = store.load::<CreditAccount>(&id).await.unwrap();
+    assert_eq!(fallback.snapshot_sequence, None);
+    assert_eq!(fallback.aggregate, full.aggregate);
+    store
+        .save_snapshot(&id, full.sequence, &full.last_hash, &full.aggregate)
+        .await
+        .unwrap();
+    store
+        .execute(
+            "UPDATE snapshots SET format = 0, sequence = sequence + 1 WHERE aggregate_id = $1",
+            &[id.as_str().into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .snapshot_sequence,
+        None
+    );
+}
+on_both_stores!(a_long_history_loads_from_the_ledgers_own_snapshot_and_equals_a_full_fold);

@@ -22,9 +22,10 @@ async fn the_ledger_folds_each_event_once_where_the_cqrs_es_aggregate_store_appl
     let Store::Sqlite(sqlite) = &db.store else {
         unreachable!("an sqlite test database")
     };
-    // sqlite-es's snapshot table, only for this comparison.
+    // sqlite-es's snapshot table, only for this comparison (the ledger's own
+    // snapshots table has another shape).
     sqlx::query(
-        "CREATE TABLE snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+        "CREATE TABLE cqrs_snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
          last_sequence integer NOT NULL, current_snapshot integer NOT NULL, payload text NOT NULL, \
          PRIMARY KEY (aggregate_type, aggregate_id, last_sequence)) STRICT",
     )
@@ -35,9 +36,10 @@ async fn the_ledger_folds_each_event_once_where_the_cqrs_es_aggregate_store_appl
     // Upstream path: the same commands through CqrsFramework + aggregate store.
     let upstream_id = AccountId::new_v7();
     let cqrs = CqrsFramework::new(
-        PersistedEventStore::<_, CreditAccount>::new_aggregate_store(SqliteEventRepository::new(
-            sqlite.pool().clone(),
-        )),
+        PersistedEventStore::<_, CreditAccount>::new_aggregate_store(
+            SqliteEventRepository::new(sqlite.pool().clone())
+                .with_tables("events", "cqrs_snapshots"),
+        ),
         vec![],
         (),
     );
@@ -46,7 +48,7 @@ async fn the_ledger_folds_each_event_once_where_the_cqrs_es_aggregate_store_appl
     cqrs.execute(&id, grant(100, "g")).await.unwrap();
     cqrs.execute(&id, deduct(10, "d")).await.unwrap();
     let snapshot: String =
-        sqlx::query_scalar("SELECT payload FROM snapshots WHERE aggregate_id = ?")
+        sqlx::query_scalar("SELECT payload FROM cqrs_snapshots WHERE aggregate_id = ?")
             .bind(&id)
             .fetch_one(sqlite.pool())
             .await
