@@ -55,6 +55,7 @@ pub struct Metrics {
     head_position: IntGauge,
     projector_lag: IntGauge,
     store_up: IntGauge,
+    committer: IntGaugeVec,
 }
 
 /// The process's metrics.
@@ -115,6 +116,16 @@ impl Metrics {
             "1 when the event store answered the last scrape, else 0.",
         )
         .expect(BAD);
+        let committer = IntGaugeVec::new(
+            Opts::new(
+                "ledger_committer_count",
+                "Group committer totals since start: `batches` committed, commands `batched`, \
+                 commands run `alone` (after a conflict with another process), commands refused \
+                 as `overloaded`.",
+            ),
+            &["counter"],
+        )
+        .expect(BAD);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "ledger_build_info",
@@ -134,6 +145,7 @@ impl Metrics {
             Box::new(head_position.clone()),
             Box::new(projector_lag.clone()),
             Box::new(store_up.clone()),
+            Box::new(committer.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector).expect(BAD);
@@ -147,6 +159,22 @@ impl Metrics {
             head_position,
             projector_lag,
             store_up,
+            committer,
+        }
+    }
+
+    /// Copies the group committer's counters.
+    pub fn observe_committer(&self, stats: &store::CommitterStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, value) in [
+            ("batches", stats.batches.load(Relaxed)),
+            ("batched", stats.batched_commands.load(Relaxed)),
+            ("alone", stats.alone.load(Relaxed)),
+            ("overloaded", stats.overloaded.load(Relaxed)),
+        ] {
+            self.committer
+                .with_label_values(&[name])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
@@ -285,7 +313,7 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
     description = "Text exposition format 0.0.4: `ledger_http_requests_total` and \
         `ledger_http_request_duration_seconds` by route, `ledger_command_duration_seconds` by \
         command, `ledger_projector_position`, `ledger_log_head_position`, \
-        `ledger_projector_lag_events` and `ledger_store_up`.",
+        `ledger_projector_lag_events`, `ledger_store_up` and `ledger_committer_count`.",
     responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)),
 )]
 pub async fn scrape(State(state): State<AppState>) -> Response {
@@ -307,6 +335,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     };
     let m = metrics();
     m.observe_log(projected, head);
+    m.observe_committer(state.committer.stats());
     (
         [(
             CONTENT_TYPE,
