@@ -171,7 +171,9 @@ struct Warm {
     snapshot: u64,
 }
 
-/// What became of one request while deciding a batch.
+/// What became of one request while deciding a batch. It lives only for
+/// the batch, so its variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Decided {
     /// Events to append; answered after the commit.
     Append {
@@ -186,6 +188,14 @@ enum Decided {
         request: Request,
         refusal: Option<AccountError>,
         recent: Option<AccountEvent>,
+    },
+    /// Decided from the warm state without writing: a refusal or a no-op.
+    /// It stands only if the stream has not moved since (another process
+    /// may have written it); otherwise the command runs alone.
+    Unwritten {
+        request: Request,
+        sequence: u64,
+        result: Result<Executed<CreditAccount>, ServiceError<AccountError>>,
     },
     /// Decided without writing anything.
     Done {
@@ -435,15 +445,9 @@ impl Committer {
                     self.cache.remove(&request.account_id);
                     return Decided::Alone(request);
                 }
-                if request.claim.is_some() {
-                    return Decided::CheckKey {
-                        request,
-                        refusal: Some(e),
-                        recent: None,
-                    };
-                }
-                Decided::Done {
+                Decided::Unwritten {
                     request,
+                    sequence: warm.sequence,
                     result: Err(ServiceError::Domain(e)),
                 }
             }
@@ -452,8 +456,9 @@ impl Committer {
                     return Decided::Alone(request);
                 }
                 let state = is_admin(&request.command).then(|| warm.state.clone());
-                Decided::Done {
+                Decided::Unwritten {
                     request,
+                    sequence: warm.sequence,
                     result: Ok(Executed {
                         state,
                         events: Vec::new(),
@@ -550,6 +555,40 @@ impl Committer {
             }
             Decided::Alone(request) | Decided::Append { request, .. } => {
                 self.run_alone(request).await;
+            }
+            Decided::Unwritten {
+                request,
+                sequence,
+                result,
+            } => {
+                let current = self
+                    .service
+                    .store()
+                    .stream_sequence(CreditAccount::TYPE, &request.account_id)
+                    .await;
+                match current {
+                    Ok(current) if current == sequence => match result {
+                        // A keyed refusal may be a retry of a key used long
+                        // ago: its first answer wins.
+                        Err(ServiceError::Domain(refusal)) if request.claim.is_some() => {
+                            Box::pin(self.after_commit(Decided::CheckKey {
+                                request,
+                                refusal: Some(refusal),
+                                recent: None,
+                            }))
+                            .await;
+                        }
+                        result => {
+                            let _ = request.reply.send(result);
+                        }
+                    },
+                    // Another process wrote the account: decide again on
+                    // what is stored.
+                    Ok(_) => self.run_alone(request).await,
+                    Err(e) => {
+                        let _ = request.reply.send(Err(ServiceError::Store(e)));
+                    }
+                }
             }
             Decided::Done { request, result } => {
                 let _ = request.reply.send(result);

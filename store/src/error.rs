@@ -26,8 +26,23 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
+/// Failures that only mean "not now": PostgreSQL deadlocks and
+/// serialization failures, SQLite busy or locked. The append wrote nothing
+/// and the commands may simply be decided again.
+const RETRYABLE_CODES: [&str; 6] = ["40P01", "40001", "5", "6", "261", "517"];
+
 impl From<sqlx::Error> for AppendError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db
+                .code()
+                .is_some_and(|c| RETRYABLE_CODES.contains(&c.as_ref()))
+            {
+                return Self::Conflict {
+                    aggregate_id: String::new(),
+                };
+            }
+        }
         Self::Store(StoreError::Database(e))
     }
 }

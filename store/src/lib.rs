@@ -298,6 +298,22 @@ impl Store {
         }
     }
 
+    /// The sequence of a stream's last event (0 for none).
+    pub async fn stream_sequence(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<u64, StoreError> {
+        let row = self
+            .fetch_optional(
+                "SELECT COALESCE(MAX(sequence), 0) AS sequence FROM events \
+                  WHERE aggregate_type = $1 AND aggregate_id = $2",
+                &[aggregate_type.into(), aggregate_id.into()],
+            )
+            .await?;
+        Ok(row.map(|r| r.i64("sequence")).transpose()?.unwrap_or(0) as u64)
+    }
+
     /// Which stream reserved a value, if any.
     pub async fn reservation_owner(
         &self,

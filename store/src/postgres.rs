@@ -97,15 +97,31 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         // Claims first: the events' insert takes the log's position lock,
         // which should be held as briefly as possible.
-        for a in appends {
-            for r in &a.reservations {
+        // Claims and reservations are taken in one global order, so two
+        // processes' batches cannot wait on each other in a cycle.
+        let mut reservations: Vec<(&crate::Reservation, &str)> = appends
+            .iter()
+            .flat_map(|a| {
+                a.reservations
+                    .iter()
+                    .map(move |r| (r, a.aggregate_id.as_str()))
+            })
+            .collect();
+        reservations.sort_by(|x, y| (&x.0.scope, &x.0.value).cmp(&(&y.0.scope, &y.0.value)));
+        let mut claims: Vec<(&crate::KeyClaim, &StreamAppend)> = appends
+            .iter()
+            .filter_map(|a| a.claim.as_ref().map(|c| (c, a)))
+            .collect();
+        claims.sort_by(|x, y| (&x.1.aggregate_id, &x.0.key).cmp(&(&y.1.aggregate_id, &y.0.key)));
+        {
+            for (r, owner) in reservations {
                 let inserted = sqlx::query(
                     "INSERT INTO reservations (scope, value, owner) VALUES ($1, $2, $3) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(&r.scope)
                 .bind(&r.value)
-                .bind(&a.aggregate_id)
+                .bind(owner)
                 .execute(&mut *tx)
                 .await?;
                 if inserted.rows_affected() == 0 {
@@ -116,8 +132,8 @@ impl PgStore {
                 }
             }
         }
-        for a in appends {
-            if let Some(claim) = &a.claim {
+        {
+            for (claim, a) in claims {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys \
                        (account_id, idempotency_key, request_hash, aggregate_type, sequence) \

@@ -94,15 +94,31 @@ impl SqliteStore {
         // busy timeout) instead of failing when a read turns into a write.
         // The transaction rolls back on drop, also when the caller goes away.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for a in appends {
-            for r in &a.reservations {
+        // Claims and reservations are taken in one global order, so two
+        // processes' batches cannot wait on each other in a cycle.
+        let mut reservations: Vec<(&crate::Reservation, &str)> = appends
+            .iter()
+            .flat_map(|a| {
+                a.reservations
+                    .iter()
+                    .map(move |r| (r, a.aggregate_id.as_str()))
+            })
+            .collect();
+        reservations.sort_by(|x, y| (&x.0.scope, &x.0.value).cmp(&(&y.0.scope, &y.0.value)));
+        let mut claims: Vec<(&crate::KeyClaim, &StreamAppend)> = appends
+            .iter()
+            .filter_map(|a| a.claim.as_ref().map(|c| (c, a)))
+            .collect();
+        claims.sort_by(|x, y| (&x.1.aggregate_id, &x.0.key).cmp(&(&y.1.aggregate_id, &y.0.key)));
+        {
+            for (r, owner) in reservations {
                 let inserted = sqlx::query(
                     "INSERT INTO reservations (scope, value, owner) VALUES (?, ?, ?) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(&r.scope)
                 .bind(&r.value)
-                .bind(&a.aggregate_id)
+                .bind(owner)
                 .execute(&mut *tx)
                 .await?;
                 if inserted.rows_affected() == 0 {
@@ -113,8 +129,8 @@ impl SqliteStore {
                 }
             }
         }
-        for a in appends {
-            if let Some(claim) = &a.claim {
+        {
+            for (claim, a) in claims {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys \
                        (account_id, idempotency_key, request_hash, aggregate_type, sequence) \
