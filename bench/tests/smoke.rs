@@ -1,0 +1,86 @@
+//! Runs the real `ledger-bench` for about two seconds against a spawned
+//! `ledger-server` on SQLite, without baselines.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The bench's whole run (start-up, setup, two 2 s loads, checks) must fit.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `ledger-server` next to the bench in the target folder (`cargo test
+/// --workspace` builds it); when absent (`cargo test -p ledger-bench` builds
+/// only this package's binaries) it is built here, in a target folder of its
+/// own: the outer cargo holds the lock of this one while tests run.
+fn server_bin() -> PathBuf {
+    let name = format!("ledger-server{}", std::env::consts::EXE_SUFFIX);
+    let bench = Path::new(env!("CARGO_BIN_EXE_ledger-bench"));
+    let server = bench.with_file_name(&name);
+    if server.is_file() {
+        return server;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the bench crate sits in the workspace");
+    // `<target>/<profile>/ledger-bench` → `<target>/ledger-bench-smoke`.
+    let own_target = bench
+        .parent()
+        .and_then(Path::parent)
+        .expect("the bench binary sits in <target>/<profile>/")
+        .join("ledger-bench-smoke");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--bin", "ledger-server", "--target-dir"])
+        .arg(&own_target)
+        .current_dir(workspace)
+        .status()
+        .expect("running cargo build --bin ledger-server");
+    assert!(status.success(), "cargo build --bin ledger-server failed");
+    let server = own_target.join("debug").join(&name);
+    assert!(server.is_file(), "{} is missing", server.display());
+    server
+}
+
+#[test]
+fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
+    let server = server_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/b.db", dir.path().display());
+    let child = Command::new(env!("CARGO_BIN_EXE_ledger-bench"))
+        .args(["--database-url", &db, "--baselines", "none"])
+        .args(["--duration", "2s", "--workers", "4", "--hot-workers", "4"])
+        .args(["--accounts", "10"])
+        .arg("--server-bin")
+        .arg(&server)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting ledger-bench");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(out) => out.expect("waiting for ledger-bench"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("ledger-bench did not finish within {RUN_TIMEOUT:?}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ledger-bench failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("ops/s"), "{stdout}");
+    for scenario in ["http accounts", "http hot"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(scenario))
+            .unwrap_or_else(|| panic!("no {scenario} line in:\n{stdout}"));
+        assert!(line.contains("sqlite"), "{line}");
+        assert!(line.contains("ok ("), "balances not checked: {line}");
+    }
+}
