@@ -178,7 +178,8 @@ enum Decided {
     /// Events to append; answered after the commit.
     Append {
         request: Request,
-        append: StreamAppend,
+        /// Taken out into the batch's append list once decided.
+        append: Option<StreamAppend>,
         committed: Vec<crate::CommittedEvent<AccountEvent>>,
         keep_state: bool,
     },
@@ -326,10 +327,11 @@ impl Committer {
             }
             decided.push(decision);
         }
+        // Moved, not copied: the events' JSON is the bulk of a batch.
         let appends: Vec<StreamAppend> = decided
-            .iter()
+            .iter_mut()
             .filter_map(|d| match d {
-                Decided::Append { append, .. } => Some(append.clone()),
+                Decided::Append { append, .. } => append.take(),
                 _ => None,
             })
             .collect();
@@ -486,7 +488,7 @@ impl Committer {
                         let keep_state = is_admin(&request.command);
                         Decided::Append {
                             request,
-                            append,
+                            append: Some(append),
                             committed,
                             keep_state,
                         }

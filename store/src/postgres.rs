@@ -166,8 +166,8 @@ impl PgStore {
         .bind(&sequences)
         .bind(&event_types)
         .bind(&versions)
-        .bind(payloads.iter().map(|p| (*p).clone()).collect::<Vec<_>>())
-        .bind(metadata.iter().map(|m| (*m).clone()).collect::<Vec<_>>())
+        .bind(&payloads)
+        .bind(&metadata)
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| classify(e, appends))?;
