@@ -7,9 +7,11 @@
 //! with a compare-and-set, so two server instances never apply one batch
 //! twice. [`ReadModels`] answers the API's queries. Every table can be
 //! dropped and refilled from the log ([`Projector::rebuild`]) with identical
-//! rows.
+//! rows; [`Projector::rebuild_bulk`] does the same through the in-memory
+//! fast path of [`bulk`].
 
 mod apply;
+pub mod bulk;
 mod projector;
 mod queries;
 

@@ -9,6 +9,7 @@
 //! a global log position. [`CommandService`] runs load → handle → append with
 //! optimistic concurrency, retrying on conflict.
 
+pub mod audit;
 mod committer;
 mod error;
 mod postgres;

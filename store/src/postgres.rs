@@ -30,6 +30,12 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// A store over a pool opened elsewhere (the audit tools open
+    /// existing databases read-only, see `audit`).
+    pub(crate) fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

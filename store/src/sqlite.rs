@@ -44,6 +44,12 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// A store over a pool opened elsewhere (the audit tools open
+    /// existing databases read-only, see `audit`).
+    pub(crate) fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

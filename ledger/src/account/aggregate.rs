@@ -130,6 +130,52 @@ impl CreditAccount {
         &self.holds
     }
 
+    /// The state without its per-deduction refund records: everything
+    /// balances, holds and expiries depend on. Those records grow with every
+    /// deduction and matter only to later refunds, so the replay tools'
+    /// checkpoints (docs/adr/0008) keep this view, and compare it, instead.
+    pub fn without_refund_records(&self) -> Self {
+        let Self {
+            opened,
+            profile,
+            status,
+            status_before_suspension,
+            credit_limit,
+            balance,
+            held,
+            debt,
+            lots,
+            lot_seq,
+            holds,
+            closed_holds,
+            deductions: _,
+            recent_keys,
+            last_at,
+        } = self;
+        Self {
+            opened: *opened,
+            profile: profile.clone(),
+            status: *status,
+            status_before_suspension: *status_before_suspension,
+            credit_limit: *credit_limit,
+            balance: *balance,
+            held: *held,
+            debt: *debt,
+            lots: lots.clone(),
+            lot_seq: *lot_seq,
+            holds: holds.clone(),
+            closed_holds: closed_holds.clone(),
+            deductions: BTreeMap::new(),
+            recent_keys: recent_keys.clone(),
+            last_at: *last_at,
+        }
+    }
+
+    /// The latest instant any folded event carried.
+    pub fn last_at(&self) -> Option<DateTime<Utc>> {
+        self.last_at
+    }
+
     /// The first outcome of a command with this key, if the key is recent.
     pub fn outcome_for(&self, key: &IdempotencyKey) -> Option<&AccountEvent> {
         self.recent_keys
