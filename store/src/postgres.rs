@@ -1,6 +1,6 @@
 //! PostgreSQL adapter: postgres-es reads streams; appends are our own SQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
@@ -119,18 +119,35 @@ impl PgStore {
             .filter_map(|a| a.claim.as_ref().map(|c| (c, a)))
             .collect();
         claims.sort_by(|x, y| (&x.1.aggregate_id, &x.0.key).cmp(&(&y.1.aggregate_id, &y.0.key)));
-        {
-            for (r, owner) in reservations {
-                let inserted = sqlx::query(
-                    "INSERT INTO reservations (scope, value, owner) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&r.scope)
-                .bind(&r.value)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
+        // One statement each for reservations and claims, whatever the batch
+        // size: a round trip per row would dominate a batch's commit time.
+        // Rows go in in the sorted order (WITH ORDINALITY … ORDER BY).
+        if !reservations.is_empty() {
+            let scopes: Vec<&str> = reservations.iter().map(|(r, _)| r.scope.as_str()).collect();
+            let values: Vec<&str> = reservations.iter().map(|(r, _)| r.value.as_str()).collect();
+            let owners: Vec<&str> = reservations.iter().map(|(_, o)| *o).collect();
+            let taken: Vec<(String, String)> = sqlx::query_as(
+                "INSERT INTO reservations (scope, value, owner) \
+                 SELECT s, v, o FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+                   WITH ORDINALITY AS u(s, v, o, n) ORDER BY n \
+                 ON CONFLICT DO NOTHING RETURNING scope, value",
+            )
+            .bind(&scopes)
+            .bind(&values)
+            .bind(&owners)
+            .fetch_all(&mut *tx)
+            .await?;
+            if taken.len() < reservations.len() {
+                // The first row not inserted: taken by another transaction,
+                // or a second row of this batch with the same value.
+                let mut taken: HashSet<(&str, &str)> = taken
+                    .iter()
+                    .map(|(s, v)| (s.as_str(), v.as_str()))
+                    .collect();
+                if let Some((r, _)) = reservations
+                    .iter()
+                    .find(|(r, _)| !taken.remove(&(r.scope.as_str(), r.value.as_str())))
+                {
                     return Err(AppendError::Reserved {
                         scope: r.scope.clone(),
                         value: r.value.clone(),
@@ -138,24 +155,46 @@ impl PgStore {
                 }
             }
         }
-        {
-            for (claim, a) in claims {
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys \
-                       (account_id, idempotency_key, request_hash, aggregate_type, sequence) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(&a.aggregate_id)
-                .bind(&claim.key)
-                .bind(&claim.request_hash)
-                .bind(a.aggregate_type)
-                .bind(claim.sequence as i64)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
+        if !claims.is_empty() {
+            let accounts: Vec<&str> = claims
+                .iter()
+                .map(|(_, a)| a.aggregate_id.as_str())
+                .collect();
+            let keys: Vec<&str> = claims.iter().map(|(c, _)| c.key.as_str()).collect();
+            let hashes: Vec<&str> = claims
+                .iter()
+                .map(|(c, _)| c.request_hash.as_str())
+                .collect();
+            let types: Vec<&str> = claims.iter().map(|(_, a)| a.aggregate_type).collect();
+            let sequences: Vec<i64> = claims.iter().map(|(c, _)| c.sequence as i64).collect();
+            let claimed: Vec<(String, String)> = sqlx::query_as(
+                "INSERT INTO idempotency_keys \
+                   (account_id, idempotency_key, request_hash, aggregate_type, sequence) \
+                 SELECT a, k, h, t, s \
+                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+                   WITH ORDINALITY AS u(a, k, h, t, s, n) ORDER BY n \
+                 ON CONFLICT DO NOTHING RETURNING account_id, idempotency_key",
+            )
+            .bind(&accounts)
+            .bind(&keys)
+            .bind(&hashes)
+            .bind(&types)
+            .bind(&sequences)
+            .fetch_all(&mut *tx)
+            .await?;
+            if claimed.len() < claims.len() {
+                // The first claim not inserted (see reservations above).
+                let mut claimed: HashSet<(&str, &str)> = claimed
+                    .iter()
+                    .map(|(a, k)| (a.as_str(), k.as_str()))
+                    .collect();
+                if let Some((c, a)) = claims
+                    .iter()
+                    .find(|(c, a)| !claimed.remove(&(a.aggregate_id.as_str(), c.key.as_str())))
+                {
                     return Err(AppendError::DuplicateKey {
                         account_id: a.aggregate_id.clone(),
-                        key: claim.key.clone(),
+                        key: c.key.clone(),
                     });
                 }
             }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
+use cqrs_es::Aggregate;
 use events::AccountEvent;
 use ledger::CreditAccount;
 use store::on_both_stores;
@@ -326,3 +327,65 @@ async fn a_long_history_loads_from_the_ledgers_own_snapshot_and_equals_a_full_fo
     );
 }
 on_both_stores!(a_long_history_loads_from_the_ledgers_own_snapshot_and_equals_a_full_fold);
+
+/// Two accounts opened with the same slug land in one batch (one append):
+/// exactly one gets the slug, the other is refused, and the refused one
+/// leaves no trace.
+async fn one_value_reserved_twice_in_one_batch_goes_to_one_account(store: &Store) {
+    let committer = AccountCommitter::start(
+        CommandService::new(store.clone()),
+        CommitterConfig {
+            batch_wait: Duration::from_millis(50),
+            ..CommitterConfig::default()
+        },
+    );
+    let slug = store::Reservation {
+        scope: "account_slug".into(),
+        value: format!("shared-{}", uuid::Uuid::now_v7().simple()),
+    };
+    let ids: Vec<events::AccountId> = (0..4)
+        .map(|_| events::AccountId::from_uuid(uuid::Uuid::now_v7()))
+        .collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (committer, slug, id) = (committer.clone(), slug.clone(), id.to_string());
+            tokio::spawn(async move {
+                let command = open(id.parse().unwrap());
+                committer
+                    .execute(&id, command, &ctx(), None, std::slice::from_ref(&slug))
+                    .await
+            })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for (id, t) in ids.iter().zip(tasks) {
+        match t.await.unwrap() {
+            Ok(done) => {
+                assert_eq!(done.events.len(), 1);
+                opened.push(id.to_string());
+            }
+            Err(SubmitError::Service(ServiceError::Reserved { value, .. })) => {
+                assert_eq!(value, slug.value)
+            }
+            Err(other) => panic!("unexpected answer: {other:?}"),
+        }
+    }
+    assert_eq!(opened.len(), 1, "exactly one account gets the slug");
+    assert_eq!(
+        store
+            .reservation_owner(&slug.scope, &slug.value)
+            .await
+            .unwrap(),
+        Some(opened[0].clone())
+    );
+    for id in &ids {
+        let events = store
+            .stream_sequence(CreditAccount::TYPE, &id.to_string())
+            .await
+            .unwrap();
+        assert_eq!(events, u64::from(opened.contains(&id.to_string())));
+    }
+}
+
+on_both_stores!(one_value_reserved_twice_in_one_batch_goes_to_one_account);
