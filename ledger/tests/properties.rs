@@ -133,7 +133,9 @@ struct Run {
     now: DateTime<Utc>,
     next_id: u128,
     holds: Vec<Uuid>,
-    deductions: Vec<Uuid>,
+    /// Every deduction made, with the credits it took (what a caller looks
+    /// up in the log before a refund).
+    deductions: Vec<(Uuid, i64)>,
 }
 
 impl Run {
@@ -204,7 +206,16 @@ impl Run {
     }
 
     fn deduction_id(&self, r: Ref) -> Uuid {
-        Self::resolve(r, &self.deductions, &self.deductions)
+        let made: Vec<Uuid> = self.deductions.iter().map(|(id, _)| *id).collect();
+        Self::resolve(r, &made, &made)
+    }
+
+    /// The credits a deduction took, as the log says; `None` for an unknown id.
+    fn deducted(&self, id: Uuid) -> Option<i64> {
+        self.deductions
+            .iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, credits)| *credits)
     }
 
     /// The command a step stands for, at the run's current clock.
@@ -257,9 +268,11 @@ impl Run {
                 now,
             }),
             Step::Refund { deduction, credits } => {
+                let deduction_id = self.deduction_id(deduction);
                 AccountCommand::RefundDeduction(RefundDeduction {
                     refund_id: self.fresh_id(),
-                    deduction_id: self.deduction_id(deduction),
+                    deduction_id,
+                    deducted: self.deducted(deduction_id),
                     credits,
                     reason: "property".into(),
                     idempotency_key: key,
@@ -296,8 +309,10 @@ impl Run {
         for e in &events {
             match e {
                 AccountEvent::CreditsHeld(h) => self.holds.push(h.hold_id),
-                AccountEvent::CreditsDeducted(d) => self.deductions.push(d.deduction_id),
-                AccountEvent::HoldCaptured(c) => self.deductions.push(c.deduction_id),
+                AccountEvent::CreditsDeducted(d) => {
+                    self.deductions.push((d.deduction_id, d.credits))
+                }
+                AccountEvent::HoldCaptured(c) => self.deductions.push((c.deduction_id, c.captured)),
                 _ => {}
             }
         }

@@ -237,6 +237,26 @@ impl ReadModels {
             .transpose()
     }
 
+    /// The credits a deduction (or a hold's capture) of this account took,
+    /// from the usage log; `None` if the projection holds no such deduction.
+    pub async fn deducted_credits(
+        &self,
+        account_id: &str,
+        deduction_id: &str,
+    ) -> Result<Option<i64>, ProjectionError> {
+        let row = self
+            .store
+            .fetch_optional(
+                "SELECT credits FROM rm_usage WHERE account_id = $1 AND deduction_id = $2",
+                &[account_id.into(), deduction_id.into()],
+            )
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.i64("credits")?),
+            None => None,
+        })
+    }
+
     pub async fn search_accounts(
         &self,
         filter: &AccountFilter,

@@ -231,7 +231,14 @@ async fn a_scripted_history_projects_balance_transactions_usage_and_analytics(st
     exec(
         &service,
         id,
-        refund_cmd(r1, d1, Some(4), "bad output", at("2026-03-08T00:00:00Z")),
+        refund_cmd(
+            r1,
+            d1,
+            10,
+            Some(4),
+            "bad output",
+            at("2026-03-08T00:00:00Z"),
+        ),
     )
     .await;
     let a1 = Uuid::now_v7();

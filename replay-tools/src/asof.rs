@@ -169,7 +169,7 @@ pub async fn balance_as_of(
     if !state.is_open() {
         return Err(ReplayError::NeverOpened(account.to_owned()));
     }
-    let (state, implied) = expire_at(state.without_refund_records(), at).await;
+    let (state, implied) = expire_at(state, at).await;
     Ok(AsOfBalance {
         account_id: account.to_owned(),
         as_of: at_text,

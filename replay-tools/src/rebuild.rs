@@ -133,7 +133,7 @@ impl CheckpointFold {
                 position: raw.position,
                 occurred_at: time_text(event.occurred_at()),
                 last_hash: hash,
-                payload: serde_json::to_string(&state.without_refund_records())?,
+                payload: serde_json::to_string(&state)?,
             });
         }
         Ok(())
@@ -186,10 +186,14 @@ pub async fn rebuild(
     };
     let mut events = 0u64;
     let mut next = fetch(0);
+    let (mut waited, mut applied) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     loop {
+        let wait = Instant::now();
         let page = next
             .await
             .map_err(|e| ReplayError::BadPack(format!("reader task failed: {e}")))??;
+        waited += wait.elapsed();
+        let apply = Instant::now();
         let Some(last) = page.last().map(|(e, _)| e.position) else {
             break;
         };
@@ -203,11 +207,18 @@ pub async fn rebuild(
                 c.apply(store, raw, decoded).await?;
             }
         }
+        applied += apply.elapsed();
         events += page.len() as u64;
         bar.set_position(u64::try_from(last).unwrap_or(0));
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{:.0} events/s", events as f64 / secs));
     }
+    tracing::info!(
+        waited_for_reads_ms = waited.as_millis() as u64,
+        applied_ms = applied.as_millis() as u64,
+        begin_ms = (started.elapsed() - waited - applied).as_millis() as u64,
+        "rebuild pass done"
+    );
     let mut written = 0;
     if let Some(c) = checkpoints {
         written = c.pending.len() as u64;

@@ -258,11 +258,8 @@ impl Verifier {
             Some(Decoded::Account(e)) => Some(time_text(AccountEvent::occurred_at(e))),
             _ => None,
         };
-        let state_value = |folded: &Folded, checkpoint: bool| -> Option<Value> {
+        let state_value = |folded: &Folded| -> Option<Value> {
             match folded {
-                Folded::Account(s) if checkpoint => {
-                    serde_json::to_value(s.without_refund_records()).ok()
-                }
                 Folded::Account(s) => serde_json::to_value(s.as_ref()).ok(),
                 Folded::Catalog(s) => serde_json::to_value(s.as_ref()).ok(),
                 Folded::Other => None,
@@ -301,7 +298,7 @@ impl Verifier {
                     }
                 }
                 if cp.format == CHECKPOINT_FORMAT && !stream.fold_broken {
-                    let expected = state_value(&stream.folded, true);
+                    let expected = state_value(&stream.folded);
                     let stored = serde_json::from_str::<Value>(&cp.payload).ok();
                     if expected != stored {
                         found.push((
@@ -341,7 +338,7 @@ impl Verifier {
                     ));
                 }
                 if snap.format == SNAPSHOT_FORMAT && !stream.fold_broken {
-                    let expected = state_value(&stream.folded, false);
+                    let expected = state_value(&stream.folded);
                     let stored = serde_json::from_str::<Value>(&snap.payload).ok();
                     if expected != stored {
                         self.report.discrepancies_push(Discrepancy::new(

@@ -61,7 +61,8 @@ pub struct Loaded<A> {
 
 /// Version of the snapshot payloads: bump it when an aggregate's state
 /// changes shape, and older snapshots are ignored (the stream is folded).
-pub const SNAPSHOT_FORMAT: i64 = 1;
+/// 2: `CreditAccount` keeps refunded amounts only, not every deduction.
+pub const SNAPSHOT_FORMAT: i64 = 2;
 
 /// An event ready to append: serialized, with its metadata map.
 #[derive(Debug, Clone)]

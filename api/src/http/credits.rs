@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use events::{AccountEvent, CostEntry, GrantSource, OperationKey, Usage};
+use events::{AccountEvent, AccountId, CostEntry, GrantSource, OperationKey, Usage};
 use ledger::account::{
     AdjustCredits, Amount, CaptureHold, DeductCredits, GrantCredits, HoldCredits, RefundDeduction,
     ReleaseHold,
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::extract::{account_id, Body, IdemKey};
 use super::openapi as doc;
-use super::respond::{claim, outcome, store_error};
+use super::respond::{claim, outcome, projection_error, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
@@ -537,6 +537,7 @@ fn refunded(e: &AccountEvent) -> Option<serde_json::Value> {
         (status = 404, description = "`not_found`: no such account or deduction", body = doc::ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: a value is invalid, or the refund exceeds what is still refundable (`details.refundable`)", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: the usage log the deduction is looked up in is behind the ledger; retry", body = doc::ErrorBody),
     ),
 )]
 pub async fn refund(
@@ -552,9 +553,11 @@ pub async fn refund(
         .map_err(|_| ApiError::NotFound("deduction not found".into()))?;
     let key = key.required()?;
     let req = body.value;
+    let deducted = deducted_credits(&state, &account, deduction_id).await?;
     let command = AccountCommand::RefundDeduction(RefundDeduction {
         refund_id: Uuid::now_v7(),
         deduction_id,
+        deducted,
         credits: req.credits,
         reason: text("reason", req.reason)?.unwrap_or_default(),
         idempotency_key: Some(key.clone()),
@@ -569,6 +572,36 @@ pub async fn refund(
         .run(&principal, account, command, Some(&claim), &[])
         .await?;
     outcome(StatusCode::CREATED, &done, refunded)
+}
+
+/// The credits a deduction of this account took, from the usage read model.
+/// A deduction the projection has not seen yet may still be in flight: then
+/// the projection is brought up to the log's head (bounded wait) and asked
+/// again, so only a deduction that is really absent reads as `None` (404).
+async fn deducted_credits(
+    state: &AppState,
+    account: &AccountId,
+    deduction_id: Uuid,
+) -> Result<Option<i64>, ApiError> {
+    let (account, deduction) = (account.to_string(), deduction_id.to_string());
+    let lookup = || async {
+        state
+            .read_models
+            .deducted_credits(&account, &deduction)
+            .await
+            .map_err(projection_error)
+    };
+    if let Some(credits) = lookup().await? {
+        return Ok(Some(credits));
+    }
+    let head = state.store.head_position().await.map_err(store_error)?;
+    let wait = std::time::Duration::from_millis(super::extract::MIN_POSITION_WAIT_MILLIS_MAX);
+    if !state.projector.wait_for(head, wait).await {
+        return Err(ApiError::Unavailable(
+            "the usage log is behind the ledger; retry shortly".into(),
+        ));
+    }
+    lookup().await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

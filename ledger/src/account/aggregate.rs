@@ -49,12 +49,6 @@ struct Priced {
     cost_version: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct DeductionRecord {
-    credits: i64,
-    refunded: i64,
-}
-
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 struct Profile {
     id: Option<AccountId>,
@@ -85,7 +79,8 @@ pub struct CreditAccount {
     lot_seq: u64,
     holds: BTreeMap<Uuid, OpenHold>,
     closed_holds: VecDeque<(Uuid, HoldState)>,
-    deductions: BTreeMap<Uuid, DeductionRecord>,
+    /// Credits refunded so far, only of deductions refunded at least once.
+    refunded: BTreeMap<Uuid, i64>,
     recent_keys: VecDeque<(IdempotencyKey, AccountEvent)>,
     /// The latest instant any event carried; command clocks are clamped to it
     /// so that the stream's time never runs backwards.
@@ -128,47 +123,6 @@ impl CreditAccount {
     }
     pub fn open_holds(&self) -> &BTreeMap<Uuid, OpenHold> {
         &self.holds
-    }
-
-    /// The state without its per-deduction refund records: everything
-    /// balances, holds and expiries depend on. Those records grow with every
-    /// deduction and matter only to later refunds, so the replay tools'
-    /// checkpoints (docs/adr/0008) keep this view, and compare it, instead.
-    pub fn without_refund_records(&self) -> Self {
-        let Self {
-            opened,
-            profile,
-            status,
-            status_before_suspension,
-            credit_limit,
-            balance,
-            held,
-            debt,
-            lots,
-            lot_seq,
-            holds,
-            closed_holds,
-            deductions: _,
-            recent_keys,
-            last_at,
-        } = self;
-        Self {
-            opened: *opened,
-            profile: profile.clone(),
-            status: *status,
-            status_before_suspension: *status_before_suspension,
-            credit_limit: *credit_limit,
-            balance: *balance,
-            held: *held,
-            debt: *debt,
-            lots: lots.clone(),
-            lot_seq: *lot_seq,
-            holds: holds.clone(),
-            closed_holds: closed_holds.clone(),
-            deductions: BTreeMap::new(),
-            recent_keys: recent_keys.clone(),
-            last_at: *last_at,
-        }
     }
 
     /// The latest instant any folded event carried.
@@ -571,12 +525,11 @@ impl CreditAccount {
             }
             AccountCommand::RefundDeduction(c) => {
                 let now = self.clamp(c.now);
-                let record = *self.deductions.get(&c.deduction_id).ok_or(
-                    AccountError::DeductionNotFound {
-                        deduction_id: c.deduction_id,
-                    },
-                )?;
-                let refundable = record.credits - record.refunded;
+                let deducted = c.deducted.ok_or(AccountError::DeductionNotFound {
+                    deduction_id: c.deduction_id,
+                })?;
+                let refunded = self.refunded.get(&c.deduction_id).copied().unwrap_or(0);
+                let refundable = deducted.saturating_sub(refunded).max(0);
                 let credits = c.credits.unwrap_or(refundable);
                 if credits > refundable || (c.credits.is_none() && refundable == 0) {
                     return Err(AccountError::RefundExceedsDeduction {
@@ -895,13 +848,6 @@ impl Aggregate for CreditAccount {
             }
             AccountEvent::CreditsDeducted(e) => {
                 self.take_from_lots(&e.draws, e.overdraft);
-                self.deductions.insert(
-                    e.deduction_id,
-                    DeductionRecord {
-                        credits: e.credits,
-                        refunded: 0,
-                    },
-                );
             }
             AccountEvent::CreditsHeld(e) => {
                 self.holds.insert(
@@ -916,13 +862,6 @@ impl Aggregate for CreditAccount {
             AccountEvent::HoldCaptured(e) => {
                 self.take_from_lots(&e.draws, e.overdraft);
                 self.close_hold(e.hold_id, HoldState::Captured);
-                self.deductions.insert(
-                    e.deduction_id,
-                    DeductionRecord {
-                        credits: e.captured,
-                        refunded: 0,
-                    },
-                );
             }
             AccountEvent::HoldReleased(e) => {
                 let state = match e.reason {
@@ -932,9 +871,7 @@ impl Aggregate for CreditAccount {
                 self.close_hold(e.hold_id, state);
             }
             AccountEvent::CreditsRefunded(e) => {
-                if let Some(d) = self.deductions.get_mut(&e.deduction_id) {
-                    d.refunded += e.credits;
-                }
+                *self.refunded.entry(e.deduction_id).or_default() += e.credits;
                 self.debt -= e.debt_repaid;
                 self.add_lot(e.refund_id, e.credits - e.debt_repaid, None);
             }

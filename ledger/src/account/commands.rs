@@ -102,6 +102,11 @@ pub struct ReleaseHold {
 pub struct RefundDeduction {
     pub refund_id: Uuid,
     pub deduction_id: Uuid,
+    /// The credits the deduction (or capture) took, looked up by the caller
+    /// in this account's log; `None` when the account has no such deduction.
+    /// The account itself keeps only what was refunded of each deduction,
+    /// so its state does not grow with every deduction it ever made.
+    pub deducted: Option<i64>,
     /// `None` refunds everything still refundable.
     pub credits: Option<i64>,
     pub reason: String,

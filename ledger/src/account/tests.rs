@@ -288,7 +288,10 @@ fn release(hold: u128, now: DateTime<Utc>) -> AccountCommand {
     })
 }
 
-fn refund(
+/// A refund of deduction `deduction`, which took `deducted` credits (`None`:
+/// the caller found no such deduction in the account's log).
+fn refund_of(
+    deducted: Option<i64>,
     refund: u128,
     deduction: u128,
     credits: Option<i64>,
@@ -297,6 +300,7 @@ fn refund(
     AccountCommand::RefundDeduction(RefundDeduction {
         refund_id: id(refund),
         deduction_id: id(deduction),
+        deducted,
         credits,
         reason: "failed job".into(),
         idempotency_key: None,
@@ -1725,9 +1729,12 @@ fn refunded(refund: u128, credits: i64, debt_repaid: i64, balance_after: i64) ->
 async fn refunding_part_of_a_deduction_adds_a_lot_that_never_expires() {
     let given = with_a_deduction_of_50();
     let expected = refunded(R1, 20, 0, 70);
-    when(given.clone(), refund(R1, D1, Some(20), at(2, 0)))
-        .await
-        .then_expect_events(vec![expected.clone()]);
+    when(
+        given.clone(),
+        refund_of(Some(50), R1, D1, Some(20), at(2, 0)),
+    )
+    .await
+    .then_expect_events(vec![expected.clone()]);
     let mut all = given;
     all.push(expected);
     let account = fold(&all);
@@ -1755,7 +1762,7 @@ async fn refunding_part_of_a_deduction_adds_a_lot_that_never_expires() {
 async fn refunding_without_an_amount_refunds_the_rest() {
     let mut given = with_a_deduction_of_50();
     given.push(refunded(R1, 20, 0, 70));
-    when(given, refund(R2, D1, None, at(2, 0)))
+    when(given, refund_of(Some(50), R2, D1, None, at(2, 0)))
         .await
         .then_expect_events(vec![refunded(R2, 30, 0, 100)]);
 }
@@ -1764,7 +1771,7 @@ async fn refunding_without_an_amount_refunds_the_rest() {
 async fn refunding_the_rest_exactly_is_accepted() {
     let mut given = with_a_deduction_of_50();
     given.push(refunded(R1, 20, 0, 70));
-    when(given, refund(R2, D1, Some(30), at(2, 0)))
+    when(given, refund_of(Some(50), R2, D1, Some(30), at(2, 0)))
         .await
         .then_expect_events(vec![refunded(R2, 30, 0, 100)]);
 }
@@ -1773,7 +1780,7 @@ async fn refunding_the_rest_exactly_is_accepted() {
 async fn refunding_more_than_is_left_of_the_deduction_is_refused() {
     let mut given = with_a_deduction_of_50();
     given.push(refunded(R1, 20, 0, 70));
-    when(given, refund(R2, D1, Some(31), at(2, 0)))
+    when(given, refund_of(Some(50), R2, D1, Some(31), at(2, 0)))
         .await
         .then_expect_error(AccountError::RefundExceedsDeduction {
             deduction_id: id(D1),
@@ -1786,14 +1793,14 @@ async fn refunding_more_than_is_left_of_the_deduction_is_refused() {
 async fn refunding_a_fully_refunded_deduction_again_is_refused() {
     let mut given = with_a_deduction_of_50();
     given.push(refunded(R1, 50, 0, 100));
-    when(given.clone(), refund(R2, D1, None, at(2, 0)))
+    when(given.clone(), refund_of(Some(50), R2, D1, None, at(2, 0)))
         .await
         .then_expect_error(AccountError::RefundExceedsDeduction {
             deduction_id: id(D1),
             refundable: 0,
             requested: 0,
         });
-    when(given, refund(R2, D1, Some(1), at(2, 0)))
+    when(given, refund_of(Some(50), R2, D1, Some(1), at(2, 0)))
         .await
         .then_expect_error(AccountError::RefundExceedsDeduction {
             deduction_id: id(D1),
@@ -1807,7 +1814,7 @@ async fn refunding_zero_or_negative_credits_is_refused() {
     for credits in [0, -5] {
         when(
             with_a_deduction_of_50(),
-            refund(R1, D1, Some(credits), at(2, 0)),
+            refund_of(Some(50), R1, D1, Some(credits), at(2, 0)),
         )
         .await
         .then_expect_error(AccountError::InvalidCredits {
@@ -1819,18 +1826,21 @@ async fn refunding_zero_or_negative_credits_is_refused() {
 
 #[tokio::test]
 async fn refunding_an_unknown_deduction_is_refused() {
-    when(with_a_deduction_of_50(), refund(R1, D2, Some(5), at(2, 0)))
-        .await
-        .then_expect_error(AccountError::DeductionNotFound {
-            deduction_id: id(D2),
-        });
+    when(
+        with_a_deduction_of_50(),
+        refund_of(None, R1, D2, Some(5), at(2, 0)),
+    )
+    .await
+    .then_expect_error(AccountError::DeductionNotFound {
+        deduction_id: id(D2),
+    });
 }
 
 #[tokio::test]
 async fn refunding_a_capture_is_accepted() {
     let mut given = with_a_hold_of_40();
     given.push(captured(40, 25, &[(L1, 25)], 0, 75, 75, at(2, 0)));
-    when(given, refund(R1, D1, None, at(2, 0)))
+    when(given, refund_of(Some(25), R1, D1, None, at(2, 0)))
         .await
         .then_expect_events(vec![refunded(R1, 25, 0, 100)]);
 }
@@ -1843,7 +1853,7 @@ async fn a_refund_first_repays_the_overdraft() {
         deducted(D1, 6, &[(L1, 20)], 40, -40, -40, at(1, 2)),
     ];
     let expected = refunded(R1, 60, 40, 20);
-    when(given.clone(), refund(R1, D1, None, at(2, 0)))
+    when(given.clone(), refund_of(Some(60), R1, D1, None, at(2, 0)))
         .await
         .then_expect_events(vec![expected.clone()]);
     let mut all = given;
@@ -1857,10 +1867,30 @@ async fn a_refund_first_repays_the_overdraft() {
 async fn a_repeated_refund_key_writes_nothing_and_keeps_the_first_outcome() {
     let first = assert_repeated_key_applies_once(
         with_a_deduction_of_50(),
-        keyed(refund(R1, D1, Some(20), at(2, 0)), "refund-1"),
+        keyed(refund_of(Some(50), R1, D1, Some(20), at(2, 0)), "refund-1"),
     )
     .await;
     assert!(matches!(&first[..], [AccountEvent::CreditsRefunded(e)] if e.credits == 20));
+}
+
+#[test]
+fn the_state_does_not_grow_with_the_deductions_it_made() {
+    // A hot account makes millions of deductions; its warm state and its
+    // snapshots must stay the same size (refunds look the deducted credits
+    // up in the log instead).
+    let state_bytes = |deductions: u128| {
+        let mut events = vec![opened(0), granted(L1, 1_000_000, None, 1_000_000, at(1, 1))];
+        for n in 0..deductions {
+            let left = 1_000_000 - 10 * (n as i64 + 1);
+            events.push(deducted(1_000 + n, 1, &[(L1, 10)], 0, left, left, at(1, 2)));
+        }
+        serde_json::to_vec(&fold(&events)).unwrap().len()
+    };
+    let (few, many) = (state_bytes(10), state_bytes(5_000));
+    assert!(
+        many <= few + 8,
+        "{few} bytes after 10 deductions, {many} after 5,000"
+    );
 }
 
 // ---------------------------------------------------------------------------

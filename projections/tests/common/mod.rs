@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use events::{
-    AccountId, AccountStatus, CostEntry, CostUnit, CountryCode, GrantSource, OperationKey, Usage,
-    CATALOG_ID,
+    AccountEvent, AccountId, AccountStatus, CostEntry, CostUnit, CountryCode, GrantSource,
+    OperationKey, Usage, CATALOG_ID,
 };
 use ledger::account::{
     AccountPatch, AdjustCredits, Amount, CaptureHold, DeductCredits, GrantCredits, HoldCredits,
@@ -152,9 +152,11 @@ pub fn release_cmd(hold_id: Uuid, now: DateTime<Utc>) -> AccountCommand {
     })
 }
 
+/// A refund of `deduction_id`, which took `deducted` credits.
 pub fn refund_cmd(
     refund_id: Uuid,
     deduction_id: Uuid,
+    deducted: i64,
     credits: Option<i64>,
     reason: &str,
     now: DateTime<Utc>,
@@ -162,6 +164,7 @@ pub fn refund_cmd(
     AccountCommand::RefundDeduction(RefundDeduction {
         refund_id,
         deduction_id,
+        deducted: Some(deducted),
         credits,
         reason: reason.into(),
         idempotency_key: None,
@@ -347,7 +350,7 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
             metadata: (k % 4 == 0).then(|| serde_json::json!({ "round": r, "tags": ["a", "b"] })),
             ..Usage::default()
         };
-        script
+        let deducted = script
             .run(
                 id,
                 deduct_cmd(
@@ -357,7 +360,14 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
                     t(r, 10),
                 ),
             )
-            .await;
+            .await
+            .events
+            .iter()
+            .find_map(|e| match &e.event {
+                AccountEvent::CreditsDeducted(d) => Some(d.credits),
+                _ => None,
+            })
+            .expect("the deduction went through");
         if r % 3 == 0 {
             let hold = Uuid::now_v7();
             script
@@ -385,11 +395,18 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
             script.run(id, release_cmd(hold, t(r, 45))).await;
         }
         if r % 5 == 2 {
-            if let Some(d) = last_deduction {
+            if let Some((d, deducted)) = last_deduction {
                 script
                     .run(
                         id,
-                        refund_cmd(Uuid::now_v7(), d, Some(1), "partial refund", t(r, 50)),
+                        refund_cmd(
+                            Uuid::now_v7(),
+                            d,
+                            deducted,
+                            Some(1),
+                            "partial refund",
+                            t(r, 50),
+                        ),
                     )
                     .await;
             }
@@ -448,7 +465,7 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
                 })
                 .await;
         }
-        last_deduction = Some(deduction_id);
+        last_deduction = Some((deduction_id, deducted));
     }
     // Past the first grant's expiry: its unused credits leave.
     script
