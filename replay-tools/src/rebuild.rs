@@ -213,7 +213,7 @@ pub async fn rebuild(
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{:.0} events/s", events as f64 / secs));
     }
-    tracing::info!(
+    tracing::debug!(
         waited_for_reads_ms = waited.as_millis() as u64,
         applied_ms = applied.as_millis() as u64,
         begin_ms = (started.elapsed() - waited - applied).as_millis() as u64,
