@@ -210,7 +210,9 @@ enum Decided {
 struct Committer {
     service: CommandService,
     config: CommitterConfig,
-    cache: HashMap<String, Warm>,
+    /// Boxed values: the table reserves up to twice its entries, and a warm
+    /// state is several hundred bytes.
+    cache: HashMap<String, Box<Warm>>,
     tick: u64,
     stats: Arc<CommitterStats>,
 }
@@ -268,13 +270,13 @@ impl Committer {
                 let loaded = loaded?;
                 self.cache.insert(
                     id,
-                    Warm {
+                    Box::new(Warm {
                         state: loaded.aggregate,
                         sequence: loaded.sequence,
                         last_hash: loaded.last_hash,
                         used: self.tick,
                         snapshot: loaded.snapshot_sequence.unwrap_or(0),
-                    },
+                    }),
                 );
             }
         }

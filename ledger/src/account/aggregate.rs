@@ -81,7 +81,9 @@ pub struct CreditAccount {
     closed_holds: VecDeque<(Uuid, HoldState)>,
     /// Credits refunded so far, only of deductions refunded at least once.
     refunded: BTreeMap<Uuid, i64>,
-    recent_keys: VecDeque<(IdempotencyKey, AccountEvent)>,
+    /// Boxed: an event is a few hundred bytes inline, and a deque reserves
+    /// room for several at its first push; most accounts hold one or two.
+    recent_keys: VecDeque<(IdempotencyKey, Box<AccountEvent>)>,
     /// The latest instant any event carried; command clocks are clamped to it
     /// so that the stream's time never runs backwards.
     last_at: Option<DateTime<Utc>>,
@@ -135,7 +137,7 @@ impl CreditAccount {
         self.recent_keys
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, e)| e)
+            .map(|(_, e)| &**e)
     }
 
     fn ensure_open(&self) -> Result<(), AccountError> {
@@ -626,7 +628,8 @@ impl CreditAccount {
     fn remember_key(&mut self, event: &AccountEvent) {
         if let Some(key) = event.idempotency_key() {
             if self.outcome_for(key).is_none() {
-                self.recent_keys.push_back((key.clone(), event.clone()));
+                self.recent_keys
+                    .push_back((key.clone(), Box::new(event.clone())));
                 if self.recent_keys.len() > IDEMPOTENCY_WINDOW_KEYS {
                     self.recent_keys.pop_front();
                 }
