@@ -197,6 +197,15 @@ pub struct CreditsExpired {
     pub expired_at: DateTime<Utc>,
 }
 
+/// Available credits fell below an account's low-balance threshold
+/// ([`AccountEvent::low_balance_crossing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LowBalanceCrossing {
+    pub threshold: i64,
+    pub available_before: i64,
+    pub available_after: i64,
+}
+
 /// Every event of an account stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AccountEvent {
@@ -271,6 +280,38 @@ impl AccountEvent {
         }
     }
 
+    /// Available credits (balance − held) after this event, for the events
+    /// that state it: deductions, holds, captures and releases.
+    pub fn available_after(&self) -> Option<i64> {
+        match self {
+            Self::CreditsDeducted(e) => Some(e.available_after),
+            Self::CreditsHeld(e) => Some(e.available_after),
+            Self::HoldCaptured(e) => Some(e.available_after),
+            Self::HoldReleased(e) => Some(e.available_after),
+            _ => None,
+        }
+    }
+
+    /// The signed change this event makes to available (balance − held).
+    /// `None` only on an overflow, which a stored event cannot reach.
+    pub fn available_delta(&self) -> Option<i64> {
+        self.balance_delta().checked_sub(self.held_delta())
+    }
+
+    /// Whether this event made available fall from at or above `threshold`
+    /// to below it (SPEC §4's low-balance crossing); the available credits
+    /// before and after when it did. Only events that state their
+    /// `available_after` can be judged from the event alone.
+    pub fn low_balance_crossing(&self, threshold: i64) -> Option<LowBalanceCrossing> {
+        let after = self.available_after()?;
+        let before = after.checked_sub(self.available_delta()?)?;
+        (before >= threshold && after < threshold).then_some(LowBalanceCrossing {
+            threshold,
+            available_before: before,
+            available_after: after,
+        })
+    }
+
     /// The idempotency key of the command that produced this event, if any.
     pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
         match self {
@@ -311,5 +352,122 @@ impl DomainEvent for AccountEvent {
     }
     fn event_version(&self) -> String {
         EVENT_VERSION_1.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn deducted(credits: i64, available_after: i64) -> AccountEvent {
+        AccountEvent::CreditsDeducted(CreditsDeducted {
+            deduction_id: Uuid::nil(),
+            credits,
+            usage: Usage::default(),
+            draws: vec![],
+            overdraft: 0,
+            balance_after: available_after,
+            available_after,
+            idempotency_key: None,
+            recorded_at: at(),
+        })
+    }
+
+    fn captured(held: i64, captured: i64, available_after: i64) -> AccountEvent {
+        AccountEvent::HoldCaptured(HoldCaptured {
+            hold_id: Uuid::nil(),
+            deduction_id: Uuid::nil(),
+            held,
+            captured,
+            released: (held - captured).max(0),
+            usage: Usage::default(),
+            draws: vec![],
+            overdraft: 0,
+            balance_after: available_after,
+            available_after,
+            idempotency_key: None,
+            captured_at: at(),
+        })
+    }
+
+    #[test]
+    fn a_deduction_that_falls_below_the_threshold_is_a_crossing() {
+        let crossing = deducted(30, 80).low_balance_crossing(100).unwrap();
+        assert_eq!(crossing.available_before, 110);
+        assert_eq!(crossing.available_after, 80);
+        assert_eq!(crossing.threshold, 100);
+    }
+
+    #[test]
+    fn starting_exactly_at_the_threshold_counts_and_staying_above_does_not() {
+        assert!(deducted(1, 99).low_balance_crossing(100).is_some());
+        assert!(deducted(10, 100).low_balance_crossing(100).is_none());
+    }
+
+    #[test]
+    fn a_deduction_already_below_the_threshold_is_no_new_crossing() {
+        assert!(deducted(10, 50).low_balance_crossing(100).is_none());
+    }
+
+    #[test]
+    fn a_capture_moves_available_by_what_was_held_minus_what_was_captured() {
+        // Held 50, captured 30: 20 come back, available rises.
+        assert_eq!(captured(50, 30, 120).available_delta(), Some(20));
+        assert!(captured(50, 30, 120).low_balance_crossing(110).is_none());
+        // Captured more than held: available falls by the difference.
+        let over = captured(10, 40, 95);
+        assert_eq!(over.available_delta(), Some(-30));
+        assert_eq!(
+            over.low_balance_crossing(100).unwrap().available_before,
+            125
+        );
+    }
+
+    #[test]
+    fn a_hold_lowers_available_and_a_release_raises_it() {
+        let held = AccountEvent::CreditsHeld(CreditsHeld {
+            hold_id: Uuid::nil(),
+            credits: 40,
+            operation: None,
+            units: None,
+            cost_version: None,
+            expires_at: at(),
+            available_after: 90,
+            idempotency_key: None,
+            held_at: at(),
+        });
+        assert_eq!(held.available_delta(), Some(-40));
+        assert!(held.low_balance_crossing(100).is_some());
+        let released = AccountEvent::HoldReleased(HoldReleased {
+            hold_id: Uuid::nil(),
+            credits: 40,
+            reason: ReleaseReason::Caller,
+            available_after: 130,
+            idempotency_key: None,
+            released_at: at(),
+        });
+        assert_eq!(released.available_delta(), Some(40));
+        assert!(released.low_balance_crossing(100).is_none());
+    }
+
+    #[test]
+    fn events_without_available_after_are_not_judged() {
+        let granted = AccountEvent::CreditsGranted(CreditsGranted {
+            grant_id: Uuid::nil(),
+            credits: 10,
+            source: GrantSource::Purchase,
+            expires_at: None,
+            description: None,
+            debt_repaid: 0,
+            balance_after: 10,
+            idempotency_key: None,
+            granted_at: at(),
+        });
+        assert_eq!(granted.available_after(), None);
+        assert!(granted.low_balance_crossing(100).is_none());
     }
 }
