@@ -33,17 +33,7 @@ pub const VERIFICATION_FILE: &str = "verification.json";
 pub const README_FILE: &str = "README.md";
 
 /// One line of `events.jsonl`: a stored event as it is in the log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PackEvent {
-    pub position: i64,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
-}
+pub type PackEvent = store::StoredEvent;
 
 /// `verification.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

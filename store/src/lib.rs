@@ -34,8 +34,9 @@ pub const READ_BATCH_EVENTS_MAX: u32 = 10_000;
 /// The default database: an SQLite file under `./data`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/ledger.db";
 
-/// One event as stored in the global log.
-#[derive(Debug, Clone, PartialEq)]
+/// One event as stored in the global log (also a line of an audit pack's
+/// `events.jsonl`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     pub position: i64,
     pub aggregate_type: String,
