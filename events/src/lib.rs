@@ -6,11 +6,13 @@
 //! pure functions (serde, hashing); this crate does no I/O.
 
 pub mod account;
+pub mod billing;
 pub mod catalog;
 pub mod metadata;
 pub mod types;
 
 pub use account::*;
+pub use billing::*;
 pub use catalog::*;
 pub use metadata::{chain_hash, Actor, EventMetadata, MetadataError, GENESIS_HASH};
 pub use types::*;

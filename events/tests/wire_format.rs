@@ -17,10 +17,12 @@ use cqrs_es::DomainEvent;
 use events::{
     AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus, AccountSuspended,
     AccountUpdated, BillingAddress, BillingCycle, CatalogEvent, CatalogSeeded, CostEntry, CostUnit,
-    CountryCode, CreditCostSet, CreditPackage, CreditPackageUpserted, CreditsAdjusted,
-    CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded, GrantSource,
-    HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, Money, OperationKey, Plan, PlanChanged,
-    PlanLimits, PlanUpserted, ReleaseReason, Usage,
+    CountryCode, CreditCostSet, CreditPackage, CreditPackageUpserted, CreditPurchase,
+    CreditsAdjusted, CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded,
+    Currency, GrantSource, HoldCaptured, HoldReleased, IdempotencyKey, InvoiceEvent, InvoiceIssued,
+    InvoiceLine, InvoiceMarkedUncollectible, InvoicePaid, InvoiceStatus, InvoiceVoided, LotDraw,
+    Money, OperationKey, PaymentApproved, PaymentEvent, PaymentMethod, PaymentRejected,
+    PaymentSubmitted, Plan, PlanChanged, PlanLimits, PlanUpserted, ReleaseReason, Usage,
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -321,6 +323,137 @@ fn catalog_variant(e: &CatalogEvent) -> &'static str {
 
 const CATALOG_VARIANTS: usize = 4;
 
+fn invoice_samples() -> Vec<InvoiceEvent> {
+    vec![
+        InvoiceEvent::InvoiceIssued(Box::new(InvoiceIssued {
+            invoice_id: id(0x40),
+            number: "INV-2026-000123".into(),
+            account_id: AccountId::from_uuid(id(1)),
+            subscription_id: Some(id(0x41)),
+            buyer_name: "Acme GmbH".into(),
+            billing_email: Some("billing@acme.test".into()),
+            billing_address: Some(BillingAddress {
+                line1: Some("Hauptstr. 1".into()),
+                line2: None,
+                city: Some("Berlin".into()),
+                region: None,
+                postal_code: Some("10115".into()),
+                country: Some(CountryCode::parse("DE").unwrap()),
+            }),
+            tax_id: Some("DE123456789".into()),
+            lines: vec![InvoiceLine {
+                description: "Pro credit package (2,000 credits)".into(),
+                quantity: 1,
+                unit_price: Decimal::new(2_900, 2),
+                amount: Decimal::new(2_900, 2),
+            }],
+            subtotal: Decimal::new(2_900, 2),
+            tax_rate: Decimal::new(1_900, 2),
+            tax: Decimal::new(551, 2),
+            total: Decimal::new(3_451, 2),
+            currency: Currency::usd(),
+            status: InvoiceStatus::Pending,
+            purchase: Some(CreditPurchase {
+                package_slug: "pro".into(),
+                credits: 2_000,
+            }),
+            notes: Some("thank you".into()),
+            issued_at: at(3, 9),
+            due_at: at(17, 9),
+        })),
+        InvoiceEvent::InvoicePaid(InvoicePaid {
+            payment_id: Some(id(0x50)),
+            method: PaymentMethod::BankTransfer,
+            paid_at: at(4, 10),
+        }),
+        InvoiceEvent::InvoiceVoided(InvoiceVoided {
+            reason: Some("issued in error".into()),
+            actor: "dev-1".into(),
+            voided_at: at(4, 11),
+        }),
+        InvoiceEvent::InvoiceMarkedUncollectible(InvoiceMarkedUncollectible {
+            reason: Some("customer vanished".into()),
+            actor: "dev-1".into(),
+            marked_at: at(4, 12),
+        }),
+    ]
+}
+
+fn payment_samples() -> Vec<PaymentEvent> {
+    vec![
+        PaymentEvent::PaymentSubmitted(PaymentSubmitted {
+            payment_id: id(0x50),
+            invoice_id: id(0x40),
+            account_id: AccountId::from_uuid(id(1)),
+            amount: usd(3_451),
+            method: PaymentMethod::LocalWallet,
+            reference: Some("WIRE-778".into()),
+            submitted_by: "owner-1".into(),
+            instructions: Some("Pay to IBAN DE00 ...".into()),
+            submitted_at: at(3, 10),
+        }),
+        PaymentEvent::PaymentApproved(PaymentApproved {
+            approved_by: "dev-2".into(),
+            approved_at: at(4, 10),
+        }),
+        PaymentEvent::PaymentRejected(PaymentRejected {
+            rejected_by: "dev-2".into(),
+            reason: "no such transfer".into(),
+            rejected_at: at(4, 10),
+        }),
+    ]
+}
+
+fn invoice_variant(e: &InvoiceEvent) -> &'static str {
+    match e {
+        InvoiceEvent::InvoiceIssued(_) => "InvoiceIssued",
+        InvoiceEvent::InvoicePaid(_) => "InvoicePaid",
+        InvoiceEvent::InvoiceVoided(_) => "InvoiceVoided",
+        InvoiceEvent::InvoiceMarkedUncollectible(_) => "InvoiceMarkedUncollectible",
+    }
+}
+
+fn payment_variant(e: &PaymentEvent) -> &'static str {
+    match e {
+        PaymentEvent::PaymentSubmitted(_) => "PaymentSubmitted",
+        PaymentEvent::PaymentApproved(_) => "PaymentApproved",
+        PaymentEvent::PaymentRejected(_) => "PaymentRejected",
+    }
+}
+
+#[test]
+fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
+    let invoice = [
+        "InvoiceIssued",
+        "InvoicePaid",
+        "InvoiceVoided",
+        "InvoiceMarkedUncollectible",
+    ];
+    assert_eq!(invoice_samples().len(), invoice.len());
+    for (sample, name) in invoice_samples().iter().zip(invoice) {
+        assert_round_trips(sample, name);
+        assert_eq!(invoice_variant(sample), name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    let payment = ["PaymentSubmitted", "PaymentApproved", "PaymentRejected"];
+    assert_eq!(payment_samples().len(), payment.len());
+    for (sample, name) in payment_samples().iter().zip(payment) {
+        assert_round_trips(sample, name);
+        assert_eq!(payment_variant(sample), name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    let issued = serde_json::to_value(&invoice_samples()[0]).unwrap();
+    assert_eq!(issued["InvoiceIssued"]["total"], json!("34.51"));
+    assert_eq!(issued["InvoiceIssued"]["status"], json!("pending"));
+    let submitted = serde_json::to_value(&payment_samples()[0]).unwrap();
+    assert_eq!(
+        submitted["PaymentSubmitted"]["method"],
+        json!("local_wallet")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Round trips and type strings
 // ---------------------------------------------------------------------------
@@ -501,10 +634,18 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
     for sample in catalog_samples() {
         check_fixture(catalog_variant(&sample), &sample, catalog_variant);
     }
+    for sample in invoice_samples() {
+        check_fixture(invoice_variant(&sample), &sample, invoice_variant);
+    }
+    for sample in payment_samples() {
+        check_fixture(payment_variant(&sample), &sample, payment_variant);
+    }
     let known: BTreeSet<String> = account_samples()
         .iter()
         .map(account_variant)
         .chain(catalog_samples().iter().map(catalog_variant))
+        .chain(invoice_samples().iter().map(invoice_variant))
+        .chain(payment_samples().iter().map(payment_variant))
         .map(|n| format!("{n}.json"))
         .collect();
     let stored: BTreeSet<String> = fs::read_dir(fixtures_dir())

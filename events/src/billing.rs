@@ -1,0 +1,248 @@
+//! Events of the billing aggregates: invoices (one stream per invoice) and
+//! payments (one stream per payment). Money is `Decimal` + `Currency`,
+//! serialized as strings; never a float.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::{AccountId, BillingAddress, Currency, Money};
+use crate::EVENT_VERSION_1;
+
+/// The aggregate type under which invoice streams are stored.
+pub const INVOICE_AGGREGATE_TYPE: &str = "invoice";
+/// The aggregate type under which payment streams are stored.
+pub const PAYMENT_AGGREGATE_TYPE: &str = "payment";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Pending,
+    Paid,
+    Void,
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    /// The wire name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::Void => "void",
+            Self::Uncollectible => "uncollectible",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+    Refunded,
+    Cancelled,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Refunded => "refunded",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Stripe,
+    Paypal,
+    BankTransfer,
+    LocalWallet,
+    Manual,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stripe => "stripe",
+            Self::Paypal => "paypal",
+            Self::BankTransfer => "bank_transfer",
+            Self::LocalWallet => "local_wallet",
+            Self::Manual => "manual",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Stripe,
+            Self::Paypal,
+            Self::BankTransfer,
+            Self::LocalWallet,
+            Self::Manual,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+    /// Methods settled by a person checking a reference (maker-checker).
+    pub fn is_manual(self) -> bool {
+        matches!(self, Self::BankTransfer | Self::LocalWallet | Self::Manual)
+    }
+}
+
+/// One invoice line; `amount` = quantity × unit price, in the currency's
+/// minor unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub description: String,
+    pub quantity: i64,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+}
+
+/// What a paid invoice buys in credits (a credit package), granted when it
+/// is paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditPurchase {
+    pub package_slug: String,
+    pub credits: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceIssued {
+    pub invoice_id: Uuid,
+    pub number: String,
+    pub account_id: AccountId,
+    pub subscription_id: Option<Uuid>,
+    pub buyer_name: String,
+    pub billing_email: Option<String>,
+    /// The account's billing address at issue time.
+    pub billing_address: Option<BillingAddress>,
+    pub tax_id: Option<String>,
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: Decimal,
+    /// Percent, as on the account (`19.00` is 19 %).
+    pub tax_rate: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+    pub currency: Currency,
+    /// `draft` or `pending`.
+    pub status: InvoiceStatus,
+    pub purchase: Option<CreditPurchase>,
+    pub notes: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoicePaid {
+    pub payment_id: Option<Uuid>,
+    pub method: PaymentMethod,
+    pub paid_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceVoided {
+    pub reason: Option<String>,
+    pub actor: String,
+    pub voided_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceMarkedUncollectible {
+    pub reason: Option<String>,
+    pub actor: String,
+    pub marked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InvoiceEvent {
+    InvoiceIssued(Box<InvoiceIssued>),
+    InvoicePaid(InvoicePaid),
+    InvoiceVoided(InvoiceVoided),
+    InvoiceMarkedUncollectible(InvoiceMarkedUncollectible),
+}
+
+impl InvoiceEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::InvoiceIssued(_) => "InvoiceIssued",
+            Self::InvoicePaid(_) => "InvoicePaid",
+            Self::InvoiceVoided(_) => "InvoiceVoided",
+            Self::InvoiceMarkedUncollectible(_) => "InvoiceMarkedUncollectible",
+        }
+    }
+}
+
+impl DomainEvent for InvoiceEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
+
+/// A manual payment was submitted and waits for a second person's approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentSubmitted {
+    pub payment_id: Uuid,
+    pub invoice_id: Uuid,
+    pub account_id: AccountId,
+    pub amount: Money,
+    pub method: PaymentMethod,
+    pub reference: Option<String>,
+    /// The `sub` of whoever submitted it: never its approver.
+    pub submitted_by: String,
+    pub instructions: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentApproved {
+    pub approved_by: String,
+    pub approved_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRejected {
+    pub rejected_by: String,
+    pub reason: String,
+    pub rejected_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PaymentEvent {
+    PaymentSubmitted(PaymentSubmitted),
+    PaymentApproved(PaymentApproved),
+    PaymentRejected(PaymentRejected),
+}
+
+impl PaymentEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::PaymentSubmitted(_) => "PaymentSubmitted",
+            Self::PaymentApproved(_) => "PaymentApproved",
+            Self::PaymentRejected(_) => "PaymentRejected",
+        }
+    }
+}
+
+impl DomainEvent for PaymentEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
