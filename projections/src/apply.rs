@@ -8,6 +8,7 @@ use store::sql::{Arg, SqlTx};
 use store::StoredEvent;
 use uuid::Uuid;
 
+use crate::billing::{self, BillingEvent, RowChange};
 use crate::{time_text, ProjectionError};
 
 fn month(t: DateTime<Utc>) -> String {
@@ -39,8 +40,54 @@ pub(crate) async fn apply(tx: &mut SqlTx, stored: &StoredEvent) -> Result<(), Pr
                 serde_json::from_value(stored.payload.clone()).map_err(|e| bad(stored, e))?;
             apply_catalog(tx, stored, event).await
         }
-        _ => Ok(()),
+        other => match BillingEvent::parse(other, &stored.payload.to_string()) {
+            Some(event) => apply_billing(tx, stored, event.map_err(|e| bad(stored, e))?).await,
+            None => Ok(()),
+        },
     }
+}
+
+/// An invoice or payment event: one INSERT or UPDATE of its row.
+async fn apply_billing(
+    tx: &mut SqlTx,
+    stored: &StoredEvent,
+    event: BillingEvent,
+) -> Result<(), ProjectionError> {
+    let (table, change) = billing::change(&event, stored.position);
+    match change {
+        RowChange::Insert(row) => {
+            let placeholders: Vec<String> = (1..=row.len()).map(|i| format!("${i}")).collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    billing::columns(table).join(", "),
+                    placeholders.join(", ")
+                ),
+                &row,
+            )
+            .await?;
+        }
+        RowChange::Update(sets) => {
+            let assignments: Vec<String> = sets
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
+                .collect();
+            let mut args: Vec<Arg> = sets.into_iter().map(|(_, v)| v).collect();
+            args.push(stored.aggregate_id.clone().into());
+            tx.execute(
+                &format!(
+                    "UPDATE {table} SET {} WHERE {} = ${}",
+                    assignments.join(", "),
+                    billing::key_column(table),
+                    args.len()
+                ),
+                &args,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 struct Entry<'a> {

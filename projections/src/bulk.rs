@@ -20,6 +20,7 @@ use store::sql::{Arg, SqlRow, SqlTx};
 use store::Store;
 use uuid::Uuid;
 
+use crate::billing::{self, BillingEvent, RowChange};
 use crate::{time_text, ProjectionError, PROJECTION_NAME};
 
 /// Most bind parameters in one multi-row INSERT (SQLite allows 32,766,
@@ -35,19 +36,23 @@ pub enum Table {
     Usage,
     UsageDaily,
     CostHistory,
+    Invoices,
+    Payments,
     /// The sweeper's queue: rebuilt with the read models, but not diffed
     /// (the sweeper deletes what it has handled).
     ExpirySchedule,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::Accounts,
         Table::Balances,
         Table::Transactions,
         Table::Usage,
         Table::UsageDaily,
         Table::CostHistory,
+        Table::Invoices,
+        Table::Payments,
         Table::ExpirySchedule,
     ];
 
@@ -60,6 +65,8 @@ impl Table {
             Self::Usage => "rm_usage",
             Self::UsageDaily => "rm_usage_daily",
             Self::CostHistory => "rm_cost_history",
+            Self::Invoices => "rm_invoices",
+            Self::Payments => "rm_payments",
             Self::ExpirySchedule => "expiry_schedule",
         }
     }
@@ -73,6 +80,8 @@ impl Table {
             Self::Usage => "usage",
             Self::UsageDaily => "usage_daily",
             Self::CostHistory => "cost_history",
+            Self::Invoices => "invoices",
+            Self::Payments => "payments",
             Self::ExpirySchedule => "expiry_schedule",
         }
     }
@@ -164,6 +173,8 @@ impl Table {
                 "changed_at",
                 "position",
             ],
+            Self::Invoices => &billing::INVOICE_COLUMNS,
+            Self::Payments => &billing::PAYMENT_COLUMNS,
             Self::ExpirySchedule => &["account_id", "item_id", "due_at"],
         }
     }
@@ -175,6 +186,8 @@ impl Table {
             Self::Transactions | Self::Usage => &["position"],
             Self::UsageDaily => &["account_id", "day", "operation", "model"],
             Self::CostHistory => &["version"],
+            Self::Invoices => &["invoice_id"],
+            Self::Payments => &["payment_id"],
             Self::ExpirySchedule => &["account_id", "item_id"],
         }
     }
@@ -296,6 +309,8 @@ pub struct ReadModelFold {
     transactions: Vec<Row>,
     usage: Vec<Row>,
     cost_history: Vec<Row>,
+    /// Billing rows by (table, key), in [`billing`]'s column order.
+    billing: BTreeMap<(&'static str, String), Row>,
     /// `time_text` of the event being applied, formatted once: its first
     /// 7 and 10 characters are the month and the day.
     at_text: String,
@@ -341,7 +356,40 @@ impl ReadModelFold {
                 ]);
                 Ok(())
             }
-            Decoded::Catalog(_) | Decoded::Other => Ok(()),
+            Decoded::Catalog(_) => Ok(()),
+            Decoded::Other => match BillingEvent::parse(&stored.aggregate_type, &stored.payload) {
+                Some(event) => {
+                    let event = event.map_err(|e| ProjectionError::BadEvent {
+                        position: stored.position,
+                        event_type: stored.event_type.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    self.apply_billing(stored, &event);
+                    Ok(())
+                }
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// As `apply.rs`'s `apply_billing`: insert the row or set its columns.
+    fn apply_billing(&mut self, stored: &RawEvent, event: &BillingEvent) {
+        let (table, change) = billing::change(event, stored.position);
+        let key = (table, stored.aggregate_id.clone());
+        match change {
+            RowChange::Insert(row) => {
+                self.billing.insert(key, row);
+            }
+            RowChange::Update(sets) => {
+                if let Some(row) = self.billing.get_mut(&key) {
+                    let columns = billing::columns(table);
+                    for (column, value) in sets {
+                        if let Some(i) = columns.iter().position(|c| *c == column) {
+                            row[i] = value;
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -677,6 +725,12 @@ impl ReadModelFold {
                 .map(|((id, item), due)| {
                     vec![id.clone().into(), item.clone().into(), due.clone().into()]
                 })
+                .collect(),
+            Table::Invoices | Table::Payments => self
+                .billing
+                .iter()
+                .filter(|((t, _), _)| *t == table.sql_name())
+                .map(|(_, row)| row.clone())
                 .collect(),
             Table::Transactions | Table::Usage | Table::CostHistory => Vec::new(),
         }

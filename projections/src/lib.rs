@@ -11,6 +11,7 @@
 //! fast path of [`bulk`].
 
 mod apply;
+pub mod billing;
 pub mod bulk;
 mod projector;
 mod queries;

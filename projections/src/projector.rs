@@ -21,13 +21,15 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed batch (store down) before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-const READ_MODEL_TABLES: [&str; 6] = [
+const READ_MODEL_TABLES: [&str; 8] = [
     "rm_accounts",
     "rm_balances",
     "rm_transactions",
     "rm_usage",
     "rm_usage_daily",
     "rm_cost_history",
+    "rm_invoices",
+    "rm_payments",
 ];
 
 pub struct Projector {

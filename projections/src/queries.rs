@@ -35,7 +35,11 @@ impl PageRequest {
     }
 }
 
-fn page<T>(mut items: Vec<T>, req: &PageRequest, cursor: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn page<T>(
+    mut items: Vec<T>,
+    req: &PageRequest,
+    cursor: impl Fn(&T) -> String,
+) -> Page<T> {
     let limit = req.limit() as usize;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
@@ -220,7 +224,7 @@ fn opt_time(t: Option<DateTime<Utc>>) -> Arg {
 /// Queries over the read models.
 #[derive(Clone, Debug)]
 pub struct ReadModels {
-    store: Store,
+    pub(crate) store: Store,
 }
 
 impl ReadModels {
@@ -546,6 +550,8 @@ impl ReadModels {
             ("rm_usage", "position"),
             ("rm_usage_daily", "account_id, day, operation, model"),
             ("rm_cost_history", "version"),
+            ("rm_invoices", "invoice_id"),
+            ("rm_payments", "payment_id"),
         ] {
             let rows = self
                 .store
@@ -565,11 +571,11 @@ const USAGE_CURSOR: &str = "usage";
 
 /// Cursors are opaque to clients: the list's name and the last item's key,
 /// hex-encoded, so a cursor of one list is refused by another.
-fn encode_cursor(list: &str, key: &str) -> String {
+pub(crate) fn encode_cursor(list: &str, key: &str) -> String {
     hex::encode(format!("{list}:{key}"))
 }
 
-fn decode_cursor(list: &str, cursor: &str) -> Result<String, ProjectionError> {
+pub(crate) fn decode_cursor(list: &str, cursor: &str) -> Result<String, ProjectionError> {
     let bytes = hex::decode(cursor).map_err(|_| ProjectionError::BadCursor)?;
     let text = String::from_utf8(bytes).map_err(|_| ProjectionError::BadCursor)?;
     text.strip_prefix(list)

@@ -11,7 +11,7 @@ use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use events::{chain_hash, Actor, EventMetadata, IdempotencyKey};
-use ledger::{Catalog, CreditAccount};
+use ledger::{Catalog, CreditAccount, Invoice, Payment};
 use sha2::{Digest, Sha256};
 use tracing::{debug, instrument};
 use uuid::Uuid;
@@ -121,6 +121,20 @@ impl RecentOutcomes for CreditAccount {
 }
 
 impl RecentOutcomes for Catalog {
+    fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
+        None
+    }
+}
+
+// Invoices and payments keep no window of keys: their streams are short and
+// a repeated key is found by its claim (`find_key`).
+impl RecentOutcomes for Invoice {
+    fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
+        None
+    }
+}
+
+impl RecentOutcomes for Payment {
     fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
         None
     }

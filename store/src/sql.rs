@@ -179,6 +179,32 @@ impl SqlTx {
 }
 
 impl Store {
+    /// The highest value reserved in `scope` that starts with `prefix`
+    /// (e.g. the year's last invoice number, `INV-2026-`). Values of one
+    /// prefix must have one fixed width, so that text order is number order.
+    pub async fn highest_reservation(
+        &self,
+        scope: &str,
+        prefix: &str,
+    ) -> Result<Option<String>, StoreError> {
+        // LIKE's wildcards in the prefix are escaped away.
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let row = self
+            .fetch_optional(
+                "SELECT value FROM reservations WHERE scope = $1 AND value LIKE $2 ESCAPE '\\' \
+                 ORDER BY value DESC LIMIT 1",
+                &[scope.into(), pattern.into()],
+            )
+            .await?;
+        row.map(|r| r.text("value")).transpose()
+    }
+
     /// Starts a read-write transaction (SQLite: `BEGIN IMMEDIATE`).
     pub async fn begin(&self) -> Result<SqlTx, StoreError> {
         Ok(match self {
