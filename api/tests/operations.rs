@@ -61,6 +61,17 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/admin/accounts"),
     ("post", "/v1/admin/accounts/{account_id}/suspend"),
     ("post", "/v1/admin/accounts/{account_id}/activate"),
+    ("get", "/v1/billing/invoices"),
+    ("get", "/v1/billing/invoices/{invoice_id}"),
+    ("get", "/v1/billing/invoices/{invoice_id}/pdf"),
+    ("post", "/v1/billing/payments/manual"),
+    ("post", "/v1/billing/credits/purchase"),
+    ("get", "/v1/admin/invoices"),
+    ("post", "/v1/admin/invoices/{invoice_id}/void"),
+    ("post", "/v1/admin/invoices/{invoice_id}/mark-uncollectible"),
+    ("get", "/v1/admin/payments"),
+    ("post", "/v1/admin/payments/{payment_id}/approve"),
+    ("post", "/v1/admin/payments/{payment_id}/reject"),
 ];
 
 /// The routes outside `/v1`, which take no token.
@@ -235,6 +246,7 @@ async fn the_openapi_document_is_3_1_and_documents_every_registered_route() {
         "credits",
         "reads",
         "catalog",
+        "billing",
         "admin",
         "operations",
     ]
@@ -300,6 +312,8 @@ async fn every_documented_v1_route_is_routed_and_asks_for_a_token() {
             .replace("{account_id}", &some_id)
             .replace("{hold_id}", &some_id)
             .replace("{deduction_id}", &some_id)
+            .replace("{invoice_id}", &some_id)
+            .replace("{payment_id}", &some_id)
             .replace("{slug}", "pro")
             .replace("{operation}", "article_generation");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();

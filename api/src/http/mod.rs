@@ -8,9 +8,12 @@
 //! route.
 
 mod accounts;
+mod admin_billing;
+mod billing;
 mod catalog;
 mod credits;
 mod docs;
+mod invoice_pdf;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
@@ -117,7 +120,7 @@ pub fn router(state: AppState) -> Router {
             post(accounts::activate),
         );
     Router::new()
-        .nest("/v1", v1)
+        .nest("/v1", v1.merge(billing::routes()))
         .route("/health", get(health))
         .route("/ready", get(ready))
         // Operations: no token, like `/health`.

@@ -37,11 +37,12 @@ pub const BEARER_SCHEME: &str = "bearer";
 /// The tags operations are grouped under, in the order Swagger UI shows them.
 /// An operation under `/v1/admin` is tagged `admin`; the others by the
 /// handler module they live in.
-pub const TAGS: [&str; 6] = [
+pub const TAGS: [&str; 7] = [
     "accounts",
     "credits",
     "reads",
     "catalog",
+    "billing",
     "admin",
     "operations",
 ];
@@ -92,6 +93,17 @@ pub const TAGS: [&str; 6] = [
         super::accounts::search,
         super::accounts::suspend,
         super::accounts::activate,
+        super::billing::invoices_own,
+        super::billing::invoice_own,
+        super::billing::invoice_pdf,
+        super::billing::manual_payment,
+        super::billing::purchase,
+        super::admin_billing::invoices,
+        super::admin_billing::void,
+        super::admin_billing::mark_uncollectible,
+        super::admin_billing::payments,
+        super::admin_billing::approve,
+        super::admin_billing::reject,
         super::health,
         super::ready,
         super::metrics::scrape,
@@ -106,6 +118,7 @@ pub const TAGS: [&str; 6] = [
         (name = "credits", description = "Deductions, holds, captures, releases, refunds and grants"),
         (name = "reads", description = "Balance, ledger entries, usage and analytics from the read models"),
         (name = "catalog", description = "Plans and credit packages"),
+        (name = "billing", description = "Invoices, their PDFs, manual payments and credit purchases"),
         (name = "admin", description = "Platform administration (developer role)"),
         (name = "operations", description = "Health, readiness, metrics and this description; no token needed"),
     ),
@@ -811,6 +824,14 @@ pub struct CostHistory {
 pub struct Health {
     #[schema(example = "ok")]
     pub status: String,
+}
+
+/// A page of invoices or payments (their fields: docs/adr/0010-billing.md).
+#[derive(Serialize, ToSchema)]
+pub struct BillingPage {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

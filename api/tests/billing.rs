@@ -1,0 +1,587 @@
+//! Billing through the real router over real HTTP, on PostgreSQL and SQLite
+//! (docs/adr/0010-billing.md): a credit purchase by bank transfer approved
+//! by a second person, the invoice paid and its credits granted exactly
+//! once; maker-checker; invoice status rules; gapless numbers under
+//! concurrent issuing; and the invoice PDF parsed back.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::auth::{Claims, Role};
+use chrono::Datelike;
+use common::{key, now_unix, unique_slug, Api};
+use serde_json::{json, Value};
+
+/// A developer token with its own `sub`: a second person for maker-checker.
+fn developer_named(api: &Api, sub: &str) -> String {
+    let claims = Claims::new(
+        sub,
+        Role::Developer,
+        None,
+        now_unix(),
+        Duration::from_secs(3600),
+    )
+    .expect("valid claims");
+    api.keys.mint(&claims)
+}
+
+/// Opens a starter-plan account (it allows credit top-ups) with a 19 % tax
+/// rate and a billing address; returns its id.
+async fn starter_account(api: &Api) -> String {
+    let slug = unique_slug();
+    let mut body = Api::account_body(&slug);
+    body["plan"] = json!("starter");
+    let id = api.open_account_with(body).await.expect(201)["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.patch(
+        &format!("/v1/accounts/{id}"),
+        &api.developer(),
+        json!({
+            "tax_rate": "19",
+            "billing_address": {
+                "line1": "1 Main Street",
+                "city": "Springfield",
+                "postal_code": "12345",
+                "country": "US",
+            },
+        }),
+    )
+    .await
+    .expect(200);
+    id
+}
+
+/// Buys the `pro` package (2,000 credits, $29.00) by bank transfer.
+async fn purchase(api: &Api, account: &str, idem: &str) -> common::Resp {
+    api.post(
+        "/v1/billing/credits/purchase",
+        &api.owner(account),
+        Some(idem),
+        json!({ "package": "pro", "method": "bank_transfer" }),
+    )
+    .await
+}
+
+fn year() -> i32 {
+    chrono::Utc::now().year()
+}
+
+async fn a_bank_transfer_purchase_is_approved_once_and_grants_its_credits_once(api: &Api) {
+    let account = starter_account(api).await;
+    let idem = key();
+    let bought = purchase(api, &account, &idem).await;
+    let body = bought.expect(201).clone();
+    let invoice = &body["invoice"];
+    let number = invoice["number"].as_str().unwrap();
+    assert!(
+        number.starts_with(&format!("INV-{}-", year())) && number.len() == 15,
+        "{number}"
+    );
+    assert_eq!(invoice["status"], "pending");
+    assert_eq!(invoice["subtotal"], "29.00");
+    // 29.00 × 19 % = 5.51, total 34.51: decimal strings, never floats.
+    assert_eq!(invoice["tax"], "5.51");
+    assert_eq!(invoice["total"], "34.51");
+    assert_eq!(invoice["currency"], "USD");
+    let payment = &body["payment"];
+    assert_eq!(payment["status"], "pending");
+    assert_eq!(payment["method"], "bank_transfer");
+    assert_eq!(payment["amount"], "34.51");
+    assert_eq!(payment["submitted_by"], "test-owner");
+    assert!(payment["instructions"].as_str().unwrap().contains(number));
+    assert_eq!(body["credits"], 2000);
+
+    // The same key and body replays; another body is refused.
+    let again = purchase(api, &account, &idem).await;
+    assert_eq!(again.expect(201), &body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    api.post(
+        "/v1/billing/credits/purchase",
+        &api.owner(&account),
+        Some(&idem),
+        json!({ "package": "starter", "method": "bank_transfer" }),
+    )
+    .await
+    .expect_error(409, "idempotency_key_reused");
+
+    // The caller sees it, pending, until a developer approves the payment.
+    let invoice_id = invoice["id"].as_str().unwrap();
+    let payment_id = payment["id"].as_str().unwrap();
+    let p = bought.position();
+    let seen = api
+        .get(
+            &format!("/v1/billing/invoices/{invoice_id}?min_position={p}"),
+            &api.owner(&account),
+        )
+        .await;
+    let seen = seen.expect(200);
+    assert_eq!(seen["status"], "pending");
+    assert_eq!(seen["number"], number);
+    assert_eq!(seen["lines"][0]["amount"], "29.00");
+    assert_eq!(seen["billing_address"]["city"], "Springfield");
+    assert_eq!(api.balance(&account, p).await["balance"], 0);
+
+    let approved = api
+        .post_empty(
+            &format!("/v1/admin/payments/{payment_id}/approve"),
+            &api.developer(),
+            None,
+        )
+        .await;
+    let a = approved.expect(200);
+    assert_eq!(a["status"], "succeeded");
+    assert_eq!(a["invoice_status"], "paid");
+    assert_eq!(a["credits_granted"], 2000);
+    let p = approved.position();
+    assert_eq!(api.balance(&account, p).await["balance"], 2000);
+    let seen = api
+        .get(
+            &format!("/v1/billing/invoices/{invoice_id}?min_position={p}"),
+            &api.admin(&account),
+        )
+        .await;
+    assert_eq!(seen.expect(200)["status"], "paid");
+    assert_eq!(seen.body["payment_id"], payment_id);
+    assert_eq!(seen.body["payment_method"], "bank_transfer");
+
+    // Approving again is a conflict, and the credits are still granted once.
+    for _ in 0..2 {
+        api.post_empty(
+            &format!("/v1/admin/payments/{payment_id}/approve"),
+            &developer_named(api, "dev-2"),
+            None,
+        )
+        .await
+        .expect_error(409, "conflict");
+    }
+    let head = api.get("/ready", &api.developer()).await.expect(200)["position"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(api.balance(&account, head).await["balance"], 2000);
+    let entries = api
+        .items(&format!("/v1/accounts/{account}/transactions"), head, "")
+        .await;
+    assert_eq!(entries.len(), 1, "one grant: {entries:?}");
+    assert_eq!(entries[0]["amount"], 2000);
+
+    // The payment as the admin list shows it.
+    let listed = api
+        .get(
+            &format!("/v1/admin/payments?invoice_id={invoice_id}&min_position={head}"),
+            &api.developer(),
+        )
+        .await;
+    let items = listed.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["status"], "succeeded");
+    assert_eq!(items[0]["approved_by"], "test-developer");
+    assert_eq!(items[0]["submitted_by"], "test-owner");
+}
+on_both_backends!(a_bank_transfer_purchase_is_approved_once_and_grants_its_credits_once);
+
+async fn the_submitter_may_not_approve_and_a_rejection_leaves_the_invoice_pending(api: &Api) {
+    let account = starter_account(api).await;
+    let bought = purchase(api, &account, &key()).await;
+    let invoice = bought.expect(201)["invoice"].clone();
+    let invoice_id = invoice["id"].as_str().unwrap();
+    // A developer records a second, manual payment on the customer's behalf.
+    let maker = developer_named(api, "finance-1");
+    let recorded = api
+        .post(
+            "/v1/billing/payments/manual",
+            &maker,
+            Some(&key()),
+            json!({
+                "account_id": account,
+                "invoice_id": invoice_id,
+                "method": "local_wallet",
+                "reference": "WALLET-42",
+                "amount": "34.51",
+            }),
+        )
+        .await;
+    let payment_id = recorded.expect(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(recorded.body["submitted_by"], "finance-1");
+    assert_eq!(recorded.body["status"], "pending");
+    // Wrong amounts and unknown invoices are refused.
+    api.post(
+        "/v1/billing/payments/manual",
+        &api.owner(&account),
+        Some(&key()),
+        json!({ "invoice_id": invoice_id, "method": "bank_transfer", "reference": "X", "amount": "34.50" }),
+    )
+    .await
+    .expect_error(422, "invalid_request");
+    api.post(
+        "/v1/billing/payments/manual",
+        &api.owner(&account),
+        Some(&key()),
+        json!({ "invoice_id": uuid::Uuid::now_v7(), "method": "bank_transfer", "reference": "X", "amount": "34.51" }),
+    )
+    .await
+    .expect_error(404, "not_found");
+
+    // Maker-checker: its submitter may neither approve nor reject it.
+    api.post_empty(
+        &format!("/v1/admin/payments/{payment_id}/approve"),
+        &maker,
+        None,
+    )
+    .await
+    .expect_error(403, "forbidden");
+    api.post(
+        &format!("/v1/admin/payments/{payment_id}/reject"),
+        &maker,
+        None,
+        json!({ "reason": "mine" }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    // Owners are not staff.
+    api.post_empty(
+        &format!("/v1/admin/payments/{payment_id}/approve"),
+        &api.owner(&account),
+        None,
+    )
+    .await
+    .expect_error(403, "forbidden");
+
+    let rejected = api
+        .post(
+            &format!("/v1/admin/payments/{payment_id}/reject"),
+            &api.developer(),
+            None,
+            json!({ "reason": "no such wallet payment" }),
+        )
+        .await;
+    assert_eq!(rejected.expect(200)["status"], "failed");
+    let p = rejected.position();
+    api.post_empty(
+        &format!("/v1/admin/payments/{payment_id}/approve"),
+        &api.developer(),
+        None,
+    )
+    .await
+    .expect_error(409, "conflict");
+    let seen = api
+        .get(
+            &format!("/v1/billing/invoices/{invoice_id}?min_position={p}"),
+            &api.owner(&account),
+        )
+        .await;
+    assert_eq!(seen.expect(200)["status"], "pending");
+    let failed = api
+        .get(
+            &format!("/v1/admin/payments?status=failed&account_id={account}&min_position={p}"),
+            &api.developer(),
+        )
+        .await;
+    let items = failed.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["failure_reason"], "no such wallet payment");
+    assert_eq!(api.balance(&account, p).await["balance"], 0);
+}
+on_both_backends!(the_submitter_may_not_approve_and_a_rejection_leaves_the_invoice_pending);
+
+async fn purchases_refuse_plans_without_top_ups_stripe_and_unknown_packages(api: &Api) {
+    // The free plan does not allow credit top-ups.
+    let free = api.open_account().await;
+    let r = purchase(api, &free, &key()).await;
+    let message = r.expect_error(403, "forbidden");
+    assert!(message.is_object());
+    assert!(r.text.contains("top-up"), "{}", r.text);
+
+    let account = starter_account(api).await;
+    let stripe = api
+        .post(
+            "/v1/billing/credits/purchase",
+            &api.owner(&account),
+            Some(&key()),
+            json!({ "package": "pro", "method": "stripe" }),
+        )
+        .await;
+    stripe.expect_error(503, "unavailable");
+    assert!(
+        stripe.text.contains("stripe is not configured"),
+        "{}",
+        stripe.text
+    );
+    api.post(
+        "/v1/billing/credits/purchase",
+        &api.owner(&account),
+        Some(&key()),
+        json!({ "package": "no-such-package", "method": "bank_transfer" }),
+    )
+    .await
+    .expect_error(404, "not_found");
+    api.post(
+        "/v1/billing/credits/purchase",
+        &api.owner(&account),
+        None,
+        json!({ "package": "pro", "method": "bank_transfer" }),
+    )
+    .await
+    .expect_error(400, "invalid_request");
+    api.post(
+        "/v1/billing/credits/purchase",
+        &api.owner(&account),
+        Some(&key()),
+        json!({ "package": "pro", "method": "cash" }),
+    )
+    .await
+    .expect_error(422, "invalid_request");
+    // Editors and viewers do not buy; a developer token names no account.
+    api.post(
+        "/v1/billing/credits/purchase",
+        &api.editor(&account),
+        Some(&key()),
+        json!({ "package": "pro", "method": "bank_transfer" }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+}
+on_both_backends!(purchases_refuse_plans_without_top_ups_stripe_and_unknown_packages);
+
+async fn invoices_follow_their_status_rules_and_list_with_filters_and_cursors(api: &Api) {
+    let account = starter_account(api).await;
+    let first = purchase(api, &account, &key()).await;
+    let first = first.expect(201).clone();
+    let second = purchase(api, &account, &key()).await;
+    let second = second.expect(201).clone();
+    let first_id = first["invoice"]["id"].as_str().unwrap();
+    let second_id = second["invoice"]["id"].as_str().unwrap();
+    let dev = api.developer();
+
+    let voided = api
+        .post(
+            &format!("/v1/admin/invoices/{first_id}/void"),
+            &dev,
+            None,
+            json!({ "reason": "duplicate" }),
+        )
+        .await;
+    assert_eq!(voided.expect(200)["status"], "void");
+    api.post_empty(&format!("/v1/admin/invoices/{first_id}/void"), &dev, None)
+        .await
+        .expect_error(409, "conflict");
+    api.post_empty(
+        &format!("/v1/admin/invoices/{first_id}/mark-uncollectible"),
+        &dev,
+        None,
+    )
+    .await
+    .expect_error(409, "conflict");
+    // Its payment can no longer be approved.
+    let payment = first["payment"]["id"].as_str().unwrap();
+    api.post_empty(&format!("/v1/admin/payments/{payment}/approve"), &dev, None)
+        .await
+        .expect_error(409, "conflict");
+    let marked = api
+        .post_empty(
+            &format!("/v1/admin/invoices/{second_id}/mark-uncollectible"),
+            &dev,
+            None,
+        )
+        .await;
+    assert_eq!(marked.expect(200)["status"], "uncollectible");
+    api.post_empty(
+        &format!("/v1/admin/invoices/{second_id}/void"),
+        &api.owner(&account),
+        None,
+    )
+    .await
+    .expect_error(403, "forbidden");
+    api.post_empty(
+        &format!("/v1/admin/invoices/{}/void", uuid::Uuid::now_v7()),
+        &dev,
+        None,
+    )
+    .await
+    .expect_error(404, "not_found");
+    let p = marked.position();
+
+    let list = |query: String| {
+        let dev = dev.clone();
+        async move {
+            let r = api
+                .get(
+                    &format!("/v1/admin/invoices?min_position={p}&{query}"),
+                    &dev,
+                )
+                .await;
+            r.expect(200).clone()
+        }
+    };
+    let void = list(format!("status=void&account_id={account}")).await;
+    assert_eq!(void["items"].as_array().unwrap().len(), 1);
+    assert_eq!(void["items"][0]["id"], first_id);
+    let all = list(format!("account_id={account}")).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    assert_eq!(all["items"][0]["id"], second_id, "newest first");
+    let later = list(format!("account_id={account}&from=2999-01-01T00:00:00Z")).await;
+    assert!(later["items"].as_array().unwrap().is_empty());
+    let earlier = list(format!("account_id={account}&to=2000-01-01T00:00:00Z")).await;
+    assert!(earlier["items"].as_array().unwrap().is_empty());
+    let page1 = list(format!("account_id={account}&limit=1")).await;
+    assert_eq!(page1["items"][0]["id"], second_id);
+    let cursor = page1["next_cursor"].as_str().unwrap().to_owned();
+    let page2 = list(format!("account_id={account}&limit=1&cursor={cursor}")).await;
+    assert_eq!(page2["items"][0]["id"], first_id);
+    assert!(page2["next_cursor"].is_null());
+    api.get("/v1/admin/invoices?status=lost", &dev)
+        .await
+        .expect_error(422, "invalid_request");
+
+    // The caller's own list; another tenant sees none of them.
+    let own = api
+        .get(
+            &format!("/v1/billing/invoices?min_position={p}"),
+            &api.owner(&account),
+        )
+        .await;
+    assert_eq!(own.expect(200)["items"].as_array().unwrap().len(), 2);
+    let other = starter_account(api).await;
+    let theirs = api
+        .get(
+            &format!("/v1/billing/invoices?min_position={p}"),
+            &api.owner(&other),
+        )
+        .await;
+    assert!(theirs.expect(200)["items"].as_array().unwrap().is_empty());
+    api.get(
+        &format!("/v1/billing/invoices/{first_id}"),
+        &api.owner(&other),
+    )
+    .await
+    .expect_error(404, "not_found");
+    api.get(
+        &format!("/v1/billing/invoices/{first_id}"),
+        &api.viewer(&account),
+    )
+    .await
+    .expect_error(403, "forbidden");
+}
+on_both_backends!(invoices_follow_their_status_rules_and_list_with_filters_and_cursors);
+
+async fn twenty_concurrent_issues_take_gapless_numbers(api: Arc<Api>) {
+    let account = starter_account(&api).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let api = api.clone();
+            let account = account.clone();
+            tokio::spawn(async move {
+                let r = purchase(&api, &account, &key()).await;
+                let body = r.expect(201);
+                (
+                    body["invoice"]["number"].as_str().unwrap().to_owned(),
+                    r.position(),
+                )
+            })
+        })
+        .collect();
+    let mut numbers = BTreeSet::new();
+    let mut head = 0;
+    for t in tasks {
+        let (number, position) = t.await.unwrap();
+        numbers.insert(number);
+        head = head.max(position);
+    }
+    let expected: BTreeSet<String> = (1..=20).map(|n| format!("INV-{}-{n:06}", year())).collect();
+    assert_eq!(numbers, expected);
+    let listed = api
+        .get(
+            &format!("/v1/admin/invoices?account_id={account}&min_position={head}&limit=500"),
+            &api.developer(),
+        )
+        .await;
+    let listed: BTreeSet<String> = listed.expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i: &Value| i["number"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, expected);
+}
+on_both_backends!(shared twenty_concurrent_issues_take_gapless_numbers);
+
+/// The strings a PDF's pages show (`Tj` operands), in order.
+fn pdf_strings(bytes: &[u8]) -> Vec<String> {
+    let doc = lopdf::Document::load_mem(bytes).expect("a well-formed PDF");
+    let mut out = Vec::new();
+    for (_, page) in doc.get_pages() {
+        let content = doc.get_page_content(page);
+        let content = lopdf::content::Content::decode(&content).expect("a content stream");
+        for op in content.operations {
+            if op.operator == "Tj" {
+                for operand in op.operands {
+                    if let lopdf::Object::String(s, _) = operand {
+                        out.push(s.iter().map(|&b| char::from(b)).collect());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn the_invoice_pdf_is_a_real_pdf_that_shows_the_invoice(api: &Api) {
+    let account = starter_account(api).await;
+    let bought = purchase(api, &account, &key()).await;
+    let invoice = bought.expect(201)["invoice"].clone();
+    let id = invoice["id"].as_str().unwrap();
+    let number = invoice["number"].as_str().unwrap();
+    let p = bought.position();
+    let response = api
+        .http
+        .get(api.url(&format!("/v1/billing/invoices/{id}/pdf?min_position={p}")))
+        .bearer_auth(api.owner(&account))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/pdf"
+    );
+    let bytes = response.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"%PDF-"));
+    let text = pdf_strings(&bytes);
+    let shows = |needle: &str| {
+        assert!(
+            text.iter().any(|t| t.contains(needle)),
+            "the PDF shows {needle:?}: {text:?}"
+        )
+    };
+    shows(&format!("Invoice {number}"));
+    shows("Status: pending");
+    shows("Invoice date: ");
+    shows("Due date: ");
+    shows("Seller");
+    shows("Ledger Billing");
+    shows("Bill to");
+    shows("Acme acct-");
+    shows("1 Main Street");
+    shows("Springfield");
+    shows("Pro credit package (2000 credits)");
+    shows("29.00");
+    shows("Subtotal");
+    shows("Tax (19%)");
+    shows("5.51 USD");
+    shows("34.51 USD");
+    shows("Currency: USD");
+
+    let other = starter_account(api).await;
+    let theirs = api
+        .get(
+            &format!("/v1/billing/invoices/{id}/pdf"),
+            &api.owner(&other),
+        )
+        .await;
+    theirs.expect_error(404, "not_found");
+}
+on_both_backends!(the_invoice_pdf_is_a_real_pdf_that_shows_the_invoice);
