@@ -302,11 +302,34 @@ pub struct PaymentFilter {
 const INVOICES_CURSOR: &str = "invoices";
 const PAYMENTS_CURSOR: &str = "payments";
 
-fn after_key(list: &str, req: &PageRequest) -> Result<Option<String>, ProjectionError> {
+/// The cursor's (time, id) of the last item of the previous page.
+fn after_key(list: &str, req: &PageRequest) -> Result<Option<(String, String)>, ProjectionError> {
     req.after
         .as_deref()
-        .map(|c| crate::queries::decode_cursor(list, c))
+        .map(|c| {
+            let key = crate::queries::decode_cursor(list, c)?;
+            key.split_once('|')
+                .map(|(t, id)| (t.to_owned(), id.to_owned()))
+                .ok_or(ProjectionError::BadCursor)
+        })
         .transpose()
+}
+
+/// Keyset condition for "after (time, id)" in descending order.
+fn push_after(
+    sql: &mut String,
+    args: &mut Vec<Arg>,
+    time: &str,
+    id: &str,
+    after: (String, String),
+) {
+    args.push(after.0.into());
+    let t = args.len();
+    args.push(after.1.into());
+    let i = args.len();
+    sql.push_str(&format!(
+        " AND ({time} < ${t} OR ({time} = ${t} AND {id} < ${i}))"
+    ));
 }
 
 impl ReadModels {
@@ -321,7 +344,8 @@ impl ReadModels {
         row.as_ref().map(InvoiceView::from_row).transpose()
     }
 
-    /// Newest first (invoice ids are UUIDv7, so id order is issue order).
+    /// Newest first: by invoice date, then id (ids of purchases are derived
+    /// from their idempotency key, so they are not time-ordered).
     pub async fn invoices(
         &self,
         filter: &InvoiceFilter,
@@ -346,17 +370,20 @@ impl ReadModels {
             push(&mut sql, "issued_at <", t.clone());
         }
         if let Some(after) = after_key(INVOICES_CURSOR, req)? {
-            push(&mut sql, "invoice_id <", after);
+            push_after(&mut sql, &mut args, "issued_at", "invoice_id", after);
         }
         args.push((i64::from(req.limit.clamp(1, crate::PAGE_LIMIT_MAX)) + 1).into());
-        sql.push_str(&format!(" ORDER BY invoice_id DESC LIMIT ${}", args.len()));
+        sql.push_str(&format!(
+            " ORDER BY issued_at DESC, invoice_id DESC LIMIT ${}",
+            args.len()
+        ));
         let rows = self.store.fetch_all(&sql, &args).await?;
         let items = rows
             .iter()
             .map(InvoiceView::from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(crate::queries::page(items, req, |i| {
-            crate::queries::encode_cursor(INVOICES_CURSOR, &i.id)
+            crate::queries::encode_cursor(INVOICES_CURSOR, &format!("{}|{}", i.issued_at, i.id))
         }))
     }
 
@@ -371,7 +398,7 @@ impl ReadModels {
         row.as_ref().map(PaymentView::from_row).transpose()
     }
 
-    /// Newest first.
+    /// Newest first: by submission time, then id.
     pub async fn payments(
         &self,
         filter: &PaymentFilter,
@@ -393,17 +420,20 @@ impl ReadModels {
             push(&mut sql, "status =", s.clone());
         }
         if let Some(after) = after_key(PAYMENTS_CURSOR, req)? {
-            push(&mut sql, "payment_id <", after);
+            push_after(&mut sql, &mut args, "submitted_at", "payment_id", after);
         }
         args.push((i64::from(req.limit.clamp(1, crate::PAGE_LIMIT_MAX)) + 1).into());
-        sql.push_str(&format!(" ORDER BY payment_id DESC LIMIT ${}", args.len()));
+        sql.push_str(&format!(
+            " ORDER BY submitted_at DESC, payment_id DESC LIMIT ${}",
+            args.len()
+        ));
         let rows = self.store.fetch_all(&sql, &args).await?;
         let items = rows
             .iter()
             .map(PaymentView::from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(crate::queries::page(items, req, |p| {
-            crate::queries::encode_cursor(PAYMENTS_CURSOR, &p.id)
+            crate::queries::encode_cursor(PAYMENTS_CURSOR, &format!("{}|{}", p.created_at, p.id))
         }))
     }
 }
