@@ -56,6 +56,11 @@ pub struct Config {
     #[arg(long, env = "LEDGER_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// NATS server for command intake and event fan-out (SPEC §4), e.g.
+    /// `nats://127.0.0.1:4222`. Off when unset: the server is HTTP only.
+    #[arg(long, env = "LEDGER_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+
     /// Folder for local state such as the generated JWT secret. Defaults to the
     /// folder of a `sqlite://PATH` database, else `./data`. Created when missing.
     #[arg(long, env = "LEDGER_DATA_DIR", global = true)]
@@ -66,6 +71,21 @@ impl Config {
     /// The database URL without its password, for logs and errors.
     pub fn redacted_database_url(&self) -> String {
         redact(&self.database_url)
+    }
+
+    /// The NATS URL without its credentials, for logs. NATS puts a bare
+    /// token where a user name would be (`nats://TOKEN@host`), so the whole
+    /// user part goes.
+    pub fn redacted_nats_url(&self) -> Option<String> {
+        self.nats_url
+            .as_deref()
+            .map(|url| match url.split_once("://") {
+                Some((scheme, rest)) => match rest.rsplit_once('@') {
+                    Some((_, host)) => format!("{scheme}://***@{host}"),
+                    None => url.to_owned(),
+                },
+                None => url.to_owned(),
+            })
     }
 
     /// The data directory: `--data-dir`, else the folder of a SQLite
@@ -195,11 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn nats_credentials_never_reach_the_logs() {
+        let shown = |url: &str| config(&["--nats-url", url]).redacted_nats_url().unwrap();
+        assert_eq!(
+            shown("nats://s3cr3t-token@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(shown("nats://bot:pw@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(shown("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
     fn defaults_need_no_configuration() {
         let cli = Cli::try_parse_from(["ledger-server"]).unwrap();
         assert_eq!(cli.config.database_url, "sqlite://./data/ledger.db");
         assert_eq!(cli.config.listen.to_string(), "127.0.0.1:8080");
         assert!(cli.command.is_none());
+        assert!(
+            cli.config.nats_url.is_none(),
+            "NATS is off unless configured"
+        );
     }
 
     #[test]

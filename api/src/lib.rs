@@ -1,6 +1,6 @@
 //! `ledger-server`: configuration, start-up and the HTTP front of the ledger.
 //!
-//! Only this crate knows HTTP (and, later, NATS). Start-up order: install the
+//! Only this crate knows HTTP and NATS. Start-up order: install the
 //! one rustls crypto provider, open the store, migrate, seed the catalog once,
 //! start the projector, then serve.
 
@@ -9,6 +9,7 @@ pub mod catalog_cache;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub catalog: CatalogCache,
     pub jwt: Arc<JwtKeys>,
     pub config: Arc<Config>,
+    /// The NATS connection, when `LEDGER_NATS_URL` is set.
+    pub nats: Option<nats::NatsHandle>,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -90,6 +93,8 @@ pub async fn seed_catalog(commands: &CommandService) -> anyhow::Result<()> {
 pub struct Prepared {
     pub state: AppState,
     pub projector: Projector,
+    /// The NATS side, started by [`serve`] when configured.
+    pub nats: Option<nats::Nats>,
 }
 
 /// Opens, migrates, seeds, catches the read models up and returns the
@@ -113,6 +118,21 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let catalog = CatalogCache::load(store.clone())
         .await
         .context("loading the catalog")?;
+    // Never waits for NATS: the client connects (and reconnects) in the
+    // background, and HTTP serves meanwhile.
+    let nats = match &config.nats_url {
+        Some(url) => {
+            let nats = nats::connect(url).await.with_context(|| {
+                format!(
+                    "configuring NATS at {}",
+                    config.redacted_nats_url().unwrap_or_default()
+                )
+            })?;
+            info!(url = %config.redacted_nats_url().unwrap_or_default(), "NATS enabled");
+            Some(nats)
+        }
+        None => None,
+    };
     Ok(Prepared {
         state: AppState {
             committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
@@ -123,8 +143,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             catalog,
             jwt: Arc::new(JwtKeys::from_secret(&secret)),
             config: Arc::new(config),
+            nats: nats.as_ref().map(|n| n.handle.clone()),
         },
         projector,
+        nats,
     })
 }
 
@@ -135,7 +157,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Prepared { state, projector } = prepared;
+    let Prepared {
+        state,
+        projector,
+        nats,
+    } = prepared;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -143,13 +169,27 @@ pub async fn serve(
     };
     let projector_task = tokio::spawn(projector.run(stopped(stop_rx.clone())));
     let catalog_task = tokio::spawn(state.catalog.clone().run(stopped(stop_rx.clone())));
-    let sweeper_task = tokio::spawn(http::sweeper::run(state.clone(), stopped(stop_rx)));
+    let sweeper_task = tokio::spawn(http::sweeper::run(state.clone(), stopped(stop_rx.clone())));
+    // NATS commands take the same router as HTTP (in process), so both
+    // transports share one implementation (docs/adr/0009-nats.md).
+    let nats_task = nats.map(|nats| {
+        tokio::spawn(nats::run(
+            nats,
+            http::router(state.clone()),
+            state.store.clone(),
+            state.projector.clone(),
+            stopped(stop_rx),
+        ))
+    });
     info!(%addr, backend = ?state.store.backend(), "ledger-server listening");
     let served = axum::serve(listener, http::app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP");
     let _ = stop_tx.send(true);
+    if let Some(task) = nats_task {
+        let _ = task.await;
+    }
     let _ = tokio::join!(projector_task, catalog_task, sweeper_task);
     served
 }

@@ -56,6 +56,10 @@ pub struct Metrics {
     projector_lag: IntGauge,
     store_up: IntGauge,
     committer: IntGaugeVec,
+    nats_commands: IntCounterVec,
+    nats_up: IntGauge,
+    outbox_position: IntGauge,
+    outbox_lag: IntGauge,
 }
 
 /// The process's metrics.
@@ -126,6 +130,29 @@ impl Metrics {
             &["counter"],
         )
         .expect(BAD);
+        let nats_commands = IntCounterVec::new(
+            Opts::new(
+                "ledger_nats_commands_total",
+                "NATS commands answered, by transport (`request` or `intake`), kind and HTTP status.",
+            ),
+            &["transport", "kind", "status"],
+        )
+        .expect(BAD);
+        let nats_up = IntGauge::new(
+            "ledger_nats_up",
+            "1 when the NATS client was connected at the last scrape, else 0 (absent without NATS).",
+        )
+        .expect(BAD);
+        let outbox_position = IntGauge::new(
+            "ledger_outbox_position",
+            "Event-log position JetStream has acknowledged (the NATS outbox's checkpoint).",
+        )
+        .expect(BAD);
+        let outbox_lag = IntGauge::new(
+            "ledger_outbox_lag_events",
+            "Events the NATS outbox is behind the log's head.",
+        )
+        .expect(BAD);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "ledger_build_info",
@@ -146,6 +173,10 @@ impl Metrics {
             Box::new(projector_lag.clone()),
             Box::new(store_up.clone()),
             Box::new(committer.clone()),
+            Box::new(nats_commands.clone()),
+            Box::new(nats_up.clone()),
+            Box::new(outbox_position.clone()),
+            Box::new(outbox_lag.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector).expect(BAD);
@@ -160,6 +191,32 @@ impl Metrics {
             projector_lag,
             store_up,
             committer,
+            nats_commands,
+            nats_up,
+            outbox_position,
+            outbox_lag,
+        }
+    }
+
+    /// Counts a NATS command by transport, kind and outcome.
+    pub fn observe_nats_command(
+        &self,
+        transport: &'static str,
+        kind: &'static str,
+        outcome: &crate::nats::commands::Outcome,
+    ) {
+        self.nats_commands
+            .with_label_values(&[transport, kind, outcome.status_label()])
+            .inc();
+    }
+
+    /// Sets the NATS gauges: connection, outbox position and its lag behind
+    /// `head` (kept as it was when the store did not answer).
+    pub fn observe_nats(&self, connected: bool, outbox: i64, head: Option<i64>) {
+        self.nats_up.set(i64::from(connected));
+        self.outbox_position.set(outbox);
+        if let Some(head) = head {
+            self.outbox_lag.set((head - outbox).max(0));
         }
     }
 
@@ -313,7 +370,9 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
     description = "Text exposition format 0.0.4: `ledger_http_requests_total` and \
         `ledger_http_request_duration_seconds` by route, `ledger_command_duration_seconds` by \
         command, `ledger_projector_position`, `ledger_log_head_position`, \
-        `ledger_projector_lag_events`, `ledger_store_up` and `ledger_committer_count`.",
+        `ledger_projector_lag_events`, `ledger_store_up` and `ledger_committer_count`; with \
+        NATS, `ledger_nats_commands_total` by transport, kind and status, `ledger_nats_up`, \
+        `ledger_outbox_position` and `ledger_outbox_lag_events`.",
     responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)),
 )]
 pub async fn scrape(State(state): State<AppState>) -> Response {
@@ -336,6 +395,9 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     let m = metrics();
     m.observe_log(projected, head);
     m.observe_committer(state.committer.stats());
+    if let Some(nats) = &state.nats {
+        m.observe_nats(nats.is_connected(), nats.outbox_position(), head);
+    }
     (
         [(
             CONTENT_TYPE,

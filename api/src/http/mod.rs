@@ -176,13 +176,13 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the store answers; where the log's head and the read models
-/// are.
+/// Readiness: the store answers; where the log's head, the read models and
+/// (with NATS) the outbox are.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "operations",
-    summary = "Readiness: the store answers; the log head and the projector's lag",
+    summary = "Readiness: the store answers; the log head, the projector's lag and, with NATS, its state and the outbox's lag",
     responses(
         (status = 200, description = "Ready", body = openapi::Ready),
         (status = 503, description = "`unavailable`: the event store is not reachable", body = openapi::ErrorBody),
@@ -197,13 +197,27 @@ async fn ready(State(state): State<AppState>) -> Response {
     match store {
         Ok(position) => {
             let projected = state.projector.position();
-            Json(json!({
+            let mut body = json!({
                 "status": "ready",
                 "store": { "status": "ok", "backend": format!("{:?}", state.store.backend()).to_lowercase() },
                 "position": position,
                 "projector": { "position": projected, "lag": (position - projected).max(0) },
-            }))
-            .into_response()
+            });
+            // NATS away leaves the server ready (200): HTTP still takes
+            // every command and the outbox catches up when NATS returns, so
+            // a load balancer must not take this instance out for it
+            // (docs/adr/0009-nats.md).
+            if let Some(nats) = &state.nats {
+                let published = nats.outbox_position();
+                body["nats"] = json!(if nats.is_connected() {
+                    "ok"
+                } else {
+                    "degraded"
+                });
+                body["outbox"] =
+                    json!({ "position": published, "lag": (position - published).max(0) });
+            }
+            Json(body).into_response()
         }
         Err(e) => {
             warn!(error = %e, "store is not ready");

@@ -842,6 +842,12 @@ pub struct Ready {
     /// The log's head.
     pub position: i64,
     pub projector: ProjectorStatus,
+    /// With NATS configured: `ok` when connected, `degraded` when not
+    /// (the server stays ready: HTTP works and the outbox catches up).
+    #[schema(example = "ok")]
+    pub nats: Option<String>,
+    /// With NATS configured: the last position JetStream acknowledged.
+    pub outbox: Option<ProjectorStatus>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -93,6 +93,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// A server with extra flags (`--nats-url …`).
+    pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         api::install_crypto_provider();
         let db = match backend {
             Backend::Postgres => TestDb::postgres()
@@ -101,7 +106,7 @@ impl Server {
             Backend::Sqlite => TestDb::sqlite().await.expect("a SQLite test database"),
         };
         let data_dir = tempfile::tempdir().expect("a temporary data dir");
-        let config = config(&db.url, data_dir.path());
+        let config = config_with(&db.url, data_dir.path(), extra);
         let prepared = api::prepare(config).await.expect("the server prepares");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -133,6 +138,11 @@ impl Server {
         }
     }
 
+    /// The server's database.
+    pub fn db(&self) -> &TestDb {
+        self.db.as_ref().expect("the database is held until stop")
+    }
+
     /// Shuts the server down (waiting for it), then drops the database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -151,7 +161,12 @@ impl Server {
 /// parses them (so new settings take their defaults), with an explicit
 /// secret, a temporary data dir and an ephemeral listen address.
 pub fn config(database_url: &str, data_dir: &Path) -> api::Config {
-    api::config::Cli::try_parse_from([
+    config_with(database_url, data_dir, &[])
+}
+
+/// [`config`] with extra flags.
+pub fn config_with(database_url: &str, data_dir: &Path, extra: &[&str]) -> api::Config {
+    let mut argv = vec![
         "ledger-server",
         "--database-url",
         database_url,
@@ -165,9 +180,11 @@ pub fn config(database_url: &str, data_dir: &Path) -> api::Config {
         JWT_SECRET,
         "--data-dir",
         data_dir.to_str().unwrap(),
-    ])
-    .expect("test flags parse")
-    .config
+    ];
+    argv.extend_from_slice(extra);
+    api::config::Cli::try_parse_from(argv)
+        .expect("test flags parse")
+        .config
 }
 
 /// Starts a server on `backend`, runs `body` against it, then stops the

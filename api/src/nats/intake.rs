@@ -1,0 +1,280 @@
+//! Durable intake for fire-and-forget workers: the JetStream stream
+//! `LEDGER_INTAKE` (`ledger.intake.{kind}`), read by the durable pull
+//! consumer `ledger-intake`.
+//!
+//! Each message goes through the translator like a request/reply command.
+//! Its outcome is published to `ledger.outcomes.{account_id}` and the
+//! message is acknowledged only then, i.e. after the router answered, which
+//! is after the commit. A 4xx is final. A 5xx or 429 is retried (nak with a
+//! growing delay); after [`INTAKE_DELIVERIES_MAX`] deliveries the message,
+//! with its last error, goes to `ledger.deadletter.intake.{kind}` (stream
+//! `LEDGER_DEADLETTER`) and is terminated. Redelivery is harmless: the
+//! idempotency key makes a repeat a replay.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::{self, stream};
+use async_nats::Client;
+use axum::Router;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+
+use super::commands::{self, Kind, Outcome};
+use super::{authorization, ensure_stream, outcome_headers};
+use crate::http::metrics::metrics;
+
+pub const INTAKE_STREAM: &str = "LEDGER_INTAKE";
+pub const INTAKE_SUBJECTS: [&str; 4] = [
+    "ledger.intake.deduct",
+    "ledger.intake.hold",
+    "ledger.intake.capture",
+    "ledger.intake.release",
+];
+pub const INTAKE_CONSUMER: &str = "ledger-intake";
+pub const DEADLETTER_STREAM: &str = "LEDGER_DEADLETTER";
+/// Outside `ledger.intake.>`, so a dead letter is never taken in again.
+pub const DEADLETTER_SUBJECTS: &str = "ledger.deadletter.>";
+/// Commands waiting in the intake stream; past it, publishers are refused
+/// (discard new) rather than older commands dropped.
+pub const INTAKE_STREAM_MESSAGES_MAX: i64 = 1_000_000;
+pub const INTAKE_STREAM_BYTES_MAX: i64 = 1024 * 1024 * 1024;
+pub const DEADLETTER_STREAM_MESSAGES_MAX: i64 = 100_000;
+pub const DEADLETTER_STREAM_BYTES_MAX: i64 = 256 * 1024 * 1024;
+/// Attempts at a command that keeps failing with a 5xx before it is
+/// dead-lettered.
+pub const INTAKE_DELIVERIES_MAX: i64 = 5;
+/// The consumer's own cap, a little above ours, so that a message whose
+/// dead-lettering failed is offered again to be dead-lettered.
+const CONSUMER_DELIVERIES_MAX: i64 = INTAKE_DELIVERIES_MAX + 3;
+/// Unacknowledged messages the consumer hands out at once (across servers).
+pub const INTAKE_ACK_PENDING_MAX: i64 = 1_024;
+/// Messages one fetch asks for; they run concurrently.
+pub const INTAKE_BATCH_MESSAGES_MAX: usize = 64;
+/// How long JetStream waits for an acknowledgement before redelivering:
+/// longer than a command's own timeout.
+const ACK_WAIT_MILLIS: u64 = 30_000;
+/// How long an empty fetch waits for messages.
+const FETCH_EXPIRES_MILLIS: u64 = 1_000;
+/// Delay before a failed command is offered again: this, times the attempt.
+const NAK_DELAY_MILLIS_STEP: u64 = 500;
+const ERROR_BACKOFF_MILLIS: u64 = 1_000;
+
+pub fn intake_stream_config() -> stream::Config {
+    stream::Config {
+        name: INTAKE_STREAM.into(),
+        subjects: INTAKE_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        max_messages: INTAKE_STREAM_MESSAGES_MAX,
+        max_bytes: INTAKE_STREAM_BYTES_MAX,
+        ..Default::default()
+    }
+}
+
+pub fn deadletter_stream_config() -> stream::Config {
+    stream::Config {
+        name: DEADLETTER_STREAM.into(),
+        subjects: vec![DEADLETTER_SUBJECTS.into()],
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        max_messages: DEADLETTER_STREAM_MESSAGES_MAX,
+        max_bytes: DEADLETTER_STREAM_BYTES_MAX,
+        ..Default::default()
+    }
+}
+
+fn consumer_config() -> pull::Config {
+    pull::Config {
+        durable_name: Some(INTAKE_CONSUMER.into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_millis(ACK_WAIT_MILLIS),
+        max_deliver: CONSUMER_DELIVERIES_MAX,
+        max_ack_pending: INTAKE_ACK_PENDING_MAX,
+        ..Default::default()
+    }
+}
+
+/// The subject outcomes of `account` are published on.
+pub fn outcome_subject(account: &events::AccountId) -> String {
+    format!("ledger.outcomes.{account}")
+}
+
+/// Consumes the intake until `shutdown` resolves, riding out NATS outages.
+pub async fn run(client: Client, router: Router, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let js = super::jetstream(&client);
+    loop {
+        let pass = consume(&client, &js, &router);
+        let result = tokio::select! {
+            () = &mut shutdown => return,
+            r = pass => r,
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "NATS intake paused; retrying");
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MILLIS)) => {}
+        }
+    }
+}
+
+/// Ensures the streams and the consumer, then fetches and handles batches
+/// until something fails. Dropping it between two messages loses nothing:
+/// an unacknowledged message is redelivered.
+async fn consume(
+    client: &Client,
+    js: &jetstream::Context,
+    router: &Router,
+) -> Result<(), async_nats::Error> {
+    ensure_stream(js, deadletter_stream_config()).await?;
+    let stream = ensure_stream(js, intake_stream_config()).await?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(INTAKE_CONSUMER, consumer_config())
+        .await?;
+    loop {
+        let mut batch = consumer
+            .batch()
+            .max_messages(INTAKE_BATCH_MESSAGES_MAX)
+            .expires(Duration::from_millis(FETCH_EXPIRES_MILLIS))
+            .messages()
+            .await?;
+        let mut messages = Vec::with_capacity(INTAKE_BATCH_MESSAGES_MAX);
+        while let Some(m) = batch.next().await {
+            messages.push(m?);
+        }
+        futures::future::join_all(messages.into_iter().map(|m| handle(client, js, router, m)))
+            .await;
+    }
+}
+
+async fn handle(
+    client: &Client,
+    js: &jetstream::Context,
+    router: &Router,
+    message: jetstream::Message,
+) {
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    let Some(kind) = Kind::from_subject(&message.subject) else {
+        // The stream's subjects are the four kinds; anything else is an
+        // operator's mistake, kept for inspection.
+        dead_letter(
+            js,
+            &message,
+            "unknown",
+            delivered,
+            &json!({"error": "unknown subject"}),
+        )
+        .await;
+        return;
+    };
+    let auth = authorization(message.headers.as_ref());
+    let outcome = commands::execute(router, kind, auth.as_deref(), &message.payload).await;
+    metrics().observe_nats_command("intake", kind.as_str(), &outcome);
+    if outcome.is_retryable() {
+        if delivered >= INTAKE_DELIVERIES_MAX {
+            let error = serde_json::from_slice::<Value>(&outcome.body).unwrap_or(Value::Null);
+            dead_letter(js, &message, kind.as_str(), delivered, &error).await;
+        } else {
+            let delay = Duration::from_millis(
+                NAK_DELAY_MILLIS_STEP.saturating_mul(u64::try_from(delivered).unwrap_or(1)),
+            );
+            debug!(
+                kind = kind.as_str(),
+                delivered,
+                status = outcome.status.as_u16(),
+                "intake command failed; offered again later"
+            );
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                warn!(error = %e, "could not nak an intake message");
+            }
+        }
+        return;
+    }
+    let Some(account) = outcome.account_id else {
+        // No account to tell: a payload without a valid account_id is
+        // poison, kept with its error.
+        let error = serde_json::from_slice::<Value>(&outcome.body).unwrap_or(Value::Null);
+        dead_letter(js, &message, kind.as_str(), delivered, &error).await;
+        return;
+    };
+    if let Err(e) = publish_outcome(client, kind, &account, &outcome).await {
+        // Not acknowledged: it comes back and replays the same outcome.
+        warn!(error = %e, "could not publish an intake outcome");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_millis(
+                NAK_DELAY_MILLIS_STEP,
+            ))))
+            .await;
+        return;
+    }
+    if let Err(e) = message.ack().await {
+        warn!(error = %e, "could not ack an intake message; it will be replayed");
+    }
+}
+
+async fn publish_outcome(
+    client: &Client,
+    kind: Kind,
+    account: &events::AccountId,
+    outcome: &Outcome,
+) -> Result<(), async_nats::Error> {
+    client
+        .publish_with_headers(
+            outcome_subject(account),
+            outcome_headers(kind, outcome),
+            outcome.body.clone(),
+        )
+        .await?;
+    // Outcomes are core NATS: a flush makes sure this one left the process
+    // before the command is acknowledged.
+    client.flush().await?;
+    Ok(())
+}
+
+/// Keeps a message that cannot be handled in `LEDGER_DEADLETTER` (never its
+/// token), then terminates it; if the dead letter cannot be stored, the
+/// message is offered again instead.
+async fn dead_letter(
+    js: &jetstream::Context,
+    message: &jetstream::Message,
+    kind: &str,
+    delivered: i64,
+    error: &Value,
+) {
+    let letter = json!({
+        "subject": message.subject.as_str(),
+        "payload": String::from_utf8_lossy(&message.payload),
+        "deliveries": delivered,
+        "last_error": error,
+    });
+    let subject = format!("ledger.deadletter.intake.{kind}");
+    let stored = async {
+        js.publish(subject, letter.to_string().into())
+            .await?
+            .await?;
+        Ok::<(), async_nats::Error>(())
+    }
+    .await;
+    match stored {
+        Ok(()) => {
+            warn!(kind, delivered, "an intake message was dead-lettered");
+            if let Err(e) = message.ack_with(AckKind::Term).await {
+                warn!(error = %e, "could not terminate a dead-lettered message");
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "could not dead-letter an intake message");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(
+                    ERROR_BACKOFF_MILLIS,
+                ))))
+                .await;
+        }
+    }
+}
