@@ -40,10 +40,11 @@ pub const DEADLETTER_STREAM: &str = "LEDGER_DEADLETTER";
 pub const DEADLETTER_SUBJECTS: &str = "ledger.deadletter.>";
 /// Commands waiting in the intake stream; past it, publishers are refused
 /// (discard new) rather than older commands dropped.
+/// (JetStream reserves `max_bytes` against the server's storage.)
 pub const INTAKE_STREAM_MESSAGES_MAX: i64 = 1_000_000;
-pub const INTAKE_STREAM_BYTES_MAX: i64 = 1024 * 1024 * 1024;
+pub const INTAKE_STREAM_BYTES_MAX: i64 = 256 * 1024 * 1024;
 pub const DEADLETTER_STREAM_MESSAGES_MAX: i64 = 100_000;
-pub const DEADLETTER_STREAM_BYTES_MAX: i64 = 256 * 1024 * 1024;
+pub const DEADLETTER_STREAM_BYTES_MAX: i64 = 64 * 1024 * 1024;
 /// Attempts at a command that keeps failing with a 5xx before it is
 /// dead-lettered.
 pub const INTAKE_DELIVERIES_MAX: i64 = 5;
@@ -108,6 +109,7 @@ pub fn outcome_subject(account: &events::AccountId) -> String {
 pub async fn run(client: Client, router: Router, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let js = super::jetstream(&client);
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let pass = consume(&client, &js, &router);
         let result = tokio::select! {
@@ -115,7 +117,13 @@ pub async fn run(client: Client, router: Router, shutdown: impl Future<Output = 
             r = pass => r,
         };
         if let Err(e) = result {
-            debug!(error = %e, "NATS intake paused; retrying");
+            // One warning a minute while NATS is away, not one a second.
+            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                warn!(error = %e, "NATS intake paused; retrying");
+                last_warning = Some(std::time::Instant::now());
+            } else {
+                debug!(error = %e, "NATS intake still paused");
+            }
         }
         tokio::select! {
             () = &mut shutdown => return,

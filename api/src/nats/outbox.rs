@@ -29,7 +29,7 @@ use serde_json::json;
 use store::sql::Arg;
 use store::{Store, StoredEvent};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::ensure_stream;
 
@@ -47,10 +47,13 @@ pub const OUTBOX_BATCH_EVENTS_MAX: u32 = 256;
 pub const DUPLICATE_WINDOW_SECONDS: u64 = 600;
 /// Bounds of the published streams (discard old: the log in the store
 /// remains the record; consumers that fall further behind replay from it).
-pub const EVENTS_STREAM_MESSAGES_MAX: i64 = 10_000_000;
-pub const EVENTS_STREAM_BYTES_MAX: i64 = 8 * 1024 * 1024 * 1024;
-pub const ALERTS_STREAM_MESSAGES_MAX: i64 = 1_000_000;
-pub const ALERTS_STREAM_BYTES_MAX: i64 = 256 * 1024 * 1024;
+/// JetStream reserves `max_bytes` against the server's storage when it
+/// creates a stream, so these stay modest; an operator can raise them on
+/// the stream (an existing stream is used as it is).
+pub const EVENTS_STREAM_MESSAGES_MAX: i64 = 2_000_000;
+pub const EVENTS_STREAM_BYTES_MAX: i64 = 1024 * 1024 * 1024;
+pub const ALERTS_STREAM_MESSAGES_MAX: i64 = 100_000;
+pub const ALERTS_STREAM_BYTES_MAX: i64 = 64 * 1024 * 1024;
 pub const STREAM_AGE_SECONDS_MAX: u64 = 7 * 24 * 3600;
 /// How often an idle outbox looks for new events.
 const IDLE_POLL_MILLIS: u64 = 50;
@@ -176,7 +179,13 @@ impl Outbox {
                         continue;
                     }
                     Err(e) => {
-                        debug!(error = %e, backoff_millis = backoff, "outbox round failed; retrying");
+                        // The first failure of a streak is worth a warning
+                        // (NATS away, a stream refused); the retries not.
+                        if backoff == BACKOFF_MILLIS_MIN {
+                            warn!(error = %e, "outbox round failed; retrying with backoff");
+                        } else {
+                            debug!(error = %e, backoff_millis = backoff, "outbox round failed; retrying");
+                        }
                         let pause = backoff;
                         backoff = (backoff * 2).min(BACKOFF_MILLIS_MAX);
                         pause
