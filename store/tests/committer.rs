@@ -286,7 +286,15 @@ async fn a_long_history_loads_from_the_ledgers_own_snapshot_and_equals_a_full_fo
     let warm = store.load::<CreditAccount>(&id).await.unwrap();
     let full = store.load_full::<CreditAccount>(&id).await.unwrap();
     let from = warm.snapshot_sequence.expect("a snapshot was written");
-    assert!(from >= 200 && from <= warm.sequence, "snapshot at {from}");
+    // Written at the end of the first batch that took the account 100
+    // events past its last snapshot: where exactly depends on how the
+    // commands fell into batches, so only its bounds are fixed.
+    assert!(from >= 100 && from <= warm.sequence, "snapshot at {from}");
+    assert!(
+        warm.sequence - from < 100 + 512,
+        "the tail is at most one interval and one batch: snapshot at {from}, head {}",
+        warm.sequence
+    );
     assert_eq!(
         warm.aggregate, full.aggregate,
         "snapshot + tail = full fold"
