@@ -31,6 +31,10 @@ pub const GRANT_CREDITS: i64 = 1_000_000_000;
 const OPERATION: &str = "clustering";
 const COST: i64 = 1;
 const DEDUCT_BODY: &str = r#"{"operation":"clustering","units":1}"#;
+/// Longest wait for the server to answer on NATS after it started.
+const NATS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The ledger's request/reply subject for deductions (SPEC §4).
+const NATS_DEDUCT_SUBJECT: &str = "ledger.commands.deduct";
 /// Tries of a setup request or an in-doubt deduction.
 const ATTEMPTS_MAX: u32 = 5;
 /// Longest wait for the read models to catch up with the load.
@@ -90,6 +94,8 @@ pub struct HttpBench {
     backend: String,
     /// The spawned server, whose CPU time is charged to each load.
     server_pid: Option<u32>,
+    /// With `--transport nats`: deductions go as NATS requests instead.
+    nats: Option<async_nats::Client>,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +139,31 @@ impl HttpBench {
             bot: format!("Bearer {}", token(secret, "system_bot")?),
             backend: "?".into(),
             server_pid,
+            nats: None,
         })
+    }
+
+    /// Sends the load's deductions over NATS request/reply from now on.
+    pub async fn use_nats(&mut self, url: &str) -> anyhow::Result<()> {
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        // The server subscribes after it starts: wait (bounded) until a
+        // request is answered — an empty payload gets a 4xx reply.
+        let deadline = Instant::now() + NATS_READY_TIMEOUT;
+        loop {
+            match client.request(NATS_DEDUCT_SUBJECT, "{}".into()).await {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => bail!("no ledger-server answers on {NATS_DEDUCT_SUBJECT}: {e}"),
+            }
+        }
+        self.nats = Some(client);
+        Ok(())
     }
 
     fn url(&self, path: &str) -> String {
@@ -271,6 +301,7 @@ impl HttpBench {
                 .map(|id| self.url(&format!("/v1/accounts/{id}/deductions")))
                 .collect(),
         );
+        let ids: Arc<Vec<String>> = Arc::new(set.ids.clone());
         let prefix = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let cpu = CpuMark::now(self.server_pid);
         let counter = Arc::new(AtomicU64::new(0));
@@ -282,6 +313,8 @@ impl HttpBench {
         let mut tasks = Vec::with_capacity(workers);
         for w in 0..workers {
             let client = self.client.clone();
+            let nats = self.nats.clone();
+            let ids = ids.clone();
             let urls = urls.clone();
             let bot = self.bot.clone();
             let prefix = prefix.clone();
@@ -317,6 +350,22 @@ impl HttpBench {
                     };
                     let key = format!("{prefix}-{w}-{i}");
                     i += 1;
+                    if let Some(nats) = &nats {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert("Authorization", bot.as_str());
+                        let payload = json!({
+                            "account_id": ids[idx],
+                            "idempotency_key": key,
+                            "operation": OPERATION,
+                            "units": 1,
+                        })
+                        .to_string();
+                        let sent = nats
+                            .request_with_headers(NATS_DEDUCT_SUBJECT, headers, payload.into())
+                            .await;
+                        out.record_nats(idx, key, scheduled, sent);
+                        continue;
+                    }
                     let sent = client
                         .post(&urls[idx])
                         .header(AUTHORIZATION, &bot)
@@ -335,7 +384,8 @@ impl HttpBench {
             total.merge(t.await.context("a load worker panicked")?);
         }
         let elapsed = start.elapsed();
-        let mut result = ScenarioResult::new(name, "http", &self.backend, set.ids.len(), workers);
+        let kind = if self.nats.is_some() { "nats" } else { "http" };
+        let mut result = ScenarioResult::new(name, kind, &self.backend, set.ids.len(), workers);
         cpu.charge(&mut result);
         result.target_rate = rate;
         result.set_counts(total.ok, elapsed, &total.hist);
@@ -483,6 +533,64 @@ impl WorkerOut {
             deducted,
             max_position: 0,
             in_doubt: Vec::new(),
+        }
+    }
+
+    /// A NATS reply is the HTTP body: the deduction, or the error body with
+    /// its `status`.
+    fn record_nats(
+        &mut self,
+        idx: usize,
+        key: String,
+        scheduled: Instant,
+        sent: Result<async_nats::Message, async_nats::RequestError>,
+    ) {
+        let latency = micros(scheduled.elapsed());
+        let msg = match sent {
+            Ok(m) => m,
+            Err(e) => {
+                // No responder: nobody received it, so nothing to settle.
+                let kind = match e.kind() {
+                    async_nats::RequestErrorKind::TimedOut => "timeout",
+                    async_nats::RequestErrorKind::NoResponders => "no_responders",
+                    _ => "transport",
+                };
+                bump(&mut self.errors, kind);
+                if kind != "no_responders" {
+                    self.in_doubt.push((idx, key));
+                }
+                return;
+            }
+        };
+        let body: Value = match serde_json::from_slice(&msg.payload) {
+            Ok(v) => v,
+            Err(_) => {
+                bump(&mut self.errors, "bad_body");
+                self.in_doubt.push((idx, key));
+                return;
+            }
+        };
+        if let Some(status) = body.get("status").and_then(Value::as_u64) {
+            bump(&mut self.errors, status.to_string());
+            if status >= 500 {
+                self.in_doubt.push((idx, key));
+            }
+            return;
+        }
+        match serde_json::from_value::<Deducted>(body) {
+            Ok(d) => {
+                self.ok += 1;
+                self.hist.saturating_record(latency);
+                self.deducted[idx].fetch_add(d.credits, Ordering::Relaxed);
+                self.max_position = self.max_position.max(d.position.unwrap_or(0));
+                if d.credits != COST {
+                    bump(&mut self.errors, "unexpected_cost");
+                }
+            }
+            Err(_) => {
+                bump(&mut self.errors, "bad_body");
+                self.in_doubt.push((idx, key));
+            }
         }
     }
 

@@ -46,6 +46,24 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// `POST /v1/accounts/{id}/deductions` over keep-alive HTTP.
+    Http,
+    /// NATS request/reply on `ledger.commands.deduct` (the spawned server
+    /// gets `LEDGER_NATS_URL`); set-up and balance checks still use HTTP.
+    Nats,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Nats => "nats",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
     /// Plain cqrs-es `CqrsFramework::execute` on postgres-es, retrying conflicts.
     Plain,
@@ -103,6 +121,13 @@ pub struct Cli {
     /// half the peak rate.
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<Rate>,
+    /// How the deductions are sent. With `nats`, no other ledger-server may
+    /// listen on the same NATS (the queue group would share the requests).
+    #[arg(long, value_enum, default_value = "http")]
+    pub transport: Transport,
+    /// NATS server for `--transport nats` (loopback only).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
     /// Clients of the raw insert baseline.
     #[arg(long, default_value_t = 32)]
     pub raw_clients: usize,
@@ -268,7 +293,8 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
                 bin.display(),
                 report::redact(&database_url)
             ));
-            let s = server::Server::spawn(&bin, &database_url, &secret).await?;
+            let nats = (cli.transport == Transport::Nats).then_some(cli.nats_url.as_str());
+            let s = server::Server::spawn(&bin, &database_url, &secret, nats).await?;
             let base = s.base_url().to_owned();
             report.server.backend = Some(server::backend_of(&database_url).to_owned());
             report.server.pid = Some(s.pid());
@@ -281,6 +307,13 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
     if cli.runs(Scenario::Accounts) || cli.runs(Scenario::Hot) {
         let mut bench = http::HttpBench::new(&base, &secret, report.server.pid)?;
         bench.prepare().await.context("preparing the server")?;
+        if cli.transport == Transport::Nats {
+            bench
+                .use_nats(&cli.nats_url)
+                .await
+                .context("connecting to NATS")?;
+        }
+        let t = cli.transport.name();
         let mut runs = Vec::new();
         if cli.runs(Scenario::Accounts) {
             progress(format!("http: opening {} accounts", cli.accounts));
@@ -290,7 +323,13 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
                 cli.workers, cli.duration, cli.accounts
             ));
             let r = bench
-                .load("http accounts", &set, cli.workers, cli.duration, None)
+                .load(
+                    &format!("{t} accounts"),
+                    &set,
+                    cli.workers,
+                    cli.duration,
+                    None,
+                )
                 .await?;
             let peak = r.result.ops_per_s;
             runs.push(r);
@@ -303,7 +342,7 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
                 progress(format!("http: opening {} more accounts", cli.accounts));
                 let set = bench.open_accounts(cli.accounts).await?;
                 progress(format!("http: open loop at {rate:.0} ops/s"));
-                let name = format!("http accounts @{rate:.0}/s");
+                let name = format!("{t} accounts @{rate:.0}/s");
                 runs.push(
                     bench
                         .load(&name, &set, cli.workers, cli.duration, Some(rate))
@@ -319,7 +358,13 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
             ));
             runs.push(
                 bench
-                    .load("http hot", &set, cli.hot_workers, cli.duration, None)
+                    .load(
+                        &format!("{t} hot"),
+                        &set,
+                        cli.hot_workers,
+                        cli.duration,
+                        None,
+                    )
                     .await?,
             );
         }

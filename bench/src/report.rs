@@ -271,6 +271,8 @@ pub struct Settings {
     pub hot_workers: usize,
     pub accounts: usize,
     pub raw_clients: usize,
+    /// How deductions reached the ledger: `http` or `nats`.
+    pub transport: String,
     pub cpus: usize,
 }
 
@@ -291,6 +293,7 @@ impl Report {
                 hot_workers: cli.hot_workers,
                 accounts: cli.accounts,
                 raw_clients: cli.raw_clients,
+                transport: cli.transport.name().to_owned(),
                 cpus: std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(0),
@@ -308,7 +311,9 @@ impl Report {
     /// Computes the ratios against the baselines and the targets.
     pub fn finish(&mut self) {
         let rate = |n: &str| self.find(n).map(|r| r.ops_per_s).filter(|r| *r > 0.0);
-        let accounts = rate("http accounts");
+        // The ledger's scenarios are named after the transport that drove them.
+        let t = self.settings.transport.clone();
+        let accounts = rate(&format!("{t} accounts"));
         let mut ratios = Vec::new();
         let mut ratio = |name: &str, num: Option<f64>, den: Option<f64>, target: f64| {
             if let (Some(n), Some(d)) = (num, den) {
@@ -321,20 +326,20 @@ impl Report {
             }
         };
         ratio(
-            "http accounts / raw insert",
+            &format!("{t} accounts / raw insert"),
             accounts,
             rate("raw insert"),
             TARGET_ACCOUNTS_OVER_RAW,
         );
         ratio(
-            "http accounts / plain accounts",
+            &format!("{t} accounts / plain accounts"),
             accounts,
             rate("plain accounts"),
             TARGET_ACCOUNTS_OVER_PLAIN,
         );
         ratio(
-            "http hot / http accounts",
-            rate("http hot"),
+            &format!("{t} hot / {t} accounts"),
+            rate(&format!("{t} hot")),
             accounts,
             TARGET_HOT_OVER_ACCOUNTS,
         );
@@ -347,7 +352,7 @@ impl Report {
         if let Some(paced) = self
             .results
             .iter()
-            .find(|r| r.kind == "http" && r.target_rate.is_some())
+            .find(|r| r.kind == t && r.target_rate.is_some())
         {
             ratios.push(Ratio {
                 name: format!(
@@ -359,9 +364,9 @@ impl Report {
                 met: paced.latency.p99_ms <= TARGET_P99_AT_HALF_PEAK_MS,
             });
         }
-        if let Some(hot) = self.find("http hot") {
+        if let Some(hot) = self.find(&format!("{t} hot")) {
             ratios.push(Ratio {
-                name: "http hot errors".into(),
+                name: format!("{t} hot errors"),
                 value: hot.errors as f64,
                 target: "= 0".into(),
                 met: hot.errors == 0,
@@ -372,7 +377,7 @@ impl Report {
             let touched: usize = self
                 .results
                 .iter()
-                .filter(|r| r.kind == "http")
+                .filter(|r| r.kind == t)
                 .map(|r| r.accounts)
                 .sum();
             ratios.push(Ratio {

@@ -46,7 +46,12 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Server {
-    pub async fn spawn(bin: &Path, database_url: &str, secret: &str) -> anyhow::Result<Self> {
+    pub async fn spawn(
+        bin: &Path,
+        database_url: &str,
+        secret: &str,
+        nats_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         if !bin.is_file() {
             bail!(
                 "the server binary {} does not exist: build it first (cargo build --release \
@@ -61,7 +66,11 @@ impl Server {
         let log = dir.path().join("server.log");
         let out = File::create(&log).context("creating the server's log file")?;
         let port = free_port()?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(url) = nats_url {
+            command.env("LEDGER_NATS_URL", url);
+        }
+        let child = command
             .env("LEDGER_DATABASE_URL", database_url)
             .env("LEDGER_JWT_SECRET", secret)
             .env("LEDGER_LOG", "warn")

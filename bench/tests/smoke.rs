@@ -40,8 +40,9 @@ fn server_bin() -> PathBuf {
     server
 }
 
-#[test]
-fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
+/// Runs the bench with these arguments (after a 2 s, 10-account, no-baseline
+/// set-up on a fresh SQLite file) and returns what it printed.
+fn run_bench(extra: &[&str]) -> String {
     let server = server_bin();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/b.db", dir.path().display());
@@ -49,6 +50,7 @@ fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
         .args(["--database-url", &db, "--baselines", "none"])
         .args(["--duration", "2s", "--workers", "4", "--hot-workers", "4"])
         .args(["--accounts", "10"])
+        .args(extra)
         .arg("--server-bin")
         .arg(&server)
         .stdout(std::process::Stdio::piped())
@@ -67,7 +69,7 @@ fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
             panic!("ledger-bench did not finish within {RUN_TIMEOUT:?}");
         }
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -75,7 +77,12 @@ fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
         out.status
     );
     assert!(stdout.contains("ops/s"), "{stdout}");
-    for scenario in ["http accounts", "http hot"] {
+    stdout
+}
+
+/// Each scenario ran on SQLite with zero errors and its balances checked.
+fn assert_scenarios(stdout: &str, scenarios: &[&str]) {
+    for scenario in scenarios {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(scenario))
@@ -83,4 +90,72 @@ fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
         assert!(line.contains("sqlite"), "{line}");
         assert!(line.contains("ok ("), "balances not checked: {line}");
     }
+}
+
+#[test]
+fn short_run_on_sqlite_prints_its_rates_and_checks_balances() {
+    let stdout = run_bench(&[]);
+    assert_scenarios(&stdout, &["http accounts", "http hot"]);
+}
+
+/// A nats-server of this test's own (the SPEC fixes the subjects and the
+/// queue group, so a shared one could hand requests to another test's
+/// server), killed when dropped.
+struct OwnNats {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnNats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .or_else(|_| {
+                Command::new("/usr/sbin/nats-server")
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(dir.path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+            })
+            .expect("starting nats-server (it must be installed: /usr/sbin/nats-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn short_run_over_nats_request_reply_checks_balances() {
+    let nats = OwnNats::start();
+    let stdout = run_bench(&["--transport", "nats", "--nats-url", &nats.url]);
+    assert_scenarios(&stdout, &["nats accounts", "nats hot"]);
 }
