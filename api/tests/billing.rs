@@ -445,6 +445,10 @@ async fn invoices_follow_their_status_rules_and_list_with_filters_and_cursors(ap
         )
         .await;
     assert_eq!(own.expect(200)["items"].as_array().unwrap().len(), 2);
+    // An unknown status is refused on the caller's list as on the staff's.
+    api.get("/v1/billing/invoices?status=lost", &api.owner(&account))
+        .await
+        .expect_error(422, "invalid_request");
     let other = starter_account(api).await;
     let theirs = api
         .get(

@@ -73,6 +73,18 @@ fn status_param<T>(
     }
 }
 
+/// `?status=` of an invoice list: one of the invoice statuses, else 422.
+pub(super) fn invoice_status(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let all = [
+        InvoiceStatus::Draft,
+        InvoiceStatus::Pending,
+        InvoiceStatus::Paid,
+        InvoiceStatus::Void,
+        InvoiceStatus::Uncollectible,
+    ];
+    status_param(raw, &all, |s| s.as_str())
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -112,13 +124,6 @@ pub async fn invoices(
     principal.require(STAFF)?;
     fresh.wait(&state).await?;
     let q = query.parse()?;
-    let statuses = [
-        InvoiceStatus::Draft,
-        InvoiceStatus::Pending,
-        InvoiceStatus::Paid,
-        InvoiceStatus::Void,
-        InvoiceStatus::Uncollectible,
-    ];
     let account_id = q
         .account_id
         .map(|a| {
@@ -132,7 +137,7 @@ pub async fn invoices(
         .invoices(
             &InvoiceFilter {
                 account_id,
-                status: status_param(q.status, &statuses, |s| s.as_str())?,
+                status: invoice_status(q.status)?,
                 from: time_param("from", q.from)?,
                 to: time_param("to", q.to)?,
             },

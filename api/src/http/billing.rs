@@ -212,7 +212,7 @@ pub async fn invoices_own(
         .invoices(
             &InvoiceFilter {
                 account_id: Some(account.to_string()),
-                status: q.status,
+                status: super::admin_billing::invoice_status(q.status)?,
                 from: None,
                 to: None,
             },
