@@ -34,6 +34,24 @@ pub const READ_BATCH_EVENTS_MAX: u32 = 10_000;
 /// The default database: an SQLite file under `./data`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/ledger.db";
 
+/// A stream's events after `after`, through either adapter's cqrs-es
+/// repository (the tail behind a snapshot).
+async fn events_after<A: Aggregate, R: cqrs_es::persist::PersistedEventRepository>(
+    repo: &R,
+    aggregate_id: &str,
+    after: u64,
+) -> Result<Vec<cqrs_es::EventEnvelope<A>>, StoreError> {
+    repo.get_last_events::<A>(aggregate_id, after as usize)
+        .await
+        .map_err(|e| StoreError::Persistence(e.to_string()))?
+        .into_iter()
+        .map(|e| {
+            cqrs_es::EventEnvelope::<A>::try_from(e)
+                .map_err(|e| StoreError::Persistence(e.to_string()))
+        })
+        .collect()
+}
+
 /// One event as stored in the global log (also a line of an audit pack's
 /// `events.jsonl`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -68,17 +68,12 @@ impl PgStore {
         aggregate_id: &str,
         after: u64,
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
-        let repo = PostgresEventRepository::new(self.pool.clone());
-        let serialized = repo
-            .get_last_events::<A>(aggregate_id, after as usize)
-            .await
-            .map_err(|e| StoreError::Persistence(e.to_string()))?;
-        serialized
-            .into_iter()
-            .map(|e| {
-                EventEnvelope::<A>::try_from(e).map_err(|e| StoreError::Persistence(e.to_string()))
-            })
-            .collect()
+        crate::events_after(
+            &PostgresEventRepository::new(self.pool.clone()),
+            aggregate_id,
+            after,
+        )
+        .await
     }
 
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<i64>, AppendError> {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 use sqlite_es::SqliteEventRepository;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -82,17 +82,12 @@ impl SqliteStore {
         aggregate_id: &str,
         after: u64,
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
-        let repo = SqliteEventRepository::new(self.pool.clone());
-        let serialized = repo
-            .get_last_events::<A>(aggregate_id, after as usize)
-            .await
-            .map_err(|e| StoreError::Persistence(e.to_string()))?;
-        serialized
-            .into_iter()
-            .map(|e| {
-                EventEnvelope::<A>::try_from(e).map_err(|e| StoreError::Persistence(e.to_string()))
-            })
-            .collect()
+        crate::events_after(
+            &SqliteEventRepository::new(self.pool.clone()),
+            aggregate_id,
+            after,
+        )
+        .await
     }
 
     pub async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<i64>, AppendError> {
