@@ -8,13 +8,12 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use events::{GrantSource, IdempotencyKey, InvoiceStatus, PaymentStatus};
-use ledger::account::GrantCredits;
-use ledger::{AccountCommand, Invoice, InvoiceCommand, Payment, PaymentCommand, PaymentError};
+use events::{InvoiceStatus, PaymentStatus};
+use ledger::{Invoice, InvoiceCommand, Payment, PaymentCommand, PaymentError};
 use projections::billing::{InvoiceFilter, PaymentFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{request_hash, CommandContext, IdempotencyClaim, ServiceError};
+use store::{CommandContext, ServiceError};
 use uuid::Uuid;
 
 use super::accounts::page_request;
@@ -313,75 +312,6 @@ pub async fn payments(
     Ok(Json(page).into_response())
 }
 
-/// The idempotency key of the grant a paid purchase makes: one per payment.
-pub fn purchase_grant_key(payment_id: Uuid) -> IdempotencyKey {
-    // A UUID's text is printable ASCII well under the key's length limit.
-    IdempotencyKey::parse(&format!("purchase-{payment_id}")).unwrap_or_else(|_| unreachable!())
-}
-
-/// After an approval (or a retry of one): the invoice paid by this payment
-/// and a purchase's credits granted, each at most once. Returns the credits
-/// the purchase granted and the last position written.
-async fn settle(
-    state: &AppState,
-    principal: &Principal,
-    payment_id: Uuid,
-    payment: &Payment,
-) -> Result<(Option<i64>, Option<i64>), ApiError> {
-    let submitted = payment.submitted().ok_or(ApiError::Internal)?;
-    let ctx = CommandContext::new(principal.actor());
-    let paid = state
-        .commands
-        .execute::<Invoice>(
-            &submitted.invoice_id.to_string(),
-            InvoiceCommand::MarkPaid {
-                payment_id: Some(payment_id),
-                method: submitted.method,
-                now: super::now(),
-            },
-            &ctx,
-            None,
-        )
-        .await
-        .map_err(|e| service_error(e, invoice_error))?;
-    let mut position = paid.position();
-    let invoice = paid.state.as_ref().ok_or(ApiError::Internal)?;
-    let Some(purchase) = invoice.issued().and_then(|i| i.purchase.clone()) else {
-        return Ok((None, position));
-    };
-    let key = purchase_grant_key(payment_id);
-    let claim = IdempotencyClaim {
-        request_hash: request_hash(format!("purchase-grant\n{payment_id}").as_bytes()),
-        key: key.clone(),
-    };
-    let granted = state
-        .run(
-            principal,
-            submitted.account_id,
-            AccountCommand::GrantCredits(GrantCredits {
-                grant_id: Uuid::now_v7(),
-                credits: purchase.credits,
-                source: GrantSource::Purchase,
-                expires_at: None,
-                description: Some(format!(
-                    "credit package {} (invoice {})",
-                    purchase.package_slug,
-                    invoice
-                        .issued()
-                        .map(|i| i.number.as_str())
-                        .unwrap_or_default()
-                )),
-                idempotency_key: Some(key),
-                now: super::now(),
-            }),
-            Some(&claim),
-            &[],
-        )
-        .await?;
-    position = position.max(granted.position());
-    Ok((Some(purchase.credits), position))
-}
-
 async fn load_payment(state: &AppState, raw: &str) -> Result<(Uuid, Payment), ApiError> {
     let id = path_id(raw, "payment")?;
     let payment = state
@@ -453,16 +383,22 @@ pub async fn approve(
     match approved {
         Ok(done) => {
             state.projector.wake();
-            let payment = done.state.as_ref().ok_or(ApiError::Internal)?;
-            let (credits, position) = settle(&state, &principal, payment_id, payment).await?;
+            let settled = super::settle::invoice_paid(
+                &state,
+                &principal.actor(),
+                submitted.invoice_id,
+                Some(payment_id),
+                submitted.method,
+            )
+            .await?;
             Ok(Json(json!({
                 "id": payment_id,
                 "status": "succeeded",
                 "invoice_id": submitted.invoice_id,
                 "invoice_status": "paid",
                 "approved_by": principal.sub(),
-                "credits_granted": credits,
-                "position": position.or(done.position()),
+                "credits_granted": settled.credits_granted,
+                "position": settled.position.or(done.position()),
             }))
             .into_response())
         }
@@ -472,7 +408,14 @@ pub async fn approve(
             // A retry of an approval that may have stopped half way: finish
             // what is missing (each step applies at most once), then say
             // that the payment was approved already.
-            settle(&state, &principal, payment_id, &payment).await?;
+            super::settle::invoice_paid(
+                &state,
+                &principal.actor(),
+                submitted.invoice_id,
+                Some(payment_id),
+                submitted.method,
+            )
+            .await?;
             Err(ApiError::Conflict(
                 "the payment is already approved; the invoice is paid and its credits granted once"
                     .into(),

@@ -61,6 +61,10 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/payments/manual", post(manual_payment))
         .route("/billing/credits/purchase", post(purchase))
         .merge(super::admin_billing::routes())
+        .merge(super::subscriptions::routes())
+        .merge(super::webhooks::routes())
+        .merge(super::payment_methods::routes())
+        .merge(super::billing_stats::routes())
 }
 
 /// A UUID derived from its parts (SHA-256, version bits 8): the same

@@ -10,6 +10,7 @@
 mod accounts;
 mod admin_billing;
 mod billing;
+mod billing_stats;
 mod catalog;
 mod credits;
 mod docs;
@@ -17,9 +18,13 @@ pub mod extract;
 mod invoice_pdf;
 pub mod metrics;
 pub mod openapi;
+mod payment_methods;
 mod reads;
 mod respond;
+mod settle;
+mod subscriptions;
 pub mod sweeper;
+mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;

@@ -1,0 +1,132 @@
+//! What happens when an invoice is paid, whoever learnt it first: a
+//! developer approving a manual payment, or a Stripe webhook
+//! (`payment_intent.succeeded`, `invoice.paid`). Every step applies at most
+//! once, so a retry (a second approval, a redelivered webhook, a crash
+//! half way) finishes what is missing and never pays or grants twice:
+//!
+//! 1. the invoice is marked paid (the aggregate refuses another payment and
+//!    ignores the same one again);
+//! 2. a credit purchase grants its package's credits under the idempotency
+//!    key `purchase-{payment_id}` (or `purchase-invoice-{invoice_id}` when
+//!    the invoice was paid without a payment of ours);
+//! 3. a subscription invoice activates or renews its subscription and grants
+//!    the period's included credits (`subscriptions::on_invoice_paid`).
+
+use events::{Actor, GrantSource, IdempotencyKey, PaymentMethod};
+use ledger::account::GrantCredits;
+use ledger::{AccountCommand, Invoice, InvoiceCommand};
+use store::{request_hash, CommandContext, IdempotencyClaim};
+use uuid::Uuid;
+
+use super::billing::invoice_error;
+use super::respond::{account_error, service_error};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// What settling an invoice did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Credits a purchase granted (`None` when the invoice buys none).
+    pub credits_granted: Option<i64>,
+    /// The highest event-log position written, if anything was written.
+    pub position: Option<i64>,
+}
+
+/// The idempotency key of the grant a paid purchase makes: one per payment
+/// (or per invoice when no payment of ours paid it).
+pub fn purchase_grant_key(payment_id: Option<Uuid>, invoice_id: Uuid) -> IdempotencyKey {
+    let raw = match payment_id {
+        Some(p) => format!("purchase-{p}"),
+        None => format!("purchase-invoice-{invoice_id}"),
+    };
+    // A UUID's text is printable ASCII well under the key's length limit.
+    IdempotencyKey::parse(&raw).unwrap_or_else(|_| unreachable!())
+}
+
+/// Runs an account command as `actor` through the committer.
+pub(super) async fn run_account_command(
+    state: &AppState,
+    actor: &Actor,
+    account: events::AccountId,
+    command: AccountCommand,
+    claim: Option<&IdempotencyClaim>,
+) -> Result<store::Executed<ledger::CreditAccount>, ApiError> {
+    let done = state
+        .submit(
+            &account.to_string(),
+            command,
+            &CommandContext::new(actor.clone()),
+            claim,
+            &[],
+        )
+        .await
+        .map_err(|e| service_error(e, account_error))?;
+    state.projector.wake();
+    Ok(done)
+}
+
+/// The invoice paid (by `payment_id`, when a payment of ours paid it) and
+/// everything its payment buys, each at most once.
+pub async fn invoice_paid(
+    state: &AppState,
+    actor: &Actor,
+    invoice_id: Uuid,
+    payment_id: Option<Uuid>,
+    method: PaymentMethod,
+) -> Result<Settled, ApiError> {
+    let ctx = CommandContext::new(actor.clone());
+    let paid = state
+        .commands
+        .execute::<Invoice>(
+            &invoice_id.to_string(),
+            InvoiceCommand::MarkPaid {
+                payment_id,
+                method,
+                now: super::now(),
+            },
+            &ctx,
+            None,
+        )
+        .await
+        .map_err(|e| service_error(e, invoice_error))?;
+    state.projector.wake();
+    let mut settled = Settled {
+        credits_granted: None,
+        position: paid.position(),
+    };
+    let invoice = paid.state.as_ref().ok_or(ApiError::Internal)?;
+    let issued = invoice.issued().ok_or(ApiError::Internal)?.clone();
+    if let Some(purchase) = &issued.purchase {
+        let key = purchase_grant_key(payment_id, invoice_id);
+        let claim = IdempotencyClaim {
+            request_hash: request_hash(format!("purchase-grant\n{}", key.as_str()).as_bytes()),
+            key: key.clone(),
+        };
+        let granted = run_account_command(
+            state,
+            actor,
+            issued.account_id,
+            AccountCommand::GrantCredits(GrantCredits {
+                grant_id: Uuid::now_v7(),
+                credits: purchase.credits,
+                source: GrantSource::Purchase,
+                expires_at: None,
+                description: Some(format!(
+                    "credit package {} (invoice {})",
+                    purchase.package_slug, issued.number
+                )),
+                idempotency_key: Some(key),
+                now: super::now(),
+            }),
+            Some(&claim),
+        )
+        .await?;
+        settled.credits_granted = Some(purchase.credits);
+        settled.position = settled.position.max(granted.position());
+    }
+    if issued.subscription_id.is_some() {
+        let position = super::subscriptions::on_invoice_paid(state, actor, &issued).await?;
+        settled.position = settled.position.max(position);
+    }
+    Ok(settled)
+}
