@@ -74,6 +74,18 @@ pub struct PlanChanged {
     pub changed_at: DateTime<Utc>,
 }
 
+/// The billing status changed (a subscription became past_due, recovered
+/// or ended). Recorded while the account is suspended too: then it is the
+/// status the account returns to when reactivated, and `from` is the one it
+/// would have returned to before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountStatusChanged {
+    pub from: AccountStatus,
+    pub to: AccountStatus,
+    pub reason: String,
+    pub changed_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountSuspended {
     pub reason: String,
@@ -222,6 +234,7 @@ pub enum AccountEvent {
     CreditsRefunded(CreditsRefunded),
     CreditsAdjusted(CreditsAdjusted),
     CreditsExpired(CreditsExpired),
+    AccountStatusChanged(AccountStatusChanged),
 }
 
 impl AccountEvent {
@@ -241,6 +254,7 @@ impl AccountEvent {
             Self::CreditsRefunded(_) => "CreditsRefunded",
             Self::CreditsAdjusted(_) => "CreditsAdjusted",
             Self::CreditsExpired(_) => "CreditsExpired",
+            Self::AccountStatusChanged(_) => "AccountStatusChanged",
         }
     }
 
@@ -342,6 +356,7 @@ impl AccountEvent {
             Self::CreditsRefunded(e) => e.refunded_at,
             Self::CreditsAdjusted(e) => e.adjusted_at,
             Self::CreditsExpired(e) => e.expired_at,
+            Self::AccountStatusChanged(e) => e.changed_at,
         }
     }
 }

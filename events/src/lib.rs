@@ -9,12 +9,14 @@ pub mod account;
 pub mod billing;
 pub mod catalog;
 pub mod metadata;
+pub mod subscription;
 pub mod types;
 
 pub use account::*;
 pub use billing::*;
 pub use catalog::*;
 pub use metadata::{chain_hash, Actor, EventMetadata, MetadataError, GENESIS_HASH};
+pub use subscription::*;
 pub use types::*;
 
 /// Every event type of this catalog is at version 1.0 today.

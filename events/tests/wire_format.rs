@@ -259,6 +259,12 @@ fn account_samples() -> Vec<AccountEvent> {
             balance_after: 0,
             expired_at: at(31, 23),
         }),
+        AccountEvent::AccountStatusChanged(events::AccountStatusChanged {
+            from: AccountStatus::Active,
+            to: AccountStatus::PastDue,
+            reason: "subscription past_due".into(),
+            changed_at: at(31, 23),
+        }),
     ]
 }
 
@@ -307,10 +313,11 @@ fn account_variant(e: &AccountEvent) -> &'static str {
         AccountEvent::CreditsRefunded(_) => "CreditsRefunded",
         AccountEvent::CreditsAdjusted(_) => "CreditsAdjusted",
         AccountEvent::CreditsExpired(_) => "CreditsExpired",
+        AccountEvent::AccountStatusChanged(_) => "AccountStatusChanged",
     }
 }
 
-const ACCOUNT_VARIANTS: usize = 13;
+const ACCOUNT_VARIANTS: usize = 14;
 
 fn catalog_variant(e: &CatalogEvent) -> &'static str {
     match e {
@@ -511,6 +518,7 @@ fn account_event_types_and_versions_are_the_literal_stored_strings() {
         "CreditsRefunded",
         "CreditsAdjusted",
         "CreditsExpired",
+        "AccountStatusChanged",
     ];
     let samples = account_samples();
     assert_eq!(samples.len(), expected.len());
@@ -640,12 +648,16 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
     for sample in payment_samples() {
         check_fixture(payment_variant(&sample), &sample, payment_variant);
     }
+    for sample in subscription_samples() {
+        check_fixture(subscription_variant(&sample), &sample, subscription_variant);
+    }
     let known: BTreeSet<String> = account_samples()
         .iter()
         .map(account_variant)
         .chain(catalog_samples().iter().map(catalog_variant))
         .chain(invoice_samples().iter().map(invoice_variant))
         .chain(payment_samples().iter().map(payment_variant))
+        .chain(subscription_samples().iter().map(subscription_variant))
         .map(|n| format!("{n}.json"))
         .collect();
     let stored: BTreeSet<String> = fs::read_dir(fixtures_dir())
@@ -653,4 +665,136 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(stored, known, "every fixture file is one known event type");
+}
+
+// ---------------------------------------------------------------------------
+// Subscriptions
+// ---------------------------------------------------------------------------
+
+fn terms(slug: &str, cents: i64, credits: i64) -> events::PlanTerms {
+    events::PlanTerms {
+        slug: slug.into(),
+        name: slug.into(),
+        price: usd(cents),
+        billing_cycle: BillingCycle::Monthly,
+        included_credits: credits,
+    }
+}
+
+fn sub_invoice(n: u128, purpose: events::InvoicePurpose) -> events::SubscriptionInvoice {
+    events::SubscriptionInvoice {
+        invoice_id: id(n),
+        purpose,
+        due_at: at(15, 0),
+        credits: 1_000,
+        credits_expire_at: at(30, 0),
+    }
+}
+
+fn subscription_samples() -> Vec<events::SubscriptionEvent> {
+    use events::{InvoicePurpose, SubscriptionEvent as E};
+    vec![
+        E::SubscriptionCreated(Box::new(events::SubscriptionCreated {
+            subscription_id: id(0x70),
+            account_id: AccountId::from_uuid(id(1)),
+            plan: terms("starter", 2_900, 1_000),
+            method: "bank_transfer".into(),
+            period_start: at(1, 0),
+            period_end: at(30, 0),
+            first_invoice: Some(sub_invoice(0x71, InvoicePurpose::Initial)),
+            stripe_customer_id: Some("cus_123".into()),
+            stripe_subscription_id: Some("sub_123".into()),
+            created_at: at(1, 0),
+        })),
+        E::SubscriptionActivated(events::SubscriptionActivated {
+            period_start: at(1, 0),
+            period_end: at(30, 0),
+            activated_at: at(2, 0),
+        }),
+        E::SubscriptionInvoicePaid(events::SubscriptionInvoicePaid {
+            invoice_id: id(0x71),
+            purpose: InvoicePurpose::Initial,
+            credits: 1_000,
+            credits_expire_at: at(30, 0),
+            paid_at: at(2, 0),
+        }),
+        E::SubscriptionPlanChanged(Box::new(events::SubscriptionPlanChanged {
+            from: terms("starter", 2_900, 1_000),
+            to: terms("professional", 9_900, 5_000),
+            prorated_amount: Decimal::new(3500, 2),
+            prorated_credits: 2_000,
+            proration_invoice: Some(sub_invoice(0x72, InvoicePurpose::Proration)),
+            changed_at: at(15, 0),
+        })),
+        E::SubscriptionDowngradeScheduled(events::SubscriptionDowngradeScheduled {
+            from: "professional".into(),
+            to: terms("starter", 2_900, 1_000),
+            effective_at: at(30, 0),
+            scheduled_at: at(16, 0),
+        }),
+        E::SubscriptionCancelScheduled(events::SubscriptionCancelScheduled {
+            cancel_at: at(30, 0),
+            scheduled_at: at(17, 0),
+        }),
+        E::SubscriptionCanceled(events::SubscriptionCanceled {
+            reason: events::CancelReason::Unpaid,
+            open_invoices: vec![id(0x73)],
+            canceled_at: at(30, 0),
+        }),
+        E::SubscriptionRenewed(Box::new(events::SubscriptionRenewed {
+            plan: terms("starter", 2_900, 1_000),
+            period_start: at(30, 0),
+            period_end: at(31, 0),
+            invoice: Some(sub_invoice(0x73, InvoicePurpose::Renewal)),
+            renewed_at: at(30, 0),
+        })),
+        E::SubscriptionPastDue(events::SubscriptionPastDue {
+            invoice_id: id(0x73),
+            past_due_at: at(31, 0),
+        }),
+        E::SubscriptionRecovered(events::SubscriptionRecovered {
+            invoice_id: id(0x73),
+            recovered_at: at(31, 1),
+        }),
+    ]
+}
+
+fn subscription_variant(e: &events::SubscriptionEvent) -> &'static str {
+    use events::SubscriptionEvent as E;
+    match e {
+        E::SubscriptionCreated(_) => "SubscriptionCreated",
+        E::SubscriptionActivated(_) => "SubscriptionActivated",
+        E::SubscriptionInvoicePaid(_) => "SubscriptionInvoicePaid",
+        E::SubscriptionPlanChanged(_) => "SubscriptionPlanChanged",
+        E::SubscriptionDowngradeScheduled(_) => "SubscriptionDowngradeScheduled",
+        E::SubscriptionCancelScheduled(_) => "SubscriptionCancelScheduled",
+        E::SubscriptionCanceled(_) => "SubscriptionCanceled",
+        E::SubscriptionRenewed(_) => "SubscriptionRenewed",
+        E::SubscriptionPastDue(_) => "SubscriptionPastDue",
+        E::SubscriptionRecovered(_) => "SubscriptionRecovered",
+    }
+}
+
+#[test]
+fn every_subscription_event_survives_a_serde_round_trip_with_its_literal_type() {
+    let samples = subscription_samples();
+    let names: BTreeSet<_> = samples.iter().map(subscription_variant).collect();
+    assert_eq!(names.len(), 10);
+    assert_eq!(samples.len(), 10);
+    for sample in &samples {
+        let name = subscription_variant(sample);
+        assert_round_trips(sample, name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.type_name(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    let changed = serde_json::to_value(&samples[3]).unwrap();
+    assert_eq!(
+        changed["SubscriptionPlanChanged"]["prorated_amount"],
+        json!("35.00")
+    );
+    assert_eq!(
+        changed["SubscriptionPlanChanged"]["proration_invoice"]["purpose"],
+        json!("proration")
+    );
 }

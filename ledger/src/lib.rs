@@ -14,9 +14,11 @@ pub mod catalog;
 pub mod invoice;
 pub mod payment;
 pub mod pricing;
+pub mod subscription;
 
 pub use account::{AccountCommand, AccountError, CreditAccount};
 pub use catalog::{Catalog, CatalogCommand, CatalogError};
 pub use invoice::{Invoice, InvoiceCommand, InvoiceError};
 pub use payment::{Payment, PaymentCommand, PaymentError};
 pub use pricing::{price, PriceError};
+pub use subscription::{Subscription, SubscriptionCommand, SubscriptionError};

@@ -40,6 +40,11 @@ pub(crate) async fn apply(tx: &mut SqlTx, stored: &StoredEvent) -> Result<(), Pr
                 serde_json::from_value(stored.payload.clone()).map_err(|e| bad(stored, e))?;
             apply_catalog(tx, stored, event).await
         }
+        events::SUBSCRIPTION_AGGREGATE_TYPE => {
+            let event: events::SubscriptionEvent =
+                serde_json::from_value(stored.payload.clone()).map_err(|e| bad(stored, e))?;
+            crate::subscriptions::apply(tx, stored, &event).await
+        }
         other => match BillingEvent::parse(other, &stored.payload.to_string()) {
             Some(event) => apply_billing(tx, stored, event.map_err(|e| bad(stored, e))?).await,
             None => Ok(()),
@@ -187,6 +192,21 @@ async fn apply_account(
         }
         AccountEvent::AccountReactivated(e) => {
             touch_account(tx, &id, "status", e.status.as_str(), at, position).await?;
+        }
+        AccountEvent::AccountStatusChanged(e) => {
+            // While suspended it is the status to return to (the
+            // reactivation event carries it), not the status shown.
+            tx.execute(
+                "UPDATE rm_accounts SET status = CASE WHEN status = 'suspended' THEN status ELSE $2 END, \
+                 updated_at = $3, last_position = $4 WHERE account_id = $1",
+                &[
+                    id.as_str().into(),
+                    e.to.as_str().into(),
+                    time_text(at).into(),
+                    position.into(),
+                ],
+            )
+            .await?;
         }
         AccountEvent::CreditsHeld(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;

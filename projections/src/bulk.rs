@@ -38,13 +38,14 @@ pub enum Table {
     CostHistory,
     Invoices,
     Payments,
+    Subscriptions,
     /// The sweeper's queue: rebuilt with the read models, but not diffed
     /// (the sweeper deletes what it has handled).
     ExpirySchedule,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Accounts,
         Table::Balances,
         Table::Transactions,
@@ -53,6 +54,7 @@ impl Table {
         Table::CostHistory,
         Table::Invoices,
         Table::Payments,
+        Table::Subscriptions,
         Table::ExpirySchedule,
     ];
 
@@ -67,6 +69,7 @@ impl Table {
             Self::CostHistory => "rm_cost_history",
             Self::Invoices => "rm_invoices",
             Self::Payments => "rm_payments",
+            Self::Subscriptions => crate::subscriptions::TABLE,
             Self::ExpirySchedule => "expiry_schedule",
         }
     }
@@ -82,6 +85,7 @@ impl Table {
             Self::CostHistory => "cost_history",
             Self::Invoices => "invoices",
             Self::Payments => "payments",
+            Self::Subscriptions => "subscriptions",
             Self::ExpirySchedule => "expiry_schedule",
         }
     }
@@ -175,6 +179,7 @@ impl Table {
             ],
             Self::Invoices => &billing::INVOICE_COLUMNS,
             Self::Payments => &billing::PAYMENT_COLUMNS,
+            Self::Subscriptions => &crate::subscriptions::SUBSCRIPTION_COLUMNS,
             Self::ExpirySchedule => &["account_id", "item_id", "due_at"],
         }
     }
@@ -188,6 +193,7 @@ impl Table {
             Self::CostHistory => &["version"],
             Self::Invoices => &["invoice_id"],
             Self::Payments => &["payment_id"],
+            Self::Subscriptions => &["subscription_id"],
             Self::ExpirySchedule => &["account_id", "item_id"],
         }
     }
@@ -357,6 +363,21 @@ impl ReadModelFold {
                 Ok(())
             }
             Decoded::Catalog(_) => Ok(()),
+            Decoded::Other if stored.aggregate_type == events::SUBSCRIPTION_AGGREGATE_TYPE => {
+                let event: events::SubscriptionEvent = serde_json::from_str(&stored.payload)
+                    .map_err(|e| ProjectionError::BadEvent {
+                        position: stored.position,
+                        event_type: stored.event_type.clone(),
+                        reason: e.to_string(),
+                    })?;
+                crate::subscriptions::fold(
+                    &mut self.billing,
+                    &stored.aggregate_id,
+                    &event,
+                    stored.position,
+                );
+                Ok(())
+            }
             Decoded::Other => match BillingEvent::parse(&stored.aggregate_type, &stored.payload) {
                 Some(event) => {
                     let event = event.map_err(|e| ProjectionError::BadEvent {
@@ -482,6 +503,15 @@ impl ReadModelFold {
             AccountEvent::AccountReactivated(e) => {
                 self.touch(id, |a| a.status = e.status.as_str().into(), position);
             }
+            AccountEvent::AccountStatusChanged(e) => self.touch(
+                id,
+                |a| {
+                    if a.status != "suspended" {
+                        a.status = e.to.as_str().into();
+                    }
+                },
+                position,
+            ),
             AccountEvent::CreditsHeld(e) => {
                 self.move_balance(id, event, 0, 0, position);
                 self.schedule(id, e.hold_id, e.expires_at);
@@ -726,7 +756,7 @@ impl ReadModelFold {
                     vec![id.clone().into(), item.clone().into(), due.clone().into()]
                 })
                 .collect(),
-            Table::Invoices | Table::Payments => self
+            Table::Invoices | Table::Payments | Table::Subscriptions => self
                 .billing
                 .iter()
                 .filter(|((t, _), _)| *t == table.sql_name())

@@ -21,7 +21,7 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed batch (store down) before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-const READ_MODEL_TABLES: [&str; 8] = [
+const READ_MODEL_TABLES: [&str; 9] = [
     "rm_accounts",
     "rm_balances",
     "rm_transactions",
@@ -30,6 +30,7 @@ const READ_MODEL_TABLES: [&str; 8] = [
     "rm_cost_history",
     "rm_invoices",
     "rm_payments",
+    "rm_subscriptions",
 ];
 
 pub struct Projector {

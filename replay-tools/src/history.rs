@@ -61,6 +61,15 @@ fn reference_and_description(e: &AccountEvent) -> (String, String) {
             String::new(),
             format!("reactivated as {}", x.status.as_str()),
         ),
+        AccountEvent::AccountStatusChanged(x) => (
+            String::new(),
+            format!(
+                "status {} -> {}: {}",
+                x.from.as_str(),
+                x.to.as_str(),
+                x.reason
+            ),
+        ),
         AccountEvent::CreditsGranted(x) => (
             x.grant_id.to_string(),
             x.description

@@ -66,6 +66,7 @@ pub fn account_error(e: AccountError) -> ApiError {
         e @ AccountError::HoldTtlOutOfRange { .. } => field("ttl_seconds", e),
         e @ AccountError::ExpiryNotInFuture { .. } => field("expires_at", e),
         e @ AccountError::ZeroAdjustment => field("credits", e),
+        e @ AccountError::InvalidBillingStatus { .. } => field("status", e),
         e @ AccountError::TooManyOpenHolds { .. } => ApiError::Conflict(e.to_string()),
         AccountError::HoldNotFound { .. } => ApiError::NotFound("hold not found".into()),
         AccountError::HoldNotOpen { hold_id, state } => ApiError::Conflict(format!(

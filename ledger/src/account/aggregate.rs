@@ -4,10 +4,11 @@ use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
-    AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus, AccountSuspended,
-    AccountUpdated, BillingAddress, CountryCode, CreditsAdjusted, CreditsDeducted, CreditsExpired,
-    CreditsGranted, CreditsHeld, CreditsRefunded, HoldCaptured, HoldReleased, IdempotencyKey,
-    LotDraw, OperationKey, PlanChanged, ReleaseReason, Usage, ACCOUNT_AGGREGATE_TYPE,
+    AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus,
+    AccountStatusChanged, AccountSuspended, AccountUpdated, BillingAddress, CountryCode,
+    CreditsAdjusted, CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded,
+    HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, OperationKey, PlanChanged, ReleaseReason,
+    Usage, ACCOUNT_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -779,6 +780,37 @@ impl Aggregate for CreditAccount {
                     .await;
                 }
             }
+            AccountCommand::SetBillingStatus {
+                status,
+                reason,
+                now,
+            } => {
+                if status == AccountStatus::Suspended {
+                    return Err(AccountError::InvalidBillingStatus {
+                        status: status.as_str(),
+                    });
+                }
+                let current = match self.status {
+                    AccountStatus::Cancelled => return Err(AccountError::AccountCancelled),
+                    AccountStatus::Suspended => self
+                        .status_before_suspension
+                        .unwrap_or(AccountStatus::Active),
+                    s => s,
+                };
+                if current != status {
+                    let now = self.clamp(now);
+                    sink.write(
+                        AccountEvent::AccountStatusChanged(AccountStatusChanged {
+                            from: current,
+                            to: status,
+                            reason,
+                            changed_at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
+            }
             credit => self.handle_credit_command(credit, sink).await?,
         }
         Ok(())
@@ -844,6 +876,13 @@ impl Aggregate for CreditAccount {
             AccountEvent::AccountReactivated(e) => {
                 self.status = e.status;
                 self.status_before_suspension = None;
+            }
+            AccountEvent::AccountStatusChanged(e) => {
+                if self.status == AccountStatus::Suspended {
+                    self.status_before_suspension = Some(e.to);
+                } else {
+                    self.status = e.to;
+                }
             }
             AccountEvent::CreditsGranted(e) => {
                 self.debt -= e.debt_repaid;

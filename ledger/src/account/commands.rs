@@ -143,6 +143,14 @@ pub enum AccountCommand {
     Reactivate {
         now: DateTime<Utc>,
     },
+    /// The billing status a subscription puts the account in (`active`,
+    /// `past_due`, `trial`, `cancelled`; never `suspended`). While the
+    /// account is suspended it is recorded as the status to return to.
+    SetBillingStatus {
+        status: AccountStatus,
+        reason: String,
+        now: DateTime<Utc>,
+    },
     GrantCredits(GrantCredits),
     DeductCredits(DeductCredits),
     HoldCredits(HoldCredits),
@@ -178,6 +186,7 @@ impl AccountCommand {
             | Self::ChangePlan { now, .. }
             | Self::Suspend { now, .. }
             | Self::Reactivate { now }
+            | Self::SetBillingStatus { now, .. }
             | Self::ExpireDue { now } => *now,
             Self::GrantCredits(c) => c.now,
             Self::DeductCredits(c) => c.now,
@@ -197,6 +206,7 @@ impl AccountCommand {
             Self::ChangePlan { .. } => "change_plan",
             Self::Suspend { .. } => "suspend",
             Self::Reactivate { .. } => "reactivate",
+            Self::SetBillingStatus { .. } => "set_billing_status",
             Self::GrantCredits(_) => "grant_credits",
             Self::DeductCredits(_) => "deduct_credits",
             Self::HoldCredits(_) => "hold_credits",

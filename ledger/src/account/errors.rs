@@ -25,6 +25,8 @@ pub enum AccountError {
     AccountSuspended,
     #[error("the account is cancelled")]
     AccountCancelled,
+    #[error("{status} is not a billing status (suspension has its own commands)")]
+    InvalidBillingStatus { status: &'static str },
     #[error("insufficient credits: available {available}, required {required}")]
     InsufficientCredits {
         balance: i64,

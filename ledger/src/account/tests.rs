@@ -699,6 +699,100 @@ async fn suspending_a_cancelled_account_is_refused() {
         .then_expect_error(AccountError::AccountCancelled);
 }
 
+fn set_billing_status(status: AccountStatus, day: u32) -> AccountCommand {
+    AccountCommand::SetBillingStatus {
+        status,
+        reason: "subscription past_due".into(),
+        now: at(day, 0),
+    }
+}
+
+fn status_changed(from: AccountStatus, to: AccountStatus, day: u32) -> AccountEvent {
+    AccountEvent::AccountStatusChanged(events::AccountStatusChanged {
+        from,
+        to,
+        reason: "subscription past_due".into(),
+        changed_at: at(day, 0),
+    })
+}
+
+#[tokio::test]
+async fn setting_the_billing_status_records_the_change() {
+    when(
+        vec![opened(0)],
+        set_billing_status(AccountStatus::PastDue, 2),
+    )
+    .await
+    .then_expect_events(vec![status_changed(
+        AccountStatus::Active,
+        AccountStatus::PastDue,
+        2,
+    )]);
+    let all = vec![
+        opened(0),
+        status_changed(AccountStatus::Active, AccountStatus::PastDue, 2),
+    ];
+    assert_eq!(fold(&all).status(), AccountStatus::PastDue);
+}
+
+#[tokio::test]
+async fn setting_the_billing_status_it_already_has_writes_nothing() {
+    when(
+        vec![opened(0)],
+        set_billing_status(AccountStatus::Active, 2),
+    )
+    .await
+    .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn suspended_is_not_a_billing_status() {
+    when(
+        vec![opened(0)],
+        set_billing_status(AccountStatus::Suspended, 2),
+    )
+    .await
+    .then_expect_error(AccountError::InvalidBillingStatus {
+        status: "suspended",
+    });
+}
+
+#[tokio::test]
+async fn a_cancelled_account_keeps_its_status() {
+    when(
+        vec![opened_event(AccountStatus::Cancelled, 0)],
+        set_billing_status(AccountStatus::PastDue, 2),
+    )
+    .await
+    .then_expect_error(AccountError::AccountCancelled);
+}
+
+#[tokio::test]
+async fn a_billing_status_set_while_suspended_is_the_status_reactivation_returns_to() {
+    let given = vec![opened(0), suspended(at(2, 0))];
+    let events = when(given.clone(), set_billing_status(AccountStatus::PastDue, 3))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![status_changed(
+            AccountStatus::Active,
+            AccountStatus::PastDue,
+            3
+        )]
+    );
+    let mut all = given;
+    all.extend(events);
+    assert_eq!(fold(&all).status(), AccountStatus::Suspended);
+    let reactivated = when(all.clone(), AccountCommand::Reactivate { now: at(4, 0) })
+        .await
+        .inspect_result()
+        .unwrap();
+    all.extend(reactivated);
+    assert_eq!(fold(&all).status(), AccountStatus::PastDue);
+}
+
 #[tokio::test]
 async fn reactivating_restores_the_status_held_before_the_suspension() {
     let given = vec![opened_event(AccountStatus::Trial, 0), suspended(at(2, 0))];

@@ -1,0 +1,376 @@
+//! The subscriptions read model (`rm_subscriptions`, migration 0042): one
+//! row per subscription, made by pure functions that both the projector
+//! (`apply.rs`) and the in-memory fold (`bulk.rs`) use, and its queries.
+
+use std::collections::BTreeMap;
+
+use events::{PlanTerms, SubscriptionEvent, SubscriptionStatus, SUBSCRIPTION_AGGREGATE_TYPE};
+use serde::Serialize;
+use store::sql::{Arg, SqlRow, SqlTx};
+use store::StoredEvent;
+
+use crate::billing::RowChange;
+use crate::{time_text, Page, PageRequest, ProjectionError, ReadModels};
+
+pub const TABLE: &str = "rm_subscriptions";
+
+pub const SUBSCRIPTION_COLUMNS: [&str; 17] = [
+    "subscription_id",
+    "account_id",
+    "plan",
+    "status",
+    "billing_cycle",
+    "price",
+    "currency",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "scheduled_plan",
+    "stripe_subscription_id",
+    "past_due_since",
+    "canceled_at",
+    "created_at",
+    "updated_at",
+    "last_position",
+];
+
+/// The event, when `aggregate_type` is the subscription stream's.
+pub fn parse(
+    aggregate_type: &str,
+    payload: &str,
+) -> Option<Result<SubscriptionEvent, serde_json::Error>> {
+    (aggregate_type == SUBSCRIPTION_AGGREGATE_TYPE).then(|| serde_json::from_str(payload))
+}
+
+fn cycle(p: &PlanTerms) -> &'static str {
+    match p.billing_cycle {
+        events::BillingCycle::Monthly => "monthly",
+        events::BillingCycle::Annual => "annual",
+    }
+}
+
+fn plan_columns(p: &PlanTerms) -> Vec<(&'static str, Arg)> {
+    vec![
+        ("plan", p.slug.clone().into()),
+        ("billing_cycle", cycle(p).into()),
+        ("price", p.price.amount.to_string().into()),
+        ("currency", p.price.currency.as_str().into()),
+    ]
+}
+
+fn some(t: chrono::DateTime<chrono::Utc>) -> Arg {
+    Some(time_text(t)).into()
+}
+
+fn none() -> Arg {
+    Option::<String>::None.into()
+}
+
+/// What one subscription event does to its row.
+pub fn change(event: &SubscriptionEvent, position: i64) -> RowChange {
+    let at = time_text(event.occurred_at());
+    let mut sets: Vec<(&'static str, Arg)> = match event {
+        SubscriptionEvent::SubscriptionCreated(e) => {
+            return RowChange::Insert(vec![
+                e.subscription_id.to_string().into(),
+                e.account_id.to_string().into(),
+                e.plan.slug.clone().into(),
+                SubscriptionStatus::Incomplete.as_str().into(),
+                cycle(&e.plan).into(),
+                e.plan.price.amount.to_string().into(),
+                e.plan.price.currency.as_str().into(),
+                some(e.period_start),
+                some(e.period_end),
+                0i64.into(),
+                none(),
+                e.stripe_subscription_id.clone().into(),
+                none(),
+                none(),
+                at.clone().into(),
+                at.into(),
+                position.into(),
+            ])
+        }
+        SubscriptionEvent::SubscriptionActivated(e) => vec![
+            ("status", SubscriptionStatus::Active.as_str().into()),
+            ("current_period_start", some(e.period_start)),
+            ("current_period_end", some(e.period_end)),
+            ("past_due_since", none()),
+        ],
+        SubscriptionEvent::SubscriptionInvoicePaid(_) => vec![],
+        SubscriptionEvent::SubscriptionPlanChanged(e) => {
+            let mut v = plan_columns(&e.to);
+            v.push(("scheduled_plan", none()));
+            v
+        }
+        SubscriptionEvent::SubscriptionDowngradeScheduled(e) => {
+            vec![("scheduled_plan", Some(e.to.slug.clone()).into())]
+        }
+        SubscriptionEvent::SubscriptionCancelScheduled(_) => {
+            vec![("cancel_at_period_end", 1i64.into())]
+        }
+        SubscriptionEvent::SubscriptionCanceled(e) => vec![
+            ("status", SubscriptionStatus::Canceled.as_str().into()),
+            ("canceled_at", some(e.canceled_at)),
+            ("scheduled_plan", none()),
+        ],
+        SubscriptionEvent::SubscriptionRenewed(e) => {
+            let mut v = plan_columns(&e.plan);
+            v.push(("scheduled_plan", none()));
+            v.push(("current_period_start", some(e.period_start)));
+            v.push(("current_period_end", some(e.period_end)));
+            v
+        }
+        SubscriptionEvent::SubscriptionPastDue(e) => vec![
+            ("status", SubscriptionStatus::PastDue.as_str().into()),
+            ("past_due_since", some(e.past_due_at)),
+        ],
+        SubscriptionEvent::SubscriptionRecovered(_) => vec![
+            ("status", SubscriptionStatus::Active.as_str().into()),
+            ("past_due_since", none()),
+        ],
+    };
+    sets.push(("updated_at", at.into()));
+    sets.push(("last_position", position.into()));
+    RowChange::Update(sets)
+}
+
+/// The projector's path: one INSERT or UPDATE of the row.
+pub(crate) async fn apply(
+    tx: &mut SqlTx,
+    stored: &StoredEvent,
+    event: &SubscriptionEvent,
+) -> Result<(), ProjectionError> {
+    match change(event, stored.position) {
+        RowChange::Insert(row) => {
+            let placeholders: Vec<String> = (1..=row.len()).map(|i| format!("${i}")).collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {TABLE} ({}) VALUES ({})",
+                    SUBSCRIPTION_COLUMNS.join(", "),
+                    placeholders.join(", ")
+                ),
+                &row,
+            )
+            .await?;
+        }
+        RowChange::Update(sets) => {
+            let assignments: Vec<String> = sets
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
+                .collect();
+            let mut args: Vec<Arg> = sets.into_iter().map(|(_, v)| v).collect();
+            args.push(stored.aggregate_id.clone().into());
+            tx.execute(
+                &format!(
+                    "UPDATE {TABLE} SET {} WHERE subscription_id = ${}",
+                    assignments.join(", "),
+                    args.len()
+                ),
+                &args,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The in-memory fold's path (`bulk.rs`): the same row, kept by
+/// `(table, subscription id)`.
+pub(crate) fn fold(
+    rows: &mut BTreeMap<(&'static str, String), Vec<Arg>>,
+    aggregate_id: &str,
+    event: &SubscriptionEvent,
+    position: i64,
+) {
+    let key = (TABLE, aggregate_id.to_owned());
+    match change(event, position) {
+        RowChange::Insert(row) => {
+            rows.insert(key, row);
+        }
+        RowChange::Update(sets) => {
+            if let Some(row) = rows.get_mut(&key) {
+                for (column, value) in sets {
+                    if let Some(i) = SUBSCRIPTION_COLUMNS.iter().position(|c| *c == column) {
+                        row[i] = value;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Queries
+// ---------------------------------------------------------------------------
+
+/// A subscription as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionView {
+    pub id: String,
+    pub account_id: String,
+    pub plan: String,
+    pub status: String,
+    pub billing_cycle: String,
+    pub price: String,
+    pub currency: String,
+    pub current_period_start: Option<String>,
+    pub current_period_end: Option<String>,
+    pub cancel_at_period_end: bool,
+    pub scheduled_plan: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    pub past_due_since: Option<String>,
+    pub canceled_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl SubscriptionView {
+    fn from_row(r: &SqlRow) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            id: r.text("subscription_id")?,
+            account_id: r.text("account_id")?,
+            plan: r.text("plan")?,
+            status: r.text("status")?,
+            billing_cycle: r.text("billing_cycle")?,
+            price: r.text("price")?,
+            currency: r.text("currency")?,
+            current_period_start: r.opt_text("current_period_start")?,
+            current_period_end: r.opt_text("current_period_end")?,
+            cancel_at_period_end: r.i64("cancel_at_period_end")? != 0,
+            scheduled_plan: r.opt_text("scheduled_plan")?,
+            stripe_subscription_id: r.opt_text("stripe_subscription_id")?,
+            past_due_since: r.opt_text("past_due_since")?,
+            canceled_at: r.opt_text("canceled_at")?,
+            created_at: r.text("created_at")?,
+            updated_at: r.text("updated_at")?,
+        })
+    }
+}
+
+const SUBSCRIPTIONS_CURSOR: &str = "subscriptions";
+/// Orders open subscriptions before ended ones.
+const RANK: &str = "(CASE WHEN status = 'canceled' THEN 1 ELSE 0 END)";
+
+impl ReadModels {
+    pub async fn subscription(
+        &self,
+        id: &str,
+    ) -> Result<Option<SubscriptionView>, ProjectionError> {
+        let row = self
+            .store
+            .fetch_optional(
+                "SELECT * FROM rm_subscriptions WHERE subscription_id = $1",
+                &[id.into()],
+            )
+            .await?;
+        row.as_ref().map(SubscriptionView::from_row).transpose()
+    }
+
+    /// The account's subscriptions: the open one first, then newest first.
+    pub async fn subscriptions(
+        &self,
+        account_id: &str,
+        req: &PageRequest,
+    ) -> Result<Page<SubscriptionView>, ProjectionError> {
+        let mut sql = format!("SELECT * FROM rm_subscriptions WHERE account_id = $1");
+        let mut args: Vec<Arg> = vec![account_id.into()];
+        if let Some(c) = &req.after {
+            let key = crate::queries::decode_cursor(SUBSCRIPTIONS_CURSOR, c)?;
+            let mut parts = key.splitn(3, '|');
+            let (Some(rank), Some(t), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(ProjectionError::BadCursor);
+            };
+            let rank: i64 = rank.parse().map_err(|_| ProjectionError::BadCursor)?;
+            args.push(rank.into());
+            args.push(t.to_owned().into());
+            args.push(id.to_owned().into());
+            sql.push_str(&format!(
+                " AND ({RANK} > $2 OR ({RANK} = $2 AND (created_at < $3 OR (created_at = $3 AND subscription_id < $4))))"
+            ));
+        }
+        args.push((i64::from(req.limit.clamp(1, crate::PAGE_LIMIT_MAX)) + 1).into());
+        sql.push_str(&format!(
+            " ORDER BY {RANK}, created_at DESC, subscription_id DESC LIMIT ${}",
+            args.len()
+        ));
+        let rows = self.store.fetch_all(&sql, &args).await?;
+        let items = rows
+            .iter()
+            .map(SubscriptionView::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::queries::page(items, req, |s| {
+            let rank = i32::from(s.status == "canceled");
+            crate::queries::encode_cursor(
+                SUBSCRIPTIONS_CURSOR,
+                &format!("{rank}|{}|{}", s.created_at, s.id),
+            )
+        }))
+    }
+
+    /// How many subscriptions the account ever had, and its open one.
+    pub async fn subscription_count(
+        &self,
+        account_id: &str,
+    ) -> Result<(i64, Option<SubscriptionView>), ProjectionError> {
+        let rows = self
+            .store
+            .fetch_all(
+                "SELECT * FROM rm_subscriptions WHERE account_id = $1",
+                &[account_id.into()],
+            )
+            .await?;
+        let open = rows
+            .iter()
+            .map(SubscriptionView::from_row)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .find(|s| s.status != "canceled");
+        Ok((i64::try_from(rows.len()).unwrap_or(i64::MAX), open))
+    }
+
+    pub async fn subscription_by_stripe_id(
+        &self,
+        stripe_subscription_id: &str,
+    ) -> Result<Option<String>, ProjectionError> {
+        let row = self
+            .store
+            .fetch_optional(
+                "SELECT subscription_id FROM rm_subscriptions WHERE stripe_subscription_id = $1 \
+                 ORDER BY created_at LIMIT 1",
+                &[stripe_subscription_id.into()],
+            )
+            .await?;
+        row.map(|r| r.text("subscription_id"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Subscriptions that may have something due at `now` (RFC 3339 text),
+    /// after `after` in id order, at most `limit`: open ones whose period
+    /// ended, past_due ones, and open ones of an account with an overdue
+    /// pending invoice. The aggregate decides what exactly is due.
+    pub async fn subscriptions_maybe_due(
+        &self,
+        now: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, ProjectionError> {
+        let rows = self
+            .store
+            .fetch_all(
+                "SELECT s.subscription_id FROM rm_subscriptions s \
+                 WHERE s.status <> 'canceled' AND s.subscription_id > $2 \
+                   AND (s.current_period_end <= $1 OR s.status = 'past_due' \
+                        OR EXISTS (SELECT 1 FROM rm_invoices i WHERE i.account_id = s.account_id \
+                                   AND i.status = 'pending' AND i.due_at <= $1)) \
+                 ORDER BY s.subscription_id LIMIT $3",
+                &[now.into(), after.into(), limit.into()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| r.text("subscription_id").map_err(Into::into))
+            .collect()
+    }
+}
