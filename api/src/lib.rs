@@ -170,6 +170,10 @@ pub async fn serve(
     let projector_task = tokio::spawn(projector.run(stopped(stop_rx.clone())));
     let catalog_task = tokio::spawn(state.catalog.clone().run(stopped(stop_rx.clone())));
     let sweeper_task = tokio::spawn(http::sweeper::run(state.clone(), stopped(stop_rx.clone())));
+    let periods_task = tokio::spawn(http::subscriptions::run(
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
     // NATS commands take the same router as HTTP (in process), so both
     // transports share one implementation (docs/adr/0009-nats.md).
     let nats_task = nats.map(|nats| {
@@ -190,6 +194,6 @@ pub async fn serve(
     if let Some(task) = nats_task {
         let _ = task.await;
     }
-    let _ = tokio::join!(projector_task, catalog_task, sweeper_task);
+    let _ = tokio::join!(projector_task, catalog_task, sweeper_task, periods_task);
     served
 }

@@ -97,6 +97,9 @@ pub struct PlanTerms {
 pub struct SubscriptionInvoice {
     pub invoice_id: Uuid,
     pub purpose: InvoicePurpose,
+    /// The invoice's one line: what it bills and its price before tax.
+    pub description: String,
+    pub amount: Money,
     pub due_at: DateTime<Utc>,
     /// Credits granted when it is paid.
     pub credits: i64,

@@ -685,6 +685,8 @@ fn sub_invoice(n: u128, purpose: events::InvoicePurpose) -> events::Subscription
     events::SubscriptionInvoice {
         invoice_id: id(n),
         purpose,
+        description: "Starter plan, 2026-03-01 – 2026-04-01".into(),
+        amount: usd(2_900),
         due_at: at(15, 0),
         credits: 1_000,
         credits_expire_at: at(30, 0),

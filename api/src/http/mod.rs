@@ -22,7 +22,7 @@ mod payment_methods;
 mod reads;
 mod respond;
 mod settle;
-mod subscriptions;
+pub mod subscriptions;
 pub mod sweeper;
 mod webhooks;
 

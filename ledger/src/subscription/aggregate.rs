@@ -33,6 +33,16 @@ pub fn add_cycle(start: DateTime<Utc>, cycle: BillingCycle) -> Option<DateTime<U
     start.checked_add_months(Months::new(months))
 }
 
+/// An invoice line such as "Professional plan, 2026-11-01 – 2026-12-01".
+pub fn period_line(plan: &PlanTerms, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    format!(
+        "{} plan, {} – {}",
+        plan.name,
+        start.format("%Y-%m-%d"),
+        end.format("%Y-%m-%d")
+    )
+}
+
 /// The price and credits of the rest of a period on a higher plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proration {
@@ -111,8 +121,11 @@ pub enum SubscriptionCommand {
         now: DateTime<Utc>,
     },
     /// The invoice is overdue: the subscription becomes past_due.
+    /// (`payment_failed`: Stripe reported its payment failed, before the
+    /// due date.)
     MarkPastDue {
         invoice_id: Uuid,
+        payment_failed: bool,
         now: DateTime<Utc>,
     },
 }
@@ -322,6 +335,8 @@ impl Subscription {
         let first_invoice = (!free).then(|| SubscriptionInvoice {
             invoice_id: c.first_invoice_id,
             purpose: InvoicePurpose::Initial,
+            description: period_line(&c.plan, c.now, end),
+            amount: c.plan.price.clone(),
             due_at: c.first_invoice_due_at,
             credits: c.plan.included_credits,
             credits_expire_at: end,
@@ -451,6 +466,14 @@ impl Subscription {
             Some(SubscriptionInvoice {
                 invoice_id: proration_invoice_id,
                 purpose: InvoicePurpose::Proration,
+                description: format!(
+                    "Upgrade from {} to {} plan, {} – {}",
+                    from.name,
+                    to.name,
+                    now.format("%Y-%m-%d"),
+                    end.format("%Y-%m-%d")
+                ),
+                amount: events::Money::new(p.amount, to.price.currency.clone()),
                 due_at: invoice_due_at,
                 credits: p.credits,
                 credits_expire_at: end,
@@ -537,6 +560,8 @@ impl Subscription {
             Some(SubscriptionInvoice {
                 invoice_id,
                 purpose: InvoicePurpose::Renewal,
+                description: period_line(&plan, end, next_end),
+                amount: plan.price.clone(),
                 due_at: invoice_due_at,
                 credits: plan.included_credits,
                 credits_expire_at: next_end,
@@ -556,6 +581,7 @@ impl Subscription {
     fn mark_past_due(
         &self,
         invoice_id: Uuid,
+        payment_failed: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
         let status = self.current()?;
@@ -567,7 +593,7 @@ impl Subscription {
         match status {
             SubscriptionStatus::PastDue => Ok(Vec::new()),
             SubscriptionStatus::Active | SubscriptionStatus::Incomplete => {
-                if invoice.due_at > now {
+                if invoice.due_at > now && !payment_failed {
                     return Err(SubscriptionError::InvoiceNotOverdue(invoice_id));
                 }
                 Ok(vec![SubscriptionEvent::SubscriptionPastDue(
@@ -622,9 +648,11 @@ impl Aggregate for Subscription {
                 invoice_due_at,
                 now,
             } => self.renew(plan, invoice_id, invoice_due_at, now)?,
-            SubscriptionCommand::MarkPastDue { invoice_id, now } => {
-                self.mark_past_due(invoice_id, now)?
-            }
+            SubscriptionCommand::MarkPastDue {
+                invoice_id,
+                payment_failed,
+                now,
+            } => self.mark_past_due(invoice_id, payment_failed, now)?,
         };
         for e in events {
             sink.write(e, self).await;

@@ -11,6 +11,7 @@ mod aggregate;
 mod tests;
 
 pub use aggregate::{
-    add_cycle, prorate, CreateSubscription, Proration, Step, Subscription, SubscriptionCommand,
-    SubscriptionError, OPEN_INVOICES_MAX, PAID_INVOICES_KEPT, PAST_DUE_GRACE_DAYS,
+    add_cycle, period_line, prorate, CreateSubscription, Proration, Step, Subscription,
+    SubscriptionCommand, SubscriptionError, OPEN_INVOICES_MAX, PAID_INVOICES_KEPT,
+    PAST_DUE_GRACE_DAYS,
 };

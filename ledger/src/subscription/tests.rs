@@ -467,6 +467,7 @@ async fn an_overdue_renewal_makes_it_past_due_then_paying_recovers_and_the_grace
             &given,
             SubscriptionCommand::MarkPastDue {
                 invoice_id: RENEWAL,
+                payment_failed: false,
                 now: dec1()
             }
         )
@@ -483,6 +484,7 @@ async fn an_overdue_renewal_makes_it_past_due_then_paying_recovers_and_the_grace
         &given,
         SubscriptionCommand::MarkPastDue {
             invoice_id: RENEWAL,
+            payment_failed: false,
             now: due,
         },
     )
@@ -501,6 +503,7 @@ async fn an_overdue_renewal_makes_it_past_due_then_paying_recovers_and_the_grace
         &given,
         SubscriptionCommand::MarkPastDue {
             invoice_id: RENEWAL,
+            payment_failed: false,
             now: due
         }
     )
@@ -557,6 +560,7 @@ async fn marking_an_unknown_or_proration_invoice_past_due_is_refused() {
             &given,
             SubscriptionCommand::MarkPastDue {
                 invoice_id: PRORATION,
+                payment_failed: false,
                 now: dec1()
             }
         )
@@ -579,6 +583,7 @@ async fn an_unpaid_first_invoice_makes_an_incomplete_subscription_past_due_and_p
             &given,
             SubscriptionCommand::MarkPastDue {
                 invoice_id: FIRST,
+                payment_failed: false,
                 now: due,
             },
         )
@@ -626,4 +631,37 @@ async fn open_invoices_are_bounded() {
         error_of(&given, change(terms("p5", dec!(499), 9_000), at(6))).await,
         SubscriptionError::TooManyOpenInvoices
     );
+}
+
+#[tokio::test]
+async fn a_failed_payment_makes_it_past_due_before_the_due_date() {
+    let mut given = active_starter().await;
+    given.extend(events_of(&given, renew(starter(), dec1())).await);
+    let events = events_of(
+        &given,
+        SubscriptionCommand::MarkPastDue {
+            invoice_id: RENEWAL,
+            payment_failed: true,
+            now: dec1(),
+        },
+    )
+    .await;
+    assert!(matches!(
+        events[0],
+        SubscriptionEvent::SubscriptionPastDue(_)
+    ));
+}
+
+#[tokio::test]
+async fn invoices_carry_their_line_and_price() {
+    let events = events_of(&[], create(professional())).await;
+    let SubscriptionEvent::SubscriptionCreated(c) = &events[0] else {
+        panic!("{events:?}")
+    };
+    let first = c.first_invoice.as_ref().unwrap();
+    assert_eq!(
+        first.description,
+        "professional plan, 2026-11-01 – 2026-12-01"
+    );
+    assert_eq!(first.amount, Money::usd(dec!(99)));
 }
