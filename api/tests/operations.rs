@@ -72,6 +72,11 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/admin/payments"),
     ("post", "/v1/admin/payments/{payment_id}/approve"),
     ("post", "/v1/admin/payments/{payment_id}/reject"),
+    ("get", "/v1/billing/subscriptions"),
+    ("post", "/v1/billing/subscriptions/create"),
+    ("post", "/v1/billing/subscriptions/upgrade"),
+    ("post", "/v1/billing/subscriptions/cancel"),
+    ("post", "/v1/admin/billing/run-periods"),
 ];
 
 /// The routes outside `/v1`, which take no token.

@@ -552,6 +552,7 @@ impl ReadModels {
             ("rm_cost_history", "version"),
             ("rm_invoices", "invoice_id"),
             ("rm_payments", "payment_id"),
+            ("rm_subscriptions", "subscription_id"),
         ] {
             let rows = self
                 .store
