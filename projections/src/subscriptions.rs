@@ -274,7 +274,7 @@ impl ReadModels {
         account_id: &str,
         req: &PageRequest,
     ) -> Result<Page<SubscriptionView>, ProjectionError> {
-        let mut sql = format!("SELECT * FROM rm_subscriptions WHERE account_id = $1");
+        let mut sql = String::from("SELECT * FROM rm_subscriptions WHERE account_id = $1");
         let mut args: Vec<Arg> = vec![account_id.into()];
         if let Some(c) = &req.after {
             let key = crate::queries::decode_cursor(SUBSCRIPTIONS_CURSOR, c)?;

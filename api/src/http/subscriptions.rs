@@ -150,16 +150,28 @@ fn key(raw: &str) -> Result<IdempotencyKey, ApiError> {
 
 /// Grants `credits` (expiring at `expires_at`) once under `raw_key`. Credits
 /// whose expiry has already passed for the account are not granted.
-async fn grant_once(
-    state: &AppState,
-    actor: &Actor,
+/// Credits a subscription grants once, under `key`.
+struct Grant<'a> {
     account: AccountId,
-    raw_key: &str,
+    key: &'a str,
     credits: i64,
     expires_at: DateTime<Utc>,
     description: String,
+}
+
+async fn grant_once(
+    state: &AppState,
+    actor: &Actor,
+    grant: Grant<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, ApiError> {
+    let Grant {
+        account,
+        key: raw_key,
+        credits,
+        expires_at,
+        description,
+    } = grant;
     if credits <= 0 {
         return Ok(None);
     }
@@ -223,11 +235,13 @@ async fn grant_free_period(
     grant_once(
         state,
         actor,
-        account,
-        &raw,
-        plan.included_credits,
-        end,
-        ledger::subscription::period_line(plan, start, end),
+        Grant {
+            account,
+            key: &raw,
+            credits: plan.included_credits,
+            expires_at: end,
+            description: ledger::subscription::period_line(plan, start, end),
+        },
         now,
     )
     .await
@@ -546,19 +560,22 @@ pub async fn on_invoice_paid(
     let sub = done.state.clone().ok_or(ApiError::Internal)?;
     let mut position = done.position();
     if let (Some(paid), Some(account)) = (sub.paid_invoice(invoice.invoice_id), sub.account_id()) {
+        let raw = format!("subscription-invoice-{}", invoice.invoice_id);
         let granted = grant_once(
             state,
             actor,
-            account,
-            &format!("subscription-invoice-{}", invoice.invoice_id),
-            paid.credits,
-            paid.credits_expire_at,
-            format!(
-                "subscription {} ({} invoice {})",
-                sub.plan().map(|p| p.name.as_str()).unwrap_or(""),
-                paid.purpose.as_str(),
-                invoice.number
-            ),
+            Grant {
+                account,
+                key: &raw,
+                credits: paid.credits,
+                expires_at: paid.credits_expire_at,
+                description: format!(
+                    "subscription {} ({} invoice {})",
+                    sub.plan().map(|p| p.name.as_str()).unwrap_or(""),
+                    paid.purpose.as_str(),
+                    invoice.number
+                ),
+            },
             now,
         )
         .await?;
@@ -980,14 +997,17 @@ pub async fn upgrade(
         Some(SubscriptionEvent::SubscriptionPlanChanged(c)) => {
             if c.proration_invoice.is_none() {
                 // Nothing to pay: the prorated credits are granted now.
+                let raw = format!("subscription-{id}-upgrade-{}", key.as_str());
                 let granted = grant_once(
                     &state,
                     &actor,
-                    account,
-                    &format!("subscription-{id}-upgrade-{}", key.as_str()),
-                    c.prorated_credits,
-                    sub.period().map(|p| p.1).unwrap_or(now),
-                    format!("upgrade to {}", c.to.name),
+                    Grant {
+                        account,
+                        key: &raw,
+                        credits: c.prorated_credits,
+                        expires_at: sub.period().map(|p| p.1).unwrap_or(now),
+                        description: format!("upgrade to {}", c.to.name),
+                    },
                     now,
                 )
                 .await?;
