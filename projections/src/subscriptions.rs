@@ -347,13 +347,15 @@ impl ReadModels {
             .map_err(Into::into)
     }
 
-    /// Subscriptions that may have something due at `now` (RFC 3339 text),
-    /// after `after` in id order, at most `limit`: open ones whose period
-    /// ended, past_due ones, and open ones of an account with an overdue
-    /// pending invoice. The aggregate decides what exactly is due.
+    /// Subscriptions with something due at `now` (RFC 3339 text), after
+    /// `after` in id order, at most `limit`: running ones whose period
+    /// ended, past_due ones since `grace_start` or earlier, and running or
+    /// incomplete ones with an overdue pending invoice of their own. The
+    /// aggregate decides exactly what is due.
     pub async fn subscriptions_maybe_due(
         &self,
         now: &str,
+        grace_start: &str,
         after: &str,
         limit: i64,
     ) -> Result<Vec<String>, ProjectionError> {
@@ -361,12 +363,15 @@ impl ReadModels {
             .store
             .fetch_all(
                 "SELECT s.subscription_id FROM rm_subscriptions s \
-                 WHERE s.status <> 'canceled' AND s.subscription_id > $2 \
-                   AND (s.current_period_end <= $1 OR s.status = 'past_due' \
-                        OR EXISTS (SELECT 1 FROM rm_invoices i WHERE i.account_id = s.account_id \
-                                   AND i.status = 'pending' AND i.due_at <= $1)) \
-                 ORDER BY s.subscription_id LIMIT $3",
-                &[now.into(), after.into(), limit.into()],
+                 WHERE s.subscription_id > $3 AND ( \
+                   (s.status IN ('active', 'trialing') AND s.current_period_end <= $1) \
+                   OR (s.status = 'past_due' AND s.past_due_since <= $2) \
+                   OR (s.status IN ('active', 'trialing', 'incomplete') AND EXISTS ( \
+                        SELECT 1 FROM rm_invoices i WHERE i.account_id = s.account_id \
+                           AND i.status = 'pending' AND i.due_at <= $1 \
+                           AND i.document LIKE ('%\"subscription_id\":\"' || s.subscription_id || '\"%')))) \
+                 ORDER BY s.subscription_id LIMIT $4",
+                &[now.into(), grace_start.into(), after.into(), limit.into()],
             )
             .await?;
         rows.iter()

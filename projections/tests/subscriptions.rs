@@ -262,14 +262,32 @@ async fn subscription_rows_rebuild_to_the_rows_projected_live(store: &Store) {
         .await
         .unwrap();
     assert_eq!((count, current.map(|c| c.id)), (2, Some(open.to_string())));
+    let nothing = models
+        .subscriptions_maybe_due(
+            "2026-04-18T00:00:00.000000Z",
+            "2026-04-04T00:00:00.000000Z",
+            "",
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(
+        nothing.is_empty(),
+        "past_due within its grace period: {nothing:?}"
+    );
     let due = models
-        .subscriptions_maybe_due("2026-04-18T00:00:00.000000Z", "", 10)
+        .subscriptions_maybe_due(
+            "2026-05-02T00:00:00.000000Z",
+            "2026-04-18T00:00:00.000000Z",
+            "",
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(
         due,
         vec![open.to_string()],
-        "past_due is looked at; canceled never"
+        "past_due at the grace end is due; canceled never"
     );
 }
 on_both_stores!(subscription_rows_rebuild_to_the_rows_projected_live);

@@ -1159,7 +1159,14 @@ pub async fn process_due(
     fresh_read_models(state).await?;
     let ids = state
         .read_models
-        .subscriptions_maybe_due(&projections::time_text(now), "", RUN_PERIODS_BATCH_MAX)
+        .subscriptions_maybe_due(
+            &projections::time_text(now),
+            &projections::time_text(
+                now - Duration::days(ledger::subscription::PAST_DUE_GRACE_DAYS),
+            ),
+            "",
+            RUN_PERIODS_BATCH_MAX,
+        )
         .await
         .map_err(projection_error)?;
     let mut run = PeriodRun {

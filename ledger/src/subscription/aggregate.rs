@@ -174,7 +174,7 @@ pub enum Step {
     /// The period ended: renew on this plan slug (a scheduled downgrade's,
     /// or the current one).
     Renew { plan: String },
-    /// This invoice (first or renewal) is overdue.
+    /// This invoice is overdue.
     PastDue { invoice_id: Uuid },
     /// past_due longer than the grace period.
     CancelUnpaid,
@@ -197,6 +197,7 @@ pub struct Subscription {
     open_invoices: Vec<SubscriptionInvoice>,
     paid: VecDeque<SubscriptionInvoicePaid>,
     past_due_since: Option<DateTime<Utc>>,
+    past_due_invoice: Option<Uuid>,
     canceled_at: Option<DateTime<Utc>>,
 }
 
@@ -257,7 +258,7 @@ impl Subscription {
     }
 
     /// What is due at `now`, earliest first: the period end (cancel or
-    /// renew), an overdue first or renewal invoice (past_due), the end of
+    /// renew), an overdue invoice (past_due), the end of
     /// the grace period (cancel as unpaid).
     pub fn next_step(&self, now: DateTime<Utc>) -> Option<Step> {
         let status = self.status?;
@@ -287,14 +288,12 @@ impl Subscription {
             SubscriptionStatus::Active | SubscriptionStatus::Incomplete
         ) {
             for i in &self.open_invoices {
-                if i.purpose != InvoicePurpose::Proration {
-                    due.push((
-                        i.due_at,
-                        Step::PastDue {
-                            invoice_id: i.invoice_id,
-                        },
-                    ));
-                }
+                due.push((
+                    i.due_at,
+                    Step::PastDue {
+                        invoice_id: i.invoice_id,
+                    },
+                ));
             }
         }
         if let (SubscriptionStatus::PastDue, Some(since)) = (status, self.past_due_since) {
@@ -394,23 +393,26 @@ impl Subscription {
             },
         )];
         let (start, end) = self.period().ok_or(SubscriptionError::NotFound)?;
-        match (status, invoice.purpose) {
-            (
-                SubscriptionStatus::Incomplete | SubscriptionStatus::PastDue,
-                InvoicePurpose::Initial,
-            ) => events.push(SubscriptionEvent::SubscriptionActivated(
+        // Paying the invoice that made it past_due ends that: a subscription
+        // that never started is activated, a started one recovers.
+        let clears =
+            status == SubscriptionStatus::PastDue && self.past_due_invoice == Some(invoice_id);
+        let first =
+            status == SubscriptionStatus::Incomplete && invoice.purpose == InvoicePurpose::Initial;
+        match (first || (clears && !self.activated), clears) {
+            (true, _) => events.push(SubscriptionEvent::SubscriptionActivated(
                 SubscriptionActivated {
                     period_start: start,
                     period_end: end,
                     activated_at: now,
                 },
             )),
-            (SubscriptionStatus::PastDue, InvoicePurpose::Renewal) => events.push(
-                SubscriptionEvent::SubscriptionRecovered(SubscriptionRecovered {
+            (false, true) => events.push(SubscriptionEvent::SubscriptionRecovered(
+                SubscriptionRecovered {
                     invoice_id,
                     recovered_at: now,
-                }),
-            ),
+                },
+            )),
             _ => {}
         }
         Ok(events)
@@ -588,7 +590,7 @@ impl Subscription {
         let invoice = self
             .open_invoices
             .iter()
-            .find(|i| i.invoice_id == invoice_id && i.purpose != InvoicePurpose::Proration)
+            .find(|i| i.invoice_id == invoice_id)
             .ok_or(SubscriptionError::UnknownInvoice(invoice_id))?;
         match status {
             SubscriptionStatus::PastDue => Ok(Vec::new()),
@@ -679,6 +681,7 @@ impl Aggregate for Subscription {
                 self.period_start = Some(e.period_start);
                 self.period_end = Some(e.period_end);
                 self.past_due_since = None;
+                self.past_due_invoice = None;
             }
             SubscriptionEvent::SubscriptionInvoicePaid(e) => {
                 self.open_invoices.retain(|i| i.invoice_id != e.invoice_id);
@@ -710,10 +713,12 @@ impl Aggregate for Subscription {
             SubscriptionEvent::SubscriptionPastDue(e) => {
                 self.status = Some(SubscriptionStatus::PastDue);
                 self.past_due_since = Some(e.past_due_at);
+                self.past_due_invoice = Some(e.invoice_id);
             }
             SubscriptionEvent::SubscriptionRecovered(_) => {
                 self.status = Some(SubscriptionStatus::Active);
                 self.past_due_since = None;
+                self.past_due_invoice = None;
             }
         }
     }

@@ -552,20 +552,52 @@ async fn an_overdue_renewal_makes_it_past_due_then_paying_recovers_and_the_grace
 }
 
 #[tokio::test]
-async fn marking_an_unknown_or_proration_invoice_past_due_is_refused() {
+async fn an_overdue_proration_makes_it_past_due_and_paying_it_recovers_while_an_unknown_invoice_is_refused(
+) {
     let mut given = active_starter().await;
     given.extend(events_of(&given, change(professional(), at(16))).await);
+    let unknown = Uuid::from_u128(77);
     assert_eq!(
         error_of(
             &given,
             SubscriptionCommand::MarkPastDue {
-                invoice_id: PRORATION,
+                invoice_id: unknown,
                 payment_failed: false,
-                now: dec1()
+                now: at(30)
             }
         )
         .await,
-        SubscriptionError::UnknownInvoice(PRORATION)
+        SubscriptionError::UnknownInvoice(unknown)
+    );
+    let due = at(16) + Duration::days(14);
+    assert_eq!(
+        fold(&given).next_step(due),
+        Some(Step::PastDue {
+            invoice_id: PRORATION
+        })
+    );
+    given.extend(
+        events_of(
+            &given,
+            SubscriptionCommand::MarkPastDue {
+                invoice_id: PRORATION,
+                payment_failed: false,
+                now: due,
+            },
+        )
+        .await,
+    );
+    let paid = events_of(
+        &given,
+        SubscriptionCommand::InvoicePaid {
+            invoice_id: PRORATION,
+            now: due,
+        },
+    )
+    .await;
+    assert!(
+        matches!(paid[1], SubscriptionEvent::SubscriptionRecovered(_)),
+        "{paid:?}"
     );
 }
 
