@@ -570,3 +570,30 @@ async fn only_one_of_concurrent_creates_opens_a_subscription(api: Arc<Api>) {
     assert_eq!(subscriptions(&api, &id).await.len(), 1);
 }
 on_both_backends!(shared only_one_of_concurrent_creates_opens_a_subscription);
+
+async fn an_unpaid_first_invoice_ends_an_incomplete_subscription_after_the_grace_period(api: &Api) {
+    let id = api.open_account().await;
+    let created = subscribe(api, &id, "starter", &key())
+        .await
+        .expect(201)
+        .clone();
+    let due = time(&created["open_invoices"][0]["due_date"]);
+    run_periods(api, due).await;
+    assert_eq!(subscriptions(api, &id).await[0]["status"], "past_due");
+    let holder = account(api, &id).await;
+    assert_eq!(
+        holder["status"], "active",
+        "it never started: the account is untouched"
+    );
+    assert_eq!(holder["plan"], "free");
+    run_periods(api, due + Duration::days(14)).await;
+    assert_eq!(subscriptions(api, &id).await[0]["status"], "canceled");
+    assert_eq!(
+        pending_invoices(api, &id).await.len(),
+        0,
+        "its invoice is void"
+    );
+    // The account may subscribe again.
+    subscribe(api, &id, "starter", &key()).await.expect(201);
+}
+on_both_backends!(an_unpaid_first_invoice_ends_an_incomplete_subscription_after_the_grace_period);
