@@ -213,15 +213,27 @@ async fn an_upgrade_bills_the_exact_proration_and_its_payment_grants_the_prorate
     api: &Api,
 ) {
     let (id, created) = active_on(api, "starter").await;
+    let idem = key();
     let upgraded = api
         .post(
             "/v1/billing/subscriptions/upgrade",
             &api.owner(&id),
-            Some(&key()),
+            Some(&idem),
             json!({ "plan": "professional" }),
         )
         .await;
     let body = upgraded.expect(200).clone();
+    // A retry replays the same change.
+    let again = api
+        .post(
+            "/v1/billing/subscriptions/upgrade",
+            &api.owner(&id),
+            Some(&idem),
+            json!({ "plan": "professional" }),
+        )
+        .await;
+    assert_eq!(again.expect(200)["change"], body["change"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
     let change = &body["change"];
     assert_eq!(change["kind"], "upgrade");
     assert_eq!(
