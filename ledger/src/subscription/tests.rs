@@ -697,3 +697,54 @@ async fn invoices_carry_their_line_and_price() {
     );
     assert_eq!(first.amount, Money::usd(dec!(99)));
 }
+
+#[tokio::test]
+async fn every_command_but_create_on_a_missing_subscription_is_not_found() {
+    for cmd in [
+        paid_first(at(2)),
+        change(professional(), at(2)),
+        cancel(false, at(2)),
+        renew(starter(), at(2)),
+        SubscriptionCommand::MarkPastDue {
+            invoice_id: FIRST,
+            payment_failed: false,
+            now: at(2),
+        },
+    ] {
+        let e = error_of(&[], cmd.clone()).await;
+        assert!(
+            matches!(
+                e,
+                SubscriptionError::NotFound | SubscriptionError::UnknownInvoice(_)
+            ),
+            "{cmd:?}: {e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_period_past_the_calendar_end_or_an_overflowing_proration_is_refused() {
+    let mut late = CreateSubscription {
+        subscription_id: Uuid::from_u128(1),
+        account_id: AccountId::from_uuid(Uuid::from_u128(2)),
+        plan: starter(),
+        method: "bank_transfer".into(),
+        first_invoice_id: FIRST,
+        first_invoice_due_at: DateTime::<Utc>::MAX_UTC,
+        stripe_customer_id: None,
+        stripe_subscription_id: None,
+        now: DateTime::<Utc>::MAX_UTC - Duration::days(3),
+    };
+    assert_eq!(
+        error_of(&[], SubscriptionCommand::Create(Box::new(late.clone()))).await,
+        SubscriptionError::PeriodOverflow
+    );
+    late.now = at(1);
+    let mut given = events_of(&[], SubscriptionCommand::Create(Box::new(late))).await;
+    given.extend(events_of(&given, paid_first(at(2))).await);
+    let huge = terms("huge", Decimal::MAX, 1_000);
+    assert_eq!(
+        error_of(&given, change(huge, at(3))).await,
+        SubscriptionError::Overflow
+    );
+}
