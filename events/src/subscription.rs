@@ -114,7 +114,7 @@ pub struct SubscriptionCreated {
     pub subscription_id: Uuid,
     pub account_id: AccountId,
     pub plan: PlanTerms,
-    pub method: String,
+    pub method: crate::billing::PaymentMethod,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub first_invoice: Option<SubscriptionInvoice>,

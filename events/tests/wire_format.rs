@@ -700,7 +700,7 @@ fn subscription_samples() -> Vec<events::SubscriptionEvent> {
             subscription_id: id(0x70),
             account_id: AccountId::from_uuid(id(1)),
             plan: terms("starter", 2_900, 1_000),
-            method: "bank_transfer".into(),
+            method: PaymentMethod::BankTransfer,
             period_start: at(1, 0),
             period_end: at(30, 0),
             first_invoice: Some(sub_invoice(0x71, InvoicePurpose::Initial)),

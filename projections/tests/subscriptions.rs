@@ -46,7 +46,7 @@ async fn create(service: &CommandService, account: AccountId, plan: PlanTerms, d
             subscription_id: id,
             account_id: account,
             plan,
-            method: "bank_transfer".into(),
+            method: events::PaymentMethod::BankTransfer,
             first_invoice_id: Uuid::now_v7(),
             first_invoice_due_at: now + Duration::days(14),
             stripe_customer_id: None,

@@ -15,7 +15,6 @@
 //! 4. [`sync_account`]: the account's plan and billing status follow the
 //!    subscription (`ChangePlan`, `SetBillingStatus`, both no-ops when
 //!    already so).
-#![allow(dead_code)] // until the Stripe webhooks call every hook
 
 use std::future::Future;
 use std::time::Duration as StdDuration;
@@ -430,7 +429,7 @@ fn subscription_json(sub: &Subscription) -> Value {
         "price": plan.map(|p| p.price.amount),
         "currency": plan.map(|p| p.price.currency.as_str().to_owned()),
         "included_credits": plan.map(|p| p.included_credits),
-        "method": sub.method(),
+        "method": sub.method().map(|m| m.as_str()),
         "current_period_start": sub.period().map(|p| p.0),
         "current_period_end": sub.period().map(|p| p.1),
         "cancel_at_period_end": sub.cancel_at_period_end(),
@@ -867,7 +866,7 @@ pub async fn create(
         subscription_id: id,
         account_id: account,
         plan: terms(&plan),
-        method: method.as_str().to_owned(),
+        method,
         first_invoice_id: derived_id(&["subscription-invoice", &id.to_string(), "initial"]),
         first_invoice_due_at: now + Duration::days(SUBSCRIPTION_INVOICE_DUE_DAYS),
         stripe_customer_id: None,

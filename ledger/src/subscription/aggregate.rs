@@ -81,7 +81,7 @@ pub struct CreateSubscription {
     pub subscription_id: Uuid,
     pub account_id: AccountId,
     pub plan: PlanTerms,
-    pub method: String,
+    pub method: events::PaymentMethod,
     /// The first invoice's id and due date (unused for a free plan).
     pub first_invoice_id: Uuid,
     pub first_invoice_due_at: DateTime<Utc>,
@@ -187,7 +187,7 @@ pub struct Subscription {
     account_id: Option<AccountId>,
     status: Option<SubscriptionStatus>,
     plan: Option<PlanTerms>,
-    method: String,
+    method: Option<events::PaymentMethod>,
     period_start: Option<DateTime<Utc>>,
     period_end: Option<DateTime<Utc>>,
     cancel_at_period_end: bool,
@@ -214,8 +214,8 @@ impl Subscription {
     pub fn plan(&self) -> Option<&PlanTerms> {
         self.plan.as_ref()
     }
-    pub fn method(&self) -> &str {
-        &self.method
+    pub fn method(&self) -> Option<events::PaymentMethod> {
+        self.method
     }
     pub fn period(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         self.period_start.zip(self.period_end)
@@ -669,7 +669,7 @@ impl Aggregate for Subscription {
                 self.account_id = Some(e.account_id);
                 self.status = Some(SubscriptionStatus::Incomplete);
                 self.plan = Some(e.plan);
-                self.method = e.method;
+                self.method = Some(e.method);
                 self.period_start = Some(e.period_start);
                 self.period_end = Some(e.period_end);
                 self.stripe_subscription_id = e.stripe_subscription_id;
