@@ -548,6 +548,18 @@ async fn bad_requests_are_refused_in_the_error_format(api: &Api) {
     )
     .await
     .expect_error(422, "invalid_request");
+    api.post(
+        "/v1/billing/subscriptions/create",
+        &api.developer(),
+        Some(&key()),
+        json!({
+            "plan": "starter",
+            "method": "bank_transfer",
+            "account_id": "0190c0de-0000-7000-8000-000000000000",
+        }),
+    )
+    .await
+    .expect_error(404, "not_found");
     subscribe(api, &id, "starter", &key()).await.expect(201);
     subscribe(api, &id, "professional", &key())
         .await

@@ -841,6 +841,8 @@ pub async fn create(
     let key = key.required()?;
     let req = body.value;
     let account = acting_account(&principal, req.account_id.as_deref())?;
+    // The account must exist before its subscription does.
+    billing_account(&state, account).await?;
     let catalog = state.catalog.get().await;
     let plan = catalog
         .plan(&req.plan)
@@ -895,7 +897,7 @@ pub async fn create(
             scope: SUBSCRIPTION_SLOT_SCOPE.into(),
             value: format!("{account}/{count}"),
         });
-        if method == events::PaymentMethod::Stripe {
+        if method == events::PaymentMethod::Stripe && !free {
             command.stripe_subscription_id = start_stripe_subscription(&state, &command).await?;
         }
     }
