@@ -8,7 +8,7 @@ use store::sql::{Arg, SqlTx};
 use store::StoredEvent;
 use uuid::Uuid;
 
-use crate::billing::{self, BillingEvent, RowChange};
+use crate::billing::{self, BillingEvent};
 use crate::{time_text, ProjectionError};
 
 fn month(t: DateTime<Utc>) -> String {
@@ -59,40 +59,7 @@ async fn apply_billing(
     event: BillingEvent,
 ) -> Result<(), ProjectionError> {
     let (table, change) = billing::change(&event, stored.position);
-    match change {
-        RowChange::Insert(row) => {
-            let placeholders: Vec<String> = (1..=row.len()).map(|i| format!("${i}")).collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO {table} ({}) VALUES ({})",
-                    billing::columns(table).join(", "),
-                    placeholders.join(", ")
-                ),
-                &row,
-            )
-            .await?;
-        }
-        RowChange::Update(sets) => {
-            let assignments: Vec<String> = sets
-                .iter()
-                .enumerate()
-                .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
-                .collect();
-            let mut args: Vec<Arg> = sets.into_iter().map(|(_, v)| v).collect();
-            args.push(stored.aggregate_id.clone().into());
-            tx.execute(
-                &format!(
-                    "UPDATE {table} SET {} WHERE {} = ${}",
-                    assignments.join(", "),
-                    billing::key_column(table),
-                    args.len()
-                ),
-                &args,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+    change.write(tx, table, &stored.aggregate_id).await
 }
 
 struct Entry<'a> {

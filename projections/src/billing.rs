@@ -3,12 +3,14 @@
 //! event) and the in-memory fold (`bulk.rs`) use, so that a rebuild gives
 //! the very rows the live projector wrote.
 
+use std::collections::BTreeMap;
+
 use events::{
     InvoiceEvent, PaymentEvent, PaymentStatus, INVOICE_AGGREGATE_TYPE, PAYMENT_AGGREGATE_TYPE,
 };
-use store::sql::Arg;
+use store::sql::{Arg, SqlTx};
 
-use crate::time_text;
+use crate::{time_text, ProjectionError};
 
 /// An event of a billing stream.
 #[derive(Debug, Clone)]
@@ -65,7 +67,8 @@ pub const PAYMENT_COLUMNS: [&str; 15] = [
     "last_position",
 ];
 
-/// What one billing event does to its table's row.
+/// What one event does to its aggregate's row (billing and subscription
+/// tables keep one row per aggregate).
 #[derive(Debug, Clone)]
 pub enum RowChange {
     /// A new row, in column order.
@@ -74,11 +77,104 @@ pub enum RowChange {
     Update(Vec<(&'static str, Arg)>),
 }
 
+/// A read-model table with one row per aggregate, written through
+/// [`RowChange`] by the projector ([`RowChange::write`]) and the in-memory
+/// fold ([`RowChange::fold`]) alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowTable {
+    pub name: &'static str,
+    pub columns: &'static [&'static str],
+    /// The column holding the aggregate id.
+    pub key: &'static str,
+}
+
+pub const INVOICES: RowTable = RowTable {
+    name: "rm_invoices",
+    columns: &INVOICE_COLUMNS,
+    key: "invoice_id",
+};
+
+pub const PAYMENTS: RowTable = RowTable {
+    name: "rm_payments",
+    columns: &PAYMENT_COLUMNS,
+    key: "payment_id",
+};
+
+/// Rows kept in memory by (table name, aggregate id).
+pub(crate) type FoldedRows = BTreeMap<(&'static str, String), Vec<Arg>>;
+
+impl RowChange {
+    /// The projector's path: one INSERT or UPDATE of the row of aggregate `id`.
+    pub(crate) async fn write(
+        self,
+        tx: &mut SqlTx,
+        table: RowTable,
+        id: &str,
+    ) -> Result<(), ProjectionError> {
+        match self {
+            RowChange::Insert(row) => {
+                let placeholders: Vec<String> = (1..=row.len()).map(|i| format!("${i}")).collect();
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} ({}) VALUES ({})",
+                        table.name,
+                        table.columns.join(", "),
+                        placeholders.join(", ")
+                    ),
+                    &row,
+                )
+                .await?;
+            }
+            RowChange::Update(sets) => {
+                let assignments: Vec<String> = sets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
+                    .collect();
+                let mut args: Vec<Arg> = sets.into_iter().map(|(_, v)| v).collect();
+                args.push(id.to_owned().into());
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET {} WHERE {} = ${}",
+                        table.name,
+                        assignments.join(", "),
+                        table.key,
+                        args.len()
+                    ),
+                    &args,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The in-memory fold's path (`bulk.rs`): the same row, kept by
+    /// `(table, aggregate id)`.
+    pub(crate) fn fold(self, rows: &mut FoldedRows, table: RowTable, id: &str) {
+        let key = (table.name, id.to_owned());
+        match self {
+            RowChange::Insert(row) => {
+                rows.insert(key, row);
+            }
+            RowChange::Update(sets) => {
+                if let Some(row) = rows.get_mut(&key) {
+                    for (column, value) in sets {
+                        if let Some(i) = table.columns.iter().position(|c| *c == column) {
+                            row[i] = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Which table and row an event changes, and how.
-pub fn change(event: &BillingEvent, position: i64) -> (&'static str, RowChange) {
+pub fn change(event: &BillingEvent, position: i64) -> (RowTable, RowChange) {
     match event {
-        BillingEvent::Invoice(e) => ("rm_invoices", invoice_change(e, position)),
-        BillingEvent::Payment(e) => ("rm_payments", payment_change(e, position)),
+        BillingEvent::Invoice(e) => (INVOICES, invoice_change(e, position)),
+        BillingEvent::Payment(e) => (PAYMENTS, payment_change(e, position)),
     }
 }
 
@@ -161,30 +257,13 @@ fn payment_change(event: &PaymentEvent, position: i64) -> RowChange {
 }
 
 /// The key column of a billing table.
-pub fn key_column(table: &str) -> &'static str {
-    if table == "rm_invoices" {
-        "invoice_id"
-    } else {
-        "payment_id"
-    }
-}
-
-pub fn columns(table: &str) -> &'static [&'static str] {
-    if table == "rm_invoices" {
-        &INVOICE_COLUMNS
-    } else {
-        &PAYMENT_COLUMNS
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Queries
 // ---------------------------------------------------------------------------
-
 use serde::Serialize;
 use store::sql::SqlRow;
 
-use crate::{Page, PageRequest, ProjectionError, ReadModels};
+use crate::{Page, PageRequest, ReadModels};
 
 /// An invoice as the API shows it: the row's state and the issued document.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -20,7 +20,7 @@ use store::sql::{Arg, SqlRow, SqlTx};
 use store::Store;
 use uuid::Uuid;
 
-use crate::billing::{self, BillingEvent, RowChange};
+use crate::billing::{self, BillingEvent};
 use crate::{time_text, ProjectionError, PROJECTION_NAME};
 
 /// Most bind parameters in one multi-row INSERT (SQLite allows 32,766,
@@ -396,22 +396,7 @@ impl ReadModelFold {
     /// As `apply.rs`'s `apply_billing`: insert the row or set its columns.
     fn apply_billing(&mut self, stored: &RawEvent, event: &BillingEvent) {
         let (table, change) = billing::change(event, stored.position);
-        let key = (table, stored.aggregate_id.clone());
-        match change {
-            RowChange::Insert(row) => {
-                self.billing.insert(key, row);
-            }
-            RowChange::Update(sets) => {
-                if let Some(row) = self.billing.get_mut(&key) {
-                    let columns = billing::columns(table);
-                    for (column, value) in sets {
-                        if let Some(i) = columns.iter().position(|c| *c == column) {
-                            row[i] = value;
-                        }
-                    }
-                }
-            }
-        }
+        change.fold(&mut self.billing, table, &stored.aggregate_id);
     }
 
     fn apply_account(

@@ -2,14 +2,12 @@
 //! row per subscription, made by pure functions that both the projector
 //! (`apply.rs`) and the in-memory fold (`bulk.rs`) use, and its queries.
 
-use std::collections::BTreeMap;
-
 use events::{PlanTerms, SubscriptionEvent, SubscriptionStatus, SUBSCRIPTION_AGGREGATE_TYPE};
 use serde::Serialize;
 use store::sql::{Arg, SqlRow, SqlTx};
 use store::StoredEvent;
 
-use crate::billing::RowChange;
+use crate::billing::{FoldedRows, RowChange, RowTable};
 use crate::{time_text, Page, PageRequest, ProjectionError, ReadModels};
 
 pub const TABLE: &str = "rm_subscriptions";
@@ -33,6 +31,12 @@ pub const SUBSCRIPTION_COLUMNS: [&str; 17] = [
     "updated_at",
     "last_position",
 ];
+
+pub const SUBSCRIPTIONS: RowTable = RowTable {
+    name: TABLE,
+    columns: &SUBSCRIPTION_COLUMNS,
+    key: "subscription_id",
+};
 
 /// The event, when `aggregate_type` is the subscription stream's.
 pub fn parse(
@@ -141,64 +145,19 @@ pub(crate) async fn apply(
     stored: &StoredEvent,
     event: &SubscriptionEvent,
 ) -> Result<(), ProjectionError> {
-    match change(event, stored.position) {
-        RowChange::Insert(row) => {
-            let placeholders: Vec<String> = (1..=row.len()).map(|i| format!("${i}")).collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO {TABLE} ({}) VALUES ({})",
-                    SUBSCRIPTION_COLUMNS.join(", "),
-                    placeholders.join(", ")
-                ),
-                &row,
-            )
-            .await?;
-        }
-        RowChange::Update(sets) => {
-            let assignments: Vec<String> = sets
-                .iter()
-                .enumerate()
-                .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
-                .collect();
-            let mut args: Vec<Arg> = sets.into_iter().map(|(_, v)| v).collect();
-            args.push(stored.aggregate_id.clone().into());
-            tx.execute(
-                &format!(
-                    "UPDATE {TABLE} SET {} WHERE subscription_id = ${}",
-                    assignments.join(", "),
-                    args.len()
-                ),
-                &args,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+    change(event, stored.position)
+        .write(tx, SUBSCRIPTIONS, &stored.aggregate_id)
+        .await
 }
 
-/// The in-memory fold's path (`bulk.rs`): the same row, kept by
-/// `(table, subscription id)`.
+/// The in-memory fold's path (`bulk.rs`): the same row.
 pub(crate) fn fold(
-    rows: &mut BTreeMap<(&'static str, String), Vec<Arg>>,
+    rows: &mut FoldedRows,
     aggregate_id: &str,
     event: &SubscriptionEvent,
     position: i64,
 ) {
-    let key = (TABLE, aggregate_id.to_owned());
-    match change(event, position) {
-        RowChange::Insert(row) => {
-            rows.insert(key, row);
-        }
-        RowChange::Update(sets) => {
-            if let Some(row) = rows.get_mut(&key) {
-                for (column, value) in sets {
-                    if let Some(i) = SUBSCRIPTION_COLUMNS.iter().position(|c| *c == column) {
-                        row[i] = value;
-                    }
-                }
-            }
-        }
-    }
+    change(event, position).fold(rows, SUBSCRIPTIONS, aggregate_id);
 }
 
 // ---------------------------------------------------------------------------
