@@ -221,6 +221,9 @@ async fn ready(State(state): State<AppState>) -> Response {
                 });
                 body["outbox"] =
                     json!({ "position": published, "lag": (position - published).max(0) });
+                if let Some(error) = nats.outbox_error() {
+                    body["outbox"]["error"] = json!(error);
+                }
             }
             Json(body).into_response()
         }

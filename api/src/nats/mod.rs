@@ -50,11 +50,19 @@ pub const JETSTREAM_TIMEOUT_MILLIS: u64 = 5_000;
 /// Longest a shutdown waits for in-flight NATS commands.
 const DRAIN_MILLIS_MAX: u64 = 10_000;
 
+/// What the outbox last reported: its checkpoint, and why its last round
+/// failed while it is failing (`/ready` shows it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxStatus {
+    pub position: i64,
+    pub error: Option<String>,
+}
+
 /// What the rest of the server sees of NATS.
 #[derive(Clone)]
 pub struct NatsHandle {
     client: Client,
-    outbox: watch::Receiver<i64>,
+    outbox: watch::Receiver<OutboxStatus>,
 }
 
 impl NatsHandle {
@@ -66,7 +74,12 @@ impl NatsHandle {
     /// The log position JetStream has acknowledged up to (the outbox's
     /// checkpoint as this process last saw it).
     pub fn outbox_position(&self) -> i64 {
-        *self.outbox.borrow()
+        self.outbox.borrow().position
+    }
+
+    /// Why the outbox's rounds are failing, while they are.
+    pub fn outbox_error(&self) -> Option<String> {
+        self.outbox.borrow().error.clone()
     }
 
     pub fn client(&self) -> &Client {
@@ -77,7 +90,7 @@ impl NatsHandle {
 /// The connection and the outbox's position sender, made at start-up.
 pub struct Nats {
     pub handle: NatsHandle,
-    outbox_position: watch::Sender<i64>,
+    outbox_position: watch::Sender<OutboxStatus>,
 }
 
 /// Connects in the background: start-up never waits for NATS, and the
@@ -101,7 +114,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Nats> {
         })
         .connect(url)
         .await?;
-    let (tx, rx) = watch::channel(0);
+    let (tx, rx) = watch::channel(OutboxStatus::default());
     Ok(Nats {
         handle: NatsHandle { client, outbox: rx },
         outbox_position: tx,

@@ -55,6 +55,8 @@ pub const EVENTS_STREAM_BYTES_MAX: i64 = 1024 * 1024 * 1024;
 pub const ALERTS_STREAM_MESSAGES_MAX: i64 = 100_000;
 pub const ALERTS_STREAM_BYTES_MAX: i64 = 64 * 1024 * 1024;
 pub const STREAM_AGE_SECONDS_MAX: u64 = 7 * 24 * 3600;
+/// Longest failure reason `/ready` shows.
+const ERROR_CHARS_MAX: usize = 300;
 /// How often an idle outbox looks for new events.
 const IDLE_POLL_MILLIS: u64 = 50;
 /// Backoff after a failed round: doubles from the first to the last.
@@ -132,7 +134,7 @@ pub struct Outbox {
     client: Client,
     store: Store,
     projector: ProjectorHandle,
-    position: watch::Sender<i64>,
+    position: watch::Sender<super::OutboxStatus>,
 }
 
 impl Outbox {
@@ -140,7 +142,7 @@ impl Outbox {
         client: Client,
         store: Store,
         projector: ProjectorHandle,
-        position: watch::Sender<i64>,
+        position: watch::Sender<super::OutboxStatus>,
     ) -> Self {
         Self {
             client,
@@ -167,30 +169,44 @@ impl Outbox {
                 }
                 self.round(&js).await
             };
-            let pause = tokio::select! {
+            let result = tokio::select! {
                 () = &mut shutdown => return,
-                r = round => match r {
-                    Ok(0) => {
-                        backoff = BACKOFF_MILLIS_MIN;
-                        IDLE_POLL_MILLIS
+                r = round => r,
+            };
+            match &result {
+                Ok(_) => {
+                    self.position.send_if_modified(|s| s.error.take().is_some());
+                }
+                Err(e) => {
+                    let why: String = e.to_string().chars().take(ERROR_CHARS_MAX).collect();
+                    self.position.send_if_modified(|s| {
+                        let changed = s.error.as_deref() != Some(why.as_str());
+                        s.error = Some(why);
+                        changed
+                    });
+                }
+            }
+            let pause = match result {
+                Ok(0) => {
+                    backoff = BACKOFF_MILLIS_MIN;
+                    IDLE_POLL_MILLIS
+                }
+                Ok(_) => {
+                    backoff = BACKOFF_MILLIS_MIN;
+                    continue;
+                }
+                Err(e) => {
+                    // The first failure of a streak is worth a warning
+                    // (NATS away, a stream refused); the retries not.
+                    if backoff == BACKOFF_MILLIS_MIN {
+                        warn!(error = %e, "outbox round failed; retrying with backoff");
+                    } else {
+                        debug!(error = %e, backoff_millis = backoff, "outbox round failed; retrying");
                     }
-                    Ok(_) => {
-                        backoff = BACKOFF_MILLIS_MIN;
-                        continue;
-                    }
-                    Err(e) => {
-                        // The first failure of a streak is worth a warning
-                        // (NATS away, a stream refused); the retries not.
-                        if backoff == BACKOFF_MILLIS_MIN {
-                            warn!(error = %e, "outbox round failed; retrying with backoff");
-                        } else {
-                            debug!(error = %e, backoff_millis = backoff, "outbox round failed; retrying");
-                        }
-                        let pause = backoff;
-                        backoff = (backoff * 2).min(BACKOFF_MILLIS_MAX);
-                        pause
-                    }
-                },
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MILLIS_MAX);
+                    pause
+                }
             };
             tokio::select! {
                 () = &mut shutdown => return,
@@ -205,13 +221,13 @@ impl Outbox {
     async fn round(&self, js: &jetstream::Context) -> Result<usize, async_nats::Error> {
         // Idle: the read models (and so the log this outbox may publish)
         // have not moved past what was published; no query needed.
-        if self.projector.position() <= *self.position.borrow() {
+        if self.projector.position() <= self.position.borrow().position {
             return Ok(0);
         }
         let from = checkpoint(&self.store).await?;
-        self.position.send_if_modified(|p| {
-            let changed = *p != from;
-            *p = from;
+        self.position.send_if_modified(|s| {
+            let changed = s.position != from;
+            s.position = from;
             changed
         });
         let projected = self.projector.position();
@@ -262,7 +278,7 @@ impl Outbox {
             debug!(from, "another outbox advanced the checkpoint");
             return Ok(events.len());
         }
-        self.position.send_replace(last);
+        self.position.send_modify(|s| s.position = last);
         Ok(events.len())
     }
 
