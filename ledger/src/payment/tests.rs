@@ -233,7 +233,12 @@ fn refund(n: u128, cents: i64, gateway_ref: Option<&str>) -> PaymentCommand {
     }))
 }
 
-fn refunded_event(n: u128, cents: i64, total_cents: i64, gateway_ref: Option<&str>) -> PaymentEvent {
+fn refunded_event(
+    n: u128,
+    cents: i64,
+    total_cents: i64,
+    gateway_ref: Option<&str>,
+) -> PaymentEvent {
     PaymentEvent::PaymentRefunded(PaymentRefunded {
         refund_id: Uuid::from_u128(n),
         amount: Decimal::new(cents, 2),
