@@ -65,6 +65,30 @@ pub struct Config {
     /// folder of a `sqlite://PATH` database, else `./data`. Created when missing.
     #[arg(long, env = "LEDGER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+
+    /// Stripe secret API key (`sk_…`). Without it the `stripe` payment
+    /// method answers 503 `unavailable`; it is never faked.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true, global = true)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Signing secret of the Stripe webhook endpoint (`whsec_…`). Without it
+    /// `POST /v1/billing/webhooks/stripe` answers 503.
+    #[arg(
+        long,
+        env = "STRIPE_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub stripe_webhook_secret: Option<Secret>,
+
+    /// Base URL of Stripe's API (tests point it at a local stub).
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com",
+        global = true
+    )]
+    pub stripe_api_base: String,
 }
 
 impl Config {
@@ -296,6 +320,24 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("correct-horse"), "{shown}");
         assert!(shown.contains("Secret(***)"), "{shown}");
+    }
+
+    #[test]
+    fn stripe_is_off_by_default_and_its_secrets_never_show() {
+        let c = config(&[]);
+        assert!(c.stripe_secret_key.is_none() && c.stripe_webhook_secret.is_none());
+        assert_eq!(c.stripe_api_base, "https://api.stripe.com");
+        let c = config(&[
+            "--stripe-secret-key",
+            "sk_test_very_secret",
+            "--stripe-webhook-secret",
+            "whsec_very_secret",
+            "--stripe-api-base",
+            "http://127.0.0.1:9",
+        ]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very_secret"), "{shown}");
+        assert_eq!(c.stripe_api_base, "http://127.0.0.1:9");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum ApiError {
         retry_after_seconds: u64,
     },
     Unavailable(String),
+    /// A payment gateway answered with an error or nonsense (502); the
+    /// code stays the SPEC's `unavailable`.
+    BadGateway(String),
     Internal,
 }
 
@@ -68,6 +71,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,7 +89,7 @@ impl ApiError {
             Self::UnknownOperation(_) => "unknown_operation",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::BadGateway(_) => "unavailable",
             Self::Internal => "internal",
         }
     }
@@ -99,7 +103,8 @@ impl ApiError {
             | Self::Forbidden(m)
             | Self::NotFound(m)
             | Self::Conflict(m)
-            | Self::Unavailable(m) => (m.clone(), json!({})),
+            | Self::Unavailable(m)
+            | Self::BadGateway(m) => (m.clone(), json!({})),
             Self::AccountSuspended => (
                 "the account is suspended; reads still work".into(),
                 json!({}),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog_cache;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod nats;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The NATS connection, when `LEDGER_NATS_URL` is set.
     pub nats: Option<nats::NatsHandle>,
+    /// The payment gateways configured (Stripe with `STRIPE_SECRET_KEY`).
+    pub gateways: gateway::Gateways,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -102,6 +105,8 @@ pub struct Prepared {
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     // A bad secret fails before anything touches the database.
     let secret = auth::load_secret(&config).context("loading the JWT secret")?;
+    let gateways =
+        gateway::Gateways::from_config(&config).context("configuring the payment gateways")?;
     let store = open_store(&config).await?;
     let commands = CommandService::new(store.clone());
     seed_catalog(&commands).await?;
@@ -144,6 +149,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             jwt: Arc::new(JwtKeys::from_secret(&secret)),
             config: Arc::new(config),
             nats: nats.as_ref().map(|n| n.handle.clone()),
+            gateways,
         },
         projector,
         nats,

@@ -15,6 +15,9 @@ use crate::EVENT_VERSION_1;
 pub const INVOICE_AGGREGATE_TYPE: &str = "invoice";
 /// The aggregate type under which payment streams are stored.
 pub const PAYMENT_AGGREGATE_TYPE: &str = "payment";
+/// The aggregate type of the Stripe webhook log: one stream per Stripe
+/// event id (`stripe-{evt_id}`), so each event is applied once.
+pub const STRIPE_EVENT_AGGREGATE_TYPE: &str = "stripe_event";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,11 +224,73 @@ pub struct PaymentRejected {
     pub rejected_at: DateTime<Utc>,
 }
 
+/// A payment through a gateway (Stripe) was started: the gateway holds the
+/// money flow and reports the outcome (webhook), so the payment is
+/// `processing` until then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentInitiated {
+    pub payment_id: Uuid,
+    pub invoice_id: Uuid,
+    pub account_id: AccountId,
+    pub amount: Money,
+    pub method: PaymentMethod,
+    /// The gateway's name (`stripe`).
+    pub gateway: String,
+    /// The gateway's id of the payment (a Stripe PaymentIntent `pi_…`).
+    pub gateway_ref: String,
+    /// The `sub` of whoever started it.
+    pub submitted_by: String,
+    pub initiated_at: DateTime<Utc>,
+}
+
+/// The gateway reported the payment as paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentSucceeded {
+    /// The gateway's reference for the success (a charge id), if any.
+    pub gateway_ref: Option<String>,
+    pub succeeded_at: DateTime<Utc>,
+}
+
+/// The gateway reported the payment as failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub reason: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// Part or all of a succeeded payment went back to the payer. The sum of a
+/// payment's refunds never exceeds its amount; `refunded_total` is that sum
+/// after this refund, so a read model needs no running state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub refund_id: Uuid,
+    pub amount: Decimal,
+    pub refunded_total: Decimal,
+    /// Whether `refunded_total` reached the payment's amount: the payment
+    /// is then `refunded`.
+    pub fully_refunded: bool,
+    /// Whether the credits the payment bought are taken back.
+    pub revoke_credits: bool,
+    /// Credits taken back by this refund (0 when not revoked).
+    pub revoked_credits: i64,
+    pub reason: Option<String>,
+    /// The `sub` of the admin who asked, or `stripe` for a refund made at
+    /// the gateway.
+    pub by: String,
+    /// The gateway's refund id (`re_…`), for gateway payments.
+    pub gateway_refund_ref: Option<String>,
+    pub refunded_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PaymentEvent {
     PaymentSubmitted(PaymentSubmitted),
     PaymentApproved(PaymentApproved),
     PaymentRejected(PaymentRejected),
+    PaymentInitiated(PaymentInitiated),
+    PaymentSucceeded(PaymentSucceeded),
+    PaymentFailed(PaymentFailed),
+    PaymentRefunded(PaymentRefunded),
 }
 
 impl PaymentEvent {
@@ -234,11 +299,53 @@ impl PaymentEvent {
             Self::PaymentSubmitted(_) => "PaymentSubmitted",
             Self::PaymentApproved(_) => "PaymentApproved",
             Self::PaymentRejected(_) => "PaymentRejected",
+            Self::PaymentInitiated(_) => "PaymentInitiated",
+            Self::PaymentSucceeded(_) => "PaymentSucceeded",
+            Self::PaymentFailed(_) => "PaymentFailed",
+            Self::PaymentRefunded(_) => "PaymentRefunded",
         }
     }
 }
 
 impl DomainEvent for PaymentEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
+
+/// A Stripe webhook event was received, verified and handled (or, for a
+/// type we do not act on, only recorded). Its stream is `stripe-{id}`: a
+/// redelivery finds it and changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StripeEventReceived {
+    /// Stripe's event id (`evt_…`).
+    pub id: String,
+    /// Stripe's event type (`invoice.paid`, …).
+    pub event_type: String,
+    /// Stripe's `created` (Unix seconds).
+    pub created: i64,
+    /// Whether the ledger acted on it (false: recorded and acknowledged).
+    pub handled: bool,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StripeEvent {
+    StripeEventReceived(StripeEventReceived),
+}
+
+impl StripeEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::StripeEventReceived(_) => "StripeEventReceived",
+        }
+    }
+}
+
+impl DomainEvent for StripeEvent {
     fn event_type(&self) -> String {
         self.type_name().to_owned()
     }

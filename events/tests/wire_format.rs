@@ -408,7 +408,56 @@ fn payment_samples() -> Vec<PaymentEvent> {
             reason: "no such transfer".into(),
             rejected_at: at(4, 10),
         }),
+        PaymentEvent::PaymentInitiated(events::PaymentInitiated {
+            payment_id: id(0x51),
+            invoice_id: id(0x41),
+            account_id: AccountId::from_uuid(id(1)),
+            amount: usd(3_451),
+            method: PaymentMethod::Stripe,
+            gateway: "stripe".into(),
+            gateway_ref: "pi_3Kx0000000000001".into(),
+            submitted_by: "owner-1".into(),
+            initiated_at: at(3, 10),
+        }),
+        PaymentEvent::PaymentSucceeded(events::PaymentSucceeded {
+            gateway_ref: Some("ch_3Kx0000000000001".into()),
+            succeeded_at: at(3, 11),
+        }),
+        PaymentEvent::PaymentFailed(events::PaymentFailed {
+            reason: "card_declined: Your card was declined.".into(),
+            failed_at: at(3, 11),
+        }),
+        PaymentEvent::PaymentRefunded(events::PaymentRefunded {
+            refund_id: id(0x52),
+            amount: Decimal::new(1_000, 2),
+            refunded_total: Decimal::new(1_000, 2),
+            fully_refunded: false,
+            revoke_credits: true,
+            revoked_credits: 579,
+            reason: Some("customer asked".into()),
+            by: "dev-2".into(),
+            gateway_refund_ref: Some("re_3Kx0000000000001".into()),
+            refunded_at: at(5, 10),
+        }),
     ]
+}
+
+fn stripe_samples() -> Vec<events::StripeEvent> {
+    vec![events::StripeEvent::StripeEventReceived(
+        events::StripeEventReceived {
+            id: "evt_1Kx0000000000001".into(),
+            event_type: "invoice.paid".into(),
+            created: 1_772_533_815,
+            handled: true,
+            received_at: at(3, 12),
+        },
+    )]
+}
+
+fn stripe_variant(e: &events::StripeEvent) -> &'static str {
+    match e {
+        events::StripeEvent::StripeEventReceived(_) => "StripeEventReceived",
+    }
 }
 
 fn invoice_variant(e: &InvoiceEvent) -> &'static str {
@@ -425,6 +474,10 @@ fn payment_variant(e: &PaymentEvent) -> &'static str {
         PaymentEvent::PaymentSubmitted(_) => "PaymentSubmitted",
         PaymentEvent::PaymentApproved(_) => "PaymentApproved",
         PaymentEvent::PaymentRejected(_) => "PaymentRejected",
+        PaymentEvent::PaymentInitiated(_) => "PaymentInitiated",
+        PaymentEvent::PaymentSucceeded(_) => "PaymentSucceeded",
+        PaymentEvent::PaymentFailed(_) => "PaymentFailed",
+        PaymentEvent::PaymentRefunded(_) => "PaymentRefunded",
     }
 }
 
@@ -443,7 +496,15 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
         assert_eq!(sample.event_type(), name);
         assert_eq!(sample.event_version(), "1.0");
     }
-    let payment = ["PaymentSubmitted", "PaymentApproved", "PaymentRejected"];
+    let payment = [
+        "PaymentSubmitted",
+        "PaymentApproved",
+        "PaymentRejected",
+        "PaymentInitiated",
+        "PaymentSucceeded",
+        "PaymentFailed",
+        "PaymentRefunded",
+    ];
     assert_eq!(payment_samples().len(), payment.len());
     for (sample, name) in payment_samples().iter().zip(payment) {
         assert_round_trips(sample, name);
@@ -454,6 +515,14 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
     let issued = serde_json::to_value(&invoice_samples()[0]).unwrap();
     assert_eq!(issued["InvoiceIssued"]["total"], json!("34.51"));
     assert_eq!(issued["InvoiceIssued"]["status"], json!("pending"));
+    for sample in stripe_samples() {
+        let name = stripe_variant(&sample);
+        assert_round_trips(&sample, name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    let refunded = serde_json::to_value(&payment_samples()[6]).unwrap();
+    assert_eq!(refunded["PaymentRefunded"]["amount"], json!("10.00"));
     let submitted = serde_json::to_value(&payment_samples()[0]).unwrap();
     assert_eq!(
         submitted["PaymentSubmitted"]["method"],
@@ -651,6 +720,9 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
     for sample in subscription_samples() {
         check_fixture(subscription_variant(&sample), &sample, subscription_variant);
     }
+    for sample in stripe_samples() {
+        check_fixture(stripe_variant(&sample), &sample, stripe_variant);
+    }
     let known: BTreeSet<String> = account_samples()
         .iter()
         .map(account_variant)
@@ -658,6 +730,7 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
         .chain(invoice_samples().iter().map(invoice_variant))
         .chain(payment_samples().iter().map(payment_variant))
         .chain(subscription_samples().iter().map(subscription_variant))
+        .chain(stripe_samples().iter().map(stripe_variant))
         .map(|n| format!("{n}.json"))
         .collect();
     let stored: BTreeSet<String> = fs::read_dir(fixtures_dir())

@@ -49,7 +49,7 @@ pub const INVOICE_COLUMNS: [&str; 16] = [
     "last_position",
 ];
 
-pub const PAYMENT_COLUMNS: [&str; 15] = [
+pub const PAYMENT_COLUMNS: [&str; 18] = [
     "payment_id",
     "invoice_id",
     "account_id",
@@ -65,7 +65,17 @@ pub const PAYMENT_COLUMNS: [&str; 15] = [
     "submitted_at",
     "updated_at",
     "last_position",
+    "gateway",
+    "gateway_ref",
+    "refunded_amount",
 ];
+
+/// Zero at the scale of `amount` (`0.00` for `29.00`).
+fn zero_like(amount: rust_decimal::Decimal) -> String {
+    let mut zero = rust_decimal::Decimal::ZERO;
+    zero.rescale(amount.scale());
+    zero.to_string()
+}
 
 /// What one event does to its aggregate's row (billing and subscription
 /// tables keep one row per aggregate).
@@ -237,7 +247,55 @@ fn payment_change(event: &PaymentEvent, position: i64) -> RowChange {
             time_text(e.submitted_at).into(),
             time_text(e.submitted_at).into(),
             position.into(),
+            Option::<String>::None.into(),
+            Option::<String>::None.into(),
+            zero_like(e.amount.amount).into(),
         ]),
+        PaymentEvent::PaymentInitiated(e) => RowChange::Insert(vec![
+            e.payment_id.to_string().into(),
+            e.invoice_id.to_string().into(),
+            e.account_id.to_string().into(),
+            e.amount.amount.to_string().into(),
+            e.amount.currency.as_str().into(),
+            e.method.as_str().into(),
+            PaymentStatus::Processing.as_str().into(),
+            Option::<String>::None.into(),
+            e.submitted_by.clone().into(),
+            Option::<String>::None.into(),
+            Option::<String>::None.into(),
+            Option::<String>::None.into(),
+            time_text(e.initiated_at).into(),
+            time_text(e.initiated_at).into(),
+            position.into(),
+            Some(e.gateway.clone()).into(),
+            Some(e.gateway_ref.clone()).into(),
+            zero_like(e.amount.amount).into(),
+        ]),
+        PaymentEvent::PaymentSucceeded(e) => RowChange::Update(vec![
+            ("status", PaymentStatus::Succeeded.as_str().into()),
+            ("decided_at", Some(time_text(e.succeeded_at)).into()),
+            ("failure_reason", Option::<String>::None.into()),
+            ("updated_at", time_text(e.succeeded_at).into()),
+            ("last_position", position.into()),
+        ]),
+        PaymentEvent::PaymentFailed(e) => RowChange::Update(vec![
+            ("status", PaymentStatus::Failed.as_str().into()),
+            ("decided_at", Some(time_text(e.failed_at)).into()),
+            ("failure_reason", Some(e.reason.clone()).into()),
+            ("updated_at", time_text(e.failed_at).into()),
+            ("last_position", position.into()),
+        ]),
+        PaymentEvent::PaymentRefunded(e) => {
+            let mut columns = vec![
+                ("refunded_amount", e.refunded_total.to_string().into()),
+                ("updated_at", time_text(e.refunded_at).into()),
+                ("last_position", position.into()),
+            ];
+            if e.fully_refunded {
+                columns.push(("status", PaymentStatus::Refunded.as_str().into()));
+            }
+            RowChange::Update(columns)
+        }
         PaymentEvent::PaymentApproved(e) => RowChange::Update(vec![
             ("status", PaymentStatus::Succeeded.as_str().into()),
             ("decided_by", Some(e.approved_by.clone()).into()),
@@ -330,6 +388,11 @@ pub struct PaymentView {
     pub failure_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The gateway (`stripe`) and its payment id, for gateway payments.
+    pub gateway: Option<String>,
+    pub gateway_ref: Option<String>,
+    /// The sum refunded so far.
+    pub refunded_amount: String,
 }
 
 impl PaymentView {
@@ -357,6 +420,9 @@ impl PaymentView {
             failure_reason: r.opt_text("failure_reason")?,
             created_at: r.text("submitted_at")?,
             updated_at: r.text("updated_at")?,
+            gateway: r.opt_text("gateway")?,
+            gateway_ref: r.opt_text("gateway_ref")?,
+            refunded_amount: r.text("refunded_amount")?,
         })
     }
 }
@@ -472,6 +538,21 @@ impl ReadModels {
             .fetch_optional(
                 "SELECT * FROM rm_payments WHERE payment_id = $1",
                 &[payment_id.into()],
+            )
+            .await?;
+        row.as_ref().map(PaymentView::from_row).transpose()
+    }
+
+    /// The payment a gateway knows as `gateway_ref` (a PaymentIntent id).
+    pub async fn payment_by_gateway_ref(
+        &self,
+        gateway_ref: &str,
+    ) -> Result<Option<PaymentView>, ProjectionError> {
+        let row = self
+            .store
+            .fetch_optional(
+                "SELECT * FROM rm_payments WHERE gateway_ref = $1 ORDER BY payment_id LIMIT 1",
+                &[gateway_ref.into()],
             )
             .await?;
         row.as_ref().map(PaymentView::from_row).transpose()

@@ -236,3 +236,106 @@ async fn billing_rows_rebuild_to_the_rows_projected_live(store: &Store) {
     );
 }
 on_both_stores!(billing_rows_rebuild_to_the_rows_projected_live);
+
+async fn payment_command(service: &CommandService, id: Uuid, command: PaymentCommand) {
+    service
+        .execute::<Payment>(&id.to_string(), command, &ctx(), None)
+        .await
+        .expect("payment command");
+}
+
+fn initiate(id: Uuid, account: AccountId, invoice_id: Uuid, gateway_ref: &str) -> PaymentCommand {
+    let total = Money::usd(Decimal::new(3_451, 2));
+    PaymentCommand::Initiate(Box::new(ledger::payment::InitiatePayment {
+        payment_id: id,
+        invoice_id,
+        account_id: account,
+        amount: total.clone(),
+        invoice_total: total,
+        method: PaymentMethod::Stripe,
+        gateway: "stripe".into(),
+        gateway_ref: gateway_ref.into(),
+        submitted_by: "owner".into(),
+        now: at("2026-03-02T10:00:00Z"),
+    }))
+}
+
+fn refund(cents: i64, day: &str) -> PaymentCommand {
+    PaymentCommand::Refund(Box::new(ledger::payment::RefundPayment {
+        refund_id: Uuid::now_v7(),
+        amount: Decimal::new(cents, 2),
+        revoke_credits: false,
+        revoked_credits: 0,
+        reason: None,
+        by: "dev".into(),
+        gateway_refund_ref: None,
+        now: at(day),
+    }))
+}
+
+/// Stripe payments: initiated (processing, with the PaymentIntent id),
+/// succeeded, refunded in part then in full; another failed. Live rows and
+/// both rebuilds agree.
+async fn gateway_payment_rows_rebuild_to_the_rows_projected_live(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let (p, _) = projector(store).await;
+    let account = AccountId::new_v7();
+    let paid = issue(&service, account, 1, "2026-03-01T09:00:00Z").await;
+    let declined = issue(&service, account, 2, "2026-03-01T09:00:00Z").await;
+    let (good, bad) = (Uuid::now_v7(), Uuid::now_v7());
+    payment_command(&service, good, initiate(good, account, paid, "pi_good")).await;
+    payment_command(&service, bad, initiate(bad, account, declined, "pi_bad")).await;
+    p.catch_up().await.unwrap();
+    let models = ReadModels::new(store.clone());
+    let row = models.payment(&good.to_string()).await.unwrap().unwrap();
+    assert_eq!(row.status, "processing");
+    assert_eq!(row.gateway.as_deref(), Some("stripe"));
+    assert_eq!(row.refunded_amount, "0.00");
+    let found = models.payment_by_gateway_ref("pi_good").await.unwrap();
+    assert_eq!(found.map(|r| r.id), Some(good.to_string()));
+
+    payment_command(
+        &service,
+        good,
+        PaymentCommand::MarkSucceeded {
+            gateway_ref: Some("ch_1".into()),
+            now: at("2026-03-02T10:01:00Z"),
+        },
+    )
+    .await;
+    payment_command(
+        &service,
+        bad,
+        PaymentCommand::MarkFailed {
+            reason: "card_declined".into(),
+            now: at("2026-03-02T10:01:00Z"),
+        },
+    )
+    .await;
+    payment_command(&service, good, refund(1_000, "2026-03-03T10:00:00Z")).await;
+    p.catch_up().await.unwrap();
+    let row = models.payment(&good.to_string()).await.unwrap().unwrap();
+    assert_eq!(row.status, "succeeded");
+    assert_eq!(row.refunded_amount, "10.00");
+    payment_command(&service, good, refund(2_451, "2026-03-04T10:00:00Z")).await;
+    p.catch_up().await.unwrap();
+
+    let row = models.payment(&good.to_string()).await.unwrap().unwrap();
+    assert_eq!(row.status, "refunded");
+    assert_eq!(row.refunded_amount, "34.51");
+    assert_eq!(row.gateway_ref.as_deref(), Some("pi_good"));
+    let row = models.payment(&bad.to_string()).await.unwrap().unwrap();
+    assert_eq!(row.status, "failed");
+    assert_eq!(row.failure_reason.as_deref(), Some("card_declined"));
+
+    let live = models.dump().await.unwrap();
+    assert_eq!(
+        live.iter().filter(|l| l.starts_with("rm_payments")).count(),
+        2
+    );
+    p.rebuild().await.unwrap();
+    assert_eq!(models.dump().await.unwrap(), live);
+    p.rebuild_bulk().await.unwrap();
+    assert_eq!(models.dump().await.unwrap(), live);
+}
+on_both_stores!(gateway_payment_rows_rebuild_to_the_rows_projected_live);

@@ -2,25 +2,32 @@
 //! all tenants, void and mark-uncollectible, and the maker-checker approval
 //! of manual payments. Approving marks the invoice paid and grants a
 //! purchase's credits through the account's command path, keyed by the
-//! payment id, so a retried approval never grants twice.
+//! payment id, so a retried approval never grants twice. Refunds
+//! (docs/adr/0011-payments-gateway.md) never exceed what was paid: the
+//! credits to take back first (402 refunds nothing), then the gateway,
+//! then the refund recorded; each step keyed by the refund id.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use events::{InvoiceStatus, PaymentStatus};
-use ledger::{Invoice, InvoiceCommand, Payment, PaymentCommand, PaymentError};
+use ledger::account::AdjustCredits;
+use ledger::payment::RefundPayment;
+use ledger::{AccountCommand, Invoice, InvoiceCommand, Payment, PaymentCommand, PaymentError};
 use projections::billing::{InvoiceFilter, PaymentFilter};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{CommandContext, ServiceError};
+use store::{request_hash, CommandContext, IdempotencyClaim, ServiceError};
 use uuid::Uuid;
 
 use super::accounts::page_request;
-use super::billing::{invoice_error, invoice_json, path_id, payment_error};
-use super::extract::{Body, Fresh, Q};
+use super::billing::{derived_id, invoice_error, invoice_json, path_id, payment_error};
+use super::extract::{Body, Fresh, IdemKey, Q};
 use super::openapi as doc;
-use super::respond::{projection_error, service_error, store_error};
+use super::respond::{claim, projection_error, service_error, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
@@ -41,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/payments", get(payments))
         .route("/admin/payments/{payment_id}/approve", post(approve))
         .route("/admin/payments/{payment_id}/reject", post(reject))
+        .route("/admin/payments/{payment_id}/refund", post(refund))
 }
 
 /// RFC 3339 → the read models' text form, so text order is time order.
@@ -484,4 +492,255 @@ pub async fn reject(
         "position": state.position_of(&done).await?,
     }))
     .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// A decimal string; defaults to everything not refunded yet.
+    #[schema(example = "10.00")]
+    pub amount: Option<String>,
+    pub reason: String,
+    /// Take back the credits the payment bought, in proportion to the
+    /// amount refunded (all of them for a full refund).
+    #[serde(default)]
+    pub revoke_credits: bool,
+}
+
+/// Credits a refund of `amount` (after `before` was refunded) out of
+/// `paid` takes back of the `credits` bought: the difference of the
+/// proportional shares before and after, each rounded down, so a run of
+/// revoking refunds that returns everything takes back exactly `credits`.
+pub(super) fn credits_to_revoke(
+    credits: i64,
+    before: Decimal,
+    amount: Decimal,
+    paid: Decimal,
+) -> Option<i64> {
+    if paid <= Decimal::ZERO || amount <= Decimal::ZERO || credits <= 0 {
+        return Some(0);
+    }
+    let share = |refunded: Decimal| -> Option<i64> {
+        if refunded >= paid {
+            return Some(credits);
+        }
+        Decimal::from(credits)
+            .checked_mul(refunded)?
+            .checked_div(paid)?
+            .floor()
+            .to_i64()
+    };
+    share(before.checked_add(amount)?)?.checked_sub(share(before)?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/payments/{payment_id}/refund",
+    tag = "admin",
+    summary = "Refund part or all of a succeeded payment (at the gateway for a Stripe payment); refunds never exceed what was paid; optionally take back the credits it bought",
+    params(
+        ("payment_id" = String, Path, description = "The payment's id (a UUID)"),
+        ("Idempotency-Key" = String, Header, description = "Required. A retry with the same key and body replays the refund; another body is 409 idempotency_key_reused"),
+    ),
+    request_body = RefundRequest,
+    responses(
+        (status = 200, description = "The refund and the payment's refunded total and status", body = Object),
+        (status = 402, description = "`insufficient_credits`: the credits to take back are no longer there (within the credit limit); nothing was refunded", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: not a developer", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such payment", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the payment is not succeeded, or the amount exceeds what is left to refund; `idempotency_key_reused`", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+        (status = 502, description = "`unavailable`: the payment gateway refused the refund", body = doc::ErrorBody),
+    ),
+)]
+pub async fn refund(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    key: IdemKey,
+    body: Body<RefundRequest>,
+) -> Result<Response, ApiError> {
+    principal.require(STAFF)?;
+    let body = body.parse()?;
+    let key = key.required()?;
+    let req = body.value;
+    let why = reason(Some(req.reason))?.unwrap_or_default();
+    if why.trim().is_empty() {
+        return Err(ApiError::invalid_field("reason", "a refund needs a reason"));
+    }
+    let requested = req
+        .amount
+        .as_deref()
+        .map(|a| {
+            a.parse::<Decimal>().map_err(|_| {
+                ApiError::invalid_field(
+                    "amount",
+                    "amount must be a decimal string such as \"10.00\"",
+                )
+            })
+        })
+        .transpose()?;
+    let (payment_id, payment) = load_any_payment(&state, &id).await?;
+    let refund_id = derived_id(&["refund", &payment_id.to_string(), key.as_str()]);
+    let claim = claim(&key, "payments/refund", &body.canonical);
+    let paid = payment.amount().cloned().ok_or(ApiError::Internal)?;
+    let done_before = payment.has_refund(refund_id);
+    let amount = requested.unwrap_or_else(|| payment.refundable());
+    if !done_before {
+        payment
+            .refund_check(amount)
+            .map_err(super::billing::payment_error)?;
+    }
+    let invoice_id = payment.invoice_id().ok_or(ApiError::Internal)?;
+    let account = payment.account_id().ok_or(ApiError::Internal)?;
+    // 1. The credits go first: an account that cannot give them back
+    //    (402) gets no refund. Keyed by the refund, so a retry takes once.
+    let mut revoked = 0;
+    if req.revoke_credits && !done_before {
+        let invoice = state
+            .store
+            .load::<Invoice>(&invoice_id.to_string())
+            .await
+            .map_err(store_error)?
+            .aggregate;
+        let purchase = invoice
+            .issued()
+            .and_then(|i| i.purchase.clone())
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "revoke_credits",
+                    "this payment bought no credit package; there are no credits to take back",
+                )
+            })?;
+        revoked = credits_to_revoke(purchase.credits, payment.refunded(), amount, paid.amount)
+            .ok_or(ApiError::Internal)?;
+        if revoked > 0 {
+            let raw = format!("refund-{refund_id}");
+            let revoke_key = events::IdempotencyKey::parse(&raw).map_err(|_| ApiError::Internal)?;
+            super::settle::run_account_command(
+                &state,
+                &principal.actor(),
+                account,
+                AccountCommand::AdjustCredits(AdjustCredits {
+                    adjustment_id: super::billing::derived_id(&["refund-revoke", &raw]),
+                    credits: -revoked,
+                    reason: format!(
+                        "refund of {} {} of payment {payment_id}: {why}",
+                        amount,
+                        paid.currency.as_str()
+                    ),
+                    idempotency_key: Some(revoke_key.clone()),
+                    now: super::now(),
+                }),
+                Some(&IdempotencyClaim {
+                    request_hash: request_hash(format!("refund-revoke\n{raw}").as_bytes()),
+                    key: revoke_key,
+                }),
+            )
+            .await?;
+        }
+    }
+    // 2. The money, at the gateway for a gateway payment (its idempotency
+    //    key derived from the refund, so a retry refunds once).
+    let mut gateway_refund_ref = None;
+    if let (Some(gateway_ref), Some(method), false) =
+        (payment.gateway_ref(), payment.method(), done_before)
+    {
+        let gateway = state.gateways.for_method(method)?;
+        let refunded = gateway
+            .refund(&crate::gateway::RefundRequest {
+                payment_ref: gateway_ref.to_owned(),
+                amount,
+                currency: paid.currency.clone(),
+                refund_id: refund_id.to_string(),
+                payment_id: payment_id.to_string(),
+                idempotency_key: format!("refund-{refund_id}"),
+            })
+            .await?;
+        gateway_refund_ref = Some(refunded.id);
+    }
+    // 3. The refund recorded on the payment.
+    let done = state
+        .commands
+        .execute::<Payment>(
+            &payment_id.to_string(),
+            PaymentCommand::Refund(Box::new(RefundPayment {
+                refund_id,
+                amount,
+                revoke_credits: req.revoke_credits,
+                revoked_credits: revoked,
+                reason: Some(why),
+                by: principal.sub().to_owned(),
+                gateway_refund_ref: gateway_refund_ref.clone(),
+                now: super::now(),
+            })),
+            &CommandContext::new(principal.actor()),
+            Some(&claim),
+        )
+        .await
+        .map_err(|e| service_error(e, payment_error))?;
+    state.projector.wake();
+    let after = done.state.clone().ok_or(ApiError::Internal)?;
+    let response = Json(json!({
+        "id": payment_id,
+        "refund_id": refund_id,
+        "amount": amount,
+        "currency": paid.currency.as_str(),
+        "refunded_amount": after.refunded(),
+        "status": after.status().map(|s| s.as_str()),
+        "revoke_credits": req.revoke_credits,
+        "revoked_credits": revoked,
+        "gateway_refund_ref": gateway_refund_ref,
+        "position": state.position_of(&done).await?,
+    }))
+    .into_response();
+    Ok(if done.replayed.is_some() {
+        let mut r = response;
+        r.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+        r
+    } else {
+        response
+    })
+}
+
+/// Any payment (manual or gateway), by its path id.
+async fn load_any_payment(state: &AppState, raw: &str) -> Result<(Uuid, Payment), ApiError> {
+    let id = path_id(raw, "payment")?;
+    let payment = state
+        .store
+        .load::<Payment>(&id.to_string())
+        .await
+        .map_err(store_error)?
+        .aggregate;
+    if !payment.exists() {
+        return Err(ApiError::NotFound("payment not found".into()));
+    }
+    Ok((id, payment))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_credits_are_proportional_and_add_up_to_all_of_them() {
+        let d = |cents: i64| Decimal::new(cents, 2);
+        assert_eq!(
+            credits_to_revoke(2_000, d(0), d(1_725), d(3_451)),
+            Some(999)
+        );
+        assert_eq!(
+            credits_to_revoke(2_000, d(1_725), d(1_726), d(3_451)),
+            Some(1_001)
+        );
+        assert_eq!(
+            credits_to_revoke(2_000, d(0), d(3_451), d(3_451)),
+            Some(2_000)
+        );
+        assert_eq!(credits_to_revoke(2_000, d(0), d(1), d(3_451)), Some(0));
+        assert_eq!(credits_to_revoke(0, d(0), d(1), d(3_451)), Some(0));
+    }
 }

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use chrono::{Datelike, Duration};
 use events::{AccountId, CreditPurchase, Currency, Money, PaymentMethod};
 use ledger::invoice::{IssueInvoice, LineInput};
-use ledger::payment::SubmitManualPayment;
+use ledger::payment::{InitiatePayment, SubmitManualPayment};
 use ledger::{Invoice, InvoiceCommand, InvoiceError, Payment, PaymentCommand, PaymentError};
 use projections::billing::{InvoiceFilter, InvoiceView};
 use projections::AccountView;
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use store::{CommandContext, Executed, IdempotencyClaim, Reservation, ServiceError};
+use tracing::warn;
 use uuid::Uuid;
 
 use super::accounts::page_request;
@@ -33,6 +34,7 @@ use super::openapi as doc;
 use super::respond::{claim, projection_error, service_error, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
+use crate::gateway::{PaymentGateway, PaymentIntentRequest};
 use crate::AppState;
 
 /// The reservation scope that makes invoice numbers unique (and, taken only
@@ -113,6 +115,17 @@ pub(super) fn payment_error(e: PaymentError) -> ApiError {
             ApiError::invalid_field("amount", e.to_string())
         }
         e @ PaymentError::ReferenceTooLong => ApiError::invalid_field("reference", e.to_string()),
+        e @ PaymentError::NotGateway { .. } => ApiError::invalid_field("method", e.to_string()),
+        e @ PaymentError::AmountPrecision { .. } => {
+            ApiError::invalid_field("amount", e.to_string())
+        }
+        e @ (PaymentError::NotRefundable { .. }
+        | PaymentError::RefundExceedsPaid { .. }
+        | PaymentError::TooManyRefunds
+        | PaymentError::AlreadySucceeded) => ApiError::Conflict(e.to_string()),
+        PaymentError::InvalidGatewayRef => {
+            ApiError::BadGateway("the payment gateway returned an unusable reference".into())
+        }
     }
 }
 
@@ -377,8 +390,9 @@ pub(super) async fn issue_invoice(
 pub struct PurchaseRequest {
     /// A credit package's slug (`GET /v1/billing/credits/packages/`).
     pub package: String,
-    /// `bank_transfer` or `local_wallet`; `stripe` answers 503 while no
-    /// Stripe key is configured.
+    /// `bank_transfer`, `local_wallet` or `stripe` (a PaymentIntent; the
+    /// response carries its `client_secret`); `stripe` answers 503 while no
+    /// Stripe key is configured, `paypal` always.
     pub method: String,
 }
 
@@ -442,12 +456,13 @@ fn replayed(mut response: Response) -> Response {
     post,
     path = "/v1/billing/credits/purchase",
     tag = "billing",
-    summary = "Buy a credit package: a pending invoice and a pending manual payment; credits are granted once the payment is approved",
+    summary = "Buy a credit package: a pending invoice and a payment (manual: pending approval; stripe: a PaymentIntent whose `client_secret` the response carries); credits are granted once the payment succeeds",
     params(("Idempotency-Key" = String, Header, description = "Required. A retry with the same key and body replays the first response; another body is 409 idempotency_key_reused")),
     request_body = PurchaseRequest,
     responses(
-        (status = 201, description = "The invoice and the payment with its instructions", body = Object),
+        (status = 201, description = "The invoice and the payment with its instructions (or, for stripe, `client_secret`)", body = Object),
         (status = 403, description = "`forbidden`: the role may not buy, or the plan does not allow credit top-ups", body = doc::ErrorBody),
+        (status = 502, description = "`unavailable`: the payment gateway refused the request", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such package", body = doc::ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
@@ -465,7 +480,17 @@ pub async fn purchase(
     let body = body.parse()?;
     let key = key.required()?;
     let req = body.value;
-    let method = manual_method(&req.method)?;
+    // A gateway method must be configured before anything is written.
+    let gateway = match PaymentMethod::parse(&req.method) {
+        Some(m @ (PaymentMethod::Stripe | PaymentMethod::Paypal)) => {
+            Some((m, state.gateways.for_method(m)?))
+        }
+        _ => None,
+    };
+    let method = match &gateway {
+        Some((m, _)) => *m,
+        None => manual_method(&req.method)?,
+    };
     let catalog = state.catalog.get().await;
     let package = catalog
         .package(&req.package)
@@ -529,6 +554,32 @@ pub async fn purchase(
         .and_then(|s| s.issued().cloned())
         .ok_or(ApiError::Internal)?;
     let total = Money::new(invoice.total, invoice.currency.clone());
+    if let Some((_, gateway)) = gateway {
+        let started = GatewayPurchase {
+            account,
+            invoice_id,
+            payment_id,
+            invoice: &invoice,
+            total: &total,
+            package: &package.slug,
+            credits: package.credits,
+        };
+        let response = gateway_purchase(
+            &state,
+            &principal,
+            &ctx,
+            &claim,
+            gateway.as_ref(),
+            &started,
+            issued.position(),
+        )
+        .await?;
+        return Ok(if issued.replayed.is_some() && response.1 {
+            replayed(response.0)
+        } else {
+            response.0
+        });
+    }
     let submitted = state
         .commands
         .execute::<Payment>(
@@ -587,6 +638,118 @@ pub async fn purchase(
             response
         },
     )
+}
+
+/// What a gateway purchase pays.
+struct GatewayPurchase<'a> {
+    account: AccountId,
+    invoice_id: Uuid,
+    payment_id: Uuid,
+    invoice: &'a events::InvoiceIssued,
+    total: &'a Money,
+    package: &'a str,
+    credits: i64,
+}
+
+/// A gateway payment as JSON.
+pub(super) fn gateway_payment_json(payment_id: Uuid, payment: &Payment) -> Value {
+    let initiated = payment.initiated();
+    json!({
+        "id": payment_id,
+        "invoice_id": payment.invoice_id(),
+        "account_id": payment.account_id(),
+        "amount": payment.amount().map(|m| m.amount),
+        "currency": payment.amount().map(|m| m.currency.as_str()),
+        "method": payment.method().map(|m| m.as_str()),
+        "status": payment.status().map(|s| s.as_str()),
+        "gateway": initiated.map(|i| i.gateway.as_str()),
+        "gateway_ref": payment.gateway_ref(),
+        "refunded_amount": payment.refunded(),
+        "submitted_by": initiated.map(|i| i.submitted_by.as_str()),
+        "created_at": initiated.map(|i| i.initiated_at),
+    })
+}
+
+/// The gateway side of a purchase: a PaymentIntent at the gateway (its
+/// idempotency key derived from our payment id, so a retry finds the same
+/// one), then the payment recorded as initiated under the purchase's claim.
+/// Answers the 201 response and whether the payment append was a replay.
+async fn gateway_purchase(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &CommandContext,
+    claim: &IdempotencyClaim,
+    gateway: &dyn PaymentGateway,
+    p: &GatewayPurchase<'_>,
+    invoice_position: Option<i64>,
+) -> Result<(Response, bool), ApiError> {
+    let intent = gateway
+        .create_payment_intent(&PaymentIntentRequest {
+            amount: p.total.amount,
+            currency: p.total.currency.clone(),
+            invoice_id: p.invoice_id.to_string(),
+            payment_id: p.payment_id.to_string(),
+            account_id: p.account.to_string(),
+            description: format!("{} ({} credits)", p.invoice.number, p.credits),
+            idempotency_key: format!("payment-intent-{}", p.payment_id),
+        })
+        .await?;
+    let done = state
+        .commands
+        .execute::<Payment>(
+            &p.payment_id.to_string(),
+            PaymentCommand::Initiate(Box::new(InitiatePayment {
+                payment_id: p.payment_id,
+                invoice_id: p.invoice_id,
+                account_id: p.account,
+                amount: p.total.clone(),
+                invoice_total: p.total.clone(),
+                method: PaymentMethod::Stripe,
+                gateway: gateway.name().to_owned(),
+                gateway_ref: intent.id.clone(),
+                submitted_by: principal.sub().to_owned(),
+                now: super::now(),
+            })),
+            ctx,
+            Some(claim),
+        )
+        .await
+        .map_err(|e| service_error(e, payment_error))?;
+    state.projector.wake();
+    let payment = state
+        .store
+        .load::<Payment>(&p.payment_id.to_string())
+        .await
+        .map_err(store_error)?
+        .aggregate;
+    if payment.gateway_ref() != Some(intent.id.as_str()) {
+        warn!(payment = %p.payment_id, "the gateway returned another PaymentIntent than the one recorded");
+    }
+    let position = match (invoice_position, done.position()) {
+        (Some(a), Some(b)) => a.max(b),
+        (a, b) => a.or(b).unwrap_or_default(),
+    };
+    let body = json!({
+        "invoice": {
+            "id": p.invoice_id,
+            "number": p.invoice.number,
+            "status": "pending",
+            "currency": p.invoice.currency.as_str(),
+            "subtotal": p.invoice.subtotal,
+            "tax": p.invoice.tax,
+            "total": p.invoice.total,
+            "due_date": p.invoice.due_at,
+        },
+        "payment": gateway_payment_json(p.payment_id, &payment),
+        "client_secret": intent.client_secret,
+        "credits": p.credits,
+        "package": p.package,
+        "position": position,
+    });
+    Ok((
+        (StatusCode::CREATED, Json(body)).into_response(),
+        done.replayed.is_some(),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

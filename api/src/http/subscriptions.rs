@@ -502,18 +502,51 @@ fn subscription_method(raw: &str) -> Result<events::PaymentMethod, ApiError> {
     }
 }
 
-/// STRIPE SEAM (for the integrator): starts the subscription at Stripe and
-/// returns its Stripe subscription id, which [`create`] records in
-/// `SubscriptionCreated`. Called only for `method: "stripe"`, before
-/// anything is written; until a Stripe gateway is wired in here it answers
-/// 503 like credit purchases do.
+/// Starts the subscription at Stripe (docs/adr/0011-payments-gateway.md):
+/// a customer for the account and a subscription to the plan's Stripe
+/// price, both created under idempotency keys derived from our ids, and
+/// records their ids on `subscription` (so `SubscriptionCreated` keeps
+/// them). Called only for `method: "stripe"`, before anything is written;
+/// without a Stripe key it answers 503, and a plan without a Stripe price
+/// 503 too (nothing to subscribe to at Stripe).
 pub async fn start_stripe_subscription(
-    _state: &AppState,
-    _subscription: &CreateSubscription,
+    state: &AppState,
+    subscription: &mut CreateSubscription,
 ) -> Result<Option<String>, ApiError> {
-    Err(ApiError::Unavailable(
-        "stripe is not configured on this server; use bank_transfer or local_wallet".into(),
-    ))
+    let gateway = state.gateways.for_method(events::PaymentMethod::Stripe)?;
+    let catalog = state.catalog.get().await;
+    let price_id = catalog
+        .plan(&subscription.plan.slug)
+        .and_then(|p| p.stripe_price_id.clone())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "the {} plan has no Stripe price; set its stripe_price_id first",
+                subscription.plan.slug
+            ))
+        })?;
+    let holder = billing_account(state, subscription.account_id).await?;
+    let account = subscription.account_id.to_string();
+    let customer = gateway
+        .create_customer(&crate::gateway::CustomerRequest {
+            account_id: account.clone(),
+            name: holder.name.clone(),
+            email: Some(holder.billing_email.clone()),
+            idempotency_key: format!("customer-{account}"),
+        })
+        .await?;
+    let created = gateway
+        .create_subscription(&crate::gateway::SubscriptionRequest {
+            customer_id: customer.clone(),
+            price_id,
+            subscription_id: subscription.subscription_id.to_string(),
+            account_id: account,
+            first_invoice_id: subscription.first_invoice_id.to_string(),
+            idempotency_key: format!("subscription-{}", subscription.subscription_id),
+        })
+        .await?;
+    subscription.stripe_customer_id = Some(customer);
+    Ok(Some(created.id))
 }
 
 // ---------------------------------------------------------------------------
@@ -807,8 +840,10 @@ pub struct CreateRequest {
     /// A plan's slug (`free`, `starter`, `professional`, `enterprise`).
     pub plan: String,
     /// `bank_transfer` or `local_wallet` (pay the first invoice with
-    /// `POST /v1/billing/payments/manual`); `stripe` answers 503 while no
-    /// Stripe key is configured. Not needed for a free plan.
+    /// `POST /v1/billing/payments/manual`), or `stripe` (a Stripe
+    /// subscription; its `invoice.paid` webhook pays ours); `stripe`
+    /// answers 503 while no Stripe key is configured. Not needed for a free
+    /// plan.
     pub method: Option<String>,
     /// For developers: the account (defaults to the token's).
     pub account_id: Option<String>,
@@ -898,7 +933,8 @@ pub async fn create(
             value: format!("{account}/{count}"),
         });
         if method == events::PaymentMethod::Stripe && !free {
-            command.stripe_subscription_id = start_stripe_subscription(&state, &command).await?;
+            command.stripe_subscription_id =
+                start_stripe_subscription(&state, &mut command).await?;
         }
     }
     let done = match execute(

@@ -1,15 +1,592 @@
-//! Stripe webhooks `POST /v1/billing/webhooks/stripe/` (issue 6 item 4).
-//! Placeholder until the module lands.
+//! Stripe webhooks `POST /v1/billing/webhooks/stripe` (SPEC §3, issue 6
+//! item 4; docs/adr/0011-payments-gateway.md).
+//!
+//! No bearer token: the request is authenticated by its `Stripe-Signature`
+//! (HMAC-SHA256 of `{t}.{raw body}` with `STRIPE_WEBHOOK_SECRET`, any of
+//! several `v1` values, 300 s tolerance, constant-time compare). The raw
+//! body is read whole (at most [`WEBHOOK_BODY_BYTES_MAX`]) before it is
+//! parsed, since the signature covers the exact bytes.
+//!
+//! Each Stripe event id is applied once: once handled, it is recorded as
+//! `StripeEventReceived` in the stream `stripe-{evt_id}`, and a redelivery
+//! finds it and answers `{"received": true, "duplicate": true}` without
+//! doing anything. Handling comes before recording, and every step of it
+//! applies at most once (the invoice by its state, grants by their keys,
+//! payments by their state), so a crash between the two, or two deliveries
+//! racing, still changes things once.
 
-use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use events::{Actor, PaymentMethod};
+use ledger::payment::{stripe_event_stream, RefundPayment, StripeEventCommand, StripeEventLog};
+use ledger::{Invoice, Payment, PaymentCommand, PaymentError};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use store::{CommandContext, ServiceError};
+use tracing::{info, warn};
 use utoipa::OpenApi;
+use uuid::Uuid;
 
+use super::billing::{derived_id, payment_error};
+use super::openapi as doc;
+use super::respond::{projection_error, service_error, store_error};
+use crate::error::ApiError;
+use crate::gateway::stripe::{verify_signature, SignatureError};
+use crate::gateway::{from_minor_units, minor_units};
 use crate::AppState;
 
+/// The path of the Stripe webhook: the one `/v1` route without a bearer
+/// token (the OpenAPI `Common` modifier leaves it unsecured).
+pub const STRIPE_WEBHOOK_PATH: &str = "/v1/billing/webhooks/stripe";
+/// Largest webhook body read (Stripe's events are far smaller).
+pub const WEBHOOK_BODY_BYTES_MAX: usize = 256 * 1024;
+/// Most refunds of one `charge.refunded` looked at.
+pub const REFUNDS_PER_CHARGE_MAX: usize = 100;
+/// The event types acted on; any other is recorded and acknowledged.
+pub const HANDLED_TYPES: [&str; 7] = [
+    "invoice.paid",
+    "invoice.payment_failed",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+];
+
 #[derive(OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(stripe))]
 pub struct Api;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/billing/webhooks/stripe", post(stripe))
+}
+
+/// A Stripe event, as sent (the fields we read).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct StripeEventBody {
+    /// `evt_…`
+    pub id: String,
+    /// `invoice.paid`, `payment_intent.succeeded`, …
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: i64,
+    /// `{"object": {...}}`: the Stripe object the event is about.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+fn signature_error(e: SignatureError) -> ApiError {
+    ApiError::InvalidRequest {
+        status: axum::http::StatusCode::BAD_REQUEST,
+        message: format!("invalid webhook signature: {e}"),
+        details: json!({ "field": "Stripe-Signature", "reason": "invalid_signature" }),
+    }
+}
+
+/// A Stripe event id is Stripe's (`evt_` and letters, digits, `_`).
+fn valid_event_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= ledger::payment::STRIPE_EVENT_TEXT_BYTES_MAX
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/billing/webhooks/stripe",
+    tag = "billing",
+    summary = "Stripe webhook: no bearer token; authenticated by `Stripe-Signature`. Each Stripe event id is applied once; invoice.paid, invoice.payment_failed, customer.subscription.updated/deleted, payment_intent.succeeded/payment_failed and charge.refunded are handled, any other type recorded and acknowledged",
+    security(()),
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of {t}.{body}>` (several v1 allowed), within 300 s")),
+    request_body(content = StripeEventBody, description = "A Stripe event, signed as sent (at most 256 KiB)"),
+    responses(
+        (status = 200, description = "`{received: true, duplicate, handled}`; a redelivery is `duplicate: true` and changes nothing", body = Object),
+        (status = 400, description = "`invalid_request`: the signature is missing, malformed, stale or wrong (`details.reason` is `invalid_signature`), or the body is not a Stripe event", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB", body = doc::ErrorBody),
+        (status = 500, description = "`internal`: an unexpected failure; Stripe retries", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: no `STRIPE_WEBHOOK_SECRET` is configured, or the store is unreachable; Stripe retries", body = doc::ErrorBody),
+    ),
+)]
+pub async fn stripe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let secret = state
+        .config
+        .stripe_webhook_secret
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("stripe webhooks are not configured".into()))?;
+    let too_large = ApiError::PayloadTooLarge {
+        limit_bytes: WEBHOOK_BODY_BYTES_MAX,
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > WEBHOOK_BODY_BYTES_MAX) {
+        return Err(too_large);
+    }
+    let bytes = axum::body::to_bytes(body, WEBHOOK_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| too_large)?;
+    // A header that is not text is as good as a malformed one.
+    let signature = headers
+        .get("stripe-signature")
+        .map(|v| v.to_str().unwrap_or(""));
+    verify_signature(signature, &bytes, secret.expose(), Utc::now().timestamp())
+        .map_err(signature_error)?;
+    let event: StripeEventBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a Stripe event: {e}")))?;
+    if !valid_event_id(&event.id)
+        || event.event_type.is_empty()
+        || event.event_type.len() > ledger::payment::STRIPE_EVENT_TEXT_BYTES_MAX
+    {
+        return Err(ApiError::bad_request(
+            "the Stripe event has no valid id or type",
+        ));
+    }
+    let stream = stripe_event_stream(&event.id);
+    let seen = state
+        .store
+        .load::<StripeEventLog>(&stream)
+        .await
+        .map_err(store_error)?
+        .aggregate;
+    if seen.received().is_some() {
+        return Ok(Json(json!({ "received": true, "duplicate": true })).into_response());
+    }
+    let actor = Actor::system("stripe-webhook");
+    let now = super::now();
+    let object = &event.data["object"];
+    let handled = if HANDLED_TYPES.contains(&event.event_type.as_str()) {
+        handle(&state, &actor, &event.event_type, object, now).await?
+    } else {
+        false
+    };
+    let recorded = state
+        .commands
+        .execute::<StripeEventLog>(
+            &stream,
+            StripeEventCommand::Record {
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                created: event.created,
+                handled,
+                now,
+            },
+            &CommandContext::new(actor),
+            None,
+        )
+        .await
+        .map_err(|e| {
+            service_error(e, |e| {
+                ApiError::bad_request(format!("the Stripe event cannot be recorded: {e}"))
+            })
+        })?;
+    state.projector.wake();
+    let duplicate = recorded.events.is_empty();
+    info!(
+        stripe_event = %event.id,
+        event_type = %event.event_type,
+        handled,
+        duplicate,
+        "stripe webhook"
+    );
+    Ok(Json(json!({
+        "received": true,
+        "duplicate": duplicate,
+        "handled": handled,
+        "position": recorded.position(),
+    }))
+    .into_response())
+}
+
+/// Acts on one event; whether it found something of ours to act on.
+async fn handle(
+    state: &AppState,
+    actor: &Actor,
+    event_type: &str,
+    object: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    match event_type {
+        "invoice.paid" => {
+            let Some(invoice_id) = our_invoice(state, object).await? else {
+                return Ok(false);
+            };
+            settled(
+                super::settle::invoice_paid(state, actor, invoice_id, None, PaymentMethod::Stripe)
+                    .await,
+            )
+        }
+        "invoice.payment_failed" => {
+            let Some(invoice_id) = our_invoice(state, object).await? else {
+                return Ok(false);
+            };
+            let reason = object["last_finalization_error"]["message"]
+                .as_str()
+                .unwrap_or("the payment of the Stripe invoice failed");
+            super::subscriptions::on_invoice_payment_failed(state, actor, invoice_id, reason, now)
+                .await?;
+            Ok(true)
+        }
+        "customer.subscription.updated" | "customer.subscription.deleted" => {
+            let Some(stripe_id) = object["id"].as_str() else {
+                return Ok(false);
+            };
+            let Some(id) = super::subscriptions::by_stripe_id(state, stripe_id).await? else {
+                return Ok(false);
+            };
+            if event_type == "customer.subscription.deleted" {
+                super::subscriptions::on_stripe_subscription_deleted(state, actor, id, now).await?;
+            } else {
+                super::subscriptions::on_stripe_subscription_updated(
+                    state,
+                    actor,
+                    id,
+                    object["status"].as_str().unwrap_or(""),
+                    object["cancel_at_period_end"].as_bool().unwrap_or(false),
+                    now,
+                )
+                .await?;
+            }
+            Ok(true)
+        }
+        "payment_intent.succeeded" => payment_succeeded(state, actor, object, now).await,
+        "payment_intent.payment_failed" => payment_failed(state, actor, object, now).await,
+        "charge.refunded" => charge_refunded(state, actor, object, now).await,
+        _ => Ok(false),
+    }
+}
+
+/// A settle that meets an invoice paid by another payment, void or
+/// uncollectible is acknowledged (Stripe would retry a failure forever);
+/// the conflict is logged for staff.
+fn settled(result: Result<super::settle::Settled, ApiError>) -> Result<bool, ApiError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(ApiError::Conflict(why)) => {
+            warn!(reason = %why, "a Stripe payment could not settle its invoice");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn metadata_uuid(object: &Value, field: &str) -> Option<Uuid> {
+    object["metadata"][field]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// The Stripe subscription id of a Stripe invoice (`subscription`, or
+/// `parent.subscription_details.subscription` in newer API versions).
+fn invoice_subscription(object: &Value) -> Option<&str> {
+    object["subscription"]
+        .as_str()
+        .or(object["parent"]["subscription_details"]["subscription"].as_str())
+}
+
+/// Our invoice a Stripe invoice pays: named in its metadata, else the
+/// oldest open invoice of our subscription that Stripe's belongs to.
+async fn our_invoice(state: &AppState, object: &Value) -> Result<Option<Uuid>, ApiError> {
+    if let Some(id) = metadata_uuid(object, "invoice_id") {
+        let exists = state
+            .store
+            .load::<Invoice>(&id.to_string())
+            .await
+            .map_err(store_error)?
+            .aggregate
+            .issued()
+            .is_some();
+        if exists {
+            return Ok(Some(id));
+        }
+    }
+    let Some(stripe_sub) = invoice_subscription(object) else {
+        return Ok(None);
+    };
+    fresh(state).await?;
+    let Some(sub) = super::subscriptions::by_stripe_id(state, stripe_sub).await? else {
+        return Ok(None);
+    };
+    super::subscriptions::open_invoice(state, sub).await
+}
+
+/// Waits (bounded) until the read models have every event written so far.
+async fn fresh(state: &AppState) -> Result<(), ApiError> {
+    let head = state.store.head_position().await.map_err(store_error)?;
+    if state
+        .projector
+        .wait_for(head, std::time::Duration::from_secs(5))
+        .await
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(
+            "the read models are behind; retry shortly".into(),
+        ))
+    }
+}
+
+/// Our payment a PaymentIntent is: by its metadata `payment_id`, else by
+/// its id recorded as the payment's gateway reference. Only a payment whose
+/// recorded PaymentIntent is this one counts.
+async fn our_payment(
+    state: &AppState,
+    intent_id: &str,
+    object: &Value,
+) -> Result<Option<(Uuid, Payment)>, ApiError> {
+    let mut id = metadata_uuid(object, "payment_id");
+    if id.is_none() {
+        fresh(state).await?;
+        id = state
+            .read_models
+            .payment_by_gateway_ref(intent_id)
+            .await
+            .map_err(projection_error)?
+            .and_then(|p| Uuid::parse_str(&p.id).ok());
+    }
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let payment = state
+        .store
+        .load::<Payment>(&id.to_string())
+        .await
+        .map_err(store_error)?
+        .aggregate;
+    if payment.gateway_ref() != Some(intent_id) {
+        warn!(payment = %id, intent = intent_id, "a PaymentIntent names a payment that is not its own");
+        return Ok(None);
+    }
+    Ok(Some((id, payment)))
+}
+
+async fn payment_command(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    command: PaymentCommand,
+) -> Result<Option<i64>, ServiceError<PaymentError>> {
+    let done = state
+        .commands
+        .execute::<Payment>(
+            &id.to_string(),
+            command,
+            &CommandContext::new(actor.clone()),
+            None,
+        )
+        .await?;
+    state.projector.wake();
+    Ok(done.position())
+}
+
+/// `payment_intent.succeeded`: the payment succeeded (once), then the
+/// invoice is paid and what it buys granted (once).
+async fn payment_succeeded(
+    state: &AppState,
+    actor: &Actor,
+    object: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    let Some(intent_id) = object["id"].as_str() else {
+        return Ok(false);
+    };
+    let Some((id, payment)) = our_payment(state, intent_id, object).await? else {
+        return Ok(false);
+    };
+    let (Some(amount), Some(invoice_id)) = (payment.amount().cloned(), payment.invoice_id()) else {
+        return Ok(false);
+    };
+    // What Stripe received must be what the invoice asks, in its currency.
+    let expected = minor_units(amount.amount, &amount.currency).map_err(ApiError::from)?;
+    let received = object["amount_received"]
+        .as_i64()
+        .or(object["amount"].as_i64());
+    let currency = object["currency"].as_str().unwrap_or("");
+    if received != Some(expected) || !currency.eq_ignore_ascii_case(amount.currency.as_str()) {
+        warn!(payment = %id, ?received, expected, currency, "a PaymentIntent's amount does not match its payment; not settled");
+        return Ok(false);
+    }
+    match payment_command(
+        state,
+        actor,
+        id,
+        PaymentCommand::MarkSucceeded {
+            gateway_ref: object["latest_charge"].as_str().map(str::to_owned),
+            now,
+        },
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ServiceError::Domain(e @ PaymentError::NotPending { .. })) => {
+            warn!(payment = %id, error = %e, "a succeeded PaymentIntent of a cancelled payment");
+            return Ok(false);
+        }
+        Err(e) => return Err(service_error(e, payment_error)),
+    }
+    settled(
+        super::settle::invoice_paid(state, actor, invoice_id, Some(id), PaymentMethod::Stripe)
+            .await,
+    )
+}
+
+/// `payment_intent.payment_failed`: the payment failed with Stripe's
+/// reason; a subscription's invoice makes its subscription past_due.
+async fn payment_failed(
+    state: &AppState,
+    actor: &Actor,
+    object: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    let Some(intent_id) = object["id"].as_str() else {
+        return Ok(false);
+    };
+    let Some((id, payment)) = our_payment(state, intent_id, object).await? else {
+        return Ok(false);
+    };
+    let error = &object["last_payment_error"];
+    let reason = match (error["code"].as_str(), error["message"].as_str()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_owned(),
+        (None, Some(m)) => m.to_owned(),
+        (None, None) => "the payment failed at Stripe".to_owned(),
+    };
+    match payment_command(
+        state,
+        actor,
+        id,
+        PaymentCommand::MarkFailed {
+            reason: reason.clone(),
+            now,
+        },
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ServiceError::Domain(
+            e @ (PaymentError::AlreadySucceeded | PaymentError::NotPending { .. }),
+        )) => {
+            warn!(payment = %id, error = %e, "a failed PaymentIntent of a settled payment");
+            return Ok(false);
+        }
+        Err(e) => return Err(service_error(e, payment_error)),
+    }
+    if let Some(invoice_id) = payment.invoice_id() {
+        super::subscriptions::on_invoice_payment_failed(state, actor, invoice_id, &reason, now)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// `charge.refunded`: refunds made at Stripe are recorded on the payment
+/// (credits are never revoked here: only an admin's refund does that). Each
+/// Stripe refund is recorded once, by its `re_…` id when the charge lists
+/// them, else the cumulative `amount_refunded` beyond what we recorded.
+async fn charge_refunded(
+    state: &AppState,
+    actor: &Actor,
+    object: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    let Some(intent_id) = object["payment_intent"].as_str() else {
+        return Ok(false);
+    };
+    let Some((id, payment)) = our_payment(state, intent_id, object).await? else {
+        return Ok(false);
+    };
+    let Some(currency) = payment.amount().map(|m| m.currency.clone()) else {
+        return Ok(false);
+    };
+    let refund = |refund_id: Uuid, amount: Decimal, gateway_ref: Option<String>| {
+        PaymentCommand::Refund(Box::new(RefundPayment {
+            refund_id,
+            amount,
+            revoke_credits: false,
+            revoked_credits: 0,
+            reason: Some("refunded at Stripe".into()),
+            by: "stripe".into(),
+            gateway_refund_ref: gateway_ref,
+            now,
+        }))
+    };
+    let mut commands = Vec::new();
+    match object["refunds"]["data"].as_array() {
+        Some(refunds) => {
+            for r in refunds.iter().take(REFUNDS_PER_CHARGE_MAX) {
+                let (Some(re), Some(minor)) = (r["id"].as_str(), r["amount"].as_i64()) else {
+                    continue;
+                };
+                commands.push(refund(
+                    derived_id(&["stripe-refund", re]),
+                    from_minor_units(minor, &currency),
+                    Some(re.to_owned()),
+                ));
+            }
+        }
+        None => {
+            let Some(total) = object["amount_refunded"].as_i64() else {
+                return Ok(false);
+            };
+            let beyond = from_minor_units(total, &currency) - payment.refunded();
+            if beyond > Decimal::ZERO {
+                commands.push(refund(
+                    derived_id(&["stripe-refund", intent_id, &total.to_string()]),
+                    beyond,
+                    None,
+                ));
+            }
+        }
+    }
+    let mut handled = false;
+    for command in commands {
+        match payment_command(state, actor, id, command).await {
+            Ok(_) => handled = true,
+            Err(ServiceError::Domain(
+                e @ (PaymentError::RefundExceedsPaid { .. } | PaymentError::NotRefundable { .. }),
+            )) => {
+                // Already recorded by the admin refund that caused it, or
+                // a payment we never saw succeed: nothing more to record.
+                warn!(payment = %id, error = %e, "a Stripe refund not recorded");
+            }
+            Err(e) => return Err(service_error(e, payment_error)),
+        }
+    }
+    Ok(handled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_event_ids_are_letters_digits_and_underscores() {
+        assert!(valid_event_id("evt_1NAbc"));
+        assert!(!valid_event_id(""));
+        assert!(!valid_event_id("evt/../x"));
+        assert!(!valid_event_id(&"e".repeat(300)));
+    }
+
+    #[test]
+    fn a_stripe_invoice_names_its_subscription_in_either_api_version() {
+        assert_eq!(
+            invoice_subscription(&json!({ "subscription": "sub_1" })),
+            Some("sub_1")
+        );
+        assert_eq!(
+            invoice_subscription(
+                &json!({ "parent": { "subscription_details": { "subscription": "sub_2" } } })
+            ),
+            Some("sub_2")
+        );
+        assert_eq!(invoice_subscription(&json!({})), None);
+    }
 }

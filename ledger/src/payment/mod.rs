@@ -1,11 +1,21 @@
 //! The payment aggregate (one stream per payment). Manual payments (bank
 //! transfer, local wallet) are submitted by the customer and approved or
 //! rejected by a developer who is not the submitter (maker-checker).
+//! Gateway payments (Stripe) are initiated once the gateway holds them and
+//! succeed or fail as the gateway reports (docs/adr/0011). A succeeded
+//! payment takes refunds whose sum never exceeds its amount.
+//! [`StripeEventLog`] records each Stripe webhook event once.
 
 mod aggregate;
+mod stripe_event;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{
-    Payment, PaymentCommand, PaymentError, SubmitManualPayment, REFERENCE_BYTES_MAX,
+    InitiatePayment, Payment, PaymentCommand, PaymentError, RefundPayment, SubmitManualPayment,
+    GATEWAY_TEXT_BYTES_MAX, REFERENCE_BYTES_MAX, REFUNDS_PER_PAYMENT_MAX,
+};
+pub use stripe_event::{
+    stripe_event_stream, StripeEventCommand, StripeEventError, StripeEventLog,
+    STRIPE_EVENT_TEXT_BYTES_MAX,
 };
