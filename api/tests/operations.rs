@@ -79,6 +79,13 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/billing/run-periods"),
     ("post", "/v1/admin/payments/{payment_id}/refund"),
     ("post", WEBHOOK),
+    ("get", "/v1/billing/payment-methods"),
+    ("get", "/v1/admin/payment-method-configs"),
+    (
+        "put",
+        "/v1/admin/payment-method-configs/{country}/{method}",
+    ),
+    ("get", "/v1/admin/billing/stats"),
 ];
 
 /// The one `/v1` route without a bearer token: Stripe signs it instead.
@@ -328,7 +335,9 @@ async fn every_documented_v1_route_is_routed_and_asks_for_a_token() {
             .replace("{invoice_id}", &some_id)
             .replace("{payment_id}", &some_id)
             .replace("{slug}", "pro")
-            .replace("{operation}", "article_generation");
+            .replace("{operation}", "article_generation")
+            .replace("{country}", "DE")
+            .replace("{method}", "bank_transfer");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = server
             .http
@@ -1200,6 +1209,46 @@ async fn live_requests_and_responses_match_the_documented_schemas() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+
+    // Payment methods and billing stats (docs/adr/0013).
+    let saved = api
+        .call(
+            "put",
+            "/v1/admin/payment-method-configs/{country}/{method}",
+            "/v1/admin/payment-method-configs/DE/bank_transfer",
+            &dev,
+            None,
+            Some(json!({
+                "display_name": "SEPA",
+                "instructions": "Pay {amount} {currency}, reference {reference}",
+                "bank_name": "Acme Bank",
+                "account_number": "DE89370400440532013000",
+                "swift": "COBADEFFXXX",
+                "sort_order": 1,
+            })),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    for (template, path, token) in [
+        (
+            "/v1/billing/payment-methods",
+            "/v1/billing/payment-methods",
+            &owner,
+        ),
+        (
+            "/v1/admin/payment-method-configs",
+            "/v1/admin/payment-method-configs?country=DE",
+            &dev,
+        ),
+        (
+            "/v1/admin/billing/stats",
+            "/v1/admin/billing/stats?from=2020-01-01T00:00:00Z",
+            &dev,
+        ),
+    ] {
+        let r = api.call("get", template, path, token, None, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
 
     // Errors are documented where they happen.
     let r = api

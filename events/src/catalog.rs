@@ -1,11 +1,13 @@
 //! Events of the catalog aggregate: plans, credit packages and the versioned
-//! credit cost table (one stream, id [`CATALOG_ID`]).
+//! credit cost table, and the payment methods offered per country (one
+//! stream, id [`CATALOG_ID`]).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::billing::PaymentMethod;
 use crate::types::{CostUnit, Money, OperationKey};
 use crate::EVENT_VERSION_1;
 
@@ -102,12 +104,45 @@ pub struct CatalogSeeded {
     pub at: DateTime<Utc>,
 }
 
+/// The country of a payment method row that applies to every country
+/// without a row of its own.
+pub const ANY_COUNTRY: &str = "*";
+
+/// How one payment method is offered in one country (SPEC §2): `country`
+/// is an ISO 3166-1 alpha-2 code or [`ANY_COUNTRY`]. The bank fields are
+/// shown with the instructions of manual methods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentMethodConfig {
+    pub country: String,
+    pub method: PaymentMethod,
+    pub enabled: bool,
+    pub display_name: String,
+    /// May contain `{amount}`, `{currency}` and `{reference}`, filled in
+    /// when a payment is submitted.
+    pub instructions: Option<String>,
+    pub bank_name: Option<String>,
+    pub account_number: Option<String>,
+    pub routing_number: Option<String>,
+    pub swift: Option<String>,
+    pub sort_order: i32,
+}
+
+/// A payment method row was created or replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentMethodConfigured {
+    pub config: PaymentMethodConfig,
+    pub previous: Option<PaymentMethodConfig>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogEvent {
     CatalogSeeded(CatalogSeeded),
     PlanUpserted(PlanUpserted),
     CreditPackageUpserted(CreditPackageUpserted),
     CreditCostSet(CreditCostSet),
+    PaymentMethodConfigured(PaymentMethodConfigured),
 }
 
 impl CatalogEvent {
@@ -117,6 +152,7 @@ impl CatalogEvent {
             Self::PlanUpserted(_) => "PlanUpserted",
             Self::CreditPackageUpserted(_) => "CreditPackageUpserted",
             Self::CreditCostSet(_) => "CreditCostSet",
+            Self::PaymentMethodConfigured(_) => "PaymentMethodConfigured",
         }
     }
 }

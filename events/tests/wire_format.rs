@@ -22,7 +22,7 @@ use events::{
     Currency, GrantSource, HoldCaptured, HoldReleased, IdempotencyKey, InvoiceEvent, InvoiceIssued,
     InvoiceLine, InvoiceMarkedUncollectible, InvoicePaid, InvoiceStatus, InvoiceVoided, LotDraw,
     Money, OperationKey, PaymentApproved, PaymentEvent, PaymentMethod, PaymentRejected,
-    PaymentSubmitted, Plan, PlanChanged, PlanLimits, PlanUpserted, ReleaseReason, Usage,
+    PaymentMethodConfig, PaymentMethodConfigured, PaymentSubmitted, Plan, PlanChanged, PlanLimits, PlanUpserted, ReleaseReason, Usage,
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -292,7 +292,28 @@ fn catalog_samples() -> Vec<CatalogEvent> {
             actor: "admin@acme.test".into(),
             at: at(1, 3),
         }),
+        CatalogEvent::PaymentMethodConfigured(PaymentMethodConfigured {
+            config: payment_method_config("DE", "SEPA-Überweisung"),
+            previous: Some(payment_method_config("DE", "Überweisung")),
+            actor: "admin@acme.test".into(),
+            at: at(1, 4),
+        }),
     ]
+}
+
+fn payment_method_config(country: &str, name: &str) -> PaymentMethodConfig {
+    PaymentMethodConfig {
+        country: country.into(),
+        method: PaymentMethod::BankTransfer,
+        enabled: true,
+        display_name: name.into(),
+        instructions: Some("Transfer {amount} {currency} with reference {reference}".into()),
+        bank_name: Some("Acme Bank".into()),
+        account_number: Some("DE89370400440532013000".into()),
+        routing_number: Some("37040044".into()),
+        swift: Some("COBADEFFXXX".into()),
+        sort_order: 10,
+    }
 }
 
 /// Every variant by name. The match has no wildcard, so a new variant does
@@ -325,10 +346,11 @@ fn catalog_variant(e: &CatalogEvent) -> &'static str {
         CatalogEvent::PlanUpserted(_) => "PlanUpserted",
         CatalogEvent::CreditPackageUpserted(_) => "CreditPackageUpserted",
         CatalogEvent::CreditCostSet(_) => "CreditCostSet",
+        CatalogEvent::PaymentMethodConfigured(_) => "PaymentMethodConfigured",
     }
 }
 
-const CATALOG_VARIANTS: usize = 4;
+const CATALOG_VARIANTS: usize = 5;
 
 fn invoice_samples() -> Vec<InvoiceEvent> {
     vec![
@@ -605,6 +627,7 @@ fn catalog_event_types_and_versions_are_the_literal_stored_strings() {
         "PlanUpserted",
         "CreditPackageUpserted",
         "CreditCostSet",
+        "PaymentMethodConfigured",
     ];
     let samples = catalog_samples();
     assert_eq!(samples.len(), expected.len());

@@ -15,6 +15,7 @@ pub mod billing;
 pub mod bulk;
 mod projector;
 mod queries;
+pub mod stats;
 pub mod subscriptions;
 
 pub use projector::{Projector, ProjectorHandle, PROJECTION_NAME, PROJECTOR_BATCH_EVENTS};

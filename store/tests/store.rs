@@ -242,7 +242,9 @@ async fn the_catalog_is_seeded_once_even_by_racing_starts(store: &Store) {
         .filter(|e| e.event_type == "CatalogSeeded")
         .count();
     assert_eq!(seeded, 1);
-    assert_eq!(SEED_VERSION, 1);
+    assert_eq!(SEED_VERSION, 2);
+    assert_eq!(catalog.aggregate.seed_version(), SEED_VERSION);
+    assert_eq!(catalog.aggregate.payment_methods().count(), 4);
 }
 on_both_stores!(the_catalog_is_seeded_once_even_by_racing_starts);
 

@@ -396,22 +396,6 @@ pub struct PurchaseRequest {
     pub method: String,
 }
 
-/// Instructions shown for a manual payment.
-fn instructions(method: PaymentMethod, number: &str, total: &Money) -> String {
-    match method {
-        PaymentMethod::LocalWallet => format!(
-            "Pay {} {} from your local wallet with reference {number}; it is credited once staff approve it.",
-            total.amount,
-            total.currency.as_str()
-        ),
-        _ => format!(
-            "Transfer {} {} to the seller's bank account with reference {number}; it is credited once staff approve it.",
-            total.amount,
-            total.currency.as_str()
-        ),
-    }
-}
-
 /// The manual method named by the body, or the reason it cannot be used.
 fn manual_method(raw: &str) -> Result<PaymentMethod, ApiError> {
     match PaymentMethod::parse(raw) {
@@ -498,6 +482,7 @@ pub async fn purchase(
         .ok_or_else(|| ApiError::NotFound(format!("no active credit package {:?}", req.package)))?
         .clone();
     let holder = billing_account(&state, account).await?;
+    let terms = super::payment_methods::method_terms(&state, account, method).await?;
     let plan = catalog.plan(&holder.plan);
     if !plan.is_some_and(|p| p.allow_credit_topup) {
         return Err(ApiError::Forbidden(format!(
@@ -593,7 +578,7 @@ pub async fn purchase(
                 method,
                 reference: Some(invoice.number.clone()),
                 submitted_by: principal.sub().to_owned(),
-                instructions: Some(instructions(method, &invoice.number, &total)),
+                instructions: Some(terms.instructions(&invoice.number, &total)),
                 now,
             })),
             &ctx,
@@ -830,6 +815,7 @@ pub async fn manual_payment(
         Some(c) => Currency::parse(c).map_err(|e| ApiError::invalid_field("currency", e.reason))?,
         None => issued.currency.clone(),
     };
+    let terms = super::payment_methods::method_terms(&state, account, method).await?;
     let payment_id = derived_id(&["manual-payment", &account.to_string(), key.as_str()]);
     let claim = claim(&key, "payments/manual", &body.canonical);
     let ctx = CommandContext::new(principal.actor());
@@ -861,8 +847,7 @@ pub async fn manual_payment(
                 method,
                 reference: Some(req.reference.clone()),
                 submitted_by: principal.sub().to_owned(),
-                instructions: Some(instructions(
-                    method,
+                instructions: Some(terms.instructions(
                     &issued.number,
                     &Money::new(issued.total, issued.currency.clone()),
                 )),

@@ -336,6 +336,7 @@ pub fn catalog_command_name(command: &ledger::CatalogCommand) -> &'static str {
         C::UpsertPlan { .. } => "upsert_plan",
         C::UpsertPackage { .. } => "upsert_package",
         C::SetCreditCost { .. } => "set_credit_cost",
+        C::ConfigurePaymentMethod { .. } => "configure_payment_method",
     }
 }
 

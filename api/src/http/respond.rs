@@ -101,6 +101,10 @@ pub fn catalog_error(e: CatalogError) -> ApiError {
         e @ CatalogError::Negative { field: f } => field(f, e),
         e @ CatalogError::InvalidDiscount => field("discount_percent", e),
         e @ CatalogError::InvalidCost { .. } => field("cost", e),
+        e @ CatalogError::InvalidCountry => field("country", e),
+        e @ CatalogError::FieldLength { field: f, .. } => field(f, e),
+        e @ CatalogError::InvalidSwift => field("swift", e),
+        e @ CatalogError::InvalidSortOrder { .. } => field("sort_order", e),
     }
 }
 

@@ -5,15 +5,20 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
     CatalogEvent, CatalogSeeded, CostEntry, CostUnit, CreditCostSet, CreditPackage,
-    CreditPackageUpserted, OperationKey, Plan, PlanUpserted, CATALOG_AGGREGATE_TYPE,
+    CreditPackageUpserted, OperationKey, PaymentMethod, PaymentMethodConfig,
+    PaymentMethodConfigured, Plan, PlanUpserted, ANY_COUNTRY, CATALOG_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::{default_costs, default_packages, default_plans};
+use super::payment_methods::{check_config, config_key, default_payment_methods};
 
-/// The version of the default catalog written by `SeedDefaults`.
-pub const SEED_VERSION: u32 = 1;
+/// The version of the default catalog written by `SeedDefaults`. Version 1
+/// is the plans, packages and cost table; version 2 adds the payment
+/// methods of every country (`*`). A catalog seeded at an older version
+/// gets only the steps it lacks, once.
+pub const SEED_VERSION: u32 = 2;
 /// Highest cost, in credits per unit, that a cost row may have.
 pub const COST_MAX: i64 = 1_000_000;
 const SLUG_BYTES_MAX: usize = 64;
@@ -39,6 +44,12 @@ pub enum CatalogCommand {
         actor: String,
         now: DateTime<Utc>,
     },
+    /// Create or replace the row of one (country, method).
+    ConfigurePaymentMethod {
+        config: PaymentMethodConfig,
+        actor: String,
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,21 +62,81 @@ pub enum CatalogError {
     InvalidDiscount,
     #[error("cost must be between 0 and {COST_MAX} credits per unit, got {cost}")]
     InvalidCost { cost: i64 },
+    #[error("country must be an ISO 3166-1 alpha-2 code in upper case, or *")]
+    InvalidCountry,
+    #[error("{field} must be 1 to {max_bytes} bytes")]
+    FieldLength {
+        field: &'static str,
+        max_bytes: usize,
+    },
+    #[error("swift must be a BIC of 8 or 11 upper-case letters and digits")]
+    InvalidSwift,
+    #[error("sort_order must be between 0 and {max}, got {sort_order}", max = super::payment_methods::SORT_ORDER_MAX)]
+    InvalidSortOrder { sort_order: i32 },
 }
 
 /// Plans, packages and the cost table, folded from the catalog stream.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Catalog {
     seeded: bool,
+    /// The highest `CatalogSeeded::seed_version` applied.
+    #[serde(default)]
+    seed_version: u32,
     plans: BTreeMap<String, Plan>,
     packages: BTreeMap<String, CreditPackage>,
     costs: BTreeMap<OperationKey, CostEntry>,
     cost_version: u64,
+    /// Payment method rows by `"{country}/{method}"`.
+    #[serde(default)]
+    payment_methods: BTreeMap<String, PaymentMethodConfig>,
 }
 
 impl Catalog {
     pub fn is_seeded(&self) -> bool {
         self.seeded
+    }
+    /// The version of the defaults written so far (0 before any seed).
+    pub fn seed_version(&self) -> u32 {
+        self.seed_version
+    }
+    /// Every payment method row, by country then method.
+    pub fn payment_methods(&self) -> impl Iterator<Item = &PaymentMethodConfig> {
+        self.payment_methods.values()
+    }
+    /// The row of exactly this (country, method), `*` not consulted.
+    pub fn payment_method(
+        &self,
+        country: &str,
+        method: PaymentMethod,
+    ) -> Option<&PaymentMethodConfig> {
+        self.payment_methods.get(&config_key(country, method))
+    }
+    /// The row that applies to `method` in `country`: the country's own,
+    /// else the `*` row.
+    pub fn payment_method_for(
+        &self,
+        country: &str,
+        method: PaymentMethod,
+    ) -> Option<&PaymentMethodConfig> {
+        self.payment_method(country, method)
+            .or_else(|| self.payment_method(ANY_COUNTRY, method))
+    }
+    /// The rows that apply in `country` (enabled or not), one per method,
+    /// the country's own overriding `*`, by sort order then method name.
+    pub fn payment_methods_for(&self, country: &str) -> Vec<&PaymentMethodConfig> {
+        let mut by_method: BTreeMap<&'static str, &PaymentMethodConfig> = BTreeMap::new();
+        for c in self.payment_methods.values() {
+            if c.country == ANY_COUNTRY {
+                by_method.entry(c.method.as_str()).or_insert(c);
+            } else if c.country == country {
+                by_method.insert(c.method.as_str(), c);
+            }
+        }
+        let mut rows: Vec<&PaymentMethodConfig> = by_method.into_values().collect();
+        rows.sort_by(|a, b| {
+            (a.sort_order, a.method.as_str()).cmp(&(b.sort_order, b.method.as_str()))
+        });
+        rows
     }
     pub fn plan(&self, slug: &str) -> Option<&Plan> {
         self.plans.get(slug)
@@ -142,6 +213,76 @@ impl Catalog {
         Ok(())
     }
 
+    /// Seed version 1: the plans, packages and cost table, skipping any
+    /// entry that already exists.
+    async fn seed_v1(
+        &mut self,
+        actor: &str,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), CatalogError> {
+        for plan in default_plans() {
+            if self.plans.contains_key(&plan.slug) {
+                continue;
+            }
+            sink.write(
+                CatalogEvent::PlanUpserted(PlanUpserted {
+                    plan,
+                    previous: None,
+                    actor: actor.to_owned(),
+                    at: now,
+                }),
+                self,
+            )
+            .await;
+        }
+        for package in default_packages() {
+            if self.packages.contains_key(&package.slug) {
+                continue;
+            }
+            sink.write(
+                CatalogEvent::CreditPackageUpserted(CreditPackageUpserted {
+                    package,
+                    previous: None,
+                    actor: actor.to_owned(),
+                    at: now,
+                }),
+                self,
+            )
+            .await;
+        }
+        for (operation, cost, unit) in default_costs() {
+            if !self.costs.contains_key(&operation) {
+                self.set_cost(operation, cost, unit, actor, now, sink)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seed version 2: the payment methods of every country (`*`), skipping
+    /// any row an operator already wrote.
+    async fn seed_v2(&mut self, actor: &str, now: DateTime<Utc>, sink: &EventSink<Self>) {
+        for config in default_payment_methods() {
+            if self
+                .payment_methods
+                .contains_key(&config_key(&config.country, config.method))
+            {
+                continue;
+            }
+            sink.write(
+                CatalogEvent::PaymentMethodConfigured(PaymentMethodConfigured {
+                    config,
+                    previous: None,
+                    actor: actor.to_owned(),
+                    at: now,
+                }),
+                self,
+            )
+            .await;
+        }
+    }
+
     async fn set_cost(
         &mut self,
         operation: OperationKey,
@@ -195,44 +336,20 @@ impl Aggregate for Catalog {
     ) -> Result<(), Self::Error> {
         match command {
             CatalogCommand::SeedDefaults { actor, now } => {
-                if self.seeded {
+                // A catalog seeded before versions were counted is at 1.
+                let from = if self.seeded {
+                    self.seed_version.max(1)
+                } else {
+                    0
+                };
+                if from >= SEED_VERSION {
                     return Ok(());
                 }
-                for plan in default_plans() {
-                    if self.plans.contains_key(&plan.slug) {
-                        continue;
-                    }
-                    sink.write(
-                        CatalogEvent::PlanUpserted(PlanUpserted {
-                            plan,
-                            previous: None,
-                            actor: actor.clone(),
-                            at: now,
-                        }),
-                        self,
-                    )
-                    .await;
+                if from < 1 {
+                    self.seed_v1(&actor, now, sink).await?;
                 }
-                for package in default_packages() {
-                    if self.packages.contains_key(&package.slug) {
-                        continue;
-                    }
-                    sink.write(
-                        CatalogEvent::CreditPackageUpserted(CreditPackageUpserted {
-                            package,
-                            previous: None,
-                            actor: actor.clone(),
-                            at: now,
-                        }),
-                        self,
-                    )
-                    .await;
-                }
-                for (operation, cost, unit) in default_costs() {
-                    if !self.costs.contains_key(&operation) {
-                        self.set_cost(operation, cost, unit, &actor, now, sink)
-                            .await?;
-                    }
+                if from < 2 {
+                    self.seed_v2(&actor, now, sink).await;
                 }
                 sink.write(
                     CatalogEvent::CatalogSeeded(CatalogSeeded {
@@ -242,6 +359,25 @@ impl Aggregate for Catalog {
                     self,
                 )
                 .await;
+            }
+            CatalogCommand::ConfigurePaymentMethod { config, actor, now } => {
+                check_config(&config)?;
+                let previous = self
+                    .payment_methods
+                    .get(&config_key(&config.country, config.method))
+                    .cloned();
+                if previous.as_ref() != Some(&config) {
+                    sink.write(
+                        CatalogEvent::PaymentMethodConfigured(PaymentMethodConfigured {
+                            config,
+                            previous,
+                            actor,
+                            at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
             }
             CatalogCommand::UpsertPlan { plan, actor, now } => {
                 Self::check_plan(&plan)?;
@@ -295,7 +431,14 @@ impl Aggregate for Catalog {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            CatalogEvent::CatalogSeeded(_) => self.seeded = true,
+            CatalogEvent::CatalogSeeded(e) => {
+                self.seeded = true;
+                self.seed_version = self.seed_version.max(e.seed_version);
+            }
+            CatalogEvent::PaymentMethodConfigured(e) => {
+                self.payment_methods
+                    .insert(config_key(&e.config.country, e.config.method), e.config);
+            }
             CatalogEvent::PlanUpserted(e) => {
                 self.plans.insert(e.plan.slug.clone(), e.plan);
             }

@@ -6,7 +6,8 @@ use cqrs_es::test::{AggregateResultValidator, TestFramework};
 use cqrs_es::Aggregate;
 use events::{
     BillingCycle, CatalogEvent, CatalogSeeded, CostEntry, CostUnit, CreditCostSet, CreditPackage,
-    CreditPackageUpserted, Money, OperationKey, Plan, PlanLimits, PlanUpserted,
+    CreditPackageUpserted, Money, OperationKey, PaymentMethod, PaymentMethodConfig,
+    PaymentMethodConfigured, Plan, PlanLimits, PlanUpserted,
 };
 use rust_decimal::Decimal;
 
@@ -157,7 +158,8 @@ fn package_upserted(package: CreditPackage, previous: Option<CreditPackage>) -> 
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn seeding_writes_four_plans_four_packages_nine_costs_and_catalog_seeded() {
+async fn seeding_writes_four_plans_four_packages_nine_costs_four_payment_methods_and_catalog_seeded(
+) {
     let mut expected = Vec::new();
     for plan in default_plans() {
         expected.push(CatalogEvent::PlanUpserted(PlanUpserted {
@@ -188,11 +190,21 @@ async fn seeding_writes_four_plans_four_packages_nine_costs_and_catalog_seeded()
             at: at(1),
         }));
     }
+    for config in default_payment_methods() {
+        expected.push(CatalogEvent::PaymentMethodConfigured(
+            PaymentMethodConfigured {
+                config,
+                previous: None,
+                actor: "system".into(),
+                at: at(1),
+            },
+        ));
+    }
     expected.push(CatalogEvent::CatalogSeeded(CatalogSeeded {
         seed_version: SEED_VERSION,
         at: at(1),
     }));
-    assert_eq!(expected.len(), 4 + 4 + 9 + 1);
+    assert_eq!(expected.len(), 4 + 4 + 9 + 4 + 1);
     when(vec![], seed(1)).await.then_expect_events(expected);
 }
 
@@ -641,4 +653,291 @@ async fn replaying_the_catalog_twice_gives_the_same_state() {
     events.push(plan_upserted(custom_plan(), None));
     assert_eq!(fold(&events), fold(&events));
     assert_eq!(fold(&events).cost_version(), 10);
+}
+
+// ---------------------------------------------------------------------------
+// Seed versions and payment methods
+// ---------------------------------------------------------------------------
+
+/// The events of a catalog seeded by version 1 (before payment methods).
+async fn seeded_v1() -> Vec<CatalogEvent> {
+    seeded()
+        .await
+        .into_iter()
+        .filter(|e| !matches!(e, CatalogEvent::PaymentMethodConfigured(_)))
+        .map(|e| match e {
+            CatalogEvent::CatalogSeeded(s) => CatalogEvent::CatalogSeeded(CatalogSeeded {
+                seed_version: 1,
+                ..s
+            }),
+            e => e,
+        })
+        .collect()
+}
+
+fn bank(country: &str, enabled: bool, sort_order: i32) -> PaymentMethodConfig {
+    PaymentMethodConfig {
+        country: country.into(),
+        method: PaymentMethod::BankTransfer,
+        enabled,
+        display_name: format!("Bank transfer ({country})"),
+        instructions: Some("Pay {amount} {currency}, reference {reference}".into()),
+        bank_name: Some("Acme Bank".into()),
+        account_number: Some("DE89370400440532013000".into()),
+        routing_number: Some("37040044".into()),
+        swift: Some("COBADEFFXXX".into()),
+        sort_order,
+    }
+}
+
+fn configure(config: PaymentMethodConfig) -> CatalogCommand {
+    CatalogCommand::ConfigurePaymentMethod {
+        config,
+        actor: "admin@acme.test".into(),
+        now: at(6),
+    }
+}
+
+fn configured(
+    config: PaymentMethodConfig,
+    previous: Option<PaymentMethodConfig>,
+) -> CatalogEvent {
+    CatalogEvent::PaymentMethodConfigured(PaymentMethodConfigured {
+        config,
+        previous,
+        actor: "admin@acme.test".into(),
+        at: at(6),
+    })
+}
+
+#[tokio::test]
+async fn a_catalog_seeded_at_version_one_gets_only_the_payment_methods_once() {
+    let mut expected: Vec<CatalogEvent> = default_payment_methods()
+        .into_iter()
+        .map(|config| {
+            CatalogEvent::PaymentMethodConfigured(PaymentMethodConfigured {
+                config,
+                previous: None,
+                actor: "system".into(),
+                at: at(7),
+            })
+        })
+        .collect();
+    expected.push(CatalogEvent::CatalogSeeded(CatalogSeeded {
+        seed_version: 2,
+        at: at(7),
+    }));
+    let given = seeded_v1().await;
+    assert_eq!(fold(&given).seed_version(), 1);
+    when(given.clone(), seed(7))
+        .await
+        .then_expect_events(expected.clone());
+    let mut all = given;
+    all.extend(expected);
+    let catalog = fold(&all);
+    assert_eq!(catalog.seed_version(), SEED_VERSION);
+    assert_eq!(catalog.payment_methods().count(), 4);
+    when(all, seed(8)).await.then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn the_payment_method_seed_keeps_a_row_an_operator_wrote_before_it() {
+    let mut given = seeded_v1().await;
+    let own = PaymentMethodConfig {
+        country: "*".into(),
+        ..bank("*", false, 5)
+    };
+    given.push(configured(own.clone(), None));
+    let events = when(given.clone(), seed(7)).await.inspect_result().unwrap();
+    let methods: Vec<PaymentMethod> = events
+        .iter()
+        .filter_map(|e| match e {
+            CatalogEvent::PaymentMethodConfigured(c) => Some(c.config.method),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            PaymentMethod::Stripe,
+            PaymentMethod::LocalWallet,
+            PaymentMethod::Paypal
+        ]
+    );
+    given.extend(events);
+    assert_eq!(
+        fold(&given).payment_method("*", PaymentMethod::BankTransfer),
+        Some(&own)
+    );
+}
+
+#[tokio::test]
+async fn the_seeded_methods_offer_stripe_bank_transfer_and_local_wallet_but_not_paypal() {
+    let catalog = fold(&seeded().await);
+    let rows: Vec<(PaymentMethod, bool)> = catalog
+        .payment_methods_for("BR")
+        .into_iter()
+        .map(|c| (c.method, c.enabled))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (PaymentMethod::Stripe, true),
+            (PaymentMethod::BankTransfer, true),
+            (PaymentMethod::LocalWallet, true),
+            (PaymentMethod::Paypal, false),
+        ]
+    );
+    let bank = catalog
+        .payment_method_for("BR", PaymentMethod::BankTransfer)
+        .unwrap();
+    assert!(bank.instructions.as_deref().unwrap().contains("{reference}"));
+}
+
+#[tokio::test]
+async fn configuring_a_payment_method_records_the_previous_row() {
+    let given = seeded().await;
+    when(given.clone(), configure(bank("DE", true, 1)))
+        .await
+        .then_expect_events(vec![configured(bank("DE", true, 1), None)]);
+    let mut all = given.clone();
+    all.push(configured(bank("DE", true, 1), None));
+    when(all, configure(bank("DE", false, 1)))
+        .await
+        .then_expect_events(vec![configured(
+            bank("DE", false, 1),
+            Some(bank("DE", true, 1)),
+        )]);
+    let previous = fold(&given)
+        .payment_method("*", PaymentMethod::BankTransfer)
+        .cloned();
+    when(given, configure(bank("*", true, 20)))
+        .await
+        .then_expect_events(vec![configured(bank("*", true, 20), previous)]);
+}
+
+#[tokio::test]
+async fn configuring_the_same_row_again_writes_nothing() {
+    let mut given = seeded().await;
+    given.push(configured(bank("DE", true, 1), None));
+    when(given, configure(bank("DE", true, 1)))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_country_row_overrides_the_any_country_row_and_lists_sort_by_order() {
+    let mut events = seeded().await;
+    events.push(configured(bank("DE", false, 1), None));
+    let catalog = fold(&events);
+    let de: Vec<(PaymentMethod, &str, bool)> = catalog
+        .payment_methods_for("DE")
+        .into_iter()
+        .map(|c| (c.method, c.country.as_str(), c.enabled))
+        .collect();
+    assert_eq!(
+        de,
+        vec![
+            (PaymentMethod::BankTransfer, "DE", false),
+            (PaymentMethod::Stripe, "*", true),
+            (PaymentMethod::LocalWallet, "*", true),
+            (PaymentMethod::Paypal, "*", false),
+        ]
+    );
+    assert_eq!(
+        catalog
+            .payment_method_for("FR", PaymentMethod::BankTransfer)
+            .map(|c| c.country.as_str()),
+        Some("*")
+    );
+    assert_eq!(
+        catalog.payment_method_for("FR", PaymentMethod::Manual),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_payment_method_row_is_refused_for_each_bad_field() {
+    let long = |n: usize| Some("x".repeat(n));
+    let cases: Vec<(PaymentMethodConfig, CatalogError)> = vec![
+        (
+            PaymentMethodConfig {
+                country: "de".into(),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::InvalidCountry,
+        ),
+        (bank("XX", true, 1), CatalogError::InvalidCountry),
+        (bank("DEU", true, 1), CatalogError::InvalidCountry),
+        (
+            PaymentMethodConfig {
+                display_name: " ".into(),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::FieldLength {
+                field: "display_name",
+                max_bytes: 64,
+            },
+        ),
+        (
+            PaymentMethodConfig {
+                instructions: long(2_001),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::FieldLength {
+                field: "instructions",
+                max_bytes: 2_000,
+            },
+        ),
+        (
+            PaymentMethodConfig {
+                bank_name: long(129),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::FieldLength {
+                field: "bank_name",
+                max_bytes: 128,
+            },
+        ),
+        (
+            PaymentMethodConfig {
+                account_number: Some(String::new()),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::FieldLength {
+                field: "account_number",
+                max_bytes: 64,
+            },
+        ),
+        (
+            PaymentMethodConfig {
+                routing_number: long(65),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::FieldLength {
+                field: "routing_number",
+                max_bytes: 64,
+            },
+        ),
+        (
+            PaymentMethodConfig {
+                swift: Some("cobadeff".into()),
+                ..bank("DE", true, 1)
+            },
+            CatalogError::InvalidSwift,
+        ),
+        (
+            bank("DE", true, -1),
+            CatalogError::InvalidSortOrder { sort_order: -1 },
+        ),
+        (
+            bank("DE", true, 10_001),
+            CatalogError::InvalidSortOrder { sort_order: 10_001 },
+        ),
+    ];
+    for (config, error) in cases {
+        when(seeded().await, configure(config))
+            .await
+            .then_expect_error(error);
+    }
 }
