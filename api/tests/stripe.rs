@@ -454,6 +454,19 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].idempotency_key, seen[0].idempotency_key);
 
+    // Staff do not approve a Stripe payment, nor refund an unpaid one.
+    api.post_empty(
+        &format!("/v1/admin/payments/{payment_id}/approve"),
+        &api.developer(),
+        None,
+    )
+    .await
+    .expect_error(409, "conflict");
+    refund(api, payment_id, &key(), json!({ "reason": "x" }))
+        .await
+        .expect_error(409, "conflict");
+    assert!(ctx.stub.requests("/v1/refunds").is_empty());
+
     // Nothing is granted before Stripe says the payment succeeded.
     assert_eq!(balance(api, &account).await, 0);
     assert_eq!(
