@@ -823,6 +823,15 @@ async fn stripe_refunds_add_up_to_what_was_paid_and_never_more(ctx: &Ctx) {
     .await;
     assert_eq!(replay.expect(200)["refunded_amount"], "10.00");
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    // The same key with another body is refused, and moves nothing.
+    refund(
+        api,
+        payment_id,
+        &idem,
+        json!({ "amount": "11.00", "reason": "partial goodwill" }),
+    )
+    .await
+    .expect_error(409, "idempotency_key_reused");
 
     // The rest by default.
     let rest = refund(api, payment_id, &key(), json!({ "reason": "the rest" })).await;

@@ -587,6 +587,18 @@ pub async fn refund(
     let (payment_id, payment) = load_payment(&state, &id).await?;
     let refund_id = derived_id(&["refund", &payment_id.to_string(), key.as_str()]);
     let claim = claim(&key, "payments/refund", &body.canonical);
+    // The key with another body is refused before anything moves (the
+    // refund id, and so the keys below, come from the key alone).
+    if let Some(first) = state
+        .store
+        .find_key(&payment_id.to_string(), key.as_str())
+        .await
+        .map_err(store_error)?
+    {
+        if first.request_hash != claim.request_hash {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+    }
     let paid = payment.amount().cloned().ok_or(ApiError::Internal)?;
     let done_before = payment.has_refund(refund_id);
     let amount = requested.unwrap_or_else(|| payment.refundable());
