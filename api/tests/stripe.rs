@@ -1052,3 +1052,61 @@ async fn without_a_key_stripe_is_unavailable_and_nothing_is_written(api: &Api) {
     .expect_error(503, "unavailable");
 }
 on_both_backends!(without_a_key_stripe_is_unavailable_and_nothing_is_written);
+
+// ---------------------------------------------------------------------------
+// Gateway failures
+// ---------------------------------------------------------------------------
+
+/// Buys with Stripe on a server whose Stripe is `base` with `secret_key`.
+async fn purchase_against(backend: Backend, base: &str, secret_key: &str) -> common::Resp {
+    let server = Server::start_with(
+        backend,
+        &["--stripe-secret-key", secret_key, "--stripe-api-base", base],
+    )
+    .await;
+    let api = server.api.clone();
+    let outcome = tokio::spawn(async move {
+        let account = starter_account(&api).await;
+        let r = stripe_purchase_with(&api, &account, &key()).await;
+        let p = head(&api).await;
+        let payments = api
+            .items("/v1/admin/payments", p, &format!("&account_id={account}"))
+            .await;
+        assert!(payments.is_empty(), "no payment recorded: {payments:?}");
+        r
+    })
+    .await;
+    server.stop().await;
+    outcome.expect("the purchase ran")
+}
+
+/// Stripe unreachable is 503 (retry later); Stripe refusing the request
+/// (here: a wrong key, 401 at the stub) is 502; neither records a payment.
+async fn gateway_failures_are_unavailable_or_bad_gateway(backend: Backend) {
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    purchase_against(backend, &closed, STRIPE_KEY)
+        .await
+        .expect_error(503, "unavailable");
+    let (stub, base) = start_stub().await;
+    let refused = purchase_against(backend, &base, "sk_test_wrong").await;
+    refused.expect(502);
+    assert_eq!(refused.body["error"]["code"], "unavailable");
+    assert!(
+        stub.requests("/v1/payment_intents").is_empty(),
+        "the stub refused before recording"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_failures_on_postgres() {
+    gateway_failures_are_unavailable_or_bad_gateway(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_failures_on_sqlite() {
+    gateway_failures_are_unavailable_or_bad_gateway(Backend::Sqlite).await;
+}
