@@ -252,9 +252,18 @@ fn event(id: &str, kind: &str, object: Value) -> String {
 
 /// Posts a webhook with the given `Stripe-Signature` (none when `None`).
 async fn post_webhook(api: &Api, body: &str, signature: Option<String>) -> common::Resp {
+    post_webhook_to(api, "/v1/billing/webhooks/stripe", body, signature).await
+}
+
+async fn post_webhook_to(
+    api: &Api,
+    path: &str,
+    body: &str,
+    signature: Option<String>,
+) -> common::Resp {
     let mut req = api
         .http
-        .post(api.url("/v1/billing/webhooks/stripe"))
+        .post(api.url(path))
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(s) = signature {
@@ -352,15 +361,20 @@ async fn starter_account(api: &Api) -> String {
 /// Buys the `pro` package (2,000 credits, 29.00 + 19 % = 34.51 USD) with
 /// Stripe.
 async fn stripe_purchase(api: &Api, account: &str) -> Value {
+    stripe_purchase_with(api, account, &key())
+        .await
+        .expect(201)
+        .clone()
+}
+
+async fn stripe_purchase_with(api: &Api, account: &str, idem: &str) -> common::Resp {
     api.post(
         "/v1/billing/credits/purchase",
         &api.owner(account),
-        Some(&key()),
+        Some(idem),
         json!({ "package": "pro", "method": "stripe" }),
     )
     .await
-    .expect(201)
-    .clone()
 }
 
 fn intent_succeeded(evt: &str, purchase: &Value) -> String {
@@ -403,7 +417,11 @@ async fn paid_stripe_purchase(ctx: &Ctx, account: &str) -> Value {
 async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice(ctx: &Ctx) {
     let api = &ctx.api;
     let account = starter_account(api).await;
-    let bought = stripe_purchase(api, &account).await;
+    let idem = key();
+    let bought = stripe_purchase_with(api, &account, &idem)
+        .await
+        .expect(201)
+        .clone();
     let payment = &bought["payment"];
     let payment_id = payment["id"].as_str().unwrap();
     let invoice_id = bought["invoice"]["id"].as_str().unwrap();
@@ -426,6 +444,28 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
     assert_eq!(pi.field("metadata[invoice_id]"), Some(invoice_id));
     assert_eq!(pi.field("metadata[account_id]"), Some(account.as_str()));
     assert_eq!(pi.idempotency_key, format!("payment-intent-{payment_id}"));
+
+    // A retry with the same key replays the purchase: the same invoice,
+    // payment and PaymentIntent (Stripe answers the same key alike).
+    let again = stripe_purchase_with(api, &account, &idem).await;
+    assert_eq!(again.expect(201), &bought);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let seen = ctx.stub.requests("/v1/payment_intents");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].idempotency_key, seen[0].idempotency_key);
+
+    // Staff do not approve a Stripe payment, nor refund an unpaid one.
+    api.post_empty(
+        &format!("/v1/admin/payments/{payment_id}/approve"),
+        &api.developer(),
+        None,
+    )
+    .await
+    .expect_error(409, "conflict");
+    refund(api, payment_id, &key(), json!({ "reason": "x" }))
+        .await
+        .expect_error(409, "conflict");
+    assert!(ctx.stub.requests("/v1/refunds").is_empty());
 
     // Nothing is granted before Stripe says the payment succeeded.
     assert_eq!(balance(api, &account).await, 0);
@@ -702,7 +742,14 @@ async fn an_unknown_event_type_is_recorded_and_acknowledged_once(ctx: &Ctx) {
         "customer.created",
         json!({ "id": "cus_x", "object": "customer" }),
     );
-    let first = deliver(api, &body).await;
+    // The trailing-slash form is the same route.
+    let first = post_webhook_to(
+        api,
+        "/v1/billing/webhooks/stripe/",
+        &body,
+        Some(signature(&body, WEBHOOK_SECRET, common::now_unix())),
+    )
+    .await;
     let first = first.expect(200);
     assert_eq!(first["received"], true);
     assert_eq!(first["duplicate"], false);
@@ -776,6 +823,15 @@ async fn stripe_refunds_add_up_to_what_was_paid_and_never_more(ctx: &Ctx) {
     .await;
     assert_eq!(replay.expect(200)["refunded_amount"], "10.00");
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    // The same key with another body is refused, and moves nothing.
+    refund(
+        api,
+        payment_id,
+        &idem,
+        json!({ "amount": "11.00", "reason": "partial goodwill" }),
+    )
+    .await
+    .expect_error(409, "idempotency_key_reused");
 
     // The rest by default.
     let rest = refund(api, payment_id, &key(), json!({ "reason": "the rest" })).await;
@@ -996,3 +1052,61 @@ async fn without_a_key_stripe_is_unavailable_and_nothing_is_written(api: &Api) {
     .expect_error(503, "unavailable");
 }
 on_both_backends!(without_a_key_stripe_is_unavailable_and_nothing_is_written);
+
+// ---------------------------------------------------------------------------
+// Gateway failures
+// ---------------------------------------------------------------------------
+
+/// Buys with Stripe on a server whose Stripe is `base` with `secret_key`.
+async fn purchase_against(backend: Backend, base: &str, secret_key: &str) -> common::Resp {
+    let server = Server::start_with(
+        backend,
+        &["--stripe-secret-key", secret_key, "--stripe-api-base", base],
+    )
+    .await;
+    let api = server.api.clone();
+    let outcome = tokio::spawn(async move {
+        let account = starter_account(&api).await;
+        let r = stripe_purchase_with(&api, &account, &key()).await;
+        let p = head(&api).await;
+        let payments = api
+            .items("/v1/admin/payments", p, &format!("&account_id={account}"))
+            .await;
+        assert!(payments.is_empty(), "no payment recorded: {payments:?}");
+        r
+    })
+    .await;
+    server.stop().await;
+    outcome.expect("the purchase ran")
+}
+
+/// Stripe unreachable is 503 (retry later); Stripe refusing the request
+/// (here: a wrong key, 401 at the stub) is 502; neither records a payment.
+async fn gateway_failures_are_unavailable_or_bad_gateway(backend: Backend) {
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    purchase_against(backend, &closed, STRIPE_KEY)
+        .await
+        .expect_error(503, "unavailable");
+    let (stub, base) = start_stub().await;
+    let refused = purchase_against(backend, &base, "sk_test_wrong").await;
+    refused.expect(502);
+    assert_eq!(refused.body["error"]["code"], "unavailable");
+    assert!(
+        stub.requests("/v1/payment_intents").is_empty(),
+        "the stub refused before recording"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_failures_on_postgres() {
+    gateway_failures_are_unavailable_or_bad_gateway(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_failures_on_sqlite() {
+    gateway_failures_are_unavailable_or_bad_gateway(Backend::Sqlite).await;
+}

@@ -328,7 +328,7 @@ async fn load_payment(state: &AppState, raw: &str) -> Result<(Uuid, Payment), Ap
         .await
         .map_err(store_error)?
         .aggregate;
-    if payment.submitted().is_none() {
+    if !payment.exists() {
         return Err(ApiError::NotFound("payment not found".into()));
     }
     Ok((id, payment))
@@ -359,7 +359,11 @@ pub async fn approve(
     let (payment_id, payment) = load_payment(&state, &id).await?;
     // The invoice must still take this payment before the payment is
     // approved: a void invoice, or one paid by another payment, refuses.
-    let submitted = payment.submitted().ok_or(ApiError::Internal)?;
+    let submitted = payment.submitted().ok_or_else(|| {
+        ApiError::Conflict(
+            "a gateway payment is settled by its gateway, not approved by staff".into(),
+        )
+    })?;
     let invoice = state
         .store
         .load::<Invoice>(&submitted.invoice_id.to_string())
@@ -580,9 +584,21 @@ pub async fn refund(
             })
         })
         .transpose()?;
-    let (payment_id, payment) = load_any_payment(&state, &id).await?;
+    let (payment_id, payment) = load_payment(&state, &id).await?;
     let refund_id = derived_id(&["refund", &payment_id.to_string(), key.as_str()]);
     let claim = claim(&key, "payments/refund", &body.canonical);
+    // The key with another body is refused before anything moves (the
+    // refund id, and so the keys below, come from the key alone).
+    if let Some(first) = state
+        .store
+        .find_key(&payment_id.to_string(), key.as_str())
+        .await
+        .map_err(store_error)?
+    {
+        if first.request_hash != claim.request_hash {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+    }
     let paid = payment.amount().cloned().ok_or(ApiError::Internal)?;
     let done_before = payment.has_refund(refund_id);
     let amount = requested.unwrap_or_else(|| payment.refundable());
@@ -593,6 +609,13 @@ pub async fn refund(
     }
     let invoice_id = payment.invoice_id().ok_or(ApiError::Internal)?;
     let account = payment.account_id().ok_or(ApiError::Internal)?;
+    // A gateway payment needs its gateway configured before anything moves.
+    let gateway = match (payment.gateway_ref(), payment.method(), done_before) {
+        (Some(gateway_ref), Some(method), false) => {
+            Some((state.gateways.for_method(method)?, gateway_ref.to_owned()))
+        }
+        _ => None,
+    };
     // 1. The credits go first: an account that cannot give them back
     //    (402) gets no refund. Keyed by the refund, so a retry takes once.
     let mut revoked = 0;
@@ -643,13 +666,10 @@ pub async fn refund(
     // 2. The money, at the gateway for a gateway payment (its idempotency
     //    key derived from the refund, so a retry refunds once).
     let mut gateway_refund_ref = None;
-    if let (Some(gateway_ref), Some(method), false) =
-        (payment.gateway_ref(), payment.method(), done_before)
-    {
-        let gateway = state.gateways.for_method(method)?;
+    if let Some((gateway, gateway_ref)) = gateway {
         let refunded = gateway
             .refund(&crate::gateway::RefundRequest {
-                payment_ref: gateway_ref.to_owned(),
+                payment_ref: gateway_ref,
                 amount,
                 currency: paid.currency.clone(),
                 refund_id: refund_id.to_string(),
@@ -704,21 +724,6 @@ pub async fn refund(
     } else {
         response
     })
-}
-
-/// Any payment (manual or gateway), by its path id.
-async fn load_any_payment(state: &AppState, raw: &str) -> Result<(Uuid, Payment), ApiError> {
-    let id = path_id(raw, "payment")?;
-    let payment = state
-        .store
-        .load::<Payment>(&id.to_string())
-        .await
-        .map_err(store_error)?
-        .aggregate;
-    if !payment.exists() {
-        return Err(ApiError::NotFound("payment not found".into()));
-    }
-    Ok((id, payment))
 }
 
 #[cfg(test)]

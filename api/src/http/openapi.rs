@@ -104,6 +104,7 @@ pub const TAGS: [&str; 7] = [
         super::admin_billing::payments,
         super::admin_billing::approve,
         super::admin_billing::reject,
+        super::admin_billing::refund,
         super::health,
         super::ready,
         super::metrics::scrape,

@@ -165,7 +165,18 @@ pub async fn stripe(
     let now = super::now();
     let object = &event.data["object"];
     let handled = if HANDLED_TYPES.contains(&event.event_type.as_str()) {
-        handle(&state, &actor, &event.event_type, object, now).await?
+        match handle(&state, &actor, &event.event_type, object, now).await {
+            Ok(handled) => handled,
+            // A state that refuses the change (a canceled subscription, a
+            // void invoice) will refuse it on every retry too: acknowledged
+            // and logged for staff. Only failures worth a retry (5xx) make
+            // Stripe deliver again.
+            Err(e) if !e.status().is_server_error() => {
+                warn!(stripe_event = %event.id, event_type = %event.event_type, error = %e, "a Stripe event could not be applied");
+                false
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         false
     };

@@ -491,6 +491,39 @@ async fn the_same_refund_or_gateway_refund_again_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_payment_takes_a_bounded_number_of_refunds() {
+    let mut given = vec![initiated_event(), succeeded_event()];
+    for n in 0..REFUNDS_PER_PAYMENT_MAX {
+        let cents = i64::try_from(n).unwrap() + 1;
+        given.push(refunded_event(1_000 + n as u128, 1, cents, None));
+    }
+    when(given, refund(5_000, 1, None))
+        .await
+        .then_expect_error(PaymentError::TooManyRefunds);
+}
+
+#[tokio::test]
+async fn a_very_long_failure_reason_is_cut_at_a_character_boundary() {
+    let events = when(
+        vec![initiated_event()],
+        PaymentCommand::MarkFailed {
+            reason: "é".repeat(GATEWAY_TEXT_BYTES_MAX),
+            now: at(2),
+        },
+    )
+    .await
+    .inspect_result()
+    .unwrap();
+    match &events[0] {
+        PaymentEvent::PaymentFailed(e) => {
+            assert!(e.reason.len() <= GATEWAY_TEXT_BYTES_MAX);
+            assert!(e.reason.chars().all(|c| c == 'é'));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_manual_payment_approved_can_be_refunded_too() {
     let mut given = submitted().await;
     given.push(PaymentEvent::PaymentApproved(PaymentApproved {
