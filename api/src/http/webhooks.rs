@@ -44,6 +44,41 @@ use crate::AppState;
 pub const STRIPE_WEBHOOK_PATH: &str = "/v1/billing/webhooks/stripe";
 /// Largest webhook body read (Stripe's events are far smaller).
 pub const WEBHOOK_BODY_BYTES_MAX: usize = 256 * 1024;
+/// A body over the limit but under this is read to its end (and dropped)
+/// before the 413, so the sender reads the answer instead of a connection
+/// reset; a larger one is refused at once.
+const WEBHOOK_DRAIN_BYTES_MAX: usize = 1024 * 1024;
+/// Longest the drain of an oversized body may take.
+const WEBHOOK_DRAIN_MILLIS_MAX: u64 = 5_000;
+
+/// The body, or `None` when it is over [`WEBHOOK_BODY_BYTES_MAX`] (then read
+/// on, within the drain bounds, and dropped) or breaks off.
+async fn read_bounded(body: axum::body::Body) -> Option<axum::body::Bytes> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.ok()?;
+            seen = seen.saturating_add(chunk.len());
+            if seen > WEBHOOK_DRAIN_BYTES_MAX {
+                return None;
+            }
+            if seen <= WEBHOOK_BODY_BYTES_MAX {
+                kept.extend_from_slice(&chunk);
+            }
+        }
+        Some(())
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_millis(WEBHOOK_DRAIN_MILLIS_MAX),
+        read,
+    )
+    .await
+    .ok()??;
+    (seen <= WEBHOOK_BODY_BYTES_MAX).then(|| kept.into())
+}
 /// Most refunds of one `charge.refunded` looked at.
 pub const REFUNDS_PER_CHARGE_MAX: usize = 100;
 /// The event types acted on; any other is recorded and acknowledged.
@@ -129,12 +164,10 @@ pub async fn stripe(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > WEBHOOK_BODY_BYTES_MAX) {
+    if declared.is_some_and(|n| n > WEBHOOK_DRAIN_BYTES_MAX) {
         return Err(too_large);
     }
-    let bytes = axum::body::to_bytes(body, WEBHOOK_BODY_BYTES_MAX)
-        .await
-        .map_err(|_| too_large)?;
+    let bytes = read_bounded(body).await.ok_or(too_large)?;
     // A header that is not text is as good as a malformed one.
     let signature = headers
         .get("stripe-signature")
