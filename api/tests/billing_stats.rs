@@ -287,7 +287,10 @@ async fn an_empty_ledger_has_zero_figures(api: &Api) {
     assert_eq!(s["subscriptions"], json!({ "active": 0, "by_plan": {} }));
     assert_eq!(s["mrr"], json!({}));
     assert_eq!(s["revenue"], json!({ "invoices": 0, "by_currency": {} }));
-    assert_eq!(s["outstanding"], json!({ "invoices": 0, "by_currency": {} }));
+    assert_eq!(
+        s["outstanding"],
+        json!({ "invoices": 0, "by_currency": {} })
+    );
     assert_eq!(s["credits"], zero_credits("all_time"));
 }
 on_both_backends!(an_empty_ledger_has_zero_figures);
@@ -313,7 +316,10 @@ async fn only_developers_see_stats_and_a_bad_range_is_refused(api: &Api) {
         ("month=3", "month"),
     ] {
         let r = api
-            .get(&format!("/v1/admin/billing/stats?{query}"), &api.developer())
+            .get(
+                &format!("/v1/admin/billing/stats?{query}"),
+                &api.developer(),
+            )
             .await;
         assert_eq!(
             r.expect_error(422, "invalid_request")["field"],

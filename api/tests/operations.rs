@@ -79,10 +79,7 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/billing/run-periods"),
     ("get", "/v1/billing/payment-methods"),
     ("get", "/v1/admin/payment-method-configs"),
-    (
-        "put",
-        "/v1/admin/payment-method-configs/{country}/{method}",
-    ),
+    ("put", "/v1/admin/payment-method-configs/{country}/{method}"),
     ("get", "/v1/admin/billing/stats"),
 ];
 

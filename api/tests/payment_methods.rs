@@ -240,13 +240,19 @@ async fn a_country_row_overrides_the_any_country_row_and_its_instructions_reach_
 
     // The admin list filtered by country.
     let rows = api
-        .get("/v1/admin/payment-method-configs?country=DE", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=DE",
+            &api.developer(),
+        )
         .await;
     let rows = rows.expect(200)["items"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["display_name"], "SEPA-Überweisung");
     let rows = api
-        .get("/v1/admin/payment-method-configs?country=*", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=*",
+            &api.developer(),
+        )
         .await;
     assert_eq!(rows.expect(200)["items"].as_array().unwrap().len(), 4);
 }
@@ -370,7 +376,12 @@ async fn bad_configs_are_refused_naming_the_field(api: &Api) {
             json!({ "display_name": "x".repeat(65) }),
             "display_name",
         ),
-        ("DE", "bank_transfer", json!({ "display_name": "" }), "display_name"),
+        (
+            "DE",
+            "bank_transfer",
+            json!({ "display_name": "" }),
+            "display_name",
+        ),
         ("DE", "bank_transfer", json!({}), "display_name"),
         (
             "DE",
@@ -421,12 +432,12 @@ async fn bad_configs_are_refused_naming_the_field(api: &Api) {
         assert_eq!(details["field"], field, "{country}/{method}: {}", r.text);
     }
     let r = api
-        .get("/v1/admin/payment-method-configs?country=de", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=de",
+            &api.developer(),
+        )
         .await;
-    assert_eq!(
-        r.expect_error(422, "invalid_request")["field"],
-        "country"
-    );
+    assert_eq!(r.expect_error(422, "invalid_request")["field"], "country");
 
     // Only developers may write, whatever the body.
     let account = account_in(api, "DE").await;
@@ -444,16 +455,31 @@ async fn bad_configs_are_refused_naming_the_field(api: &Api) {
     let list = offered(api, &account).await;
     assert_eq!(list["items"][1]["configured_for"], "*");
     let rows = api
-        .get("/v1/admin/payment-method-configs?country=DE", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=DE",
+            &api.developer(),
+        )
         .await;
     assert!(rows.expect(200)["items"].as_array().unwrap().is_empty());
 }
 on_both_backends!(bad_configs_are_refused_naming_the_field);
 
 async fn putting_the_same_row_twice_changes_nothing_the_second_time(api: &Api) {
-    let first = put_config(api, "*", "local_wallet", json!({ "display_name": "Wallet" })).await;
+    let first = put_config(
+        api,
+        "*",
+        "local_wallet",
+        json!({ "display_name": "Wallet" }),
+    )
+    .await;
     let p1 = first.expect(200).clone()["position"].as_i64().unwrap();
-    let again = put_config(api, "*", "local_wallet", json!({ "display_name": "Wallet" })).await;
+    let again = put_config(
+        api,
+        "*",
+        "local_wallet",
+        json!({ "display_name": "Wallet" }),
+    )
+    .await;
     let body = again.expect(200).clone();
     assert_eq!(body["display_name"], "Wallet");
     assert_eq!(
@@ -462,7 +488,13 @@ async fn putting_the_same_row_twice_changes_nothing_the_second_time(api: &Api) {
         "no new event, so the head is where the first PUT left it"
     );
     // A changed body is a new event.
-    let changed = put_config(api, "*", "local_wallet", json!({ "display_name": "E-wallet" })).await;
+    let changed = put_config(
+        api,
+        "*",
+        "local_wallet",
+        json!({ "display_name": "E-wallet" }),
+    )
+    .await;
     assert!(changed.expect(200)["position"].as_i64().unwrap() > p1);
 }
 on_both_backends!(putting_the_same_row_twice_changes_nothing_the_second_time);

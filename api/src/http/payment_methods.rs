@@ -35,7 +35,13 @@ const STAFF: &[Role] = &[Role::Developer];
 #[derive(OpenApi)]
 #[openapi(
     paths(offered, configs, put_config),
-    components(schemas(OfferedMethods, OfferedMethod, MethodConfig, MethodConfigList, SavedMethodConfig))
+    components(schemas(
+        OfferedMethods,
+        OfferedMethod,
+        MethodConfig,
+        MethodConfigList,
+        SavedMethodConfig
+    ))
 )]
 pub struct Api;
 
