@@ -268,6 +268,35 @@ async fn a_disabled_method_is_refused_and_leaves_the_list(api: &Api) {
         .as_str()
         .unwrap()
         .to_owned();
+    // A purchase and a manual payment by local wallet made before it is
+    // withdrawn, to be retried after.
+    let early_key = key();
+    let early_body = json!({ "package": "pro", "method": "local_wallet" });
+    let early = api
+        .post(
+            "/v1/billing/credits/purchase",
+            &api.owner(&french),
+            Some(&early_key),
+            early_body.clone(),
+        )
+        .await;
+    let early = early.expect(201).clone();
+    let wallet_key = key();
+    let wallet_body = json!({
+        "invoice_id": invoice_id,
+        "method": "local_wallet",
+        "reference": "W-0",
+        "amount": "9.00",
+    });
+    let wallet = api
+        .post(
+            "/v1/billing/payments/manual",
+            &api.owner(&french),
+            Some(&wallet_key),
+            wallet_body.clone(),
+        )
+        .await;
+    let wallet = wallet.expect(201).clone();
 
     let off = put_config(
         api,
@@ -310,7 +339,34 @@ async fn a_disabled_method_is_refused_and_leaves_the_list(api: &Api) {
             &api.owner(&french),
         )
         .await;
-    assert_eq!(invoices.expect(200)["items"].as_array().unwrap().len(), 1);
+    assert_eq!(invoices.expect(200)["items"].as_array().unwrap().len(), 2);
+
+    // Retries of what was accepted before replay their first responses.
+    let again = api
+        .post(
+            "/v1/billing/credits/purchase",
+            &api.owner(&french),
+            Some(&early_key),
+            early_body,
+        )
+        .await;
+    assert_eq!(again.expect(201), &early);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let again = api
+        .post(
+            "/v1/billing/payments/manual",
+            &api.owner(&french),
+            Some(&wallet_key),
+            wallet_body,
+        )
+        .await;
+    let mut replayed = again.expect(201).clone();
+    let mut first = wallet.clone();
+    // `position` is where the read models stood; the payment is the same.
+    replayed.as_object_mut().unwrap().remove("position");
+    first.as_object_mut().unwrap().remove("position");
+    assert_eq!(replayed, first);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
 
     // Other countries keep it; the bank transfer still works in France.
     let spanish = account_in(api, "ES").await;
