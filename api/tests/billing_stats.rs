@@ -287,7 +287,10 @@ async fn an_empty_ledger_has_zero_figures(api: &Api) {
     assert_eq!(s["subscriptions"], json!({ "active": 0, "by_plan": {} }));
     assert_eq!(s["mrr"], json!({}));
     assert_eq!(s["revenue"], json!({ "invoices": 0, "by_currency": {} }));
-    assert_eq!(s["outstanding"], json!({ "invoices": 0, "by_currency": {} }));
+    assert_eq!(
+        s["outstanding"],
+        json!({ "invoices": 0, "by_currency": {} })
+    );
     assert_eq!(s["credits"], zero_credits("all_time"));
 }
 on_both_backends!(an_empty_ledger_has_zero_figures);
@@ -313,7 +316,10 @@ async fn only_developers_see_stats_and_a_bad_range_is_refused(api: &Api) {
         ("month=3", "month"),
     ] {
         let r = api
-            .get(&format!("/v1/admin/billing/stats?{query}"), &api.developer())
+            .get(
+                &format!("/v1/admin/billing/stats?{query}"),
+                &api.developer(),
+            )
             .await;
         assert_eq!(
             r.expect_error(422, "invalid_request")["field"],
@@ -324,3 +330,75 @@ async fn only_developers_see_stats_and_a_bad_range_is_refused(api: &Api) {
     }
 }
 on_both_backends!(only_developers_see_stats_and_a_bad_range_is_refused);
+
+/// Puts an annual plan priced `amount` in `currency`.
+async fn annual_plan(api: &Api, slug: &str, amount: &str, currency: &str) {
+    api.put(
+        &format!("/v1/admin/plans/{slug}"),
+        &api.developer(),
+        json!({
+            "name": format!("Yearly {currency}"),
+            "price": { "amount": amount, "currency": currency },
+            "billing_cycle": "annual",
+            "included_credits": 100,
+        }),
+    )
+    .await
+    .expect(200);
+}
+
+/// A new account subscribed to `plan`, its first invoice paid by an
+/// approved bank transfer; returns the invoice total.
+async fn subscribed(api: &Api, plan: &str) -> String {
+    let account = api.open_account().await;
+    let created = api
+        .post(
+            "/v1/billing/subscriptions/create",
+            &api.owner(&account),
+            Some(&key()),
+            json!({ "plan": plan, "method": "bank_transfer" }),
+        )
+        .await;
+    let first = &created.expect(201)["open_invoices"][0];
+    let invoice_id = first["id"].as_str().unwrap().to_owned();
+    // The account has no tax rate, so the total is the amount.
+    let total = first["amount"].as_str().unwrap().to_owned();
+    let paid = api
+        .post(
+            "/v1/billing/payments/manual",
+            &api.owner(&account),
+            Some(&key()),
+            json!({
+                "invoice_id": invoice_id,
+                "method": "bank_transfer",
+                "reference": "TRANSFER-Y",
+                "amount": total,
+            }),
+        )
+        .await;
+    approve(api, paid.expect(201)["id"].as_str().unwrap()).await;
+    total
+}
+
+async fn annual_plans_count_a_twelfth_per_month_rounded_once_per_currency(api: &Api) {
+    annual_plan(api, "yearly", "100.00", "USD").await;
+    annual_plan(api, "yearly-eu", "10.00", "EUR").await;
+    for _ in 0..3 {
+        assert_eq!(subscribed(api, "yearly").await, "100.00");
+    }
+    assert_eq!(subscribed(api, "yearly-eu").await, "10.00");
+    let s = stats(api, "").await;
+    assert_eq!(
+        s["subscriptions"],
+        json!({ "active": 4, "by_plan": { "yearly": 3, "yearly-eu": 1 } })
+    );
+    // 3 × 100.00 / 12 = 25.00 exactly (not 3 × 8.33 = 24.99);
+    // 10.00 / 12 = 0.8333… → 0.83.
+    assert_eq!(s["mrr"], json!({ "EUR": "0.83", "USD": "25.00" }));
+    assert_eq!(
+        s["revenue"],
+        json!({ "invoices": 4, "by_currency": { "EUR": "10.00", "USD": "300.00" } })
+    );
+    assert_eq!(s["credits"]["issued"], 400);
+}
+on_both_backends!(annual_plans_count_a_twelfth_per_month_rounded_once_per_currency);

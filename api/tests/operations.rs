@@ -81,10 +81,7 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("post", WEBHOOK),
     ("get", "/v1/billing/payment-methods"),
     ("get", "/v1/admin/payment-method-configs"),
-    (
-        "put",
-        "/v1/admin/payment-method-configs/{country}/{method}",
-    ),
+    ("put", "/v1/admin/payment-method-configs/{country}/{method}"),
     ("get", "/v1/admin/billing/stats"),
 ];
 

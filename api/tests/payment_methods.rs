@@ -240,13 +240,19 @@ async fn a_country_row_overrides_the_any_country_row_and_its_instructions_reach_
 
     // The admin list filtered by country.
     let rows = api
-        .get("/v1/admin/payment-method-configs?country=DE", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=DE",
+            &api.developer(),
+        )
         .await;
     let rows = rows.expect(200)["items"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["display_name"], "SEPA-Überweisung");
     let rows = api
-        .get("/v1/admin/payment-method-configs?country=*", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=*",
+            &api.developer(),
+        )
         .await;
     assert_eq!(rows.expect(200)["items"].as_array().unwrap().len(), 4);
 }
@@ -262,6 +268,35 @@ async fn a_disabled_method_is_refused_and_leaves_the_list(api: &Api) {
         .as_str()
         .unwrap()
         .to_owned();
+    // A purchase and a manual payment by local wallet made before it is
+    // withdrawn, to be retried after.
+    let early_key = key();
+    let early_body = json!({ "package": "pro", "method": "local_wallet" });
+    let early = api
+        .post(
+            "/v1/billing/credits/purchase",
+            &api.owner(&french),
+            Some(&early_key),
+            early_body.clone(),
+        )
+        .await;
+    let early = early.expect(201).clone();
+    let wallet_key = key();
+    let wallet_body = json!({
+        "invoice_id": invoice_id,
+        "method": "local_wallet",
+        "reference": "W-0",
+        "amount": "9.00",
+    });
+    let wallet = api
+        .post(
+            "/v1/billing/payments/manual",
+            &api.owner(&french),
+            Some(&wallet_key),
+            wallet_body.clone(),
+        )
+        .await;
+    let wallet = wallet.expect(201).clone();
 
     let off = put_config(
         api,
@@ -304,7 +339,34 @@ async fn a_disabled_method_is_refused_and_leaves_the_list(api: &Api) {
             &api.owner(&french),
         )
         .await;
-    assert_eq!(invoices.expect(200)["items"].as_array().unwrap().len(), 1);
+    assert_eq!(invoices.expect(200)["items"].as_array().unwrap().len(), 2);
+
+    // Retries of what was accepted before replay their first responses.
+    let again = api
+        .post(
+            "/v1/billing/credits/purchase",
+            &api.owner(&french),
+            Some(&early_key),
+            early_body,
+        )
+        .await;
+    assert_eq!(again.expect(201), &early);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let again = api
+        .post(
+            "/v1/billing/payments/manual",
+            &api.owner(&french),
+            Some(&wallet_key),
+            wallet_body,
+        )
+        .await;
+    let mut replayed = again.expect(201).clone();
+    let mut first = wallet.clone();
+    // `position` is where the read models stood; the payment is the same.
+    replayed.as_object_mut().unwrap().remove("position");
+    first.as_object_mut().unwrap().remove("position");
+    assert_eq!(replayed, first);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
 
     // Other countries keep it; the bank transfer still works in France.
     let spanish = account_in(api, "ES").await;
@@ -370,7 +432,12 @@ async fn bad_configs_are_refused_naming_the_field(api: &Api) {
             json!({ "display_name": "x".repeat(65) }),
             "display_name",
         ),
-        ("DE", "bank_transfer", json!({ "display_name": "" }), "display_name"),
+        (
+            "DE",
+            "bank_transfer",
+            json!({ "display_name": "" }),
+            "display_name",
+        ),
         ("DE", "bank_transfer", json!({}), "display_name"),
         (
             "DE",
@@ -421,12 +488,12 @@ async fn bad_configs_are_refused_naming_the_field(api: &Api) {
         assert_eq!(details["field"], field, "{country}/{method}: {}", r.text);
     }
     let r = api
-        .get("/v1/admin/payment-method-configs?country=de", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=de",
+            &api.developer(),
+        )
         .await;
-    assert_eq!(
-        r.expect_error(422, "invalid_request")["field"],
-        "country"
-    );
+    assert_eq!(r.expect_error(422, "invalid_request")["field"], "country");
 
     // Only developers may write, whatever the body.
     let account = account_in(api, "DE").await;
@@ -444,16 +511,31 @@ async fn bad_configs_are_refused_naming_the_field(api: &Api) {
     let list = offered(api, &account).await;
     assert_eq!(list["items"][1]["configured_for"], "*");
     let rows = api
-        .get("/v1/admin/payment-method-configs?country=DE", &api.developer())
+        .get(
+            "/v1/admin/payment-method-configs?country=DE",
+            &api.developer(),
+        )
         .await;
     assert!(rows.expect(200)["items"].as_array().unwrap().is_empty());
 }
 on_both_backends!(bad_configs_are_refused_naming_the_field);
 
 async fn putting_the_same_row_twice_changes_nothing_the_second_time(api: &Api) {
-    let first = put_config(api, "*", "local_wallet", json!({ "display_name": "Wallet" })).await;
+    let first = put_config(
+        api,
+        "*",
+        "local_wallet",
+        json!({ "display_name": "Wallet" }),
+    )
+    .await;
     let p1 = first.expect(200).clone()["position"].as_i64().unwrap();
-    let again = put_config(api, "*", "local_wallet", json!({ "display_name": "Wallet" })).await;
+    let again = put_config(
+        api,
+        "*",
+        "local_wallet",
+        json!({ "display_name": "Wallet" }),
+    )
+    .await;
     let body = again.expect(200).clone();
     assert_eq!(body["display_name"], "Wallet");
     assert_eq!(
@@ -462,7 +544,13 @@ async fn putting_the_same_row_twice_changes_nothing_the_second_time(api: &Api) {
         "no new event, so the head is where the first PUT left it"
     );
     // A changed body is a new event.
-    let changed = put_config(api, "*", "local_wallet", json!({ "display_name": "E-wallet" })).await;
+    let changed = put_config(
+        api,
+        "*",
+        "local_wallet",
+        json!({ "display_name": "E-wallet" }),
+    )
+    .await;
     assert!(changed.expect(200)["position"].as_i64().unwrap() > p1);
 }
 on_both_backends!(putting_the_same_row_twice_changes_nothing_the_second_time);

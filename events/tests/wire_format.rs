@@ -21,8 +21,9 @@ use events::{
     CreditsAdjusted, CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded,
     Currency, GrantSource, HoldCaptured, HoldReleased, IdempotencyKey, InvoiceEvent, InvoiceIssued,
     InvoiceLine, InvoiceMarkedUncollectible, InvoicePaid, InvoiceStatus, InvoiceVoided, LotDraw,
-    Money, OperationKey, PaymentApproved, PaymentEvent, PaymentMethod, PaymentRejected,
-    PaymentMethodConfig, PaymentMethodConfigured, PaymentSubmitted, Plan, PlanChanged, PlanLimits, PlanUpserted, ReleaseReason, Usage,
+    Money, OperationKey, PaymentApproved, PaymentEvent, PaymentMethod, PaymentMethodConfig,
+    PaymentMethodConfigured, PaymentRejected, PaymentSubmitted, Plan, PlanChanged, PlanLimits,
+    PlanUpserted, ReleaseReason, Usage,
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;

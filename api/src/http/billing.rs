@@ -482,7 +482,6 @@ pub async fn purchase(
         .ok_or_else(|| ApiError::NotFound(format!("no active credit package {:?}", req.package)))?
         .clone();
     let holder = billing_account(&state, account).await?;
-    let terms = super::payment_methods::method_terms(&state, account, method).await?;
     let plan = catalog.plan(&holder.plan);
     if !plan.is_some_and(|p| p.allow_credit_topup) {
         return Err(ApiError::Forbidden(format!(
@@ -493,6 +492,7 @@ pub async fn purchase(
     let now = super::now();
     let invoice_id = derived_id(&["purchase-invoice", &account.to_string(), key.as_str()]);
     let payment_id = derived_id(&["purchase-payment", &account.to_string(), key.as_str()]);
+    let terms = super::payment_methods::method_terms(&state, account, method, payment_id).await?;
     let claim = claim(&key, "credits/purchase", &body.canonical);
     let ctx = CommandContext::new(principal.actor());
     let currency = package.price.currency.clone();
@@ -815,8 +815,8 @@ pub async fn manual_payment(
         Some(c) => Currency::parse(c).map_err(|e| ApiError::invalid_field("currency", e.reason))?,
         None => issued.currency.clone(),
     };
-    let terms = super::payment_methods::method_terms(&state, account, method).await?;
     let payment_id = derived_id(&["manual-payment", &account.to_string(), key.as_str()]);
+    let terms = super::payment_methods::method_terms(&state, account, method, payment_id).await?;
     let claim = claim(&key, "payments/manual", &body.canonical);
     let ctx = CommandContext::new(principal.actor());
     // A new payment is only for an invoice still waiting for one; a retry

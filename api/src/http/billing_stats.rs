@@ -32,7 +32,14 @@ use crate::AppState;
 #[derive(OpenApi)]
 #[openapi(
     paths(stats),
-    components(schemas(BillingStats, StatsRange, AccountStats, SubscriptionStats, MoneyStats, CreditStats))
+    components(schemas(
+        BillingStats,
+        StatsRange,
+        AccountStats,
+        SubscriptionStats,
+        MoneyStats,
+        CreditStats
+    ))
 )]
 pub struct Api;
 
@@ -77,8 +84,11 @@ fn instant(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
+/// `from` and `to`, each unbounded when `None`.
+type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The range asked for, checked: both ends RFC 3339, `from` before `to`.
-fn range(q: &StatsQuery) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+fn range(q: &StatsQuery) -> Result<Bounds, ApiError> {
     let from = q.from.as_deref().map(|r| instant("from", r)).transpose()?;
     let to = q.to.as_deref().map(|r| instant("to", r)).transpose()?;
     if let (Some(f), Some(t)) = (from, to) {
@@ -318,7 +328,11 @@ mod tests {
             _min_position: None,
         };
         assert!(range(&q(None, None)).is_ok());
-        assert!(range(&q(Some("2026-03-01T00:00:00Z"), Some("2026-04-01T00:00:00+02:00"))).is_ok());
+        assert!(range(&q(
+            Some("2026-03-01T00:00:00Z"),
+            Some("2026-04-01T00:00:00+02:00")
+        ))
+        .is_ok());
         for (from, to) in [
             (Some("yesterday"), None),
             (None, Some("2026-13-01T00:00:00Z")),

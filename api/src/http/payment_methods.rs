@@ -16,11 +16,12 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use events::{AccountId, Money, PaymentMethod, PaymentMethodConfig, CATALOG_ID};
 use ledger::catalog::payment_methods::is_config_country;
-use ledger::{Catalog, CatalogCommand};
+use ledger::{Catalog, CatalogCommand, Payment};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::CommandContext;
 use utoipa::OpenApi;
+use uuid::Uuid;
 
 use super::billing::{billing_account, BILLING_ROLES};
 use super::extract::{Body, Fresh, Q};
@@ -35,7 +36,13 @@ const STAFF: &[Role] = &[Role::Developer];
 #[derive(OpenApi)]
 #[openapi(
     paths(offered, configs, put_config),
-    components(schemas(OfferedMethods, OfferedMethod, MethodConfig, MethodConfigList, SavedMethodConfig))
+    components(schemas(
+        OfferedMethods,
+        OfferedMethod,
+        MethodConfig,
+        MethodConfigList,
+        SavedMethodConfig
+    ))
 )]
 pub struct Api;
 
@@ -67,10 +74,11 @@ fn available(state: &AppState, method: PaymentMethod) -> bool {
 }
 
 /// What a payment by a configured method needs: the row that applies in
-/// the account's country.
+/// the account's country (none only for the retry of a payment submitted
+/// before its method was withdrawn, whose stored instructions win anyway).
 #[derive(Debug, Clone)]
 pub(super) struct MethodTerms {
-    config: PaymentMethodConfig,
+    config: Option<PaymentMethodConfig>,
 }
 
 impl MethodTerms {
@@ -79,7 +87,14 @@ impl MethodTerms {
     /// filled in, then the bank details, then the reference if the text
     /// did not name it.
     pub fn instructions(&self, reference: &str, total: &Money) -> String {
-        render_instructions(&self.config, reference, total)
+        match &self.config {
+            Some(c) => render_instructions(c, reference, total),
+            None => format!(
+                "Pay {} {} with reference {reference}.",
+                total.amount,
+                total.currency.as_str()
+            ),
+        }
     }
 }
 
@@ -108,30 +123,45 @@ fn render_instructions(config: &PaymentMethodConfig, reference: &str, total: &Mo
     lines.join("\n")
 }
 
-/// The terms of paying by `method` from `account`: refused (422 naming
-/// `method`) when the account's country has no enabled row for it.
+/// The terms of paying by `method` from `account` as payment `payment_id`:
+/// refused (422 naming `method`) when the account's country has no enabled
+/// row for it, unless that payment was already submitted: a retry with the
+/// same Idempotency-Key replays the first response even after the method
+/// was withdrawn.
 pub(super) async fn method_terms(
     state: &AppState,
     account: AccountId,
     method: PaymentMethod,
+    payment_id: Uuid,
 ) -> Result<MethodTerms, ApiError> {
     let holder = billing_account(state, account).await?;
     let catalog = state.catalog.get().await;
     let config = catalog
         .payment_method_for(&holder.country, method)
         .filter(|c| c.enabled)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::invalid_field(
+        .cloned();
+    if config.is_some() {
+        return Ok(MethodTerms { config });
+    }
+    let submitted = state
+        .store
+        .load::<Payment>(&payment_id.to_string())
+        .await
+        .map_err(store_error)?
+        .aggregate
+        .submitted()
+        .is_some();
+    if submitted {
+        return Ok(MethodTerms { config: None });
+    }
+    Err(ApiError::invalid_field(
                 "method",
-                format!(
-                    "{} is not offered for accounts in {}; GET /v1/billing/payment-methods lists the methods that are",
-                    method.as_str(),
-                    holder.country
-                ),
-            )
-        })?;
-    Ok(MethodTerms { config })
+        format!(
+            "{} is not offered for accounts in {}; GET /v1/billing/payment-methods lists the methods that are",
+            method.as_str(),
+            holder.country
+        ),
+    ))
 }
 
 /// A row as the admin API shows it.

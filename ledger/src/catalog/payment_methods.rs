@@ -51,11 +51,7 @@ pub(super) fn config_key(country: &str, method: PaymentMethod) -> String {
     format!("{country}/{}", method.as_str())
 }
 
-fn bounded(
-    value: Option<&str>,
-    field: &'static str,
-    max_bytes: usize,
-) -> Result<(), CatalogError> {
+fn bounded(value: Option<&str>, field: &'static str, max_bytes: usize) -> Result<(), CatalogError> {
     match value {
         Some(v) if v.is_empty() || v.len() > max_bytes => {
             Err(CatalogError::FieldLength { field, max_bytes })
@@ -92,7 +88,11 @@ pub fn check_config(config: &PaymentMethodConfig) -> Result<(), CatalogError> {
         "instructions",
         INSTRUCTIONS_BYTES_MAX,
     )?;
-    bounded(config.bank_name.as_deref(), "bank_name", BANK_NAME_BYTES_MAX)?;
+    bounded(
+        config.bank_name.as_deref(),
+        "bank_name",
+        BANK_NAME_BYTES_MAX,
+    )?;
     bounded(
         config.account_number.as_deref(),
         "account_number",

@@ -698,10 +698,7 @@ fn configure(config: PaymentMethodConfig) -> CatalogCommand {
     }
 }
 
-fn configured(
-    config: PaymentMethodConfig,
-    previous: Option<PaymentMethodConfig>,
-) -> CatalogEvent {
+fn configured(config: PaymentMethodConfig, previous: Option<PaymentMethodConfig>) -> CatalogEvent {
     CatalogEvent::PaymentMethodConfigured(PaymentMethodConfigured {
         config,
         previous,
@@ -791,7 +788,11 @@ async fn the_seeded_methods_offer_stripe_bank_transfer_and_local_wallet_but_not_
     let bank = catalog
         .payment_method_for("BR", PaymentMethod::BankTransfer)
         .unwrap();
-    assert!(bank.instructions.as_deref().unwrap().contains("{reference}"));
+    assert!(bank
+        .instructions
+        .as_deref()
+        .unwrap()
+        .contains("{reference}"));
 }
 
 #[tokio::test]
