@@ -414,9 +414,30 @@ async fn paid_stripe_purchase(ctx: &Ctx, account: &str) -> Value {
 // Purchases
 // ---------------------------------------------------------------------------
 
+/// Whether `GET /v1/billing/payment-methods` reports Stripe available.
+async fn stripe_offered(api: &Api, account: &str) -> bool {
+    let list = api
+        .get("/v1/billing/payment-methods", &api.owner(account))
+        .await
+        .expect(200)
+        .clone();
+    let items = list["items"].as_array().expect("items").clone();
+    let stripe = items
+        .iter()
+        .find(|m| m["method"] == "stripe")
+        .unwrap_or_else(|| panic!("stripe is listed: {list}"));
+    stripe["available"]
+        .as_bool()
+        .expect("available is a boolean")
+}
+
 async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice(ctx: &Ctx) {
     let api = &ctx.api;
     let account = starter_account(api).await;
+    assert!(
+        stripe_offered(api, &account).await,
+        "a key makes stripe available"
+    );
     let idem = key();
     let bought = stripe_purchase_with(api, &account, &idem)
         .await
@@ -1004,6 +1025,10 @@ with_stripe!(a_refund_revoking_credits_takes_them_back_or_refunds_nothing);
 
 async fn without_a_key_stripe_is_unavailable_and_nothing_is_written(api: &Api) {
     let account = starter_account(api).await;
+    assert!(
+        !stripe_offered(api, &account).await,
+        "without a key stripe is listed but not available"
+    );
     let r = api
         .post(
             "/v1/billing/credits/purchase",
