@@ -801,7 +801,10 @@ async fn canceling_a_stripe_subscription_tells_stripe_first_and_its_webhooks_cha
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].method, "POST");
     assert_eq!(seen[0].field("cancel_at_period_end"), Some("true"));
-    assert_eq!(seen[0].idempotency_key, format!("cancel-{id}-at_period_end"));
+    assert_eq!(
+        seen[0].idempotency_key,
+        format!("cancel-{id}-at_period_end")
+    );
     let scheduled = subscription(api, &account).await;
     assert_eq!(scheduled["cancel_at_period_end"], true);
     assert_eq!(scheduled["status"], "active");
@@ -881,7 +884,9 @@ async fn a_cancel_stripe_refuses_writes_nothing(ctx: &Ctx) {
     );
 
     // Once Stripe accepts, the same request goes through (same key).
-    ctx.stub.refuse_subscription_changes.store(0, Ordering::SeqCst);
+    ctx.stub
+        .refuse_subscription_changes
+        .store(0, Ordering::SeqCst);
     assert_eq!(
         cancel(api, &account, false).await.expect(200)["status"],
         "canceled"

@@ -151,8 +151,10 @@ pub trait PaymentGateway: Send + Sync {
     async fn refund(&self, req: &RefundRequest) -> Result<Refund, GatewayError>;
     /// Cancels a subscription made by [`Self::create_subscription`], at the
     /// period end or now.
-    async fn cancel_subscription(&self, req: &CancelSubscriptionRequest)
-        -> Result<(), GatewayError>;
+    async fn cancel_subscription(
+        &self,
+        req: &CancelSubscriptionRequest,
+    ) -> Result<(), GatewayError>;
 }
 
 /// The gateways this server is configured with.

@@ -11,8 +11,9 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::{
-    minor_units, CancelSubscriptionRequest, CustomerRequest, GatewayError, GatewaySubscription, PaymentGateway, PaymentIntent,
-    PaymentIntentRequest, Refund, RefundRequest, SubscriptionRequest,
+    minor_units, CancelSubscriptionRequest, CustomerRequest, GatewayError, GatewaySubscription,
+    PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund, RefundRequest,
+    SubscriptionRequest,
 };
 use crate::config::Secret;
 

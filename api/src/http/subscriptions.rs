@@ -1195,7 +1195,11 @@ async fn cancel_at_stripe(
             at_period_end,
             idempotency_key: format!(
                 "cancel-{id}-{}",
-                if at_period_end { "at_period_end" } else { "now" }
+                if at_period_end {
+                    "at_period_end"
+                } else {
+                    "now"
+                }
             ),
         })
         .await?;
