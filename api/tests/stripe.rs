@@ -5,10 +5,14 @@
 //! `payment_intent.succeeded` delivered twice; a Stripe subscription paid by
 //! `invoice.paid` delivered twice; `invoice.payment_failed` → past_due;
 //! signature failures; unknown event types; refunds (partial, the rest,
-//! over-refund, revoking credits, 402); and no key → unavailable.
+//! over-refund, revoking credits, 402); canceling a Stripe subscription
+//! tells Stripe first (at the period end or now; refused → nothing written)
+//! and Stripe's echo webhooks change nothing; a plan change of a Stripe
+//! subscription is 409; and no key → unavailable.
 
 mod common;
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +37,7 @@ const PRICE_ID: &str = "price_starter_monthly";
 /// One request the stub received.
 #[derive(Debug, Clone)]
 struct Seen {
+    method: String,
     path: String,
     idempotency_key: String,
     form: Vec<(String, String)>,
@@ -50,6 +55,9 @@ impl Seen {
 #[derive(Clone, Default)]
 struct Stub {
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// When not 0, the status every change of a subscription
+    /// (`/v1/subscriptions/{id}`) is answered with, as an error.
+    refuse_subscription_changes: Arc<AtomicU16>,
 }
 
 impl Stub {
@@ -76,6 +84,7 @@ fn id_for(prefix: &str, key: &str) -> String {
 /// answers it (401/400), so the ledger cannot pass by accident.
 async fn stub_handler(
     State(stub): State<Stub>,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: String,
@@ -100,7 +109,9 @@ async fn stub_handler(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if content_type != "application/x-www-form-urlencoded" || idem.is_empty() {
+    // A DELETE has no body (Stripe takes no parameters we send there).
+    let form_expected = method != axum::http::Method::DELETE;
+    if (form_expected && content_type != "application/x-www-form-urlencoded") || idem.is_empty() {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": { "type": "invalid_request_error", "message": "form body and Idempotency-Key expected" } })),
@@ -112,6 +123,7 @@ async fn stub_handler(
         .collect();
     let path = uri.path().to_owned();
     stub.seen.lock().unwrap().push(Seen {
+        method: method.to_string(),
         path: path.clone(),
         idempotency_key: idem.clone(),
         form: form.clone(),
@@ -122,6 +134,27 @@ async fn stub_handler(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
+    if let Some(stripe_id) = path.strip_prefix("/v1/subscriptions/") {
+        let refuse = stub.refuse_subscription_changes.load(Ordering::SeqCst);
+        if refuse != 0 {
+            return (
+                StatusCode::from_u16(refuse).unwrap(),
+                Json(json!({ "error": { "type": "invalid_request_error", "message": "refused by the stub" } })),
+            )
+                .into_response();
+        }
+        let answer = if method == axum::http::Method::DELETE {
+            json!({ "id": stripe_id, "object": "subscription", "status": "canceled" })
+        } else {
+            json!({
+                "id": stripe_id,
+                "object": "subscription",
+                "status": "active",
+                "cancel_at_period_end": get("cancel_at_period_end") == "true",
+            })
+        };
+        return Json(answer).into_response();
+    }
     let answer = match path.as_str() {
         "/v1/customers" => json!({ "id": id_for("cus", &idem), "object": "customer" }),
         "/v1/payment_intents" => {
@@ -154,7 +187,7 @@ async fn stub_handler(
 async fn start_stub() -> (Stub, String) {
     let stub = Stub::default();
     let app = Router::new()
-        .route("/v1/{*rest}", post(stub_handler))
+        .route("/v1/{*rest}", post(stub_handler).delete(stub_handler))
         .with_state(stub.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -696,6 +729,205 @@ async fn a_failed_stripe_invoice_makes_the_subscription_past_due(ctx: &Ctx) {
     assert_eq!(balance(api, &account).await, 0);
 }
 with_stripe!(a_failed_stripe_invoice_makes_the_subscription_past_due);
+
+// ---------------------------------------------------------------------------
+// Canceling and changing a Stripe subscription
+// ---------------------------------------------------------------------------
+
+/// A Stripe subscription of a new account, made active by Stripe's
+/// `invoice.paid`; returns the account, our subscription id and Stripe's.
+async fn active_stripe_subscription(ctx: &Ctx) -> (String, String, String) {
+    let api = &ctx.api;
+    price_the_starter_plan(api).await;
+    let account = api.open_account().await;
+    let created = stripe_subscription(ctx, &account).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let stripe_id = created["stripe_subscription_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = event(
+        &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        "invoice.paid",
+        json!({ "id": format!("in_{}", uuid::Uuid::new_v4().simple()), "object": "invoice", "subscription": stripe_id, "amount_paid": 2900 }),
+    );
+    assert_eq!(deliver(api, &paid).await.expect(200)["handled"], true);
+    assert_eq!(subscription(api, &account).await["status"], "active");
+    (account, id, stripe_id)
+}
+
+/// What the stub saw for Stripe's subscription `stripe_id`.
+fn changes_seen(ctx: &Ctx, stripe_id: &str) -> Vec<Seen> {
+    ctx.stub.requests(&format!("/v1/subscriptions/{stripe_id}"))
+}
+
+async fn cancel(api: &Api, account: &str, at_period_end: bool) -> common::Resp {
+    api.post(
+        "/v1/billing/subscriptions/cancel",
+        &api.owner(account),
+        None,
+        json!({ "at_period_end": at_period_end }),
+    )
+    .await
+}
+
+/// The account's invoices, as listed.
+async fn invoices(api: &Api, account: &str) -> Vec<Value> {
+    let p = head(api).await;
+    api.get(
+        &format!("/v1/billing/invoices?min_position={p}"),
+        &api.owner(account),
+    )
+    .await
+    .expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn canceling_a_stripe_subscription_tells_stripe_first_and_its_webhooks_change_nothing(
+    ctx: &Ctx,
+) {
+    let api = &ctx.api;
+    let (account, id, stripe_id) = active_stripe_subscription(ctx).await;
+    assert!(changes_seen(ctx, &stripe_id).is_empty());
+
+    // At the period end: Stripe is told not to charge another period.
+    let canceled = cancel(api, &account, true).await;
+    let body = canceled.expect(200);
+    assert_eq!(body["cancel_at_period_end"], true);
+    assert_eq!(body["status"], "active");
+    let seen = changes_seen(ctx, &stripe_id);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].field("cancel_at_period_end"), Some("true"));
+    assert_eq!(
+        seen[0].idempotency_key,
+        format!("cancel-{id}-at_period_end")
+    );
+    let scheduled = subscription(api, &account).await;
+    assert_eq!(scheduled["cancel_at_period_end"], true);
+    assert_eq!(scheduled["status"], "active");
+
+    // Asking again changes nothing and does not call Stripe again.
+    assert_eq!(
+        cancel(api, &account, true).await.expect(200)["cancel_at_period_end"],
+        true
+    );
+    assert_eq!(changes_seen(ctx, &stripe_id).len(), 1);
+
+    // Stripe's echo of the change is applied as a no-op.
+    let updated = event(
+        &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        "customer.subscription.updated",
+        json!({ "id": stripe_id, "object": "subscription", "status": "active", "cancel_at_period_end": true }),
+    );
+    assert_eq!(deliver(api, &updated).await.expect(200)["duplicate"], false);
+    assert_eq!(subscription(api, &account).await, scheduled);
+
+    // Now: Stripe's subscription is deleted, ours canceled.
+    let now = cancel(api, &account, false).await;
+    assert_eq!(now.expect(200)["status"], "canceled");
+    let seen = changes_seen(ctx, &stripe_id);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].method, "DELETE");
+    assert_eq!(seen[1].idempotency_key, format!("cancel-{id}-now"));
+    assert!(seen[1].form.is_empty(), "{seen:?}");
+    let ended = subscription(api, &account).await;
+    assert_eq!(ended["status"], "canceled");
+
+    // Stripe's echoes change nothing and call nothing.
+    for (kind, status) in [
+        ("customer.subscription.deleted", "canceled"),
+        ("customer.subscription.updated", "canceled"),
+    ] {
+        let echo = event(
+            &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            kind,
+            json!({ "id": stripe_id, "object": "subscription", "status": status, "cancel_at_period_end": false }),
+        );
+        assert_eq!(deliver(api, &echo).await.expect(200)["duplicate"], false);
+        assert_eq!(subscription(api, &account).await, ended, "{kind}");
+    }
+    assert_eq!(changes_seen(ctx, &stripe_id).len(), 2);
+
+    // Nothing is left open to cancel.
+    cancel(api, &account, false)
+        .await
+        .expect_error(404, "not_found");
+    assert_eq!(changes_seen(ctx, &stripe_id).len(), 2);
+}
+with_stripe!(canceling_a_stripe_subscription_tells_stripe_first_and_its_webhooks_change_nothing);
+
+async fn a_cancel_stripe_refuses_writes_nothing(ctx: &Ctx) {
+    let api = &ctx.api;
+    let (account, id, stripe_id) = active_stripe_subscription(ctx).await;
+    let before = subscription(api, &account).await;
+    let invoices_before = invoices(api, &account).await;
+
+    // Refused (4xx) is 502; Stripe failing (5xx) is 503; both change nothing.
+    for (stub_status, status) in [(400, 502), (500, 503)] {
+        ctx.stub
+            .refuse_subscription_changes
+            .store(stub_status, Ordering::SeqCst);
+        for at_period_end in [true, false] {
+            let r = cancel(api, &account, at_period_end).await;
+            r.expect_error(status, "unavailable");
+            assert_eq!(subscription(api, &account).await, before);
+        }
+    }
+    assert_eq!(invoices(api, &account).await, invoices_before);
+    let seen = changes_seen(ctx, &stripe_id);
+    assert_eq!(
+        seen.iter().map(|s| s.method.as_str()).collect::<Vec<_>>(),
+        ["POST", "DELETE", "POST", "DELETE"]
+    );
+
+    // Once Stripe accepts, the same request goes through (same key).
+    ctx.stub
+        .refuse_subscription_changes
+        .store(0, Ordering::SeqCst);
+    assert_eq!(
+        cancel(api, &account, false).await.expect(200)["status"],
+        "canceled"
+    );
+    let seen = changes_seen(ctx, &stripe_id);
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[4].idempotency_key, format!("cancel-{id}-now"));
+}
+with_stripe!(a_cancel_stripe_refuses_writes_nothing);
+
+async fn a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing(ctx: &Ctx) {
+    let api = &ctx.api;
+    let (account, _, stripe_id) = active_stripe_subscription(ctx).await;
+    let before = subscription(api, &account).await;
+    let invoices_before = invoices(api, &account).await;
+    let balance_before = balance(api, &account).await;
+    for plan in ["professional", "free"] {
+        let r = api
+            .post(
+                "/v1/billing/subscriptions/upgrade",
+                &api.owner(&account),
+                Some(&key()),
+                json!({ "plan": plan }),
+            )
+            .await;
+        r.expect_error(409, "conflict");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("plan changes of a Stripe subscription are not supported yet"),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(subscription(api, &account).await, before);
+    assert_eq!(invoices(api, &account).await, invoices_before);
+    assert_eq!(balance(api, &account).await, balance_before);
+    assert!(changes_seen(ctx, &stripe_id).is_empty());
+}
+with_stripe!(a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing);
 
 // ---------------------------------------------------------------------------
 // Signatures and event types

@@ -70,6 +70,18 @@ pub struct GatewaySubscription {
     pub status: String,
 }
 
+/// Ending one of our subscriptions at the gateway: at the end of the paid
+/// period (the gateway charges no further period) or now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelSubscriptionRequest {
+    /// The gateway's subscription id (`sub_…`).
+    pub gateway_subscription_id: String,
+    /// Our subscription's id.
+    pub subscription_id: String,
+    pub at_period_end: bool,
+    pub idempotency_key: String,
+}
+
 /// A refund of (part of) a gateway payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
@@ -137,6 +149,12 @@ pub trait PaymentGateway: Send + Sync {
         req: &SubscriptionRequest,
     ) -> Result<GatewaySubscription, GatewayError>;
     async fn refund(&self, req: &RefundRequest) -> Result<Refund, GatewayError>;
+    /// Cancels a subscription made by [`Self::create_subscription`], at the
+    /// period end or now.
+    async fn cancel_subscription(
+        &self,
+        req: &CancelSubscriptionRequest,
+    ) -> Result<(), GatewayError>;
 }
 
 /// The gateways this server is configured with.

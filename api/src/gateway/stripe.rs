@@ -11,8 +11,9 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::{
-    minor_units, CustomerRequest, GatewayError, GatewaySubscription, PaymentGateway, PaymentIntent,
-    PaymentIntentRequest, Refund, RefundRequest, SubscriptionRequest,
+    minor_units, CancelSubscriptionRequest, CustomerRequest, GatewayError, GatewaySubscription,
+    PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund, RefundRequest,
+    SubscriptionRequest,
 };
 use crate::config::Secret;
 
@@ -66,16 +67,35 @@ impl StripeGateway {
             }
             body.finish()
         };
-        let response = self
+        let request = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(self.key.expose())
-            .header("Idempotency-Key", idempotency_key)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(body)
+            .body(body);
+        self.send(request, idempotency_key).await
+    }
+
+    /// `DELETE {base}{path}` without a body; the JSON object Stripe returns.
+    async fn delete(&self, path: &str, idempotency_key: &str) -> Result<Value, GatewayError> {
+        let request = self.http.delete(format!("{}{path}", self.base));
+        self.send(request, idempotency_key).await
+    }
+
+    /// Sends `request` with our key and `idempotency_key`; Stripe's answer
+    /// read (bounded) and mapped: unreachable, 5xx and 429 are
+    /// [`GatewayError::Unreachable`], another non-2xx or an answer that is
+    /// not JSON [`GatewayError::Refused`].
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        idempotency_key: &str,
+    ) -> Result<Value, GatewayError> {
+        let response = request
+            .bearer_auth(self.key.expose())
+            .header("Idempotency-Key", idempotency_key)
             .send()
             .await
             .map_err(|e| GatewayError::Unreachable(without_url(&e)))?;
@@ -218,6 +238,28 @@ impl PaymentGateway for StripeGateway {
             id: text(&json, "id")?,
             status: json["status"].as_str().unwrap_or("incomplete").to_owned(),
         })
+    }
+
+    async fn cancel_subscription(
+        &self,
+        req: &CancelSubscriptionRequest,
+    ) -> Result<(), GatewayError> {
+        let path = format!(
+            "/v1/subscriptions/{}",
+            form_urlencoded::byte_serialize(req.gateway_subscription_id.as_bytes())
+                .collect::<String>()
+        );
+        if req.at_period_end {
+            self.post(
+                &path,
+                &[("cancel_at_period_end", "true".into())],
+                &req.idempotency_key,
+            )
+            .await?;
+        } else {
+            self.delete(&path, &req.idempotency_key).await?;
+        }
+        Ok(())
     }
 
     async fn refund(&self, req: &RefundRequest) -> Result<Refund, GatewayError> {

@@ -983,7 +983,7 @@ pub struct UpgradeRequest {
         (status = 200, description = "The change (`upgrade` with the proration figures and invoice, or `downgrade_scheduled`) and the subscription", body = Object),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such plan, or no open subscription", body = doc::ErrorBody),
-        (status = 409, description = "`conflict`: the same plan, a downgrade already scheduled, or the subscription is not active", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the same plan, a downgrade already scheduled, the subscription is not active, or it is a Stripe subscription (plan changes at Stripe are not supported yet)", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
     ),
 )]
@@ -1005,6 +1005,13 @@ pub async fn upgrade(
         .ok_or_else(|| ApiError::NotFound(format!("no active plan {:?}", req.plan)))?
         .clone();
     let id = open_subscription(&state, account).await?;
+    if load(&state, id).await?.stripe_subscription_id().is_some() {
+        return Err(ApiError::Conflict(
+            "plan changes of a Stripe subscription are not supported yet; \
+             cancel and subscribe again"
+                .into(),
+        ));
+    }
     let claim = claim(&key, "subscriptions/upgrade", &body.canonical);
     let now = super::now();
     let actor = principal.actor();
@@ -1104,7 +1111,10 @@ pub struct CancelRequest {
         (status = 200, description = "The subscription", body = Object),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no open subscription", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the subscription is already canceled", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+        (status = 502, description = "`unavailable`: Stripe refused to cancel the Stripe subscription; nothing was written", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: Stripe is unreachable or not configured; nothing was written", body = doc::ErrorBody),
     ),
 )]
 pub async fn cancel(
@@ -1118,6 +1128,8 @@ pub async fn cancel(
     let id = open_subscription(&state, account).await?;
     let now = super::now();
     let actor = principal.actor();
+    let sub = load(&state, id).await?;
+    cancel_at_stripe(&state, &sub, id, req.at_period_end, now).await?;
     let position = apply_and_follow(
         &state,
         &actor,
@@ -1134,6 +1146,64 @@ pub async fn cancel(
     let mut body = subscription_json(&sub);
     body["position"] = json!(position);
     Ok(Json(body).into_response())
+}
+
+/// Whether a customer's cancel of `sub` at `now` waits for the period end:
+/// asked for, and the subscription runs (active or trialing) in a period
+/// not yet over. Otherwise it cancels now (as the aggregate decides).
+fn cancel_waits_for_period_end(
+    sub: &Subscription,
+    at_period_end: bool,
+    now: DateTime<Utc>,
+) -> bool {
+    at_period_end
+        && matches!(
+            sub.status(),
+            Some(SubscriptionStatus::Active | SubscriptionStatus::Trialing)
+        )
+        && sub.period().is_some_and(|(_, end)| now < end)
+}
+
+/// Tells Stripe first when `sub` lives there (docs/adr/0011-payments-gateway.md):
+/// `cancel_at_period_end` when ours waits for the period end, else the
+/// subscription is deleted now, under an idempotency key derived from our
+/// id. A failure answers the gateway's error before anything is written.
+/// Nothing is sent when the cancel is already scheduled and stays so, or
+/// when the subscription is already canceled (the local cancel refuses).
+async fn cancel_at_stripe(
+    state: &AppState,
+    sub: &Subscription,
+    id: Uuid,
+    at_period_end: bool,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let Some(stripe_id) = sub.stripe_subscription_id() else {
+        return Ok(());
+    };
+    if sub.status().is_none() || sub.status() == Some(SubscriptionStatus::Canceled) {
+        return Ok(());
+    }
+    let at_period_end = cancel_waits_for_period_end(sub, at_period_end, now);
+    if at_period_end && sub.cancel_at_period_end() {
+        return Ok(());
+    }
+    let gateway = state.gateways.for_method(events::PaymentMethod::Stripe)?;
+    gateway
+        .cancel_subscription(&crate::gateway::CancelSubscriptionRequest {
+            gateway_subscription_id: stripe_id.to_owned(),
+            subscription_id: id.to_string(),
+            at_period_end,
+            idempotency_key: format!(
+                "cancel-{id}-{}",
+                if at_period_end {
+                    "at_period_end"
+                } else {
+                    "now"
+                }
+            ),
+        })
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
