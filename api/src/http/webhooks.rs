@@ -379,6 +379,17 @@ async fn fresh(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// Our payment behind the PaymentIntent `object` (its `id`), if any.
+async fn our_intent_payment(
+    state: &AppState,
+    object: &Value,
+) -> Result<Option<(Uuid, Payment)>, ApiError> {
+    match object["id"].as_str() {
+        Some(intent_id) => our_payment(state, intent_id, object).await,
+        None => Ok(None),
+    }
+}
+
 /// Our payment a PaymentIntent is: by its metadata `payment_id`, else by
 /// its id recorded as the payment's gateway reference. Only a payment whose
 /// recorded PaymentIntent is this one counts.
@@ -440,10 +451,7 @@ async fn payment_succeeded(
     object: &Value,
     now: DateTime<Utc>,
 ) -> Result<bool, ApiError> {
-    let Some(intent_id) = object["id"].as_str() else {
-        return Ok(false);
-    };
-    let Some((id, payment)) = our_payment(state, intent_id, object).await? else {
+    let Some((id, payment)) = our_intent_payment(state, object).await? else {
         return Ok(false);
     };
     let (Some(amount), Some(invoice_id)) = (payment.amount().cloned(), payment.invoice_id()) else {
@@ -491,10 +499,7 @@ async fn payment_failed(
     object: &Value,
     now: DateTime<Utc>,
 ) -> Result<bool, ApiError> {
-    let Some(intent_id) = object["id"].as_str() else {
-        return Ok(false);
-    };
-    let Some((id, payment)) = our_payment(state, intent_id, object).await? else {
+    let Some((id, payment)) = our_intent_payment(state, object).await? else {
         return Ok(false);
     };
     let error = &object["last_payment_error"];
