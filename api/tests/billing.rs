@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use api::auth::{Claims, Role};
 use chrono::Datelike;
-use common::{key, now_unix, unique_slug, Api};
+use common::{key, now_unix, Api};
 use serde_json::{json, Value};
 
 /// A developer token with its own `sub`: a second person for maker-checker.
@@ -31,13 +31,7 @@ fn developer_named(api: &Api, sub: &str) -> String {
 /// Opens a starter-plan account (it allows credit top-ups) with a 19 % tax
 /// rate and a billing address; returns its id.
 async fn starter_account(api: &Api) -> String {
-    let slug = unique_slug();
-    let mut body = Api::account_body(&slug);
-    body["plan"] = json!("starter");
-    let id = api.open_account_with(body).await.expect(201)["account_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = api.open_account_on(json!({ "plan": "starter" })).await;
     api.patch(
         &format!("/v1/accounts/{id}"),
         &api.developer(),

@@ -10,26 +10,13 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{key, unique_slug, Api};
+use common::{key, Api};
 use serde_json::{json, Value};
 
-async fn head(api: &Api) -> i64 {
-    api.get("/ready", &api.developer()).await.expect(200)["position"]
-        .as_i64()
-        .unwrap()
-}
-
 /// Opens an account on `plan` with `tax_rate`, and any extra fields.
-async fn open(api: &Api, plan: &str, extra: Value) -> String {
-    let mut body = Api::account_body(&unique_slug());
-    body["plan"] = json!(plan);
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    api.open_account_with(body).await.expect(201)["account_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+async fn open(api: &Api, plan: &str, mut extra: Value) -> String {
+    extra["plan"] = json!(plan);
+    api.open_account_on(extra).await
 }
 
 async fn purchase(api: &Api, account: &str, package: &str) -> Value {
@@ -55,7 +42,7 @@ async fn approve(api: &Api, payment_id: &str) {
 }
 
 async fn invoice(api: &Api, account: &str, id: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/invoices/{id}?min_position={p}"),
         &api.owner(account),
@@ -68,7 +55,7 @@ async fn invoice(api: &Api, account: &str, id: &str) -> Value {
 /// The stats as a developer, once the read models have caught up;
 /// `query` is appended.
 async fn stats(api: &Api, query: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/admin/billing/stats?min_position={p}{query}"),
         &api.developer(),
@@ -176,7 +163,7 @@ async fn every_figure_follows_from_the_flows(api: &Api) {
     let mut expired = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let p = head(api).await;
+        let p = api.head().await;
         if api.balance(&expiring, p).await["balance"] == 0 {
             expired = true;
             break;

@@ -7,30 +7,19 @@
 
 mod common;
 
-use common::{key, unique_slug, Api};
+use common::{key, Api};
 use serde_json::{json, Value};
 
 /// Opens a starter-plan account (it allows credit top-ups, tax 0) in
 /// `country`; returns its id.
 async fn account_in(api: &Api, country: &str) -> String {
-    let mut body = Api::account_body(&unique_slug());
-    body["plan"] = json!("starter");
-    body["country"] = json!(country);
-    api.open_account_with(body).await.expect(201)["account_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn head(api: &Api) -> i64 {
-    api.get("/ready", &api.developer()).await.expect(200)["position"]
-        .as_i64()
-        .unwrap()
+    api.open_account_on(json!({ "plan": "starter", "country": country }))
+        .await
 }
 
 /// The methods the account's owner is offered.
 async fn offered(api: &Api, account: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/payment-methods?min_position={p}"),
         &api.owner(account),
@@ -332,7 +321,7 @@ async fn a_disabled_method_is_refused_and_leaves_the_list(api: &Api) {
         "method"
     );
     // Nothing was issued for the refused purchase.
-    let p = head(api).await;
+    let p = api.head().await;
     let invoices = api
         .get(
             &format!("/v1/billing/invoices?min_position={p}"),

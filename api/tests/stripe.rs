@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{key, unique_slug, Api, Backend, Server};
+use common::{key, Api, Backend, Server};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -325,19 +325,8 @@ async fn deliver(api: &Api, body: &str) -> common::Resp {
     .await
 }
 
-async fn head(api: &Api) -> i64 {
-    api.get("/ready", &api.developer()).await.expect(200)["position"]
-        .as_i64()
-        .unwrap()
-}
-
-async fn balance(api: &Api, account: &str) -> i64 {
-    let p = head(api).await;
-    api.balance(account, p).await["balance"].as_i64().unwrap()
-}
-
 async fn invoice(api: &Api, account: &str, id: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/invoices/{id}?min_position={p}"),
         &api.owner(account),
@@ -348,7 +337,7 @@ async fn invoice(api: &Api, account: &str, id: &str) -> Value {
 }
 
 async fn payment_row(api: &Api, id: &str, account: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     let items = api
         .items(
             "/v1/admin/payments",
@@ -363,7 +352,7 @@ async fn payment_row(api: &Api, id: &str, account: &str) -> Value {
 }
 
 async fn subscription(api: &Api, account: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/subscriptions?min_position={p}"),
         &api.owner(account),
@@ -375,12 +364,7 @@ async fn subscription(api: &Api, account: &str) -> Value {
 
 /// A starter-plan account (credit top-ups allowed) with a 19 % tax rate.
 async fn starter_account(api: &Api) -> String {
-    let mut body = Api::account_body(&unique_slug());
-    body["plan"] = json!("starter");
-    let id = api.open_account_with(body).await.expect(201)["account_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = api.open_account_on(json!({ "plan": "starter" })).await;
     api.patch(
         &format!("/v1/accounts/{id}"),
         &api.developer(),
@@ -522,7 +506,7 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
     assert!(ctx.stub.requests("/v1/refunds").is_empty());
 
     // Nothing is granted before Stripe says the payment succeeded.
-    assert_eq!(balance(api, &account).await, 0);
+    assert_eq!(api.balance_now(&account).await, 0);
     assert_eq!(
         invoice(api, &account, invoice_id).await["status"],
         "pending"
@@ -540,7 +524,11 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
         &json!({ "received": true, "duplicate": true })
     );
 
-    assert_eq!(balance(api, &account).await, 2_000, "granted exactly once");
+    assert_eq!(
+        api.balance_now(&account).await,
+        2_000,
+        "granted exactly once"
+    );
     let paid = invoice(api, &account, invoice_id).await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["payment_id"], payment_id);
@@ -555,7 +543,7 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
     deliver(api, &intent_succeeded("evt_pi_ok_2", &bought))
         .await
         .expect(200);
-    assert_eq!(balance(api, &account).await, 2_000);
+    assert_eq!(api.balance_now(&account).await, 2_000);
 }
 with_stripe!(a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice);
 
@@ -581,7 +569,7 @@ async fn a_failed_payment_intent_fails_the_payment_with_its_reason(ctx: &Ctx) {
         row["failure_reason"],
         "card_declined: Your card was declined."
     );
-    assert_eq!(balance(api, &account).await, 0);
+    assert_eq!(api.balance_now(&account).await, 0);
     let invoice_id = bought["invoice"]["id"].as_str().unwrap();
     assert_eq!(
         invoice(api, &account, invoice_id).await["status"],
@@ -691,7 +679,7 @@ async fn a_stripe_subscription_is_activated_by_invoice_paid_once(ctx: &Ctx) {
     let sub = subscription(api, &account).await;
     assert_eq!(sub["status"], "active");
     assert_eq!(
-        balance(api, &account).await,
+        api.balance_now(&account).await,
         1_000,
         "the included credits, once"
     );
@@ -726,7 +714,7 @@ async fn a_failed_stripe_invoice_makes_the_subscription_past_due(ctx: &Ctx) {
     let sub = subscription(api, &account).await;
     assert_eq!(sub["status"], "past_due");
     assert!(sub["past_due_since"].is_string());
-    assert_eq!(balance(api, &account).await, 0);
+    assert_eq!(api.balance_now(&account).await, 0);
 }
 with_stripe!(a_failed_stripe_invoice_makes_the_subscription_past_due);
 
@@ -773,7 +761,7 @@ async fn cancel(api: &Api, account: &str, at_period_end: bool) -> common::Resp {
 
 /// The account's invoices, as listed.
 async fn invoices(api: &Api, account: &str) -> Vec<Value> {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/invoices?min_position={p}"),
         &api.owner(account),
@@ -902,7 +890,7 @@ async fn a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing(ct
     let (account, _, stripe_id) = active_stripe_subscription(ctx).await;
     let before = subscription(api, &account).await;
     let invoices_before = invoices(api, &account).await;
-    let balance_before = balance(api, &account).await;
+    let balance_before = api.balance_now(&account).await;
     for plan in ["professional", "free"] {
         let r = api
             .post(
@@ -924,7 +912,7 @@ async fn a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing(ct
     }
     assert_eq!(subscription(api, &account).await, before);
     assert_eq!(invoices(api, &account).await, invoices_before);
-    assert_eq!(balance(api, &account).await, balance_before);
+    assert_eq!(api.balance_now(&account).await, balance_before);
     assert!(changes_seen(ctx, &stripe_id).is_empty());
 }
 with_stripe!(a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing);
@@ -958,7 +946,7 @@ async fn bad_signatures_are_refused_and_change_nothing(ctx: &Ctx) {
         let details = r.expect_error(400, "invalid_request");
         assert_eq!(details["reason"], "invalid_signature", "{why}");
     }
-    assert_eq!(balance(api, &account).await, 0, "nothing changed");
+    assert_eq!(api.balance_now(&account).await, 0, "nothing changed");
     let invoice_id = bought["invoice"]["id"].as_str().unwrap();
     assert_eq!(
         invoice(api, &account, invoice_id).await["status"],
@@ -970,7 +958,7 @@ async fn bad_signatures_are_refused_and_change_nothing(ctx: &Ctx) {
     let several = format!("t={now},v1={},v1={valid_v1}", "ab".repeat(32));
     let ok = post_webhook(api, &body, Some(several)).await;
     assert_eq!(ok.expect(200)["duplicate"], false);
-    assert_eq!(balance(api, &account).await, 2_000);
+    assert_eq!(api.balance_now(&account).await, 2_000);
 
     // Too large: 413 before anything is read as JSON.
     let huge = format!(
@@ -1122,7 +1110,7 @@ async fn stripe_refunds_add_up_to_what_was_paid_and_never_more(ctx: &Ctx) {
     assert_eq!(row["status"], "refunded");
     assert_eq!(row["refunded_amount"], "34.51");
     assert_eq!(
-        balance(api, &account).await,
+        api.balance_now(&account).await,
         2_000,
         "credits kept: not revoked"
     );
@@ -1160,7 +1148,7 @@ async fn a_refund_made_at_stripe_is_recorded_without_revoking_credits(ctx: &Ctx)
     let row = payment_row(api, payment_id, &account).await;
     assert_eq!(row["refunded_amount"], "10.00");
     assert_eq!(row["status"], "succeeded");
-    assert_eq!(balance(api, &account).await, 2_000);
+    assert_eq!(api.balance_now(&account).await, 2_000);
 }
 with_stripe!(a_refund_made_at_stripe_is_recorded_without_revoking_credits);
 
@@ -1186,7 +1174,7 @@ async fn a_refund_revoking_credits_takes_them_back_or_refunds_nothing(ctx: &Ctx)
     )
     .await
     .expect(200);
-    assert_eq!(balance(api, &account).await, 2_000);
+    assert_eq!(api.balance_now(&account).await, 2_000);
 
     // Half the money back (17.25 of 34.51): floor(2000 × 17.25 / 34.51) =
     // 999 credits back.
@@ -1200,7 +1188,7 @@ async fn a_refund_revoking_credits_takes_them_back_or_refunds_nothing(ctx: &Ctx)
     let half = half.expect(200);
     assert_eq!(half["revoked_credits"], 999);
     assert!(half["gateway_refund_ref"].is_null(), "a manual payment");
-    assert_eq!(balance(api, &account).await, 1_001);
+    assert_eq!(api.balance_now(&account).await, 1_001);
 
     // The customer spends most of what is left; the rest of the refund
     // would take back 1,001 credits they no longer have: 402, nothing
@@ -1223,13 +1211,13 @@ async fn a_refund_revoking_credits_takes_them_back_or_refunds_nothing(ctx: &Ctx)
     .expect_error(402, "insufficient_credits");
     let row = payment_row(api, payment_id, &account).await;
     assert_eq!(row["refunded_amount"], "17.25", "nothing more refunded");
-    assert_eq!(balance(api, &account).await, 101);
+    assert_eq!(api.balance_now(&account).await, 101);
     assert!(ctx.stub.requests("/v1/refunds").is_empty());
 
     // Without revoking, the rest goes back.
     let rest = refund(api, payment_id, &key(), json!({ "reason": "the rest" })).await;
     assert_eq!(rest.expect(200)["status"], "refunded");
-    assert_eq!(balance(api, &account).await, 101);
+    assert_eq!(api.balance_now(&account).await, 101);
 
     // Bad input: 422 naming the field; an unknown payment 404.
     refund(
@@ -1270,7 +1258,7 @@ async fn without_a_key_stripe_is_unavailable_and_nothing_is_written(api: &Api) {
         )
         .await;
     r.expect_error(503, "unavailable");
-    let p = head(api).await;
+    let p = api.head().await;
     let invoices = api
         .get(
             &format!("/v1/billing/invoices?min_position={p}"),
@@ -1325,7 +1313,7 @@ async fn purchase_against(backend: Backend, base: &str, secret_key: &str) -> com
     let outcome = tokio::spawn(async move {
         let account = starter_account(&api).await;
         let r = stripe_purchase_with(&api, &account, &key()).await;
-        let p = head(&api).await;
+        let p = api.head().await;
         let payments = api
             .items("/v1/admin/payments", p, &format!("&account_id={account}"))
             .await;

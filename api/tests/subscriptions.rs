@@ -39,7 +39,7 @@ async fn invoice(api: &Api, account: &str, id: &str, p: i64) -> Value {
 /// The owner pays the invoice by bank transfer and a developer approves
 /// it; returns the approval's response.
 async fn pay(api: &Api, account: &str, invoice_id: &str) -> common::Resp {
-    let head = head(api).await;
+    let head = api.head().await;
     let total = invoice(api, account, invoice_id, head).await["total"].clone();
     let paid = api
         .post(
@@ -67,12 +67,6 @@ async fn approve(api: &Api, payment_id: &str) -> common::Resp {
     .await
 }
 
-async fn head(api: &Api) -> i64 {
-    api.get("/ready", &api.developer()).await.expect(200)["position"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn run_periods(api: &Api, now: DateTime<Utc>) -> Value {
     api.post(
         "/v1/admin/billing/run-periods",
@@ -86,7 +80,7 @@ async fn run_periods(api: &Api, now: DateTime<Utc>) -> Value {
 }
 
 async fn subscriptions(api: &Api, account: &str) -> Vec<Value> {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/subscriptions?min_position={p}"),
         &api.owner(account),
@@ -99,7 +93,7 @@ async fn subscriptions(api: &Api, account: &str) -> Vec<Value> {
 }
 
 async fn account(api: &Api, id: &str) -> Value {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/accounts/{id}?min_position={p}"),
         &api.developer(),
@@ -107,11 +101,6 @@ async fn account(api: &Api, id: &str) -> Value {
     .await
     .expect(200)
     .clone()
-}
-
-async fn balance(api: &Api, id: &str) -> i64 {
-    let p = head(api).await;
-    api.balance(id, p).await["balance"].as_i64().unwrap()
 }
 
 /// A new account on a starter subscription whose first invoice is paid.
@@ -169,11 +158,11 @@ async fn a_manual_subscription_activates_when_its_first_invoice_is_approved_and_
             period_end(&body).format("%Y-%m-%d")
         )
     );
-    assert_eq!(balance(api, &id).await, 0);
+    assert_eq!(api.balance_now(&id).await, 0);
 
     let approved = pay(api, &id, invoice_id).await;
     approved.expect(200);
-    assert_eq!(balance(api, &id).await, 1000);
+    assert_eq!(api.balance_now(&id).await, 1000);
     let listed = subscriptions(api, &id).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["status"], "active");
@@ -185,7 +174,7 @@ async fn a_manual_subscription_activates_when_its_first_invoice_is_approved_and_
     let payment_id = api
         .items(
             &format!("/v1/admin/payments?invoice_id={invoice_id}"),
-            head(api).await,
+            api.head().await,
             "",
         )
         .await[0]["id"]
@@ -195,11 +184,11 @@ async fn a_manual_subscription_activates_when_its_first_invoice_is_approved_and_
     approve(api, &payment_id)
         .await
         .expect_error(409, "conflict");
-    assert_eq!(balance(api, &id).await, 1000);
+    assert_eq!(api.balance_now(&id).await, 1000);
     let entries = api
         .items(
             &format!("/v1/accounts/{id}/transactions"),
-            head(api).await,
+            api.head().await,
             "",
         )
         .await;
@@ -271,11 +260,11 @@ async fn an_upgrade_bills_the_exact_proration_and_its_payment_grants_the_prorate
 
     let approved = pay(api, &id, invoice_id).await;
     approved.expect(200);
-    assert_eq!(balance(api, &id).await, 1000 + credits);
+    assert_eq!(api.balance_now(&id).await, 1000 + credits);
     let payment_id = api
         .items(
             &format!("/v1/admin/payments?invoice_id={invoice_id}"),
-            head(api).await,
+            api.head().await,
             "",
         )
         .await[0]["id"]
@@ -285,7 +274,7 @@ async fn an_upgrade_bills_the_exact_proration_and_its_payment_grants_the_prorate
     approve(api, &payment_id)
         .await
         .expect_error(409, "conflict");
-    assert_eq!(balance(api, &id).await, 1000 + credits);
+    assert_eq!(api.balance_now(&id).await, 1000 + credits);
 }
 on_both_backends!(
     an_upgrade_bills_the_exact_proration_and_its_payment_grants_the_prorated_credits_once
@@ -331,7 +320,7 @@ on_both_backends!(a_downgrade_is_scheduled_and_applied_at_the_period_end_by_run_
 
 /// The account's pending invoices as its owner sees them.
 async fn pending_invoices(api: &Api, account: &str) -> Vec<Value> {
-    let p = head(api).await;
+    let p = api.head().await;
     api.get(
         &format!("/v1/billing/invoices?status=pending&min_position={p}"),
         &api.owner(account),
@@ -347,13 +336,13 @@ async fn renewal_bills_the_next_period_expires_the_old_credits_and_grants_the_ne
     api: &Api,
 ) {
     let (id, created) = active_on(api, "starter").await;
-    assert_eq!(balance(api, &id).await, 1000);
+    assert_eq!(api.balance_now(&id).await, 1000);
     let end = period_end(&created);
     let now = end + Duration::hours(1);
     let run = run_periods(api, now).await;
     assert!(run["changed"].as_u64().unwrap() >= 1, "{run}");
     // The old period's credits left at its end.
-    assert_eq!(balance(api, &id).await, 0);
+    assert_eq!(api.balance_now(&id).await, 0);
     let listed = subscriptions(api, &id).await;
     assert_eq!(listed[0]["status"], "active");
     assert_eq!(time(&listed[0]["current_period_start"]), end);
@@ -363,16 +352,16 @@ async fn renewal_bills_the_next_period_expires_the_old_credits_and_grants_the_ne
     assert_eq!(pending[0]["subscription_id"], created["id"]);
 
     // The same instant again changes nothing.
-    let before = head(api).await;
+    let before = api.head().await;
     let again = run_periods(api, now).await;
     assert_eq!(again["changed"], 0, "{again}");
-    assert_eq!(head(api).await, before, "nothing was written");
+    assert_eq!(api.head().await, before, "nothing was written");
     assert_eq!(pending_invoices(api, &id).await.len(), 1);
 
     pay(api, &id, pending[0]["id"].as_str().unwrap())
         .await
         .expect(200);
-    assert_eq!(balance(api, &id).await, 1000);
+    assert_eq!(api.balance_now(&id).await, 1000);
 }
 on_both_backends!(
     renewal_bills_the_next_period_expires_the_old_credits_and_grants_the_new_when_paid
@@ -402,7 +391,7 @@ async fn an_unpaid_renewal_makes_it_past_due_and_the_grace_period_cancels_it(api
     let holder = account(api, &id).await;
     assert_eq!(holder["plan"], "free");
     assert_eq!(holder["status"], "active");
-    let p = head(api).await;
+    let p = api.head().await;
     let voided = invoice(api, &id, renewal["id"].as_str().unwrap(), p).await;
     assert_eq!(voided["status"], "void");
 }
@@ -473,7 +462,7 @@ async fn a_free_plan_is_active_at_once_and_grants_its_credits_at_the_period_star
     let body = created.expect(201).clone();
     assert_eq!(body["status"], "active");
     assert_eq!(body["open_invoices"], json!([]));
-    assert_eq!(balance(api, &id).await, 100);
+    assert_eq!(api.balance_now(&id).await, 100);
     api.post(
         "/v1/billing/subscriptions/create",
         &api.owner(&id),
@@ -482,10 +471,14 @@ async fn a_free_plan_is_active_at_once_and_grants_its_credits_at_the_period_star
     )
     .await
     .expect(201);
-    assert_eq!(balance(api, &id).await, 100, "granted once");
+    assert_eq!(api.balance_now(&id).await, 100, "granted once");
     // At the period end a free plan renews without an invoice.
     run_periods(api, period_end(&body)).await;
-    assert_eq!(balance(api, &id).await, 100, "the old 100 expired, 100 new");
+    assert_eq!(
+        api.balance_now(&id).await,
+        100,
+        "the old 100 expired, 100 new"
+    );
     assert_eq!(pending_invoices(api, &id).await.len(), 0);
 }
 on_both_backends!(a_free_plan_is_active_at_once_and_grants_its_credits_at_the_period_start);

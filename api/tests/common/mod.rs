@@ -456,6 +456,35 @@ impl Api {
         .await
     }
 
+    /// The log head (`/ready`'s `position`): a read with it as
+    /// `min_position` sees every write made so far.
+    pub async fn head(&self) -> i64 {
+        self.get("/ready", &self.developer()).await.expect(200)["position"]
+            .as_i64()
+            .expect("a position")
+    }
+
+    /// The account's balance once the read models have every write so far.
+    pub async fn balance_now(&self, account: &str) -> i64 {
+        let p = self.head().await;
+        self.balance(account, p).await["balance"]
+            .as_i64()
+            .expect("a balance")
+    }
+
+    /// Opens a fresh account: [`Self::account_body`] with `fields` set;
+    /// returns its id.
+    pub async fn open_account_on(&self, fields: Value) -> String {
+        let mut body = Self::account_body(&unique_slug());
+        for (k, v) in fields.as_object().expect("fields are an object") {
+            body[k] = v.clone();
+        }
+        self.open_account_with(body).await.expect(201)["account_id"]
+            .as_str()
+            .expect("an account_id")
+            .to_owned()
+    }
+
     /// The balance read model as a developer, once it has `min_position`.
     pub async fn balance(&self, account: &str, min_position: i64) -> Value {
         self.get(
