@@ -159,6 +159,26 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now().trunc_subsecs(6)
 }
 
+/// Waits (bounded) until the read models have every event written so far.
+pub(super) async fn fresh_read_models(state: &AppState) -> Result<(), ApiError> {
+    let head = state
+        .store
+        .head_position()
+        .await
+        .map_err(respond::store_error)?;
+    if state
+        .projector
+        .wait_for(head, std::time::Duration::from_secs(5))
+        .await
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(
+            "the read models are behind; retry shortly".into(),
+        ))
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }

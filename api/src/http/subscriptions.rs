@@ -459,25 +459,9 @@ fn acting_account(principal: &Principal, raw: Option<&str>) -> Result<AccountId,
     }
 }
 
-/// Waits (bounded) until the read models have every event written so far.
-async fn fresh_read_models(state: &AppState) -> Result<(), ApiError> {
-    let head = state.store.head_position().await.map_err(store_error)?;
-    if state
-        .projector
-        .wait_for(head, StdDuration::from_secs(5))
-        .await
-    {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(
-            "the read models are behind; retry shortly".into(),
-        ))
-    }
-}
-
 /// The account's open (not canceled) subscription.
 async fn open_subscription(state: &AppState, account: AccountId) -> Result<Uuid, ApiError> {
-    fresh_read_models(state).await?;
+    super::fresh_read_models(state).await?;
     let (_, open) = state
         .read_models
         .subscription_count(&account.to_string())
@@ -916,7 +900,7 @@ pub async fn create(
         // One open subscription per account: the n-th subscription takes the
         // slot `{account}/{n}` in its own append, so of two concurrent
         // creates only one commits.
-        fresh_read_models(&state).await?;
+        super::fresh_read_models(&state).await?;
         let (count, open) = state
             .read_models
             .subscription_count(&account.to_string())
@@ -1245,9 +1229,7 @@ pub async fn run_periods(
 ) -> Result<Response, ApiError> {
     principal.require(STAFF)?;
     let req = body.parse()?.value;
-    let now = DateTime::parse_from_rfc3339(&req.now)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::invalid_field("now", "now must be an RFC 3339 time"))?;
+    let now = super::extract::time("now", &req.now)?;
     let run = process_due(&state, &principal.actor(), now).await?;
     let head = state.store.head_position().await.map_err(store_error)?;
     let mut body = serde_json::to_value(&run).map_err(|_| ApiError::Internal)?;
@@ -1263,7 +1245,7 @@ pub async fn process_due(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<PeriodRun, ApiError> {
-    fresh_read_models(state).await?;
+    super::fresh_read_models(state).await?;
     let ids = state
         .read_models
         .subscriptions_maybe_due(

@@ -356,27 +356,11 @@ async fn our_invoice(state: &AppState, object: &Value) -> Result<Option<Uuid>, A
     let Some(stripe_sub) = invoice_subscription(object) else {
         return Ok(None);
     };
-    fresh(state).await?;
+    super::fresh_read_models(state).await?;
     let Some(sub) = super::subscriptions::by_stripe_id(state, stripe_sub).await? else {
         return Ok(None);
     };
     super::subscriptions::open_invoice(state, sub).await
-}
-
-/// Waits (bounded) until the read models have every event written so far.
-async fn fresh(state: &AppState) -> Result<(), ApiError> {
-    let head = state.store.head_position().await.map_err(store_error)?;
-    if state
-        .projector
-        .wait_for(head, std::time::Duration::from_secs(5))
-        .await
-    {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(
-            "the read models are behind; retry shortly".into(),
-        ))
-    }
 }
 
 /// Our payment behind the PaymentIntent `object` (its `id`), if any.
@@ -400,7 +384,7 @@ async fn our_payment(
 ) -> Result<Option<(Uuid, Payment)>, ApiError> {
     let mut id = metadata_uuid(object, "payment_id");
     if id.is_none() {
-        fresh(state).await?;
+        super::fresh_read_models(state).await?;
         id = state
             .read_models
             .payment_by_gateway_ref(intent_id)
