@@ -53,14 +53,8 @@ pub fn routes() -> Router<AppState> {
 
 /// RFC 3339 → the read models' text form, so text order is time order.
 fn time_param(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
-    raw.map(|r| {
-        chrono::DateTime::parse_from_rfc3339(&r)
-            .map(|t| projections::time_text(t.with_timezone(&chrono::Utc)))
-            .map_err(|_| {
-                ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time"))
-            })
-    })
-    .transpose()
+    raw.map(|r| super::extract::time(field, &r).map(projections::time_text))
+        .transpose()
 }
 
 fn status_param<T>(

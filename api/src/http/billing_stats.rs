@@ -73,24 +73,20 @@ pub struct StatsQuery {
     pub _min_position: Option<i64>,
 }
 
-fn instant(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            ApiError::invalid_field(
-                field,
-                format!("{field} must be an RFC 3339 time such as 2026-03-01T00:00:00Z"),
-            )
-        })
-}
-
 /// `from` and `to`, each unbounded when `None`.
 type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// The range asked for, checked: both ends RFC 3339, `from` before `to`.
 fn range(q: &StatsQuery) -> Result<Bounds, ApiError> {
-    let from = q.from.as_deref().map(|r| instant("from", r)).transpose()?;
-    let to = q.to.as_deref().map(|r| instant("to", r)).transpose()?;
+    let from = q
+        .from
+        .as_deref()
+        .map(|r| super::extract::time("from", r))
+        .transpose()?;
+    let to =
+        q.to.as_deref()
+            .map(|r| super::extract::time("to", r))
+            .transpose()?;
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
             return Err(ApiError::invalid_field("to", "to must be later than from"));

@@ -167,6 +167,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     }
 }
 
+/// An RFC 3339 time in a body or query field, as UTC; else 422 naming
+/// `field`.
+pub fn time(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            ApiError::invalid_field(
+                field,
+                format!("{field} must be an RFC 3339 time such as 2026-03-01T00:00:00Z"),
+            )
+        })
+}
+
 /// Parses an account id from a path segment.
 pub fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|_| ApiError::NotFound("account not found".into()))
