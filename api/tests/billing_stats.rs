@@ -41,17 +41,6 @@ async fn approve(api: &Api, payment_id: &str) {
     .expect(200);
 }
 
-async fn invoice(api: &Api, account: &str, id: &str) -> Value {
-    let p = api.head().await;
-    api.get(
-        &format!("/v1/billing/invoices/{id}?min_position={p}"),
-        &api.owner(account),
-    )
-    .await
-    .expect(200)
-    .clone()
-}
-
 /// The stats as a developer, once the read models have caught up;
 /// `query` is appended.
 async fn stats(api: &Api, query: &str) -> Value {
@@ -249,7 +238,7 @@ async fn every_figure_follows_from_the_flows(api: &Api) {
 
     // Split at the moment the subscription's invoice was paid: `from` is
     // inclusive, `to` exclusive.
-    let paid_at = invoice(api, &subscriber, &first).await["paid_at"]
+    let paid_at = api.invoice_now(&subscriber, &first).await["paid_at"]
         .as_str()
         .unwrap()
         .to_owned();

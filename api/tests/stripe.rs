@@ -325,17 +325,6 @@ async fn deliver(api: &Api, body: &str) -> common::Resp {
     .await
 }
 
-async fn invoice(api: &Api, account: &str, id: &str) -> Value {
-    let p = api.head().await;
-    api.get(
-        &format!("/v1/billing/invoices/{id}?min_position={p}"),
-        &api.owner(account),
-    )
-    .await
-    .expect(200)
-    .clone()
-}
-
 async fn payment_row(api: &Api, id: &str, account: &str) -> Value {
     let p = api.head().await;
     let items = api
@@ -508,7 +497,7 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
     // Nothing is granted before Stripe says the payment succeeded.
     assert_eq!(api.balance_now(&account).await, 0);
     assert_eq!(
-        invoice(api, &account, invoice_id).await["status"],
+        api.invoice_now(&account, invoice_id).await["status"],
         "pending"
     );
 
@@ -529,7 +518,7 @@ async fn a_stripe_purchase_is_paid_by_its_webhook_once_even_when_delivered_twice
         2_000,
         "granted exactly once"
     );
-    let paid = invoice(api, &account, invoice_id).await;
+    let paid = api.invoice_now(&account, invoice_id).await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["payment_id"], payment_id);
     assert_eq!(paid["payment_method"], "stripe");
@@ -572,7 +561,7 @@ async fn a_failed_payment_intent_fails_the_payment_with_its_reason(ctx: &Ctx) {
     assert_eq!(api.balance_now(&account).await, 0);
     let invoice_id = bought["invoice"]["id"].as_str().unwrap();
     assert_eq!(
-        invoice(api, &account, invoice_id).await["status"],
+        api.invoice_now(&account, invoice_id).await["status"],
         "pending"
     );
 }
@@ -684,7 +673,7 @@ async fn a_stripe_subscription_is_activated_by_invoice_paid_once(ctx: &Ctx) {
         "the included credits, once"
     );
     let invoice_id = created["open_invoices"][0]["id"].as_str().unwrap();
-    let paid = invoice(api, &account, invoice_id).await;
+    let paid = api.invoice_now(&account, invoice_id).await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["payment_method"], "stripe");
 
@@ -949,7 +938,7 @@ async fn bad_signatures_are_refused_and_change_nothing(ctx: &Ctx) {
     assert_eq!(api.balance_now(&account).await, 0, "nothing changed");
     let invoice_id = bought["invoice"]["id"].as_str().unwrap();
     assert_eq!(
-        invoice(api, &account, invoice_id).await["status"],
+        api.invoice_now(&account, invoice_id).await["status"],
         "pending"
     );
 

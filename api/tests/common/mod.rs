@@ -472,6 +472,19 @@ impl Api {
             .expect("a balance")
     }
 
+    /// An invoice as its account's owner sees it, once the read models have
+    /// every write so far.
+    pub async fn invoice_now(&self, account: &str, id: &str) -> Value {
+        let p = self.head().await;
+        self.get(
+            &format!("/v1/billing/invoices/{id}?min_position={p}"),
+            &self.owner(account),
+        )
+        .await
+        .expect(200)
+        .clone()
+    }
+
     /// Opens a fresh account: [`Self::account_body`] with `fields` set;
     /// returns its id.
     pub async fn open_account_on(&self, fields: Value) -> String {
