@@ -701,12 +701,9 @@ async fn gateway_purchase(
         .await
         .map_err(|e| service_error(e, payment_error))?;
     state.projector.wake();
-    let payment = state
-        .store
-        .load::<Payment>(&p.payment_id.to_string())
-        .await
-        .map_err(store_error)?
-        .aggregate;
+    // The command service hands back the payment as it stands after the
+    // command (or, on a replay, as stored).
+    let payment = done.state.as_ref().ok_or(ApiError::Internal)?;
     if payment.gateway_ref() != Some(intent.id.as_str()) {
         warn!(payment = %p.payment_id, "the gateway returned another PaymentIntent than the one recorded");
     }
@@ -725,7 +722,7 @@ async fn gateway_purchase(
             "total": p.invoice.total,
             "due_date": p.invoice.due_at,
         },
-        "payment": gateway_payment_json(p.payment_id, &payment),
+        "payment": gateway_payment_json(p.payment_id, payment),
         "client_secret": intent.client_secret,
         "credits": p.credits,
         "package": p.package,
