@@ -242,9 +242,7 @@ pub fn minor_units(amount: Decimal, currency: &Currency) -> Result<i64, GatewayE
 
 /// The inverse of [`minor_units`].
 pub fn from_minor_units(minor: i64, currency: &Currency) -> Decimal {
-    let mut d = Decimal::new(minor, currency.minor_unit_digits());
-    d.rescale(currency.minor_unit_digits());
-    d
+    Decimal::new(minor, currency.minor_unit_digits())
 }
 
 #[cfg(test)]
