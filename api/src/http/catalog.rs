@@ -20,7 +20,9 @@ use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
 
-async fn run(
+/// Runs a catalog command as the caller, then keeps this instance's cached
+/// catalog and the projector up to date.
+pub(super) async fn run(
     state: &AppState,
     principal: &Principal,
     command: CatalogCommand,

@@ -14,19 +14,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use events::{AccountId, Money, PaymentMethod, PaymentMethodConfig, CATALOG_ID};
+use events::{AccountId, Money, PaymentMethod, PaymentMethodConfig};
 use ledger::catalog::payment_methods::is_config_country;
-use ledger::{Catalog, CatalogCommand, Payment};
+use ledger::{CatalogCommand, Payment};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::CommandContext;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
 use super::billing::{billing_account, BILLING_ROLES};
 use super::extract::{Body, Fresh, Q};
 use super::openapi as doc;
-use super::respond::{catalog_error, service_error, store_error};
+use super::respond::store_error;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
@@ -447,22 +446,7 @@ pub async fn put_config(
         actor: principal.sub().to_owned(),
         now: super::now(),
     };
-    let name = super::metrics::catalog_command_name(&command);
-    let done = super::metrics::time_command(
-        name,
-        state.commands.execute::<Catalog>(
-            CATALOG_ID,
-            command,
-            &CommandContext::new(principal.actor()),
-            None,
-        ),
-    )
-    .await
-    .map_err(|e| service_error(e, catalog_error))?;
-    if let Some(catalog) = &done.state {
-        state.catalog.set(catalog.clone()).await;
-    }
-    state.projector.wake();
+    let done = super::catalog::run(&state, &principal, command).await?;
     let mut body = config_json(&config);
     body["position"] = json!(state.position_of(&done).await?);
     Ok((StatusCode::OK, Json(body)).into_response())
