@@ -232,6 +232,58 @@ impl ReadModels {
         Self { store }
     }
 
+    /// An account's low-balance threshold, if the account is projected.
+    pub async fn low_balance_threshold(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<i64>, ProjectionError> {
+        let row = self
+            .store
+            .fetch_optional(
+                "SELECT low_balance_threshold FROM rm_accounts WHERE account_id = $1",
+                &[account_id.into()],
+            )
+            .await?;
+        Ok(row.map(|r| r.i64("low_balance_threshold")).transpose()?)
+    }
+
+    /// Up to `limit` accounts with a hold or lot due at or before `now`
+    /// (the sweeper's work list, from `expiry_schedule`).
+    pub async fn accounts_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>, ProjectionError> {
+        let rows = self
+            .store
+            .fetch_all(
+                "SELECT DISTINCT account_id FROM expiry_schedule WHERE due_at <= $1 \
+                 ORDER BY account_id LIMIT $2",
+                &[crate::time_text(now).as_str().into(), limit.into()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.text("account_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets an account's schedule entries due at or before `now`, once
+    /// its `ExpireDue` has run.
+    pub async fn clear_due(
+        &self,
+        account_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        self.store
+            .execute(
+                "DELETE FROM expiry_schedule WHERE account_id = $1 AND due_at <= $2",
+                &[account_id.into(), crate::time_text(now).as_str().into()],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn account(&self, account_id: &str) -> Result<Option<AccountView>, ProjectionError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM rm_accounts WHERE account_id = $1");
         self.store

@@ -12,6 +12,7 @@
 pub mod audit;
 mod committer;
 mod error;
+mod outbox;
 mod postgres;
 mod service;
 pub mod sql;
