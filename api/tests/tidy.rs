@@ -1,0 +1,182 @@
+//! Tidy: the rules ARCHITECTURE.md states as absences, checked on the
+//! source tree (as rust-analyzer's `tidy.rs` does), so a change that
+//! breaks one fails the build instead of drifting:
+//! - `app` never imports a transport (axum, hyper, tower-http, async-nats);
+//! - transports run no SQL (no SQL statement in `api/src`);
+//! - the HTTP and NATS adapters do not import each other, and NATS builds
+//!   no HTTP requests;
+//! - every module opens with a `//!` overview;
+//! - no test is `#[ignore]`d.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Lines of code, with `//` comments cut off, so a comment may name what
+/// the code may not use.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split("//").next().unwrap_or("")))
+}
+
+#[test]
+fn app_never_imports_a_transport() {
+    const TRANSPORTS: [&str; 4] = ["axum", "hyper", "tower-http", "async-nats"];
+    let manifest = read(&root().join("app/Cargo.toml"));
+    for line in manifest.lines() {
+        let name = line.split(['=', ' ', '.']).next().unwrap_or("").trim();
+        assert!(
+            !TRANSPORTS.contains(&name),
+            "app/Cargo.toml depends on the transport {name}: use cases never import a transport"
+        );
+    }
+    let mut found = Vec::new();
+    for file in rust_files(&root().join("app/src")) {
+        let text = read(&file);
+        for (n, line) in code_lines(&text) {
+            for t in ["axum::", "hyper::", "tower_http::", "async_nats::"] {
+                if line.contains(t) {
+                    found.push(format!("{}:{n}: {t}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "app imports a transport:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn transports_run_no_sql() {
+    const SQL: [&str; 7] = [
+        "SELECT ",
+        "INSERT INTO",
+        "UPDATE ",
+        "DELETE FROM",
+        "CREATE TABLE",
+        "ON CONFLICT",
+        "fetch_optional(",
+    ];
+    let mut found = Vec::new();
+    for file in rust_files(&root().join("api/src")) {
+        let text = read(&file);
+        for (n, line) in code_lines(&text) {
+            for s in SQL {
+                if line.contains(&format!("\"{s}")) || (s.ends_with('(') && line.contains(s)) {
+                    found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "SQL in api/src (it belongs in store, projections or migrations):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn http_and_nats_do_not_import_each_other() {
+    let mut found = Vec::new();
+    for (dir, other) in [
+        ("api/src/http", "crate::nats"),
+        ("api/src/nats", "crate::http"),
+    ] {
+        for file in rust_files(&root().join(dir)) {
+            let text = read(&file);
+            for (n, line) in code_lines(&text) {
+                if line.contains(other) {
+                    found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+                }
+                if dir.ends_with("nats") && line.contains("format!(\"/v1") {
+                    found.push(format!("{}:{n}: builds an HTTP path", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a transport reaches into another:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn every_module_opens_with_an_overview() {
+    let mut missing = Vec::new();
+    for krate in ["app/src", "api/src"] {
+        for file in rust_files(&root().join(krate)) {
+            let text = read(&file);
+            if !text.trim_start().starts_with("//!") {
+                missing.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules without a //! overview:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn no_test_is_ignored() {
+    let mut found = Vec::new();
+    for krate in [
+        "events",
+        "ledger",
+        "store",
+        "projections",
+        "app",
+        "api",
+        "replay-tools",
+        "bench",
+    ] {
+        let dir = root().join(krate);
+        for sub in ["src", "tests"] {
+            let d = dir.join(sub);
+            if !d.exists() {
+                continue;
+            }
+            for file in rust_files(&d) {
+                let text = read(&file);
+                for (n, line) in code_lines(&text) {
+                    if line.contains(&["#[", "ignore"].concat()) {
+                        found.push(format!("{}:{n}", file.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "ignored tests:\n{}", found.join("\n"));
+}
