@@ -1,39 +1,34 @@
-//! Authentication and authorization of API callers (SPEC §3, §5, §7).
+//! Authentication of HTTP callers and the server's JWT secret (SPEC §3,
+//! §5, §7).
 //!
-//! Callers send `Authorization: Bearer <JWT>` signed with HS256 and the
-//! server's secret. [`JwtKeys`] mints and verifies such tokens; the
-//! [`Principal`] extractor turns a request's token into verified [`Claims`]
-//! and offers the checks handlers need: [`Principal::require`] (the role
-//! column of the endpoint table), [`Principal::scope`] (tenant isolation:
-//! another tenant's account is 404, so existence does not leak) and
-//! [`Principal::own_account`] (the alias routes that take the account from the
-//! token). [`load_secret`] resolves the secret: `LEDGER_JWT_SECRET`, else a
-//! random one generated once into the data directory.
+//! Tokens, claims, roles and the checks on a caller live in
+//! [`app::caller`], shared by every transport; this module is HTTP's side:
+//! the [`Principal`] extractor reads the request's single
+//! `Authorization: Bearer` header into a verified [`Caller`].
+//! [`load_secret`] resolves the secret: `LEDGER_JWT_SECRET`, else a random
+//! one generated once into the data directory. [`parse_ttl`] reads
+//! `ledger-server token --ttl`.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
-use events::{AccountId, Actor};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+
+pub use app::caller::{
+    AuthError, Caller, Claims, JwtKeys, Role, Target, UnknownRole, JWT_LEEWAY_SECONDS,
+    JWT_SECRET_BYTES_MIN, SUBJECT_BYTES_MAX, TOKEN_BYTES_MAX,
+};
 
 use crate::config::Config;
 use crate::error::ApiError;
 
-/// Shortest accepted JWT secret, in bytes (HS256's key is 32 bytes).
-pub const JWT_SECRET_BYTES_MIN: usize = 32;
 /// Random bytes in a generated secret (stored hex-encoded, so the stored
 /// secret is twice as long).
 pub const JWT_SECRET_GENERATED_BYTES: usize = 32;
@@ -41,326 +36,19 @@ pub const JWT_SECRET_GENERATED_BYTES: usize = 32;
 pub const JWT_SECRET_FILE_BYTES_MAX: u64 = 4096;
 /// Name of the generated secret's file inside the data directory.
 pub const JWT_SECRET_FILE_NAME: &str = "jwt-secret";
-/// Clock skew tolerated on `exp`, in seconds.
-pub const JWT_LEEWAY_SECONDS: u64 = 30;
-/// Longest bearer token accepted, in bytes; ours are about 300.
-pub const TOKEN_BYTES_MAX: usize = 4096;
-/// Longest `sub` claim accepted, in bytes.
-pub const SUBJECT_BYTES_MAX: usize = 255;
 /// Longest lifetime `ledger-server token` mints, in seconds (365 days).
 pub const TOKEN_TTL_SECONDS_MAX: u64 = 365 * 24 * 60 * 60;
 
-/// Who a caller is. Spelled in snake_case on the wire, in `Display`/`FromStr`
-/// and on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Role {
-    /// The cross-tenant superuser (the SaaS back end, finance tooling).
-    Developer,
-    Owner,
-    Admin,
-    Editor,
-    Viewer,
-    /// AI workers; scoped to one account when the token names one.
-    SystemBot,
-}
-
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Developer,
-        Role::Owner,
-        Role::Admin,
-        Role::Editor,
-        Role::Viewer,
-        Role::SystemBot,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Developer => "developer",
-            Role::Owner => "owner",
-            Role::Admin => "admin",
-            Role::Editor => "editor",
-            Role::Viewer => "viewer",
-            Role::SystemBot => "system_bot",
-        }
-    }
-
-    /// Dashboard roles belong to one tenant, so their tokens must name it.
-    pub fn requires_account(self) -> bool {
-        matches!(
-            self,
-            Role::Owner | Role::Admin | Role::Editor | Role::Viewer
-        )
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected developer, owner, admin, editor, viewer or system_bot")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRole(s.to_owned()))
-    }
-}
-
-/// The claims of an API token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub role: Role,
-    /// Required for owner/admin/editor/viewer, optional for system_bot (which
-    /// it then scopes); a developer is cross-tenant whatever it says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<AccountId>,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: i64,
-    /// Issue time, seconds since the Unix epoch. SPEC §3 does not require it
-    /// of other issuers, so a token without it reads as 0.
-    #[serde(default)]
-    pub iat: i64,
-}
-
-impl Claims {
-    /// Claims issued at `now` (Unix seconds) that expire `ttl` later, checked
-    /// like a verified token's.
-    pub fn new(
-        sub: impl Into<String>,
-        role: Role,
-        account_id: Option<AccountId>,
-        now: i64,
-        ttl: Duration,
-    ) -> Result<Self, AuthError> {
-        let ttl = i64::try_from(ttl.as_secs()).map_err(|_| AuthError::Malformed("ttl".into()))?;
-        let exp = now
-            .checked_add(ttl)
-            .ok_or_else(|| AuthError::Malformed("exp overflows".into()))?;
-        let claims = Self {
-            sub: sub.into(),
-            role,
-            account_id,
-            exp,
-            iat: now,
-        };
-        claims.check()?;
-        Ok(claims)
-    }
-
-    /// The rules the JWT library does not know: a subject, and an account for
-    /// the dashboard roles.
-    fn check(&self) -> Result<(), AuthError> {
-        if self.sub.is_empty() || self.sub.len() > SUBJECT_BYTES_MAX {
-            return Err(AuthError::Malformed(format!(
-                "sub must be 1 to {SUBJECT_BYTES_MAX} bytes"
-            )));
-        }
-        if self.role.requires_account() && self.account_id.is_none() {
-            return Err(AuthError::AccountRequired { role: self.role });
-        }
-        Ok(())
-    }
-}
-
-/// Why a token was refused. Every variant is a 401.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("the token has expired")]
-    Expired,
-    #[error("the token must be signed with HS256")]
-    WrongAlgorithm,
-    #[error("the token's signature is not valid")]
-    BadSignature,
-    #[error("the token is malformed: {0}")]
-    Malformed(String),
-    #[error("the token is longer than {TOKEN_BYTES_MAX} bytes")]
-    TooLong,
-    #[error("a {role} token must carry an account_id claim")]
-    AccountRequired { role: Role },
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        ApiError::Unauthorized(e.to_string())
-    }
-}
-
-/// The HS256 keys of the server's secret. `Debug` is redacted.
-pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-}
-
-impl JwtKeys {
-    /// Keys for `secret`, which [`load_secret`] has checked to be at least
-    /// [`JWT_SECRET_BYTES_MIN`] bytes.
-    pub fn from_secret(secret: &[u8]) -> Self {
-        debug_assert!(secret.len() >= JWT_SECRET_BYTES_MIN);
-        // Only HS256 is accepted: the header's `alg` is checked against this
-        // list before any key is used, which refuses `none`, HS384/HS512 and
-        // the RS/ES families (the classic algorithm-confusion attacks).
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = JWT_LEEWAY_SECONDS;
-        validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
-    }
-
-    /// Signs `claims` with HS256. Does not check them, so tests can mint the
-    /// tokens [`JwtKeys::verify`] must refuse; use [`Claims::new`] for real ones.
-    pub fn mint(&self, claims: &Claims) -> String {
-        // Serializing these plain claims and an HMAC over them cannot fail;
-        // an error here is a bug in this module, not an operating condition.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .expect("HS256 signing of plain claims cannot fail")
-    }
-
-    /// The claims of a valid token: HS256, signed with this secret, not
-    /// expired (beyond [`JWT_LEEWAY_SECONDS`]), well formed, and naming an
-    /// account when its role needs one.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        if token.len() > TOKEN_BYTES_MAX {
-            return Err(AuthError::TooLong);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm
-                }
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::Malformed(format!("the {claim} claim is missing"))
-                }
-                // `alg: none` lands here: it is not an algorithm the
-                // library can even parse.
-                ErrorKind::Json(e) => AuthError::Malformed(e.to_string()),
-                _ => AuthError::Malformed("not a JWT".into()),
-            })?;
-        data.claims.check()?;
-        Ok(data.claims)
-    }
-}
-
-impl fmt::Debug for JwtKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JwtKeys(HS256, ***)")
-    }
-}
-
-/// A caller whose token has been verified: the only way to obtain one outside
-/// this module is the extractor (or [`Principal::from_token`] for transports
-/// other than HTTP, such as NATS message headers).
+/// The verified caller of an HTTP request (an extractor): a request without
+/// exactly one valid `Authorization: Bearer` header is 401 before any
+/// handler runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    claims: Claims,
-}
+pub struct Principal(pub Caller);
 
-impl Principal {
-    /// Verifies a bare token (no `Bearer ` prefix).
-    pub fn from_token(keys: &JwtKeys, token: &str) -> Result<Self, ApiError> {
-        Ok(Self {
-            claims: keys.verify(token)?,
-        })
-    }
-
-    pub fn claims(&self) -> &Claims {
-        &self.claims
-    }
-
-    pub fn role(&self) -> Role {
-        self.claims.role
-    }
-
-    pub fn sub(&self) -> &str {
-        &self.claims.sub
-    }
-
-    pub fn account_id(&self) -> Option<AccountId> {
-        self.claims.account_id
-    }
-
-    /// The actor recorded in the metadata of the events this caller causes.
-    pub fn actor(&self) -> Actor {
-        Actor {
-            sub: self.claims.sub.clone(),
-            role: self.claims.role.to_string(),
-        }
-    }
-
-    /// 403 unless the caller's role is one of `roles` (the endpoint table's
-    /// role column).
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.claims.role) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "the {} role may not call this endpoint",
-                self.claims.role
-            )))
-        }
-    }
-
-    /// `account` if this caller may touch it: a developer any account; a
-    /// system_bot its own account, or any when its token names none; every
-    /// other role only its own. Another tenant's account is 404, exactly as a
-    /// missing one, so that a token cannot probe which accounts exist.
-    pub fn scope(&self, account: AccountId) -> Result<AccountId, ApiError> {
-        let allowed = match (self.claims.role, self.claims.account_id) {
-            (Role::Developer, _) | (Role::SystemBot, None) => true,
-            (_, Some(own)) => own == account,
-            (_, None) => false,
-        };
-        if allowed {
-            Ok(account)
-        } else {
-            Err(ApiError::NotFound("account not found".into()))
-        }
-    }
-
-    /// [`Principal::require`] then [`Principal::scope`], the usual pair on
-    /// `/v1/accounts/{id}/...` routes.
-    pub fn authorize(&self, roles: &[Role], account: AccountId) -> Result<AccountId, ApiError> {
-        self.require(roles)?;
-        self.scope(account)
-    }
-
-    /// The account named by the token, for the alias routes (`/v1/billing/...`,
-    /// `/v1/account/...`) that have no account in their path. A token naming
-    /// none (a developer's, or an unscoped system_bot's) gets a 422 pointing
-    /// at the canonical route.
-    pub fn own_account(&self) -> Result<AccountId, ApiError> {
-        self.claims.account_id.ok_or_else(|| {
-            ApiError::invalid_field(
-                "account_id",
-                format!(
-                    "this route takes the account from the token, and this {} token names none: \
-                     use an account-scoped token or /v1/accounts/{{account_id}}/...",
-                    self.claims.role
-                ),
-            )
-        })
-    }
-
-    #[cfg(test)]
-    fn for_tests(claims: Claims) -> Self {
-        Self { claims }
+impl std::ops::Deref for Principal {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
     }
 }
 
@@ -372,38 +60,30 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers)?;
         let keys = Arc::<JwtKeys>::from_ref(state);
-        Self::from_token(&keys, token)
+        Ok(Self(Caller::from_authorization(
+            &keys,
+            single_authorization(parts)?,
+        )?))
     }
 }
 
-/// The token of the request's single `Authorization: Bearer` header.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let unauthorized = |m: &str| ApiError::Unauthorized(m.to_owned());
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or_else(|| {
-        unauthorized("missing Authorization header: send Authorization: Bearer <token>")
-    })?;
+/// The request's one `Authorization` header, as text; 401 for two, or one
+/// that is not ASCII.
+fn single_authorization(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(unauthorized("send exactly one Authorization header"));
+        return Err(ApiError::Unauthorized(
+            "send exactly one Authorization header".into(),
+        ));
     }
-    let value = value
+    value
         .to_str()
-        .map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            let token = token.trim();
-            if token.is_empty() {
-                Err(unauthorized("the Bearer token is empty"))
-            } else {
-                Ok(token)
-            }
-        }
-        _ => Err(unauthorized(
-            "the Authorization header must be `Bearer <token>`",
-        )),
-    }
+        .map(Some)
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not ASCII".into()))
 }
 
 /// Why a `--ttl` was refused.
@@ -601,7 +281,6 @@ mod tests {
     use clap::Parser;
 
     const SECRET: &[u8] = b"an-hs256-test-secret-of-more-than-32-bytes";
-    const OTHER_SECRET: &[u8] = b"another-hs256-secret-of-more-than-32-bytes";
 
     fn keys() -> JwtKeys {
         JwtKeys::from_secret(SECRET)
@@ -611,11 +290,11 @@ mod tests {
         chrono::Utc::now().timestamp()
     }
 
-    fn account(n: u128) -> AccountId {
-        AccountId::from_uuid(uuid::Uuid::from_u128(n))
+    fn account(n: u128) -> events::AccountId {
+        events::AccountId::from_uuid(uuid::Uuid::from_u128(n))
     }
 
-    fn claims(role: Role, account_id: Option<AccountId>) -> Claims {
+    fn claims(role: Role, account_id: Option<events::AccountId>) -> Claims {
         Claims {
             sub: "user-1".into(),
             role,
@@ -623,297 +302,6 @@ mod tests {
             exp: now() + 3600,
             iat: now(),
         }
-    }
-
-    fn principal(role: Role, account_id: Option<AccountId>) -> Principal {
-        Principal::for_tests(claims(role, account_id))
-    }
-
-    // --- tokens ---
-
-    #[test]
-    fn a_minted_token_verifies_to_the_same_claims() {
-        for role in Role::ALL {
-            let c = claims(role, Some(account(1)));
-            assert_eq!(keys().verify(&keys().mint(&c)), Ok(c));
-        }
-        let bot = claims(Role::SystemBot, None);
-        assert_eq!(keys().verify(&keys().mint(&bot)), Ok(bot));
-    }
-
-    #[test]
-    fn claims_are_spelled_as_the_spec_says_on_the_wire() {
-        let c = claims(Role::SystemBot, Some(account(7)));
-        let json = serde_json::to_value(&c).unwrap();
-        assert_eq!(json["role"], "system_bot");
-        assert_eq!(json["account_id"], account(7).to_string());
-        assert!(serde_json::to_value(claims(Role::Developer, None))
-            .unwrap()
-            .get("account_id")
-            .is_none());
-    }
-
-    #[test]
-    fn a_token_expired_beyond_the_leeway_is_refused() {
-        let mut c = claims(Role::Developer, None);
-        c.exp = now() - 3600;
-        assert_eq!(keys().verify(&keys().mint(&c)), Err(AuthError::Expired));
-        // Leeway is at most 30 s: 40 s late is too late.
-        c.exp = now() - 40;
-        assert_eq!(keys().verify(&keys().mint(&c)), Err(AuthError::Expired));
-    }
-
-    #[test]
-    fn a_token_a_few_seconds_past_exp_is_accepted_as_clock_skew() {
-        let mut c = claims(Role::Developer, None);
-        c.exp = now() - 5;
-        assert_eq!(keys().verify(&keys().mint(&c)), Ok(c));
-    }
-
-    #[test]
-    fn a_token_signed_with_another_secret_is_refused() {
-        let token = JwtKeys::from_secret(OTHER_SECRET).mint(&claims(Role::Developer, None));
-        assert_eq!(keys().verify(&token), Err(AuthError::BadSignature));
-    }
-
-    #[test]
-    fn a_token_whose_payload_was_swapped_is_refused() {
-        let bot = keys().mint(&claims(Role::SystemBot, Some(account(1))));
-        let dev = keys().mint(&claims(Role::Developer, None));
-        let bot_parts: Vec<&str> = bot.split('.').collect();
-        let dev_payload = dev.split('.').nth(1).unwrap();
-        let forged = format!("{}.{}.{}", bot_parts[0], dev_payload, bot_parts[2]);
-        assert_eq!(keys().verify(&forged), Err(AuthError::BadSignature));
-    }
-
-    #[test]
-    fn a_token_signed_with_hs512_is_refused_even_with_the_right_secret() {
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims(Role::Developer, None),
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
-        assert_eq!(keys().verify(&token), Err(AuthError::WrongAlgorithm));
-    }
-
-    #[test]
-    fn a_token_with_alg_none_is_refused() {
-        // base64url of {"alg":"none","typ":"JWT"}, with a valid payload and no
-        // signature: the classic unsigned token.
-        let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
-        let payload = keys()
-            .mint(&claims(Role::Developer, None))
-            .split('.')
-            .nth(1)
-            .unwrap()
-            .to_owned();
-        for token in [
-            format!("{header}.{payload}."),
-            format!("{header}.{payload}"),
-        ] {
-            let refused = keys().verify(&token);
-            assert!(
-                matches!(refused, Err(AuthError::Malformed(_))),
-                "{token}: {refused:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn garbage_is_refused_as_malformed() {
-        let too_long = "a".repeat(TOKEN_BYTES_MAX + 1);
-        for token in ["", "abc", "a.b.c", "....", "eyJ.eyJ.sig", "Bearer x"] {
-            assert!(
-                matches!(keys().verify(token), Err(AuthError::Malformed(_))),
-                "{token:?} was not refused as malformed"
-            );
-        }
-        assert_eq!(keys().verify(&too_long), Err(AuthError::TooLong));
-    }
-
-    #[test]
-    fn a_token_with_an_unknown_role_is_refused() {
-        #[derive(Serialize)]
-        struct Raw {
-            sub: &'static str,
-            role: &'static str,
-            exp: i64,
-        }
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &Raw {
-                sub: "x",
-                role: "root",
-                exp: now() + 60,
-            },
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
-        assert!(matches!(
-            keys().verify(&token),
-            Err(AuthError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn a_dashboard_token_without_an_account_is_refused() {
-        for role in [Role::Owner, Role::Admin, Role::Editor, Role::Viewer] {
-            let token = keys().mint(&claims(role, None));
-            assert_eq!(
-                keys().verify(&token),
-                Err(AuthError::AccountRequired { role })
-            );
-        }
-    }
-
-    #[test]
-    fn developer_and_system_bot_tokens_need_no_account() {
-        for role in [Role::Developer, Role::SystemBot] {
-            assert!(keys().verify(&keys().mint(&claims(role, None))).is_ok());
-        }
-    }
-
-    #[test]
-    fn a_token_without_a_subject_is_refused() {
-        let mut c = claims(Role::Developer, None);
-        c.sub.clear();
-        assert!(matches!(
-            keys().verify(&keys().mint(&c)),
-            Err(AuthError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn claims_new_sets_iat_and_exp_and_refuses_a_dashboard_role_without_account() {
-        let c = Claims::new("cli", Role::SystemBot, None, 1_000, Duration::from_secs(60)).unwrap();
-        assert_eq!((c.iat, c.exp), (1_000, 1_060));
-        assert_eq!(
-            Claims::new("cli", Role::Owner, None, 1_000, Duration::from_secs(60)),
-            Err(AuthError::AccountRequired { role: Role::Owner })
-        );
-    }
-
-    #[test]
-    fn roles_round_trip_through_display_and_from_str() {
-        for role in Role::ALL {
-            assert_eq!(role.to_string().parse::<Role>(), Ok(role));
-            assert_eq!(
-                serde_json::to_value(role).unwrap(),
-                serde_json::Value::String(role.to_string())
-            );
-        }
-        assert_eq!("system_bot".parse::<Role>(), Ok(Role::SystemBot));
-        assert!("SystemBot".parse::<Role>().is_err());
-    }
-
-    #[test]
-    fn keys_never_show_the_secret_in_debug_output() {
-        let shown = format!("{:?}", keys());
-        assert!(!shown.contains("hs256-test-secret"), "{shown}");
-    }
-
-    // --- authorization ---
-
-    #[test]
-    fn the_scope_matrix_holds_for_every_role() {
-        let own = account(1);
-        let other = account(2);
-        let not_found = Err(ApiError::NotFound("account not found".into()));
-        // (role, account claim, may touch own, may touch other)
-        let cases = [
-            (Role::Developer, None, true, true),
-            (Role::Developer, Some(own), true, true),
-            (Role::SystemBot, None, true, true),
-            (Role::SystemBot, Some(own), true, false),
-            (Role::Owner, Some(own), true, false),
-            (Role::Admin, Some(own), true, false),
-            (Role::Editor, Some(own), true, false),
-            (Role::Viewer, Some(own), true, false),
-        ];
-        for (role, claim, may_own, may_other) in cases {
-            let p = principal(role, claim);
-            for (target, allowed) in [(own, may_own), (other, may_other)] {
-                let expected = if allowed {
-                    Ok(target)
-                } else {
-                    not_found.clone()
-                };
-                assert_eq!(p.scope(target), expected, "{role} {claim:?} -> {target}");
-            }
-        }
-    }
-
-    #[test]
-    fn another_tenants_account_is_not_found_rather_than_forbidden() {
-        let e = principal(Role::Owner, Some(account(1)))
-            .scope(account(2))
-            .unwrap_err();
-        assert_eq!(e.status(), axum::http::StatusCode::NOT_FOUND);
-        assert_eq!(e.code(), "not_found");
-    }
-
-    #[test]
-    fn require_admits_only_the_listed_roles() {
-        let roles = [Role::Developer, Role::SystemBot];
-        for role in Role::ALL {
-            let result = principal(role, Some(account(1))).require(&roles);
-            if roles.contains(&role) {
-                assert_eq!(result, Ok(()));
-            } else {
-                let e = result.unwrap_err();
-                assert_eq!(e.status(), axum::http::StatusCode::FORBIDDEN, "{role}");
-                assert!(e.to_string().contains(role.as_str()), "{e}");
-            }
-        }
-    }
-
-    #[test]
-    fn authorize_checks_the_role_before_the_account() {
-        let viewer = principal(Role::Viewer, Some(account(1)));
-        assert_eq!(
-            viewer.authorize(&[Role::Viewer], account(1)),
-            Ok(account(1))
-        );
-        assert!(matches!(
-            viewer.authorize(&[Role::Owner], account(1)),
-            Err(ApiError::Forbidden(_))
-        ));
-        assert!(matches!(
-            viewer.authorize(&[Role::Viewer], account(2)),
-            Err(ApiError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn own_account_is_the_token_account_or_a_422_for_unscoped_tokens() {
-        for role in [
-            Role::Owner,
-            Role::Admin,
-            Role::Editor,
-            Role::Viewer,
-            Role::SystemBot,
-        ] {
-            assert_eq!(
-                principal(role, Some(account(3))).own_account(),
-                Ok(account(3))
-            );
-        }
-        for role in [Role::Developer, Role::SystemBot] {
-            let e = principal(role, None).own_account().unwrap_err();
-            assert_eq!(e.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
-            assert_eq!(e.body()["error"]["details"]["field"], "account_id");
-            assert!(e.to_string().contains("account-scoped token"), "{e}");
-        }
-    }
-
-    #[test]
-    fn the_actor_is_the_tokens_subject_and_role() {
-        let actor = principal(Role::SystemBot, None).actor();
-        assert_eq!(
-            (actor.sub.as_str(), actor.role.as_str()),
-            ("user-1", "system_bot")
-        );
     }
 
     // --- the extractor ---

@@ -1,6 +1,5 @@
 //! Configuration: flags with environment fallbacks (SPEC §7).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,28 +141,7 @@ fn sqlite_folder(url: &str) -> Option<PathBuf> {
     })
 }
 
-/// A configured secret. Its `Debug` is redacted so that logging a `Config`
-/// (or an error holding one) never prints it; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use app::Secret;
 
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -205,7 +183,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
     /// Role of the token.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = role_parser())]
     pub role: Role,
 
     /// Account the token is scoped to; required for owner, admin, editor and
@@ -220,6 +198,13 @@ pub struct TokenArgs {
     /// Subject (`sub` claim), recorded as the actor of the events the token causes.
     #[arg(long, default_value = "cli")]
     pub sub: String,
+}
+
+/// `--role`: one of the roles, listed in `--help` and in the error.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+        .try_map(|s: String| s.parse::<Role>())
 }
 
 #[cfg(test)]

@@ -1,11 +1,16 @@
-//! `ApiError`: the one error type of the HTTP API, rendered in the SPEC's
-//! format `{"error": {"code", "message", "details"}}`. 5xx bodies say
-//! nothing internal; the cause goes to the log.
+//! `ApiError`: the HTTP rendering of an error in the SPEC's format
+//! `{"error": {"code", "message", "details"}}`. 5xx bodies say nothing
+//! internal; the cause goes to the log.
+//!
+//! The use cases answer [`app::AppError`]; `From` turns one into this. The
+//! billing routes that still build errors themselves use the variants
+//! directly until they move into `app` too.
 
+use app::AppError;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -43,112 +48,125 @@ pub enum ApiError {
 impl ApiError {
     /// 422 naming the field that is wrong.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
-        Self::InvalidRequest {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: message.into(),
-            details: json!({ "field": field }),
-        }
+        AppError::invalid_field(field, message).into()
     }
 
     /// 400 for a request that cannot be read at all.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::InvalidRequest {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            details: json!({}),
-        }
+        AppError::bad_request(message).into()
+    }
+
+    /// The use cases' error this is (its status, code and body are that
+    /// error's: the SPEC's table lives in `app::error` alone).
+    pub fn app(&self) -> AppError {
+        self.clone().into()
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest { status, .. } => *status,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::AccountSuspended => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
-            Self::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
-            Self::UnknownOperation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        StatusCode::from_u16(self.app().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidRequest { .. } => "invalid_request",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
-            Self::AccountSuspended => "account_suspended",
-            Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::InsufficientCredits { .. } => "insufficient_credits",
-            Self::UnknownOperation(_) => "unknown_operation",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) | Self::BadGateway(_) => "unavailable",
-            Self::Internal => "internal",
-        }
-    }
-
-    fn message_and_details(&self) -> (String, Value) {
-        match self {
-            Self::InvalidRequest {
-                message, details, ..
-            } => (message.clone(), details.clone()),
-            Self::Unauthorized(m)
-            | Self::Forbidden(m)
-            | Self::NotFound(m)
-            | Self::Conflict(m)
-            | Self::Unavailable(m)
-            | Self::BadGateway(m) => (m.clone(), json!({})),
-            Self::AccountSuspended => (
-                "the account is suspended; reads still work".into(),
-                json!({}),
-            ),
-            Self::IdempotencyKeyReused => (
-                "this Idempotency-Key was already used with a different request".into(),
-                json!({}),
-            ),
-            Self::InsufficientCredits {
-                balance,
-                available,
-                required,
-            } => (
-                format!("insufficient credits: {available} available, {required} required"),
-                json!({ "balance": balance, "available": available, "required": required }),
-            ),
-            Self::UnknownOperation(op) => (
-                format!("unknown operation {op:?}"),
-                json!({ "operation": op }),
-            ),
-            Self::PayloadTooLarge { limit_bytes } => (
-                format!("the request body is larger than {limit_bytes} bytes"),
-                json!({ "limit_bytes": limit_bytes }),
-            ),
-            Self::RateLimited {
-                retry_after_seconds,
-            } => (
-                "too many requests; retry later".into(),
-                json!({ "retry_after_seconds": retry_after_seconds }),
-            ),
-            Self::Internal => ("internal error".into(), json!({})),
-        }
+        self.app().code()
     }
 
     /// The body, as rendered.
     pub fn body(&self) -> Value {
-        let (message, details) = self.message_and_details();
-        json!({ "error": { "code": self.code(), "message": message, "details": details } })
+        self.app().body()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::InvalidRequest {
+                status,
+                message,
+                details,
+            } => Self::InvalidRequest {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                message,
+                details,
+            },
+            AppError::Unauthorized(m) => Self::Unauthorized(m),
+            AppError::Forbidden(m) => Self::Forbidden(m),
+            AppError::AccountSuspended => Self::AccountSuspended,
+            AppError::NotFound(m) => Self::NotFound(m),
+            AppError::Conflict(m) => Self::Conflict(m),
+            AppError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            AppError::InsufficientCredits {
+                balance,
+                available,
+                required,
+            } => Self::InsufficientCredits {
+                balance,
+                available,
+                required,
+            },
+            AppError::UnknownOperation(op) => Self::UnknownOperation(op),
+            AppError::PayloadTooLarge { limit_bytes } => Self::PayloadTooLarge { limit_bytes },
+            AppError::RateLimited {
+                retry_after_seconds,
+            } => Self::RateLimited {
+                retry_after_seconds,
+            },
+            AppError::Unavailable(m) => Self::Unavailable(m),
+            AppError::BadGateway(m) => Self::BadGateway(m),
+            AppError::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::InvalidRequest {
+                status,
+                message,
+                details,
+            } => Self::InvalidRequest {
+                status: status.as_u16(),
+                message,
+                details,
+            },
+            ApiError::Unauthorized(m) => Self::Unauthorized(m),
+            ApiError::Forbidden(m) => Self::Forbidden(m),
+            ApiError::AccountSuspended => Self::AccountSuspended,
+            ApiError::NotFound(m) => Self::NotFound(m),
+            ApiError::Conflict(m) => Self::Conflict(m),
+            ApiError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            ApiError::InsufficientCredits {
+                balance,
+                available,
+                required,
+            } => Self::InsufficientCredits {
+                balance,
+                available,
+                required,
+            },
+            ApiError::UnknownOperation(op) => Self::UnknownOperation(op),
+            ApiError::PayloadTooLarge { limit_bytes } => Self::PayloadTooLarge { limit_bytes },
+            ApiError::RateLimited {
+                retry_after_seconds,
+            } => Self::RateLimited {
+                retry_after_seconds,
+            },
+            ApiError::Unavailable(m) => Self::Unavailable(m),
+            ApiError::BadGateway(m) => Self::BadGateway(m),
+            ApiError::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<app::gateway::GatewayError> for ApiError {
+    fn from(e: app::gateway::GatewayError) -> Self {
+        AppError::from(e).into()
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code(), self.message_and_details().0)
+        self.app().fmt(f)
     }
 }
 
@@ -174,23 +192,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn insufficient_credits_carries_the_numbers() {
+    fn an_error_renders_with_the_status_and_body_of_the_app_table() {
         let e = ApiError::InsufficientCredits {
             balance: 5,
             available: 3,
             required: 10,
         };
         assert_eq!(e.status(), StatusCode::PAYMENT_REQUIRED);
-        let body = e.body();
-        assert_eq!(body["error"]["code"], "insufficient_credits");
-        assert_eq!(body["error"]["details"]["available"], 3);
-        assert_eq!(body["error"]["details"]["required"], 10);
+        assert_eq!(e.body(), e.app().body());
+        assert_eq!(e.body()["error"]["details"]["required"], 10);
     }
 
     #[test]
-    fn internal_errors_say_nothing_internal() {
-        let body = ApiError::Internal.body();
-        assert_eq!(body["error"]["message"], "internal error");
-        assert_eq!(body["error"]["details"], json!({}));
+    fn a_rate_limit_carries_retry_after() {
+        let r = ApiError::RateLimited {
+            retry_after_seconds: 3,
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["retry-after"], "3");
     }
 }

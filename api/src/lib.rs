@@ -1,30 +1,29 @@
-//! `ledger-server`: configuration, start-up and the HTTP front of the ledger.
+//! `ledger-server`: configuration, start-up and the transports (HTTP and
+//! NATS) in front of the use cases of the `app` crate.
 //!
-//! Only this crate knows HTTP and NATS. Start-up order: install the
-//! one rustls crypto provider, open the store, migrate, seed the catalog once,
-//! start the projector, then serve.
+//! Only this crate knows HTTP and NATS; it decides no rule of its own and
+//! runs no SQL: a handler extracts, calls `app`, renders. Start-up order:
+//! install the one rustls crypto provider, open the store, migrate, seed
+//! the catalog once, start the projector, then serve.
 
 pub mod auth;
-pub mod catalog_cache;
 pub mod config;
 pub mod error;
-pub mod gateway;
 pub mod http;
 pub mod nats;
+pub mod telemetry;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use app::{App, CatalogCache, Settings};
 use axum::extract::FromRef;
-use events::{Actor, CATALOG_ID};
-use ledger::{Catalog, CatalogCommand};
-use projections::{Projector, ProjectorHandle, ReadModels};
-use store::{AccountCommitter, CommandContext, CommandService, CommitterConfig, Store};
+use projections::{Projector, ReadModels};
+use store::{AccountCommitter, CommandService, CommitterConfig, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-pub use catalog_cache::CatalogCache;
 pub use config::{Config, LogFormat};
 
 use crate::auth::JwtKeys;
@@ -39,22 +38,22 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Shared state of the running server.
+/// Shared state of the running server: the use cases' [`App`] and what
+/// only the transports need (the token keys, the configuration, NATS).
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub commands: CommandService,
-    /// The one writer of account streams in this process (group commit).
-    pub committer: AccountCommitter,
-    pub read_models: ReadModels,
-    pub projector: ProjectorHandle,
-    pub catalog: CatalogCache,
+    pub app: App,
     pub jwt: Arc<JwtKeys>,
     pub config: Arc<Config>,
     /// The NATS connection, when `LEDGER_NATS_URL` is set.
     pub nats: Option<nats::NatsHandle>,
-    /// The payment gateways configured (Stripe with `STRIPE_SECRET_KEY`).
-    pub gateways: gateway::Gateways,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -72,26 +71,6 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Writes the default plans, packages and cost table once per database.
-pub async fn seed_catalog(commands: &CommandService) -> anyhow::Result<()> {
-    let done = commands
-        .execute::<Catalog>(
-            CATALOG_ID,
-            CatalogCommand::SeedDefaults {
-                actor: "ledger-server".into(),
-                now: chrono::Utc::now(),
-            },
-            &CommandContext::new(Actor::system("ledger-server")),
-            None,
-        )
-        .await
-        .context("seeding the catalog")?;
-    if !done.events.is_empty() {
-        info!(events = done.events.len(), "seeded the default catalog");
-    }
-    Ok(())
-}
-
 /// A prepared server: its state and the background tasks it needs.
 pub struct Prepared {
     pub state: AppState,
@@ -105,14 +84,38 @@ pub struct Prepared {
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     // A bad secret fails before anything touches the database.
     let secret = auth::load_secret(&config).context("loading the JWT secret")?;
-    let gateways =
-        gateway::Gateways::from_config(&config).context("configuring the payment gateways")?;
+    let gateways = app::gateway::Gateways::configured(
+        config.stripe_secret_key.as_ref(),
+        &config.stripe_api_base,
+    )
+    .context("configuring the payment gateways")?;
     let store = open_store(&config).await?;
     let commands = CommandService::new(store.clone());
-    seed_catalog(&commands).await?;
     let (projector, handle) = Projector::new(store.clone())
         .await
         .context("starting the projector")?;
+    let catalog = CatalogCache::load(store.clone())
+        .await
+        .context("loading the catalog")?;
+    let app = App {
+        committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
+        read_models: ReadModels::new(store.clone()),
+        store,
+        commands,
+        projector: handle,
+        catalog,
+        gateways,
+        settings: Arc::new(Settings {
+            stripe_webhook_secret: config.stripe_webhook_secret.clone(),
+        }),
+    };
+    let seeded = app::catalog::seed(&app)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("seeding the catalog")?;
+    if seeded > 0 {
+        info!(events = seeded, "seeded the default catalog");
+    }
     let caught_up = projector
         .catch_up()
         .await
@@ -120,9 +123,6 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     if caught_up > 0 {
         info!(events = caught_up, "read models caught up");
     }
-    let catalog = CatalogCache::load(store.clone())
-        .await
-        .context("loading the catalog")?;
     // Never waits for NATS: the client connects (and reconnects) in the
     // background, and HTTP serves meanwhile.
     let nats = match &config.nats_url {
@@ -140,16 +140,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     Ok(Prepared {
         state: AppState {
-            committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
-            read_models: ReadModels::new(store.clone()),
-            store,
-            commands,
-            projector: handle,
-            catalog,
+            app,
             jwt: Arc::new(JwtKeys::from_secret(&secret)),
             config: Arc::new(config),
             nats: nats.as_ref().map(|n| n.handle.clone()),
-            gateways,
         },
         projector,
         nats,
@@ -175,19 +169,21 @@ pub async fn serve(
     };
     let projector_task = tokio::spawn(projector.run(stopped(stop_rx.clone())));
     let catalog_task = tokio::spawn(state.catalog.clone().run(stopped(stop_rx.clone())));
-    let sweeper_task = tokio::spawn(http::sweeper::run(state.clone(), stopped(stop_rx.clone())));
+    let sweeper_task = tokio::spawn(app::jobs::run_sweeper(
+        state.app.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let periods_task = tokio::spawn(http::subscriptions::run(
         state.clone(),
         stopped(stop_rx.clone()),
     ));
-    // NATS commands take the same router as HTTP (in process), so both
-    // transports share one implementation (docs/adr/0009-nats.md).
+    // NATS commands call the same use cases as HTTP (app::credits), so both
+    // transports share one implementation (docs/adr/0014-app-layer.md).
     let nats_task = nats.map(|nats| {
         tokio::spawn(nats::run(
             nats,
-            http::router(state.clone()),
-            state.store.clone(),
-            state.projector.clone(),
+            state.app.clone(),
+            state.jwt.clone(),
             stopped(stop_rx),
         ))
     });

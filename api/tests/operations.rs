@@ -1292,7 +1292,7 @@ async fn live_requests_and_responses_match_the_documented_schemas() {
 #[test]
 fn the_schema_check_catches_extra_missing_and_mistyped_fields() {
     let doc = serde_json::to_value(api::http::openapi::document()).unwrap();
-    let schema = json!({ "$ref": "#/components/schemas/DeductionResponse" });
+    let schema = json!({ "$ref": "#/components/schemas/Deduction" });
     let good = json!({
         "id": "0191e5a0-0000-7000-8000-000000000001",
         "credits": 3,

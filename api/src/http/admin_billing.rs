@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 use store::{request_hash, CommandContext, IdempotencyClaim, ServiceError};
 use uuid::Uuid;
 
-use super::accounts::page_request;
 use super::billing::{derived_id, invoice_error, invoice_json, path_id, payment_error};
 use super::extract::{Body, Fresh, IdemKey, Q};
 use super::openapi as doc;
@@ -31,6 +30,7 @@ use super::respond::{claim, projection_error, service_error, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
+use app::reads::page_request;
 
 /// Longest reason accepted, in bytes.
 pub const REASON_BYTES_MAX: usize = 1_024;
@@ -53,8 +53,9 @@ pub fn routes() -> Router<AppState> {
 
 /// RFC 3339 → the read models' text form, so text order is time order.
 fn time_param(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
-    raw.map(|r| super::extract::time(field, &r).map(projections::time_text))
-        .transpose()
+    Ok(raw
+        .map(|r| super::extract::time(field, &r).map(projections::time_text))
+        .transpose()?)
 }
 
 fn status_param<T>(
@@ -334,7 +335,7 @@ async fn load_payment(state: &AppState, raw: &str) -> Result<(Uuid, Payment), Ap
     tag = "admin",
     summary = "Approve a manual payment (not by its submitter): the invoice is paid and a purchase's credits are granted, once",
     params(("payment_id" = String, Path, description = "The payment's id (a UUID)")),
-    request_body = Option<super::credits::EmptyRequest>,
+    request_body = Option<app::credits::EmptyRequest>,
     responses(
         (status = 200, description = "The approved payment", body = Object),
         (status = 403, description = "`forbidden`: not a developer, or the submitter approving their own payment", body = doc::ErrorBody),
@@ -346,7 +347,7 @@ pub async fn approve(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    body: Body<super::credits::EmptyRequest>,
+    body: Body<app::credits::EmptyRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(STAFF)?;
     body.parse()?;
@@ -662,7 +663,7 @@ pub async fn refund(
     let mut gateway_refund_ref = None;
     if let Some((gateway, gateway_ref)) = gateway {
         let refunded = gateway
-            .refund(&crate::gateway::RefundRequest {
+            .refund(&app::gateway::RefundRequest {
                 payment_ref: gateway_ref,
                 amount,
                 currency: paid.currency.clone(),

@@ -28,14 +28,14 @@ use store::{CommandContext, Executed, IdempotencyClaim, Reservation, ServiceErro
 use tracing::warn;
 use uuid::Uuid;
 
-use super::accounts::page_request;
 use super::extract::{Body, Fresh, IdemKey, Q};
 use super::openapi as doc;
 use super::respond::{claim, projection_error, service_error, store_error};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
-use crate::gateway::{PaymentGateway, PaymentIntentRequest};
 use crate::AppState;
+use app::gateway::{PaymentGateway, PaymentIntentRequest};
+use app::reads::page_request;
 
 /// The reservation scope that makes invoice numbers unique (and, taken only
 /// by committed invoices, gapless).
@@ -87,46 +87,11 @@ pub(super) fn derived_id(parts: &[&str]) -> Uuid {
 }
 
 pub(super) fn invoice_error(e: InvoiceError) -> ApiError {
-    match e {
-        InvoiceError::NotFound => ApiError::NotFound("invoice not found".into()),
-        e @ (InvoiceError::AlreadyIssued
-        | InvoiceError::IllegalTransition { .. }
-        | InvoiceError::PaidByAnotherPayment) => ApiError::Conflict(e.to_string()),
-        e @ InvoiceError::InvalidQuantity { .. } => {
-            ApiError::invalid_field("quantity", e.to_string())
-        }
-        e @ InvoiceError::NegativePrice { .. } => {
-            ApiError::invalid_field("unit_price", e.to_string())
-        }
-        e @ InvoiceError::InvalidTaxRate => ApiError::invalid_field("tax_rate", e.to_string()),
-        e => ApiError::invalid_field("invoice", e.to_string()),
-    }
+    app::AppError::from(e).into()
 }
 
 pub(super) fn payment_error(e: PaymentError) -> ApiError {
-    match e {
-        PaymentError::NotFound => ApiError::NotFound("payment not found".into()),
-        e @ PaymentError::SameApprover => ApiError::Forbidden(e.to_string()),
-        e @ (PaymentError::NotPending { .. } | PaymentError::AlreadySubmitted) => {
-            ApiError::Conflict(e.to_string())
-        }
-        e @ PaymentError::NotManual { .. } => ApiError::invalid_field("method", e.to_string()),
-        e @ (PaymentError::NonPositiveAmount | PaymentError::AmountMismatch { .. }) => {
-            ApiError::invalid_field("amount", e.to_string())
-        }
-        e @ PaymentError::ReferenceTooLong => ApiError::invalid_field("reference", e.to_string()),
-        e @ PaymentError::NotGateway { .. } => ApiError::invalid_field("method", e.to_string()),
-        e @ PaymentError::AmountPrecision { .. } => {
-            ApiError::invalid_field("amount", e.to_string())
-        }
-        e @ (PaymentError::NotRefundable { .. }
-        | PaymentError::RefundExceedsPaid { .. }
-        | PaymentError::TooManyRefunds
-        | PaymentError::AlreadySucceeded) => ApiError::Conflict(e.to_string()),
-        PaymentError::InvalidGatewayRef => {
-            ApiError::BadGateway("the payment gateway returned an unusable reference".into())
-        }
-    }
+    app::AppError::from(e).into()
 }
 
 /// Parses a path id; anything else is simply not found.

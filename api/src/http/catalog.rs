@@ -1,62 +1,17 @@
-//! Plans, credit packages and the credit cost table.
+//! Catalog routes: plans, credit packages and the credit cost table. Each
+//! handler extracts, calls `app::catalog`, renders.
 
+use app::catalog::{CostRequest, HistoryQuery, PackageRequest, PlanRequest};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use events::{
-    BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits, CATALOG_ID,
-};
-use ledger::{Catalog, CatalogCommand};
-use rust_decimal::Decimal;
-use serde::Deserialize;
-use serde_json::json;
-use store::{CommandContext, Executed};
+use axum::response::Response;
 
 use super::extract::{Body, Fresh, Q};
 use super::openapi as doc;
-use super::respond::{catalog_error, projection_error, service_error};
-use crate::auth::{Principal, Role};
+use super::render;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Runs a catalog command as the caller, then keeps this instance's cached
-/// catalog and the projector up to date.
-pub(super) async fn run(
-    state: &AppState,
-    principal: &Principal,
-    command: CatalogCommand,
-) -> Result<Executed<Catalog>, ApiError> {
-    let name = super::metrics::catalog_command_name(&command);
-    let done = super::metrics::time_command(
-        name,
-        state.commands.execute::<Catalog>(
-            CATALOG_ID,
-            command,
-            &CommandContext::new(principal.actor()),
-            None,
-        ),
-    )
-    .await
-    .map_err(|e| service_error(e, catalog_error))?;
-    if let Some(catalog) = &done.state {
-        state.catalog.set(catalog.clone()).await;
-    }
-    state.projector.wake();
-    Ok(done)
-}
-
-fn with_position<T: serde::Serialize>(
-    status: StatusCode,
-    value: &T,
-    position: i64,
-) -> Result<Response, ApiError> {
-    let mut body = serde_json::to_value(value).map_err(|_| ApiError::Internal)?;
-    body["position"] = json!(position);
-    Ok((status, Json(body)).into_response())
-}
-
-/// `GET /v1/plans`: active plans for everyone; developers see all.
 #[utoipa::path(
     get,
     path = "/v1/plans",
@@ -70,38 +25,7 @@ pub async fn plans(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    let catalog = state.catalog.get().await;
-    let all = principal.role() == Role::Developer;
-    let items: Vec<&Plan> = catalog.plans().filter(|p| all || p.active).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })).into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlanRequest {
-    pub name: String,
-    #[schema(value_type = doc::Money)]
-    pub price: Money,
-    #[schema(value_type = doc::BillingCycle)]
-    pub billing_cycle: BillingCycle,
-    pub included_credits: i64,
-    #[schema(value_type = Option<doc::Money>)]
-    pub extra_credit_price: Option<Money>,
-    #[serde(default)]
-    pub allow_credit_topup: bool,
-    #[serde(default)]
-    #[schema(value_type = doc::PlanLimits)]
-    pub limits: PlanLimits,
-    #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default = "yes")]
-    pub active: bool,
-    pub stripe_product_id: Option<String>,
-    pub stripe_price_id: Option<String>,
-}
-
-fn yes() -> bool {
-    true
+    render::ok(&app::catalog::plans(&state, &principal).await?)
 }
 
 #[utoipa::path(
@@ -112,7 +36,7 @@ fn yes() -> bool {
     params(
         ("slug" = String, Path, description = "The catalog entry's slug"),
     ),
-    request_body = PlanRequest,
+    request_body = app::catalog::PlanRequest,
     responses(
         (status = 200, description = "The plan, saved", body = doc::SavedPlan),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
@@ -125,39 +49,9 @@ pub async fn put_plan(
     Path(slug): Path<String>,
     body: Body<PlanRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    let body = body.parse()?;
-    let r = body.value;
-    let plan = Plan {
-        slug,
-        name: r.name,
-        price: r.price,
-        billing_cycle: r.billing_cycle,
-        included_credits: r.included_credits,
-        extra_credit_price: r.extra_credit_price,
-        allow_credit_topup: r.allow_credit_topup,
-        limits: r.limits,
-        features: r.features,
-        active: r.active,
-        stripe_product_id: r.stripe_product_id,
-        stripe_price_id: r.stripe_price_id,
-    };
-    let done = run(
-        &state,
-        &principal,
-        CatalogCommand::UpsertPlan {
-            plan: plan.clone(),
-            actor: principal.sub().to_owned(),
-            now: super::now(),
-        },
-    )
-    .await?;
-    let position = state.position_of(&done).await?;
-    with_position(StatusCode::OK, &plan, position)
+    render::ok(&app::catalog::put_plan(&state, &principal, slug, body.input()).await?)
 }
 
-/// `GET /v1/billing/credits/packages/`: active packages for everyone;
-/// developers see all.
 #[utoipa::path(
     get,
     path = "/v1/billing/credits/packages",
@@ -171,28 +65,7 @@ pub async fn packages(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    let catalog = state.catalog.get().await;
-    let all = principal.role() == Role::Developer;
-    let items: Vec<&CreditPackage> = catalog.packages().filter(|p| all || p.active).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })).into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PackageRequest {
-    pub name: String,
-    pub credits: i64,
-    #[schema(value_type = doc::Money)]
-    pub price: Money,
-    #[serde(default)]
-    pub discount_percent: Decimal,
-    #[serde(default = "yes")]
-    pub active: bool,
-    #[serde(default)]
-    pub featured: bool,
-    pub description: Option<String>,
-    #[serde(default)]
-    pub features: Vec<String>,
+    render::ok(&app::catalog::packages(&state, &principal).await?)
 }
 
 #[utoipa::path(
@@ -203,7 +76,7 @@ pub struct PackageRequest {
     params(
         ("slug" = String, Path, description = "The catalog entry's slug"),
     ),
-    request_body = PackageRequest,
+    request_body = app::catalog::PackageRequest,
     responses(
         (status = 200, description = "The package, saved", body = doc::SavedPackage),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
@@ -216,35 +89,9 @@ pub async fn put_package(
     Path(slug): Path<String>,
     body: Body<PackageRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    let body = body.parse()?;
-    let r = body.value;
-    let package = CreditPackage {
-        slug,
-        name: r.name,
-        credits: r.credits,
-        price: r.price,
-        discount_percent: r.discount_percent,
-        active: r.active,
-        featured: r.featured,
-        description: r.description,
-        features: r.features,
-    };
-    let done = run(
-        &state,
-        &principal,
-        CatalogCommand::UpsertPackage {
-            package: package.clone(),
-            actor: principal.sub().to_owned(),
-            now: super::now(),
-        },
-    )
-    .await?;
-    let position = state.position_of(&done).await?;
-    with_position(StatusCode::OK, &package, position)
+    render::ok(&app::catalog::put_package(&state, &principal, slug, body.input()).await?)
 }
 
-/// `GET /v1/admin/credit-costs`: the table in force and its version.
 #[utoipa::path(
     get,
     path = "/v1/admin/credit-costs",
@@ -259,33 +106,7 @@ pub async fn costs(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    let catalog = state
-        .catalog
-        .refresh()
-        .await
-        .map_err(super::respond::store_error)?;
-    let items: Vec<_> = catalog
-        .costs()
-        .map(|c| {
-            json!({
-                "operation": c.operation,
-                "cost": c.cost,
-                "unit": c.unit,
-                "unit_size": c.unit.unit_size(),
-                "version": c.version,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "version": catalog.cost_version(), "items": items })).into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CostRequest {
-    pub cost: i64,
-    #[schema(value_type = doc::CostUnit)]
-    pub unit: CostUnit,
+    render::ok(&app::catalog::costs(&state, &principal).await?)
 }
 
 #[utoipa::path(
@@ -296,7 +117,7 @@ pub struct CostRequest {
     params(
         ("operation" = String, Path, description = "The operation key, snake_case (e.g. `article_generation`)"),
     ),
-    request_body = CostRequest,
+    request_body = app::catalog::CostRequest,
     responses(
         (status = 200, description = "The row, saved", body = doc::SavedCost),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
@@ -309,59 +130,7 @@ pub async fn put_cost(
     Path(operation): Path<String>,
     body: Body<CostRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    let body = body.parse()?;
-    let operation = OperationKey::parse(&operation)
-        .map_err(|e| ApiError::invalid_field("operation", e.reason))?;
-    let done = run(
-        &state,
-        &principal,
-        CatalogCommand::SetCreditCost {
-            operation: operation.clone(),
-            cost: body.value.cost,
-            unit: body.value.unit,
-            actor: principal.sub().to_owned(),
-            now: super::now(),
-        },
-    )
-    .await?;
-    let position = state.position_of(&done).await?;
-    let entry = done
-        .state
-        .as_ref()
-        .and_then(|c| c.cost(&operation))
-        .ok_or(ApiError::Internal)?;
-    with_position(
-        StatusCode::OK,
-        &json!({
-            "operation": entry.operation,
-            "cost": entry.cost,
-            "unit": entry.unit,
-            "unit_size": entry.unit.unit_size(),
-            "version": entry.version,
-        }),
-        position,
-    )
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    pub operation: Option<String>,
-    /// Wait (at most 5 s) until the read models reach this event-log position.
-    // Read by the `Fresh` extractor; named here so it is not an unknown field.
-    #[serde(rename = "min_position")]
-    pub _min_position: Option<i64>,
-}
-
-async fn history(state: &AppState, operation: Option<&str>) -> Result<Response, ApiError> {
-    let items = state
-        .read_models
-        .cost_history(operation)
-        .await
-        .map_err(projection_error)?;
-    Ok(Json(json!({ "items": items, "next_cursor": null })).into_response())
+    render::ok(&app::catalog::put_cost(&state, &principal, &operation, body.input()).await?)
 }
 
 #[utoipa::path(
@@ -370,7 +139,7 @@ async fn history(state: &AppState, operation: Option<&str>) -> Result<Response, 
     tag = "admin",
     summary = "Every change of the cost table",
     params(
-        HistoryQuery,
+        app::catalog::HistoryQuery,
     ),
     responses(
         (status = 200, description = "The changes", body = doc::CostHistory),
@@ -382,12 +151,9 @@ pub async fn cost_history(
     State(state): State<AppState>,
     principal: Principal,
     fresh: Fresh,
-    q: Q<HistoryQuery>,
+    query: Q<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    fresh.wait(&state).await?;
-    let q = q.parse()?;
-    history(&state, q.operation.as_deref()).await
+    render::ok(&app::catalog::cost_history(&state, &principal, fresh.0, query.query()).await?)
 }
 
 #[utoipa::path(
@@ -411,20 +177,6 @@ pub async fn cost_history_of(
     fresh: Fresh,
     Path(operation): Path<String>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    let operation = OperationKey::parse(&operation)
-        .map_err(|e| ApiError::invalid_field("operation", e.reason))?;
-    if state
-        .catalog
-        .cost(&operation)
-        .await
-        .map_err(super::respond::store_error)?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "no cost is set for operation {operation}"
-        )));
-    }
-    fresh.wait(&state).await?;
-    history(&state, Some(operation.as_str())).await
+    let history = app::catalog::cost_history_of(&state, &principal, &operation, fresh.0).await?;
+    render::ok(&history)
 }

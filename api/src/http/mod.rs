@@ -16,14 +16,13 @@ mod credits;
 mod docs;
 pub mod extract;
 mod invoice_pdf;
-pub mod metrics;
 pub mod openapi;
 mod payment_methods;
 mod reads;
+mod render;
 mod respond;
 mod settle;
 pub mod subscriptions;
-pub mod sweeper;
 mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -129,7 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         // Operations: no token, like `/health`.
-        .route("/metrics", get(metrics::scrape))
+        .route("/metrics", get(crate::telemetry::scrape))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(docs::index))
         .route("/docs/{file}", get(docs::asset))
@@ -138,10 +137,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::REQUEST_BODY_BYTES_MAX))
         // Inside the routing, where `MatchedPath` is known; the trace layer
         // outermost so that its span covers the metrics too.
-        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(crate::telemetry::track))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(metrics::request_span)
+                .make_span_with(crate::telemetry::request_span)
                 .on_request(())
                 .on_response(
                     DefaultOnResponse::new()
@@ -152,31 +151,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The instant stamped on commands: UTC, to the microsecond, which is what
-/// the read models and both databases keep.
+/// The instant stamped on commands (`app::now`).
 pub fn now() -> chrono::DateTime<chrono::Utc> {
-    use chrono::SubsecRound;
-    chrono::Utc::now().trunc_subsecs(6)
+    app::now()
 }
 
 /// Waits (bounded) until the read models have every event written so far.
 pub(super) async fn fresh_read_models(state: &AppState) -> Result<(), ApiError> {
-    let head = state
-        .store
-        .head_position()
-        .await
-        .map_err(respond::store_error)?;
-    if state
-        .projector
-        .wait_for(head, std::time::Duration::from_secs(5))
-        .await
-    {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(
-            "the read models are behind; retry shortly".into(),
-        ))
-    }
+    Ok(state.app.fresh_read_models().await?)
 }
 
 async fn not_found() -> ApiError {

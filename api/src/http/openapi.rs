@@ -107,7 +107,7 @@ pub const TAGS: [&str; 7] = [
         super::admin_billing::refund,
         super::health,
         super::ready,
-        super::metrics::scrape,
+        crate::telemetry::scrape,
         openapi_json,
         super::docs::index,
         super::docs::asset,
@@ -329,85 +329,10 @@ pub enum ErrorCode {
 // ---------------------------------------------------------------------------
 // Mirrors of `events` types.
 
-/// An amount of money and its currency. The amount is a decimal string
-/// (`"29.00"`), never a float.
-#[derive(Serialize, ToSchema)]
-pub struct Money {
-    #[schema(example = "29.00")]
-    pub amount: Decimal,
-    /// ISO 4217, upper case.
-    #[schema(example = "USD", pattern = "^[A-Z]{3}$")]
-    pub currency: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountStatus {
-    Trial,
-    Active,
-    PastDue,
-    Suspended,
-    Cancelled,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantSource {
-    Subscription,
-    Purchase,
-    Promotional,
-    Adjustment,
-    Trial,
-}
-
-/// Why a hold was released: by its caller, or at its expiry.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseReason {
-    Caller,
-    Expired,
-}
-
-/// How an operation's units are counted: credits = cost × ceil(units / unit_size).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CostUnit {
-    PerRequest,
-    #[serde(rename = "per_100_words")]
-    Per100Words,
-    #[serde(rename = "per_200_words")]
-    Per200Words,
-    PerImage,
-    PerItem,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BillingCycle {
-    Monthly,
-    Annual,
-}
-
-/// Plan limits; `null` means unlimited.
-#[derive(Serialize, ToSchema)]
-pub struct PlanLimits {
-    pub max_users: Option<u32>,
-    pub max_sites: Option<u32>,
-    pub max_industries: Option<u32>,
-    pub max_author_profiles: Option<u32>,
-}
-
-/// A postal billing address, kept as entered.
-#[derive(Serialize, ToSchema)]
-pub struct BillingAddress {
-    pub line1: Option<String>,
-    pub line2: Option<String>,
-    pub city: Option<String>,
-    pub region: Option<String>,
-    pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2.
-    pub country: Option<String>,
-}
+pub use app::schema::{
+    AccountStatus, BillingAddress, BillingCycle, CostUnit, EntryType, GrantSource, GroupBy, Money,
+    PlanLimits, ReleaseReason,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct Plan {
@@ -443,26 +368,6 @@ pub struct CreditPackage {
 // ---------------------------------------------------------------------------
 // Accounts.
 
-/// The account as opened (`POST /v1/accounts`).
-#[derive(Serialize, ToSchema)]
-pub struct OpenedAccount {
-    pub account_id: Uuid,
-    pub name: String,
-    pub slug: String,
-    pub owner_user_id: String,
-    pub plan: String,
-    pub status: AccountStatus,
-    pub country: String,
-    pub billing_email: String,
-    pub credit_limit: i64,
-    pub low_balance_threshold: i64,
-    /// Percent, as a decimal string.
-    pub tax_rate: Decimal,
-    pub created_at: DateTime<Utc>,
-    /// The event-log position this write reached.
-    pub position: i64,
-}
-
 /// An account as the read models hold it.
 #[derive(Serialize, ToSchema)]
 pub struct Account {
@@ -497,14 +402,6 @@ pub struct AccountPage {
     pub items: Vec<Account>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
-}
-
-/// An account's status after a suspension or reactivation.
-#[derive(Serialize, ToSchema)]
-pub struct AccountStatusChange {
-    pub account_id: Uuid,
-    pub status: AccountStatus,
-    pub position: i64,
 }
 
 /// Plan limits and the credits of the current period.
@@ -543,98 +440,6 @@ pub struct CurrentCounts {
 // ---------------------------------------------------------------------------
 // Credits.
 
-/// A recorded deduction.
-#[derive(Serialize, ToSchema)]
-pub struct DeductionResponse {
-    pub id: Uuid,
-    pub credits: i64,
-    pub operation: Option<String>,
-    pub units: u64,
-    /// The cost-table version the price came from.
-    pub cost_version: Option<u64>,
-    pub balance_after: i64,
-    pub available_after: i64,
-    pub recorded_at: DateTime<Utc>,
-    pub position: i64,
-}
-
-/// A reservation of credits.
-#[derive(Serialize, ToSchema)]
-pub struct HoldResponse {
-    pub id: Uuid,
-    pub credits: i64,
-    pub operation: Option<String>,
-    pub units: Option<u64>,
-    pub cost_version: Option<u64>,
-    /// When the ledger releases the hold if it is not captured.
-    pub expires_at: DateTime<Utc>,
-    pub available_after: i64,
-    pub held_at: DateTime<Utc>,
-    pub position: i64,
-}
-
-/// A hold turned into a deduction of `credits`; `released` went back to
-/// available.
-#[derive(Serialize, ToSchema)]
-pub struct CaptureResponse {
-    /// The deduction's id (refund it through `/deductions/{id}/refund`).
-    pub id: Uuid,
-    pub hold_id: Uuid,
-    pub held: i64,
-    pub credits: i64,
-    pub released: i64,
-    pub operation: Option<String>,
-    pub cost_version: Option<u64>,
-    pub balance_after: i64,
-    pub available_after: i64,
-    pub recorded_at: DateTime<Utc>,
-    pub position: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReleaseResponse {
-    pub hold_id: Uuid,
-    pub credits: i64,
-    pub reason: ReleaseReason,
-    pub available_after: i64,
-    pub released_at: DateTime<Utc>,
-    pub position: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RefundResponse {
-    pub id: Uuid,
-    pub deduction_id: Uuid,
-    pub credits: i64,
-    pub reason: String,
-    pub balance_after: i64,
-    pub refunded_at: DateTime<Utc>,
-    pub position: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct GrantResponse {
-    pub id: Uuid,
-    pub credits: i64,
-    pub source: GrantSource,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub description: Option<String>,
-    pub balance_after: i64,
-    pub granted_at: DateTime<Utc>,
-    pub position: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AdjustmentResponse {
-    pub id: Uuid,
-    /// Signed.
-    pub credits: i64,
-    pub reason: String,
-    pub balance_after: i64,
-    pub adjusted_at: DateTime<Utc>,
-    pub position: i64,
-}
-
 // ---------------------------------------------------------------------------
 // Reads.
 
@@ -660,17 +465,6 @@ pub struct Period {
     pub period: String,
     pub granted: i64,
     pub used: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryType {
-    Grant,
-    Deduction,
-    Capture,
-    Refund,
-    Adjustment,
-    Expiry,
 }
 
 /// One ledger entry.
@@ -718,14 +512,6 @@ pub struct UsageEntry {
 pub struct UsagePage {
     pub items: Vec<UsageEntry>,
     pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    Day,
-    Operation,
-    Model,
 }
 
 #[derive(Serialize, ToSchema)]

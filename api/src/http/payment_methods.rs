@@ -446,7 +446,7 @@ pub async fn put_config(
         actor: principal.sub().to_owned(),
         now: super::now(),
     };
-    let done = super::catalog::run(&state, &principal, command).await?;
+    let done = app::catalog::run(&state, &principal, command).await?;
     let mut body = config_json(&config);
     body["position"] = json!(state.position_of(&done).await?);
     Ok((StatusCode::OK, Json(body)).into_response())

@@ -52,7 +52,7 @@ pub(super) async fn run_account_command(
     claim: Option<&IdempotencyClaim>,
 ) -> Result<store::Executed<ledger::CreditAccount>, ApiError> {
     let done = state
-        .submit(
+        .run_account(
             &account.to_string(),
             command,
             &CommandContext::new(actor.clone()),

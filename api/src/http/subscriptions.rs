@@ -43,7 +43,6 @@ use tracing::{debug, warn};
 use utoipa::OpenApi;
 use uuid::Uuid;
 
-use super::accounts::page_request;
 use super::billing::{billing_account, derived_id, issue_invoice};
 use super::extract::{Body, Fresh, IdemKey, Q};
 use super::openapi as doc;
@@ -51,6 +50,7 @@ use super::respond::{account_error, claim, projection_error, service_error, stor
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::AppState;
+use app::reads::page_request;
 
 /// How often the background ticker processes due subscriptions.
 pub const PERIOD_TICK_SECONDS: u64 = 60;
@@ -86,15 +86,7 @@ pub fn routes() -> Router<AppState> {
 // ---------------------------------------------------------------------------
 
 pub(super) fn subscription_error(e: SubscriptionError) -> ApiError {
-    match e {
-        SubscriptionError::NotFound => ApiError::NotFound("subscription not found".into()),
-        e @ (SubscriptionError::InvalidPlan | SubscriptionError::IncompatiblePlan(_)) => {
-            ApiError::invalid_field("plan", e.to_string())
-        }
-        e @ SubscriptionError::UnknownInvoice(_) => ApiError::NotFound(e.to_string()),
-        e @ SubscriptionError::TooManyOpenInvoices => ApiError::Conflict(e.to_string()),
-        e => ApiError::Conflict(e.to_string()),
-    }
+    app::AppError::from(e).into()
 }
 
 /// The catalog's facts of a plan, as the subscription records them.
@@ -180,7 +172,7 @@ async fn grant_once(
         key: key.clone(),
     };
     let done = state
-        .submit(
+        .run_account(
             &account.to_string(),
             AccountCommand::GrantCredits(GrantCredits {
                 grant_id: derived_id(&["subscription-grant", raw_key]),
@@ -453,9 +445,9 @@ fn replayed(mut response: Response, replay: bool) -> Response {
 /// caller's own) or the token's.
 fn acting_account(principal: &Principal, raw: Option<&str>) -> Result<AccountId, ApiError> {
     match (raw, principal.account_id()) {
-        (Some(raw), _) => principal.scope(super::extract::account_id(raw)?),
+        (Some(raw), _) => Ok(principal.scope(super::extract::account_id(raw)?)?),
         (None, Some(own)) => Ok(own),
-        (None, None) => principal.own_account(),
+        (None, None) => Ok(principal.own_account()?),
     }
 }
 
@@ -512,7 +504,7 @@ pub async fn start_stripe_subscription(
     let holder = billing_account(state, subscription.account_id).await?;
     let account = subscription.account_id.to_string();
     let customer = gateway
-        .create_customer(&crate::gateway::CustomerRequest {
+        .create_customer(&app::gateway::CustomerRequest {
             account_id: account.clone(),
             name: holder.name.clone(),
             email: Some(holder.billing_email.clone()),
@@ -520,7 +512,7 @@ pub async fn start_stripe_subscription(
         })
         .await?;
     let created = gateway
-        .create_subscription(&crate::gateway::SubscriptionRequest {
+        .create_subscription(&app::gateway::SubscriptionRequest {
             customer_id: customer.clone(),
             price_id,
             subscription_id: subscription.subscription_id.to_string(),
@@ -1173,7 +1165,7 @@ async fn cancel_at_stripe(
     }
     let gateway = state.gateways.for_method(events::PaymentMethod::Stripe)?;
     gateway
-        .cancel_subscription(&crate::gateway::CancelSubscriptionRequest {
+        .cancel_subscription(&app::gateway::CancelSubscriptionRequest {
             gateway_subscription_id: stripe_id.to_owned(),
             subscription_id: id.to_string(),
             at_period_end,

@@ -35,9 +35,9 @@ use super::billing::{derived_id, payment_error};
 use super::openapi as doc;
 use super::respond::{projection_error, service_error, store_error};
 use crate::error::ApiError;
-use crate::gateway::stripe::{verify_signature, SignatureError};
-use crate::gateway::{from_minor_units, minor_units};
 use crate::AppState;
+use app::gateway::stripe::{verify_signature, SignatureError};
+use app::gateway::{from_minor_units, minor_units};
 
 /// The path of the Stripe webhook: the one `/v1` route without a bearer
 /// token (the OpenAPI `Common` modifier leaves it unsecured).

@@ -1,7 +1,9 @@
-//! The translator: a NATS command becomes an in-process HTTP request to the
-//! same router the HTTP API serves, so both transports share one
-//! implementation of authentication, validation, idempotency, the group
-//! commit and the error table (docs/adr/0009-nats.md).
+//! NATS commands: a payload is decoded into the use case's input and the
+//! caller's token, then `app::credits` runs it — the same functions the
+//! HTTP routes call, so both transports share authentication, validation,
+//! idempotency (the same route words and canonical body go into a key's
+//! hash), the group commit and the error table (docs/adr/0014-app-layer.md,
+//! which supersedes the translator of docs/adr/0009-nats.md).
 //!
 //! A command's payload is the HTTP body plus `account_id`,
 //! `idempotency_key` and, for capture and release, `hold_id`; the caller's
@@ -11,23 +13,20 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use app::caller::{Caller, JwtKeys};
+use app::error::status;
+use app::input::{Input, Key, REQUEST_BODY_BYTES_MAX};
+use app::{App, AppError, Written};
+use bytes::Bytes;
 use events::{AccountId, IdempotencyKey};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tower::ServiceExt;
 use tracing::warn;
 use uuid::Uuid;
-
-use crate::error::ApiError;
-use crate::http::extract::REQUEST_BODY_BYTES_MAX;
 
 /// Longest a command may take before the caller is told `unavailable`
 /// (the command may still commit; a retry with the same key replays it).
 pub const COMMAND_TIMEOUT_MILLIS: u64 = 10_000;
-/// Largest response body read back from the router.
-const RESPONSE_BODY_BYTES_MAX: usize = 256 * 1024;
 
 /// The four account commands NATS carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,14 +71,15 @@ impl Kind {
     }
 }
 
-/// What a command came to: the HTTP status and the reply body.
+/// What a command came to: the status (the HTTP one, as the SPEC's table
+/// gives it) and the reply body.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub status: StatusCode,
-    /// The reply: the HTTP success body as is, or the error body with
+    pub status: u16,
+    /// The reply: the success body as HTTP sends it, or the error body with
     /// `"status"` added.
     pub body: Bytes,
-    /// True when the router replayed an earlier command with the same key.
+    /// True when the command replayed an earlier one with the same key.
     pub replayed: bool,
     /// The account, when the payload named a valid one.
     pub account_id: Option<AccountId>,
@@ -88,7 +88,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn error(e: &ApiError, account_id: Option<AccountId>, key: Option<String>) -> Self {
+    pub fn error(e: &AppError, account_id: Option<AccountId>, key: Option<String>) -> Self {
         Self {
             status: e.status(),
             body: Bytes::from(with_status(e.body(), e.status()).to_string()),
@@ -98,57 +98,63 @@ impl Outcome {
         }
     }
 
+    fn written<T: Serialize>(
+        done: Result<Written<T>, AppError>,
+        account_id: AccountId,
+        key: Option<String>,
+    ) -> Self {
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => return Self::error(&e, Some(account_id), key),
+        };
+        // Through `Value`, as HTTP renders it: the same keys in the same
+        // (sorted) order, byte for byte.
+        match serde_json::to_value(&done.value) {
+            Ok(body) => Self {
+                status: if done.created {
+                    status::CREATED
+                } else {
+                    status::OK
+                },
+                body: Bytes::from(body.to_string()),
+                replayed: done.replayed,
+                account_id: Some(account_id),
+                idempotency_key: key,
+            },
+            Err(e) => {
+                warn!(error = %e, "a command's answer could not be serialized");
+                Self::error(&AppError::Internal, Some(account_id), key)
+            }
+        }
+    }
+
     /// A 5xx or 429: the command did not happen and may succeed later.
     pub fn is_retryable(&self) -> bool {
-        self.status.is_server_error() || self.status == StatusCode::TOO_MANY_REQUESTS
-    }
-
-    /// The bounded label of this outcome in the metrics: the status code.
-    pub fn status_label(&self) -> &'static str {
-        status_label(self.status)
+        self.status >= 500 || self.status == status::TOO_MANY_REQUESTS
     }
 }
 
-fn status_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200 => "200",
-        201 => "201",
-        400 => "400",
-        401 => "401",
-        402 => "402",
-        403 => "403",
-        404 => "404",
-        409 => "409",
-        413 => "413",
-        422 => "422",
-        429 => "429",
-        503 => "503",
-        s if s >= 500 => "5xx",
-        _ => "other",
-    }
-}
-
-fn with_status(mut body: Value, status: StatusCode) -> Value {
+fn with_status(mut body: Value, status: u16) -> Value {
     if let Value::Object(map) = &mut body {
-        map.insert("status".into(), json!(status.as_u16()));
+        map.insert("status".into(), json!(status));
     }
     body
 }
 
-fn field(name: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_field(name, message)
+fn field(name: &str, message: impl Into<String>) -> AppError {
+    AppError::invalid_field(name, message)
 }
 
-/// The request a command payload stands for: the path's parts, the key and
-/// the HTTP body.
+/// A decoded command: the account, hold and key it names and the body of
+/// the use case.
 struct Parsed {
     account_id: AccountId,
     key: Option<IdempotencyKey>,
-    path: String,
+    hold: Option<Uuid>,
     body: Map<String, Value>,
 }
 
-fn take_string(body: &mut Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+fn take_string(body: &mut Map<String, Value>, name: &str) -> Result<Option<String>, AppError> {
     match body.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -156,16 +162,16 @@ fn take_string(body: &mut Map<String, Value>, name: &str) -> Result<Option<Strin
     }
 }
 
-fn parse(kind: Kind, payload: &[u8]) -> Result<Parsed, (ApiError, Option<AccountId>)> {
+fn parse(kind: Kind, payload: &[u8]) -> Result<Parsed, (AppError, Option<AccountId>)> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| {
         (
-            ApiError::bad_request(format!("the payload is not valid JSON: {e}")),
+            AppError::bad_request(format!("the payload is not valid JSON: {e}")),
             None,
         )
     })?;
     let Value::Object(mut body) = value else {
         return Err((
-            ApiError::bad_request("the payload must be a JSON object"),
+            AppError::bad_request("the payload must be a JSON object"),
             None,
         ));
     };
@@ -178,7 +184,7 @@ fn parse(kind: Kind, payload: &[u8]) -> Result<Parsed, (ApiError, Option<Account
             None,
         )
     })?;
-    let fail = |e: ApiError| (e, Some(account_id));
+    let fail = |e: AppError| (e, Some(account_id));
     let key = take_string(&mut body, "idempotency_key")
         .map_err(fail)?
         .map(|k| {
@@ -204,36 +210,26 @@ fn parse(kind: Kind, payload: &[u8]) -> Result<Parsed, (ApiError, Option<Account
     } else {
         None
     };
-    // Built from parsed values only, so a payload cannot steer the request
-    // to another route.
-    let path = match (kind, hold) {
-        (Kind::Deduct, _) => format!("/v1/accounts/{account_id}/deductions"),
-        (Kind::Hold, _) => format!("/v1/accounts/{account_id}/holds"),
-        (Kind::Capture, Some(h)) => format!("/v1/accounts/{account_id}/holds/{h}/capture"),
-        (Kind::Release, Some(h)) => format!("/v1/accounts/{account_id}/holds/{h}/release"),
-        (Kind::Capture | Kind::Release, None) => {
-            return Err(fail(field("hold_id", "hold_id is required")))
-        }
-    };
     Ok(Parsed {
         account_id,
         key,
-        path,
+        hold,
         body,
     })
 }
 
-/// Runs one command through `router` and returns its outcome. Never fails:
-/// every problem is an error outcome in the SPEC's format.
+/// Runs one command and returns its outcome. Never fails: every problem is
+/// an error outcome in the SPEC's format.
 pub async fn execute(
-    router: &Router,
+    app: &App,
+    keys: &JwtKeys,
     kind: Kind,
     authorization: Option<&str>,
     payload: &[u8],
 ) -> Outcome {
     if payload.len() > REQUEST_BODY_BYTES_MAX {
         return Outcome::error(
-            &ApiError::PayloadTooLarge {
+            &AppError::PayloadTooLarge {
                 limit_bytes: REQUEST_BODY_BYTES_MAX,
             },
             None,
@@ -244,74 +240,56 @@ pub async fn execute(
         Ok(p) => p,
         Err((e, account)) => return Outcome::error(&e, account, None),
     };
-    let account_id = parsed.account_id;
-    let key = parsed.key.as_ref().map(|k| k.as_str().to_owned());
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(&parsed.path)
-        .header(header::CONTENT_TYPE, "application/json");
-    if let Some(auth) = authorization {
-        request = request.header(header::AUTHORIZATION, auth);
-    }
-    if let Some(k) = &parsed.key {
-        request = request.header("idempotency-key", k.as_str());
-    }
-    let request = match request.body(Body::from(Value::Object(parsed.body).to_string())) {
-        Ok(r) => r,
-        // Only a header value the HTTP types refuse (a control character in
-        // the Authorization header) gets here.
-        Err(_) => {
-            return Outcome::error(
-                &ApiError::Unauthorized("the Authorization header is not a valid header".into()),
-                Some(account_id),
-                key,
-            )
+    let account = parsed.account_id;
+    let key_text = parsed.key.as_ref().map(|k| k.as_str().to_owned());
+    let caller = match Caller::from_authorization(keys, authorization) {
+        Ok(c) => c,
+        Err(e) => return Outcome::error(&e, Some(account), key_text),
+    };
+    let key = Key(parsed.key);
+    // The body the use case reads is the HTTP body the payload carries.
+    let input = Value::Object(parsed.body);
+    let hold = parsed.hold.map(|h| h.to_string()).unwrap_or_default();
+    let run = async {
+        match kind {
+            Kind::Deduct => Outcome::written(
+                app::credits::deduct(app, &caller, account, key, Input::json(&input)).await,
+                account,
+                key_text.clone(),
+            ),
+            Kind::Hold => Outcome::written(
+                app::credits::hold(app, &caller, account, key, Input::json(&input)).await,
+                account,
+                key_text.clone(),
+            ),
+            Kind::Capture => Outcome::written(
+                app::credits::capture(app, &caller, account, &hold, key, Input::json(&input)).await,
+                account,
+                key_text.clone(),
+            ),
+            Kind::Release => Outcome::written(
+                app::credits::release(app, &caller, account, &hold, key, Input::json(&input)).await,
+                account,
+                key_text.clone(),
+            ),
         }
     };
     let timeout = Duration::from_millis(COMMAND_TIMEOUT_MILLIS);
-    let response = match tokio::time::timeout(timeout, router.clone().oneshot(request)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(never)) => match never {},
+    match tokio::time::timeout(timeout, run).await {
+        Ok(outcome) => outcome,
         Err(_) => {
             warn!(
                 kind = kind.as_str(),
                 "a NATS command took longer than its timeout"
             );
-            return Outcome::error(
-                &ApiError::Unavailable(
+            Outcome::error(
+                &AppError::Unavailable(
                     "the command took too long; retry with the same idempotency_key".into(),
                 ),
-                Some(account_id),
-                key,
-            );
+                Some(account),
+                key_text,
+            )
         }
-    };
-    let status = response.status();
-    let replayed = response
-        .headers()
-        .get("idempotent-replayed")
-        .is_some_and(|v| v.as_bytes() == b"true");
-    let bytes = match axum::body::to_bytes(response.into_body(), RESPONSE_BODY_BYTES_MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            warn!(error = %e, "could not read a command's response");
-            return Outcome::error(&ApiError::Internal, Some(account_id), key);
-        }
-    };
-    let body = if status.is_success() {
-        bytes
-    } else {
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => Bytes::from(with_status(v, status).to_string()),
-            Err(_) => Bytes::from(with_status(ApiError::Internal.body(), status).to_string()),
-        }
-    };
-    Outcome {
-        status,
-        body,
-        replayed,
-        account_id: Some(account_id),
-        idempotency_key: key,
     }
 }
 
@@ -322,15 +300,15 @@ mod tests {
     const ACCOUNT: &str = "0191e5a0-0000-7000-8000-000000000001";
     const HOLD: &str = "0191e5a0-0000-7000-8000-0000000000aa";
 
-    fn err(kind: Kind, payload: &str) -> (ApiError, Option<AccountId>) {
+    fn err(kind: Kind, payload: &str) -> (AppError, Option<AccountId>) {
         match parse(kind, payload.as_bytes()) {
-            Ok(p) => panic!("expected an error, got a request to {}", p.path),
+            Ok(p) => panic!("expected an error, got a command on {}", p.account_id),
             Err(e) => e,
         }
     }
 
     #[test]
-    fn a_payload_maps_to_the_http_route_and_body() {
+    fn a_payload_gives_the_account_hold_key_and_the_http_body() {
         let p = parse(
             Kind::Capture,
             format!(
@@ -339,10 +317,8 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!(
-            p.path,
-            format!("/v1/accounts/{ACCOUNT}/holds/{HOLD}/capture")
-        );
+        assert_eq!(p.account_id.to_string(), ACCOUNT);
+        assert_eq!(p.hold.unwrap().to_string(), HOLD);
         assert_eq!(Value::Object(p.body), json!({ "credits": 5 }));
         assert_eq!(p.key.unwrap().as_str(), "k1");
     }
@@ -351,9 +327,9 @@ mod tests {
     fn malformed_payloads_are_refused_with_the_field_named() {
         assert_eq!(
             err(Kind::Deduct, "not json").0.status(),
-            StatusCode::BAD_REQUEST
+            status::BAD_REQUEST
         );
-        assert_eq!(err(Kind::Deduct, "[1]").0.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err(Kind::Deduct, "[1]").0.status(), status::BAD_REQUEST);
         let (e, _) = err(Kind::Deduct, r#"{"idempotency_key":"k"}"#);
         assert_eq!(e.body()["error"]["details"]["field"], "account_id");
         let (e, _) = err(
@@ -376,7 +352,7 @@ mod tests {
             Kind::Hold,
             &format!(r#"{{"account_id":"{ACCOUNT}","idempotency_key":7}}"#),
         );
-        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.status(), status::UNPROCESSABLE_ENTITY);
     }
 
     #[test]
@@ -404,7 +380,7 @@ mod tests {
 
     #[test]
     fn error_bodies_gain_the_status() {
-        let e = Outcome::error(&ApiError::IdempotencyKeyReused, None, None);
+        let e = Outcome::error(&AppError::IdempotencyKeyReused, None, None);
         let v: Value = serde_json::from_slice(&e.body).unwrap();
         assert_eq!(v["status"], 409);
         assert_eq!(v["error"]["code"], "idempotency_key_reused");

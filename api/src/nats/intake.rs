@@ -19,14 +19,17 @@ use async_nats::jetstream::context::Publish;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::Client;
-use axum::Router;
+use std::sync::Arc;
+
+use app::caller::JwtKeys;
+use app::App;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::commands::{self, Kind, Outcome};
 use super::{authorization, ensure_stream, outcome_headers};
-use crate::http::metrics::metrics;
+use crate::telemetry::metrics;
 
 pub const INTAKE_STREAM: &str = "LEDGER_INTAKE";
 pub const INTAKE_SUBJECTS: [&str; 4] = [
@@ -107,12 +110,12 @@ pub fn outcome_subject(account: &events::AccountId) -> String {
 }
 
 /// Consumes the intake until `shutdown` resolves, riding out NATS outages.
-pub async fn run(client: Client, router: Router, shutdown: impl Future<Output = ()>) {
+pub async fn run(client: Client, app: App, keys: Arc<JwtKeys>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let js = super::jetstream(&client);
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        let pass = consume(&client, &js, &router);
+        let pass = consume(&client, &js, &app, &keys);
         let result = tokio::select! {
             () = &mut shutdown => return,
             r = pass => r,
@@ -139,7 +142,8 @@ pub async fn run(client: Client, router: Router, shutdown: impl Future<Output = 
 async fn consume(
     client: &Client,
     js: &jetstream::Context,
-    router: &Router,
+    app: &App,
+    keys: &JwtKeys,
 ) -> Result<(), async_nats::Error> {
     ensure_stream(js, deadletter_stream_config()).await?;
     let stream = ensure_stream(js, intake_stream_config()).await?;
@@ -157,15 +161,20 @@ async fn consume(
         while let Some(m) = batch.next().await {
             messages.push(m?);
         }
-        futures::future::join_all(messages.into_iter().map(|m| handle(client, js, router, m)))
-            .await;
+        futures::future::join_all(
+            messages
+                .into_iter()
+                .map(|m| handle(client, js, app, keys, m)),
+        )
+        .await;
     }
 }
 
 async fn handle(
     client: &Client,
     js: &jetstream::Context,
-    router: &Router,
+    app: &App,
+    keys: &JwtKeys,
     message: jetstream::Message,
 ) {
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
@@ -183,8 +192,8 @@ async fn handle(
         return;
     };
     let auth = authorization(message.headers.as_ref());
-    let outcome = commands::execute(router, kind, auth.as_deref(), &message.payload).await;
-    metrics().observe_nats_command("intake", kind.as_str(), &outcome);
+    let outcome = commands::execute(app, keys, kind, auth.as_deref(), &message.payload).await;
+    metrics().observe_nats_command("intake", kind.as_str(), outcome.status);
     if outcome.is_retryable() {
         if delivered >= INTAKE_DELIVERIES_MAX {
             let error = serde_json::from_slice::<Value>(&outcome.body).unwrap_or(Value::Null);
@@ -196,7 +205,7 @@ async fn handle(
             debug!(
                 kind = kind.as_str(),
                 delivered,
-                status = outcome.status.as_u16(),
+                status = outcome.status,
                 "intake command failed; offered again later"
             );
             if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {

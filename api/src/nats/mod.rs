@@ -21,17 +21,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use app::caller::JwtKeys;
+use app::App;
 use async_nats::connection::State;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions, HeaderMap};
-use axum::Router;
 use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use self::commands::{Kind, Outcome};
-use crate::http::metrics::metrics;
+use crate::telemetry::metrics;
 
 /// Subjects of the request/reply commands (the last token is the kind).
 pub const COMMAND_SUBJECTS: &str = "ledger.commands.*";
@@ -141,9 +142,8 @@ pub async fn ensure_stream(
 /// request/reply commands, the durable intake and the outbox.
 pub async fn run(
     nats: Nats,
-    router: Router,
-    store: store::Store,
-    projector: projections::ProjectorHandle,
+    app: App,
+    keys: Arc<JwtKeys>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let Nats {
@@ -157,17 +157,24 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     tasks.spawn(serve_commands(
         handle.client.clone(),
-        router.clone(),
+        app.clone(),
+        keys.clone(),
         stopped(stop_rx.clone()),
     ));
     tasks.spawn(intake::run(
         handle.client.clone(),
-        router,
+        app.clone(),
+        keys,
         stopped(stop_rx.clone()),
     ));
     tasks.spawn(
-        outbox::Outbox::new(handle.client.clone(), store, projector, outbox_position)
-            .run(stopped(stop_rx)),
+        outbox::Outbox::new(
+            handle.client.clone(),
+            app.store.clone(),
+            app.projector.clone(),
+            outbox_position,
+        )
+        .run(stopped(stop_rx)),
     );
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -186,7 +193,7 @@ pub async fn run(
 /// `Idempotent-Replayed: true` on a replay, as HTTP sends it.
 pub fn outcome_headers(kind: Kind, outcome: &Outcome) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Ledger-Status", outcome.status.as_str());
+    headers.insert("Ledger-Status", outcome.status.to_string().as_str());
     headers.insert("Ledger-Command", kind.as_str());
     if outcome.replayed {
         headers.insert("Idempotent-Replayed", "true");
@@ -207,7 +214,12 @@ pub fn authorization(headers: Option<&HeaderMap>) -> Option<String> {
 /// Request/reply: one queue subscription on `ledger.commands.*`, at most
 /// [`COMMANDS_IN_FLIGHT_MAX`] commands at once. The subscription survives
 /// reconnections (the client re-subscribes).
-async fn serve_commands(client: Client, router: Router, shutdown: impl Future<Output = ()>) {
+async fn serve_commands(
+    client: Client,
+    app: App,
+    keys: Arc<JwtKeys>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut subscriber = loop {
         match client
@@ -243,7 +255,7 @@ async fn serve_commands(client: Client, router: Router, shutdown: impl Future<Ou
             break;
         };
         let client = client.clone();
-        let router = router.clone();
+        let (app, keys) = (app.clone(), keys.clone());
         running.spawn(async move {
             let _permit = permit;
             let Some(reply) = message.reply.clone() else {
@@ -254,8 +266,9 @@ async fn serve_commands(client: Client, router: Router, shutdown: impl Future<Ou
                 Some(kind) => {
                     let auth = authorization(message.headers.as_ref());
                     let outcome =
-                        commands::execute(&router, kind, auth.as_deref(), &message.payload).await;
-                    metrics().observe_nats_command("request", kind.as_str(), &outcome);
+                        commands::execute(&app, &keys, kind, auth.as_deref(), &message.payload)
+                            .await;
+                    metrics().observe_nats_command("request", kind.as_str(), outcome.status);
                     Some((kind, outcome))
                 }
                 None => None,
@@ -267,7 +280,7 @@ async fn serve_commands(client: Client, router: Router, shutdown: impl Future<Ou
                         .await
                 }
                 None => {
-                    let e = crate::error::ApiError::NotFound(
+                    let e = app::AppError::NotFound(
                         "no such command; use deduct, hold, capture or release".into(),
                     );
                     let mut body = e.body();

@@ -24,9 +24,8 @@ use async_nats::jetstream::context::Publish;
 use async_nats::jetstream::{self, stream};
 use async_nats::Client;
 use events::{AccountEvent, ACCOUNT_AGGREGATE_TYPE};
-use projections::ProjectorHandle;
+use projections::{ProjectionError, ProjectorHandle, ReadModels};
 use serde_json::json;
-use store::sql::Arg;
 use store::{Store, StoredEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -162,7 +161,7 @@ impl Outbox {
         loop {
             let round = async {
                 if !ready {
-                    create_checkpoint(&self.store).await?;
+                    self.store.create_outbox_checkpoint(OUTBOX_NAME).await?;
                     ensure_stream(&js, events_stream_config()).await?;
                     ensure_stream(&js, alerts_stream_config()).await?;
                     ready = true;
@@ -267,12 +266,9 @@ impl Outbox {
         }
         let claimed = self
             .store
-            .execute(
-                "UPDATE outbox_checkpoints SET position = $3 WHERE name = $1 AND position = $2",
-                &[OUTBOX_NAME.into(), from.into(), last.into()],
-            )
+            .advance_outbox_checkpoint(OUTBOX_NAME, from, last)
             .await?;
-        if claimed == 0 {
+        if !claimed {
             // Another server published the same batch; its checkpoint wins
             // and JetStream kept one copy of each event.
             debug!(from, "another outbox advanced the checkpoint");
@@ -300,15 +296,15 @@ impl Outbox {
             {
                 continue;
             }
-            let row = self
-                .store
-                .fetch_optional(
-                    "SELECT low_balance_threshold FROM rm_accounts WHERE account_id = $1",
-                    &[Arg::from(e.aggregate_id.as_str())],
-                )
-                .await?;
-            if let Some(row) = row {
-                out.insert(e.aggregate_id.clone(), row.i64("low_balance_threshold")?);
+            let threshold = ReadModels::new(self.store.clone())
+                .low_balance_threshold(&e.aggregate_id)
+                .await
+                .map_err(|e| match e {
+                    ProjectionError::Store(e) => e,
+                    other => store::StoreError::Persistence(other.to_string()),
+                })?;
+            if let Some(threshold) = threshold {
+                out.insert(e.aggregate_id.clone(), threshold);
             }
         }
         Ok(out)
@@ -355,30 +351,9 @@ async fn alert_publish(
     Ok(js.send_publish(subject, publish).await?)
 }
 
-/// Creates the outbox's checkpoint row at 0 when it does not exist.
-async fn create_checkpoint(store: &Store) -> Result<(), store::StoreError> {
-    store
-        .execute(
-            "INSERT INTO outbox_checkpoints (name, position) VALUES ($1, 0) \
-             ON CONFLICT (name) DO NOTHING",
-            &[OUTBOX_NAME.into()],
-        )
-        .await?;
-    Ok(())
-}
-
 /// The outbox's checkpoint: the last position JetStream acknowledged.
 pub async fn checkpoint(store: &Store) -> Result<i64, store::StoreError> {
-    let row = store
-        .fetch_optional(
-            "SELECT position FROM outbox_checkpoints WHERE name = $1",
-            &[OUTBOX_NAME.into()],
-        )
-        .await?;
-    Ok(match row {
-        Some(r) => r.i64("position")?,
-        None => 0,
-    })
+    store.outbox_checkpoint(OUTBOX_NAME).await
 }
 
 #[cfg(test)]

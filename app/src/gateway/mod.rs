@@ -1,7 +1,7 @@
 //! Payment gateways (docs/adr/0011-payments-gateway.md): the
-//! [`PaymentGateway`] trait the billing routes call, Stripe's
-//! implementation over its HTTP API ([`stripe`]), and [`Gateways`], the
-//! configured set on `AppState`.
+//! [`PaymentGateway`] port the billing use cases call, with its own error
+//! type ([`GatewayError`]), Stripe's implementation over its HTTP API
+//! ([`stripe`]), and [`Gateways`], the configured set on [`crate::App`].
 //!
 //! A method whose gateway is not configured (Stripe without
 //! `STRIPE_SECRET_KEY`) or does not exist yet (PayPal) is reported
@@ -19,8 +19,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use tracing::warn;
 
-use crate::error::ApiError;
-use crate::Config;
+use crate::error::AppError;
+use crate::settings::Secret;
 
 /// A customer to create at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,17 +115,17 @@ pub enum GatewayError {
     Amount(Decimal),
 }
 
-impl From<GatewayError> for ApiError {
+impl From<GatewayError> for AppError {
     fn from(e: GatewayError) -> Self {
         warn!(error = %e, "payment gateway call failed");
         match e {
             GatewayError::Unreachable(_) => {
-                ApiError::Unavailable("the payment gateway is unreachable; retry shortly".into())
+                AppError::Unavailable("the payment gateway is unreachable; retry shortly".into())
             }
             GatewayError::Refused(m) => {
-                ApiError::BadGateway(format!("the payment gateway refused the request: {m}"))
+                AppError::BadGateway(format!("the payment gateway refused the request: {m}"))
             }
-            GatewayError::Amount(a) => ApiError::invalid_field(
+            GatewayError::Amount(a) => AppError::invalid_field(
                 "amount",
                 format!("{a} cannot be expressed in the currency's minor unit"),
             ),
@@ -176,13 +176,17 @@ impl std::fmt::Debug for Gateways {
 }
 
 impl Gateways {
-    /// Stripe when `STRIPE_SECRET_KEY` is set; PayPal never (yet).
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let stripe = match &config.stripe_secret_key {
-            Some(key) => Some(Arc::new(stripe::StripeGateway::new(
-                &config.stripe_api_base,
-                key.clone(),
-            )?) as Arc<dyn PaymentGateway>),
+    /// Stripe when its secret key is given (`STRIPE_SECRET_KEY`), at
+    /// `stripe_api_base`; PayPal never (yet).
+    pub fn configured(
+        stripe_secret_key: Option<&Secret>,
+        stripe_api_base: &str,
+    ) -> Result<Self, GatewayError> {
+        let stripe = match stripe_secret_key {
+            Some(key) => Some(
+                Arc::new(stripe::StripeGateway::new(stripe_api_base, key.clone())?)
+                    as Arc<dyn PaymentGateway>,
+            ),
             None => None,
         };
         Ok(Self {
@@ -200,20 +204,20 @@ impl Gateways {
     }
 
     /// The gateway of `method`, or 503 `unavailable` saying why.
-    pub fn for_method(&self, method: PaymentMethod) -> Result<Arc<dyn PaymentGateway>, ApiError> {
+    pub fn for_method(&self, method: PaymentMethod) -> Result<Arc<dyn PaymentGateway>, AppError> {
         match method {
             PaymentMethod::Stripe => self.stripe.clone().ok_or_else(|| {
-                ApiError::Unavailable(
+                AppError::Unavailable(
                     "stripe is not configured on this server; use bank_transfer or local_wallet"
                         .into(),
                 )
             }),
             PaymentMethod::Paypal => self.paypal.clone().ok_or_else(|| {
-                ApiError::Unavailable(
+                AppError::Unavailable(
                     "paypal is not available; use bank_transfer or local_wallet".into(),
                 )
             }),
-            m => Err(ApiError::invalid_field(
+            m => Err(AppError::invalid_field(
                 "method",
                 format!("{} is not a gateway method", m.as_str()),
             )),
@@ -274,15 +278,15 @@ mod tests {
         let g = Gateways::default();
         assert!(matches!(
             g.for_method(PaymentMethod::Stripe),
-            Err(ApiError::Unavailable(_))
+            Err(AppError::Unavailable(_))
         ));
         assert!(matches!(
             g.for_method(PaymentMethod::Paypal),
-            Err(ApiError::Unavailable(_))
+            Err(AppError::Unavailable(_))
         ));
         assert!(matches!(
             g.for_method(PaymentMethod::BankTransfer),
-            Err(ApiError::InvalidRequest { .. })
+            Err(AppError::InvalidRequest { .. })
         ));
     }
 }

@@ -15,7 +15,7 @@ use super::{
     PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund, RefundRequest,
     SubscriptionRequest,
 };
-use crate::config::Secret;
+use crate::settings::Secret;
 
 /// Time to connect to Stripe.
 pub const CONNECT_TIMEOUT_SECONDS: u64 = 5;
@@ -39,13 +39,14 @@ pub struct StripeGateway {
 
 impl StripeGateway {
     /// A client of the Stripe API at `base` (`https://api.stripe.com`).
-    pub fn new(base: &str, key: Secret) -> anyhow::Result<Self> {
+    pub fn new(base: &str, key: Secret) -> Result<Self, GatewayError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECONDS))
             .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECONDS))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ledger-server/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|e| GatewayError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -1,0 +1,58 @@
+//! The role table: who may run each use case (SPEC §3's role column), one
+//! constant per use case, so a route, a NATS subject and a dashboard page
+//! asking the same question get the same answer. Tenant scoping (another
+//! tenant's account is 404) is [`crate::caller::Caller::scope`]'s.
+
+use crate::caller::Role;
+
+use Role::{Admin, Developer, Editor, Owner, SystemBot, Viewer};
+
+/// `D`: the platform (the SaaS back end, finance tooling).
+pub const STAFF: &[Role] = &[Developer];
+/// `D O A E V`: everyone of the account but its workers.
+pub const READERS: &[Role] = &[Developer, Owner, Admin, Editor, Viewer];
+/// `D O A`: who manages an account's settings.
+pub const MANAGERS: &[Role] = &[Developer, Owner, Admin];
+/// `D S`: who spends credits (AI workers).
+pub const WORKERS: &[Role] = &[Developer, SystemBot];
+
+// Accounts.
+pub const OPEN_ACCOUNT: &[Role] = STAFF;
+pub const READ_ACCOUNT: &[Role] = READERS;
+pub const UPDATE_ACCOUNT: &[Role] = MANAGERS;
+pub const READ_LIMITS: &[Role] = READERS;
+pub const SEARCH_ACCOUNTS: &[Role] = STAFF;
+pub const SUSPEND_ACCOUNT: &[Role] = STAFF;
+/// Only the platform changes an account's credit limit (a risk setting).
+pub const SET_CREDIT_LIMIT: &[Role] = STAFF;
+
+// Credits.
+pub const DEDUCT: &[Role] = WORKERS;
+pub const HOLD: &[Role] = WORKERS;
+pub const CAPTURE: &[Role] = WORKERS;
+pub const RELEASE: &[Role] = WORKERS;
+pub const REFUND_USAGE: &[Role] = &[Developer, Admin];
+pub const GRANT: &[Role] = STAFF;
+pub const ADJUST: &[Role] = STAFF;
+
+// Reads: the balance is every role's of the account (system_bot included),
+// within its scope; the rest are the readers'.
+pub const READ_BALANCE: &[Role] = &[Developer, Owner, Admin, Editor, Viewer, SystemBot];
+pub const READ_TRANSACTIONS: &[Role] = READERS;
+pub const READ_USAGE: &[Role] = READERS;
+
+// Catalog: lists are everyone's (inactive rows the platform's only).
+pub const EDIT_CATALOG: &[Role] = STAFF;
+pub const READ_COSTS: &[Role] = STAFF;
+/// Who sees inactive plans and packages in the public lists.
+pub const SEE_INACTIVE_CATALOG: &[Role] = STAFF;
+
+// Billing.
+/// Who may see and pay the account's invoices, buy packages and see the
+/// payment methods.
+pub const BILLING: &[Role] = &[Owner, Admin];
+/// Manual payments may also be recorded by staff on the customer's behalf.
+pub const PAY_MANUALLY: &[Role] = &[Owner, Admin, Developer];
+pub const SUBSCRIBE: &[Role] = &[Owner, Admin, Developer];
+pub const ADMIN_BILLING: &[Role] = STAFF;
+pub const RUN_PERIODS: &[Role] = STAFF;

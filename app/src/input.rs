@@ -1,0 +1,247 @@
+//! The one intake of caller input, whatever the transport: a JSON body
+//! parsed into a use case's input type together with its canonical form
+//! (what an idempotency key is bound to), query strings, path ids,
+//! idempotency keys and times. Bad input becomes the SPEC's 4xx here, so
+//! HTTP and NATS refuse the same things with the same words.
+
+use std::marker::PhantomData;
+
+use events::{AccountId, IdempotencyKey};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::error::{status, AppError};
+
+/// Largest request body accepted (a command's JSON).
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Longest a read waits for `min_position`.
+pub const MIN_POSITION_WAIT_MILLIS_MAX: u64 = 5_000;
+
+/// The field a deserialization error is about: its path, or for a missing
+/// or unknown top-level field the name serde puts in backticks.
+fn field_of(path: &str, message: &str) -> String {
+    if path != "." && !path.is_empty() {
+        return path.to_owned();
+    }
+    if message.starts_with("missing field") || message.starts_with("unknown field") {
+        if let Some(name) = message.split('`').nth(1) {
+            return name.to_owned();
+        }
+    }
+    String::new()
+}
+
+fn invalid<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> AppError {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    let field = field_of(&path, &message);
+    AppError::InvalidRequest {
+        status: status::UNPROCESSABLE_ENTITY,
+        message: if field.is_empty() || message.contains(&format!("`{field}`")) {
+            message
+        } else {
+            format!("{field}: {message}")
+        },
+        details: json!({ "field": field }),
+    }
+}
+
+/// A request body, read (size-limited by the transport) but not yet
+/// parsed: use cases check the caller's role first, then [`Input::parse`],
+/// so a refused caller gets 403 whatever it sent.
+pub struct Input<T> {
+    bytes: Vec<u8>,
+    _t: PhantomData<T>,
+}
+
+/// A parsed JSON body and its canonical form (sorted keys, no spaces): what
+/// an idempotency key is bound to.
+pub struct Parsed<T> {
+    pub value: T,
+    pub canonical: String,
+}
+
+impl<T> Input<T> {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            bytes: bytes.into(),
+            _t: PhantomData,
+        }
+    }
+
+    /// An input given as JSON already (NATS payloads, tests).
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self::new(value.to_string())
+    }
+
+    /// The same bytes, as the input of another use case.
+    pub fn retype<U>(self) -> Input<U> {
+        Input::new(self.bytes)
+    }
+}
+
+impl<T: DeserializeOwned> Input<T> {
+    /// Parses the body: malformed JSON is 400, a wrong or missing value 422
+    /// naming the field. An empty body reads as `{}`.
+    pub fn parse(self) -> Result<Parsed<T>, AppError> {
+        let text: &[u8] = if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.bytes
+        };
+        let raw: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+            AppError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
+        if !raw.is_object() {
+            return Err(AppError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let canonical = raw.to_string();
+        let value = serde_path_to_error::deserialize(raw).map_err(invalid)?;
+        Ok(Parsed { value, canonical })
+    }
+}
+
+/// A query string, parsed after the role check like [`Input`], with the
+/// failing parameter named.
+pub struct Query<T> {
+    raw: String,
+    _t: PhantomData<T>,
+}
+
+impl<T> Query<T> {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self {
+            raw: raw.into(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Query<T> {
+    pub fn parse(&self) -> Result<T, AppError> {
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw.as_bytes()));
+        serde_path_to_error::deserialize(de).map_err(invalid)
+    }
+}
+
+/// An idempotency key as the transport found it (a valid one, or none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Key(pub Option<IdempotencyKey>);
+
+impl Key {
+    /// The key, or 400 when this use case needs one and it is missing.
+    pub fn required(self) -> Result<IdempotencyKey, AppError> {
+        self.0.ok_or_else(|| AppError::InvalidRequest {
+            status: status::BAD_REQUEST,
+            message: "this endpoint requires an Idempotency-Key header".into(),
+            details: json!({ "header": "Idempotency-Key" }),
+        })
+    }
+
+    /// An `Idempotency-Key` header's text: 400 when it is not a key.
+    pub fn from_header(text: &str) -> Result<Self, AppError> {
+        IdempotencyKey::parse(text)
+            .map(|k| Self(Some(k)))
+            .map_err(|e| AppError::InvalidRequest {
+                status: status::BAD_REQUEST,
+                message: format!("Idempotency-Key {}", e.reason),
+                details: json!({ "header": "Idempotency-Key" }),
+            })
+    }
+}
+
+impl From<IdempotencyKey> for Key {
+    fn from(k: IdempotencyKey) -> Self {
+        Self(Some(k))
+    }
+}
+
+/// An RFC 3339 time in a body or query field, as UTC; else 422 naming
+/// `field`.
+pub fn time(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            AppError::invalid_field(
+                field,
+                format!("{field} must be an RFC 3339 time such as 2026-03-01T00:00:00Z"),
+            )
+        })
+}
+
+/// An account id from a path segment: anything else is simply not found.
+pub fn account_id(raw: &str) -> Result<AccountId, AppError> {
+    AccountId::parse(raw).map_err(|_| AppError::NotFound("account not found".into()))
+}
+
+/// Another resource's id from a path segment (`what`: "hold", "invoice",
+/// …): anything else is simply not found.
+pub fn path_id(raw: &str, what: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound(format!("{what} not found")))
+}
+
+/// `?min_position=N` of a read, as found in its query string; 422 when it
+/// is not an integer.
+pub fn min_position(query: Option<&str>) -> Result<Option<i64>, AppError> {
+    let Some(query) = query else { return Ok(None) };
+    let mut min = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "min_position" {
+            min = Some(v.parse::<i64>().map_err(|_| {
+                AppError::invalid_field("min_position", "min_position must be an integer")
+            })?);
+        }
+    }
+    Ok(min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field_from_the_path_or_the_message() {
+        assert_eq!(field_of("units", "invalid type"), "units");
+        assert_eq!(field_of(".", "missing field `slug`"), "slug");
+        assert_eq!(
+            field_of(".", "unknown field `foo`, expected one of `a`"),
+            "foo"
+        );
+        assert_eq!(field_of(".", "invalid type: map"), "");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        a: u32,
+        b: Option<String>,
+    }
+
+    #[test]
+    fn the_canonical_form_sorts_keys_and_drops_spaces() {
+        let parsed = Input::<Body>::new(r#"{ "b" : "x",  "a": 1 }"#)
+            .parse()
+            .unwrap();
+        assert_eq!(parsed.canonical, r#"{"a":1,"b":"x"}"#);
+    }
+
+    #[test]
+    fn bad_json_is_400_and_a_bad_value_422_naming_it() {
+        let e = Input::<Body>::new("{").parse().err().unwrap();
+        assert_eq!(e.status(), status::BAD_REQUEST);
+        let e = Input::<Body>::new("[1]").parse().err().unwrap();
+        assert_eq!(e.status(), status::BAD_REQUEST);
+        let e = Input::<Body>::new(r#"{"a":"x"}"#).parse().err().unwrap();
+        assert_eq!(e.status(), status::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.body()["error"]["details"]["field"], "a");
+        let e = Input::<Body>::new(r#"{"a":1,"c":2}"#)
+            .parse()
+            .err()
+            .unwrap();
+        assert_eq!(e.body()["error"]["details"]["field"], "c");
+    }
+}

@@ -1,0 +1,69 @@
+//! Background jobs the server runs on its own behalf, each until its
+//! shutdown future resolves: the expiry sweeper (and, in `api` until it
+//! moves here, the subscription period ticker).
+
+use std::future::Future;
+use std::time::Duration;
+
+use events::{AccountId, Actor};
+use ledger::AccountCommand;
+use store::CommandContext;
+use tracing::{debug, warn};
+
+use crate::error::AppError;
+use crate::{now, App};
+
+/// How often the sweeper looks for due holds and lots.
+pub const SWEEP_INTERVAL_MILLIS: u64 = 1_000;
+/// Most accounts handled per sweep.
+pub const SWEEP_ACCOUNTS_MAX: i64 = 100;
+
+/// Releases holds past their TTL and expires grants past their expiry
+/// without waiting for the account's next command, so the read models show
+/// them on time; sweeps every [`SWEEP_INTERVAL_MILLIS`].
+pub async fn run_sweeper(app: App, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_millis(SWEEP_INTERVAL_MILLIS)) => {
+                if let Err(e) = sweep(&app).await {
+                    warn!(error = %e, "expiry sweep failed");
+                }
+            }
+        }
+    }
+}
+
+/// One sweep: each account the projector's `expiry_schedule` says is due
+/// gets one `ExpireDue` command; returns how many accounts were handled.
+pub async fn sweep(app: &App) -> Result<usize, AppError> {
+    let now = now();
+    let due = app
+        .read_models
+        .accounts_due(now, SWEEP_ACCOUNTS_MAX)
+        .await?;
+    let ctx = CommandContext::new(Actor::system("expiry-sweeper"));
+    for id in &due {
+        let Ok(account) = AccountId::parse(id) else {
+            continue;
+        };
+        match app
+            .run_account(
+                &account.to_string(),
+                AccountCommand::ExpireDue { now },
+                &ctx,
+                None,
+                &[],
+            )
+            .await
+        {
+            Ok(done) => {
+                debug!(account = %id, events = done.events.len(), "expired due items");
+                app.read_models.clear_due(id, now).await?;
+            }
+            Err(e) => warn!(account = %id, error = %e, "could not expire due items"),
+        }
+    }
+    Ok(due.len())
+}
