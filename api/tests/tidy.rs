@@ -6,7 +6,8 @@
 //! - the HTTP and NATS adapters do not import each other, and NATS builds
 //!   no HTTP requests;
 //! - every module opens with a `//!` overview;
-//! - no test is `#[ignore]`d.
+//! - no test is `#[ignore]`d;
+//! - request schemas carry the bounds the use cases enforce.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -179,4 +180,26 @@ fn no_test_is_ignored() {
         }
     }
     assert!(found.is_empty(), "ignored tests:\n{}", found.join("\n"));
+}
+
+#[test]
+fn request_schemas_carry_the_bounds_the_server_enforces() {
+    let doc = serde_json::to_value(api::http::openapi::document()).expect("the document");
+    let schemas = &doc["components"]["schemas"];
+    let deduct = &schemas["DeductRequest"]["properties"];
+    assert_eq!(deduct["units"]["minimum"], 1, "{deduct}");
+    assert_eq!(deduct["units"]["maximum"], 1_000_000_000_u64, "{deduct}");
+    assert_eq!(deduct["metadata"]["maxProperties"], 64, "{deduct}");
+    assert_eq!(deduct["model"]["maxLength"], 1024, "{deduct}");
+    assert!(deduct["operation"]["pattern"].is_string(), "{deduct}");
+    let hold = &schemas["HoldRequest"]["properties"];
+    assert_eq!(hold["ttl_seconds"]["maximum"], 604_800, "{hold}");
+    let open = &schemas["OpenRequest"]["properties"];
+    assert_eq!(open["slug"]["maxLength"], 64, "{open}");
+    assert!(open["slug"]["pattern"].is_string(), "{open}");
+    let grant = &schemas["GrantRequest"]["properties"];
+    assert_eq!(
+        grant["credits"]["maximum"], 1_000_000_000_000_i64,
+        "{grant}"
+    );
 }

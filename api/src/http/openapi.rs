@@ -185,6 +185,17 @@ impl Modify for Common {
                     .build(),
             ),
         );
+        // A constraint utoipa's field attributes cannot express: the keys a
+        // usage's `metadata` may have (`app::credits::METADATA_KEYS_MAX`).
+        for name in ["DeductRequest", "CaptureRequest"] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+                if let Some(RefOr::T(Schema::Object(metadata))) =
+                    object.properties.get_mut("metadata")
+                {
+                    metadata.max_properties = Some(app::credits::METADATA_KEYS_MAX);
+                }
+            }
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
