@@ -282,6 +282,24 @@ pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// An account id no account has.
+pub fn random_account() -> String {
+    events::AccountId::new_v7().to_string()
+}
+
+/// A UUID no hold, deduction or payment has.
+pub fn random_uuid() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The `account_id`s of a list of accounts, in order.
+pub fn ids_of(accounts: &[Value]) -> Vec<String> {
+    accounts
+        .iter()
+        .map(|a| a["account_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
