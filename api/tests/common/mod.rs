@@ -31,8 +31,31 @@ pub const JWT_SECRET: &str = "http-api-tests-secret-0123456789-abcdefghijklmnop"
 #[macro_export]
 ///
 /// `on_both_backends!(shared $body)` passes the `Arc<Api>` itself, for bodies
-/// that spawn tasks.
+/// that spawn tasks; `on_both_backends!(store $body)` calls
+/// `async fn $body(api: &Api, store: &store::Store)` with the server's own
+/// database, for tests that look at what the server stored.
 macro_rules! on_both_backends {
+    (store $body:ident) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                $crate::common::run_with_store(
+                    $crate::common::Backend::Postgres,
+                    |api, store| async move { super::$body(&api, &store).await },
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                $crate::common::run_with_store(
+                    $crate::common::Backend::Sqlite,
+                    |api, store| async move { super::$body(&api, &store).await },
+                )
+                .await;
+            }
+        }
+    };
     (shared $body:ident) => {
         mod $body {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -195,8 +218,18 @@ where
     F: FnOnce(Arc<Api>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    run_with_store(backend, |api, _store| body(api)).await;
+}
+
+/// [`run`] with the server's database as well (a handle on the same store
+/// the server writes to).
+pub async fn run_with_store<F, Fut>(backend: Backend, body: F)
+where
+    F: FnOnce(Arc<Api>, store::Store) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let server = Server::start(backend).await;
-    let outcome = tokio::spawn(body(server.api.clone())).await;
+    let outcome = tokio::spawn(body(server.api.clone(), server.db().store.clone())).await;
     server.stop().await;
     if let Err(e) = outcome {
         if e.is_panic() {
@@ -280,6 +313,24 @@ pub fn unique_slug() -> String {
 
 pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// An account id no account has.
+pub fn random_account() -> String {
+    events::AccountId::new_v7().to_string()
+}
+
+/// A UUID no hold, deduction or payment has.
+pub fn random_uuid() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The `account_id`s of a list of accounts, in order.
+pub fn ids_of(accounts: &[Value]) -> Vec<String> {
+    accounts
+        .iter()
+        .map(|a| a["account_id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 impl Api {
