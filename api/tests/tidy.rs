@@ -6,7 +6,7 @@
 //! - the HTTP and NATS adapters do not import each other, and NATS builds
 //!   no HTTP requests;
 //! - every module opens with a `//!` overview;
-//! - no test is `#[ignore]`d;
+//! - no test carries the ignore attribute;
 //! - request schemas carry the bounds the use cases enforce.
 
 use std::fs;
