@@ -109,6 +109,12 @@ async fn an_account_opens_reads_and_patches_on_its_canonical_and_alias_paths(api
     assert_eq!(by_owner.body["name"], "Acme AG");
     let p2 = by_owner.position();
     assert!(p2 > patched.position());
+    // Tax rate and country are the seller's: the owner may not set them.
+    for field in [json!({ "tax_rate": "0" }), json!({ "country": "US" })] {
+        api.patch("/v1/account/settings/", &owner, field)
+            .await
+            .expect_error(403, "forbidden");
+    }
     let by_admin = api
         .patch(
             &format!("/v1/accounts/{id}"),

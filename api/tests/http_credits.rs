@@ -218,11 +218,21 @@ async fn a_deduction_is_refunded_in_part_then_the_rest(api: &Api) {
     time(&rb["refunded_at"]);
     r.position();
 
-    // No credits: the rest. An admin of the account may refund.
+    // Refunds are the platform's: the account's own admin may not.
+    api.post(
+        &path,
+        &api.admin(&id),
+        Some(&key()),
+        json!({ "reason": "the job failed" }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+
+    // No credits: the rest.
     let r = api
         .post(
             &path,
-            &api.admin(&id),
+            &api.developer(),
             Some(&key()),
             json!({ "reason": "the job failed" }),
         )

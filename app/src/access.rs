@@ -31,7 +31,10 @@ pub const DEDUCT: &[Role] = WORKERS;
 pub const HOLD: &[Role] = WORKERS;
 pub const CAPTURE: &[Role] = WORKERS;
 pub const RELEASE: &[Role] = WORKERS;
-pub const REFUND_USAGE: &[Role] = &[Developer, Admin];
+/// Refunds of usage are the platform's decision alone (SPEC §3: D).
+pub const REFUND_USAGE: &[Role] = STAFF;
+/// Tax rate and country are the seller's decision, not the customer's.
+pub const SET_TAX: &[Role] = STAFF;
 pub const GRANT: &[Role] = STAFF;
 pub const ADJUST: &[Role] = STAFF;
 

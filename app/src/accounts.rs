@@ -428,6 +428,14 @@ pub async fn update(
             "only a developer may change the credit limit".into(),
         ));
     }
+    // Tax rate and country decide the tax on every invoice: the seller's.
+    if (req.tax_rate.is_some() || req.country.is_some())
+        && !access::SET_TAX.contains(&caller.role())
+    {
+        return Err(AppError::Forbidden(
+            "only a developer may change the tax rate or the country".into(),
+        ));
+    }
     let country = req.country.as_deref().map(country).transpose()?;
     let command = AccountCommand::UpdateAccount {
         patch: AccountPatch {

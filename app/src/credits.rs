@@ -4,7 +4,9 @@
 //! rule, error and idempotency claim.
 
 use chrono::{DateTime, Utc};
-use events::{AccountEvent, AccountId, CostEntry, GrantSource, OperationKey, ReleaseReason, Usage};
+use events::{
+    AccountEvent, AccountId, CostEntry, GrantSource, LotDraw, OperationKey, ReleaseReason, Usage,
+};
 use ledger::account::{
     AdjustCredits, Amount, CaptureHold, DeductCredits, GrantCredits, HoldCredits, RefundDeduction,
     ReleaseHold,
@@ -17,7 +19,7 @@ use uuid::Uuid;
 use crate::access;
 use crate::caller::Caller;
 use crate::error::AppError;
-use crate::input::{Input, Key, MIN_POSITION_WAIT_MILLIS_MAX};
+use crate::input::{Input, Key, MIN_POSITION_WAIT_MILLIS_MAX, TOKENS_MAX};
 use crate::runner::{claim, written};
 use crate::{now, App, Written};
 
@@ -75,21 +77,28 @@ struct UsageFields {
 
 impl UsageFields {
     fn into_usage(self, units: u64) -> Result<Usage, AppError> {
-        if self.cost_usd.is_some_and(|c| c < Decimal::ZERO) {
-            return Err(AppError::invalid_field(
-                "cost_usd",
-                "cost_usd must not be negative",
-            ));
+        if let Some(c) = self.cost_usd {
+            crate::input::money("cost_usd", c, false)?;
         }
-        if self
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.len() > METADATA_KEYS_MAX)
-        {
-            return Err(AppError::invalid_field(
-                "metadata",
-                format!("metadata may have at most {METADATA_KEYS_MAX} keys"),
-            ));
+        for (field, tokens) in [
+            ("tokens_input", self.tokens_input),
+            ("tokens_output", self.tokens_output),
+        ] {
+            if tokens.is_some_and(|t| t > TOKENS_MAX) {
+                return Err(AppError::invalid_field(
+                    field,
+                    format!("{field} must be at most {TOKENS_MAX}"),
+                ));
+            }
+        }
+        if let Some(m) = &self.metadata {
+            if m.len() > METADATA_KEYS_MAX {
+                return Err(AppError::invalid_field(
+                    "metadata",
+                    format!("metadata may have at most {METADATA_KEYS_MAX} keys"),
+                ));
+            }
+            crate::input::metadata(m)?;
         }
         Ok(Usage {
             operation: None,
@@ -128,11 +137,14 @@ pub struct DeductRequest {
     // usage fields are repeated here.
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub model: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_u64))]
     pub tokens_input: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_u64))]
     pub tokens_output: Option<u64>,
-    /// A non-negative decimal string, never a float.
+    /// A non-negative decimal string, never a float: at most 10^12 with at
+    /// most 12 decimals.
     #[serde(default, deserialize_with = "money")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.0123", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.0123", pattern = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"))]
     pub cost_usd: Option<Decimal>,
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub related_object_type: Option<String>,
@@ -366,10 +378,12 @@ pub struct CaptureRequest {
     pub units: Option<u64>,
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub model: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_u64))]
     pub tokens_input: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_u64))]
     pub tokens_output: Option<u64>,
     #[serde(default, deserialize_with = "money")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.0123", pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "0.0123", pattern = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"))]
     pub cost_usd: Option<Decimal>,
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub related_object_type: Option<String>,
@@ -574,11 +588,15 @@ pub async fn refund(
     let deduction_id = crate::input::path_id(deduction, "deduction")?;
     let key = key.required()?;
     let req = body.value;
-    let deducted = deducted_credits(app, &account, deduction_id).await?;
+    let (deducted, draws) = match deduction_of(app, &account, deduction_id).await? {
+        Some((credits, draws)) => (Some(credits), draws),
+        None => (None, Vec::new()),
+    };
     let command = AccountCommand::RefundDeduction(RefundDeduction {
         refund_id: Uuid::now_v7(),
         deduction_id,
         deducted,
+        draws,
         credits: req.credits,
         reason: text("reason", req.reason)?.unwrap_or_default(),
         idempotency_key: Some(key.clone()),
@@ -604,34 +622,55 @@ pub async fn refund(
     })
 }
 
-/// The credits a deduction of this account took, from the usage read model.
-/// A deduction the projection has not seen yet may still be in flight: then
-/// the projection is brought up to the log's head (bounded wait) and asked
-/// again, so only a deduction that is really absent reads as `None` (404).
-async fn deducted_credits(
+/// The credits a deduction of this account took and the lots it drew
+/// them from: the usage read model finds it, its event in the log says
+/// which lots. A deduction the projection has not seen yet may still be in
+/// flight: then the projection is brought up to the log's head (bounded
+/// wait) and asked again, so only a deduction that is really absent reads
+/// as `None` (404).
+async fn deduction_of(
     app: &App,
     account: &AccountId,
     deduction_id: Uuid,
-) -> Result<Option<i64>, AppError> {
-    let (account, deduction) = (account.to_string(), deduction_id.to_string());
+) -> Result<Option<(i64, Vec<LotDraw>)>, AppError> {
+    let (account_text, deduction) = (account.to_string(), deduction_id.to_string());
     let lookup = || async {
         Ok::<_, AppError>(
             app.read_models
-                .deducted_credits(&account, &deduction)
+                .deduction(&account_text, &deduction)
                 .await?,
         )
     };
-    if let Some(credits) = lookup().await? {
-        return Ok(Some(credits));
-    }
-    let head = app.store.head_position().await?;
-    let wait = std::time::Duration::from_millis(MIN_POSITION_WAIT_MILLIS_MAX);
-    if !app.projector.wait_for(head, wait).await {
-        return Err(AppError::Unavailable(
-            "the usage log is behind the ledger; retry shortly".into(),
-        ));
-    }
-    lookup().await
+    let found = match lookup().await? {
+        Some(found) => Some(found),
+        None => {
+            let head = app.store.head_position().await?;
+            let wait = std::time::Duration::from_millis(MIN_POSITION_WAIT_MILLIS_MAX);
+            if !app.projector.wait_for(head, wait).await {
+                return Err(AppError::Unavailable(
+                    "the usage log is behind the ledger; retry shortly".into(),
+                ));
+            }
+            lookup().await?
+        }
+    };
+    let Some((credits, position)) = found else {
+        return Ok(None);
+    };
+    let draws = app
+        .store
+        .read_after(position - 1, 1)
+        .await?
+        .into_iter()
+        .find(|e| e.position == position && e.aggregate_id == account_text)
+        .and_then(|e| serde_json::from_value::<AccountEvent>(e.payload).ok())
+        .map(|e| match e {
+            AccountEvent::CreditsDeducted(d) => d.draws,
+            AccountEvent::HoldCaptured(c) => c.draws,
+            _ => Vec::new(),
+        })
+        .unwrap_or_default();
+    Ok(Some((credits, draws)))
 }
 
 /// `POST /accounts/{id}/grants`.

@@ -6,7 +6,9 @@
 
 use std::marker::PhantomData;
 
+use chrono::Datelike;
 use events::{AccountId, IdempotencyKey};
+use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use uuid::Uuid;
@@ -17,6 +19,21 @@ use crate::error::{status, AppError};
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Longest a read waits for `min_position`.
 pub const MIN_POSITION_WAIT_MILLIS_MAX: u64 = 5_000;
+/// Largest money amount accepted anywhere (a price, a cost, a payment):
+/// ten to the twelfth, in the amount's currency or in USD.
+pub const MONEY_MAX: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
+/// Most decimal places of a money amount.
+pub const MONEY_SCALE_MAX: u32 = 12;
+/// Largest token count a deduction may report.
+pub const TOKENS_MAX: u64 = 1_000_000_000_000;
+/// Largest `metadata` object, as compact JSON.
+pub const METADATA_BYTES_MAX: usize = 4 * 1024;
+/// Deepest nesting of a `metadata` object (the object itself is depth 1).
+pub const METADATA_DEPTH_MAX: usize = 8;
+/// Earliest and latest day a date or time input may name: what both
+/// databases and every date computation handle.
+pub const YEAR_MIN: i32 = 1970;
+pub const YEAR_MAX: i32 = 9999;
 
 /// The field a deserialization error is about: its path, or for a missing
 /// or unknown top-level field the name serde puts in backticks.
@@ -98,6 +115,7 @@ impl<T: DeserializeOwned> Input<T> {
                 "the request body must be a JSON object",
             ));
         }
+        check_text(&raw, &mut String::new())?;
         let canonical = raw.to_string();
         let value = serde_path_to_error::deserialize(raw).map_err(invalid)?;
         Ok(Parsed { value, canonical })
@@ -122,6 +140,11 @@ impl<T> Query<T> {
 
 impl<T: DeserializeOwned> Query<T> {
     pub fn parse(&self) -> Result<T, AppError> {
+        for (k, v) in form_urlencoded::parse(self.raw.as_bytes()) {
+            if has_control(&k) || has_control(&v) {
+                return Err(control_error(&k));
+            }
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(self.raw.as_bytes()));
         serde_path_to_error::deserialize(de).map_err(invalid)
     }
@@ -159,17 +182,132 @@ impl From<IdempotencyKey> for Key {
     }
 }
 
-/// An RFC 3339 time in a body or query field, as UTC; else 422 naming
+/// A C0 control character other than tab, line feed and carriage return:
+/// text that no field may carry (PostgreSQL's jsonb refuses NUL outright).
+fn has_control(text: &str) -> bool {
+    text.chars()
+        .any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+fn control_error(field: &str) -> AppError {
+    AppError::invalid_field(
+        field,
+        format!(
+            "{} must not contain control characters (only tab, line feed and carriage return)",
+            if field.is_empty() { "the body" } else { field }
+        ),
+    )
+}
+
+/// Refuses control characters in every string and key of a JSON body,
+/// naming the field (`path` is the dotted path so far).
+fn check_text(value: &serde_json::Value, path: &mut String) -> Result<(), AppError> {
+    match value {
+        serde_json::Value::String(s) if has_control(s) => Err(control_error(path)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_text(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                if has_control(k) {
+                    return Err(control_error(path));
+                }
+                check_text(v, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A money amount within [`MONEY_MAX`] with at most [`MONEY_SCALE_MAX`]
+/// decimals (negative only where `negative` allows), else 422 naming
 /// `field`.
+pub fn money(field: &str, amount: Decimal, negative: bool) -> Result<Decimal, AppError> {
+    if amount.is_sign_negative() && !amount.is_zero() && !negative {
+        return Err(AppError::invalid_field(
+            field,
+            format!("{field} must not be negative"),
+        ));
+    }
+    if amount.abs() > MONEY_MAX {
+        return Err(AppError::invalid_field(
+            field,
+            format!("{field} must be at most {MONEY_MAX}"),
+        ));
+    }
+    if amount.normalize().scale() > MONEY_SCALE_MAX {
+        return Err(AppError::invalid_field(
+            field,
+            format!("{field} may have at most {MONEY_SCALE_MAX} decimals"),
+        ));
+    }
+    Ok(amount)
+}
+
+/// A JSON `metadata` object within [`METADATA_BYTES_MAX`] and
+/// [`METADATA_DEPTH_MAX`], else 422.
+pub fn metadata(value: &serde_json::Map<String, serde_json::Value>) -> Result<(), AppError> {
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let bytes = serde_json::to_vec(value).map_or(usize::MAX, |b| b.len());
+    if bytes > METADATA_BYTES_MAX {
+        return Err(AppError::invalid_field(
+            "metadata",
+            format!("metadata must be at most {METADATA_BYTES_MAX} bytes as JSON"),
+        ));
+    }
+    if 1 + value.values().map(depth).max().unwrap_or(0) > METADATA_DEPTH_MAX {
+        return Err(AppError::invalid_field(
+            "metadata",
+            format!("metadata may nest at most {METADATA_DEPTH_MAX} levels"),
+        ));
+    }
+    Ok(())
+}
+
+/// A day within [`YEAR_MIN`]..=[`YEAR_MAX`], else 422 naming `field`.
+pub fn check_year(field: &str, year: i32) -> Result<(), AppError> {
+    if (YEAR_MIN..=YEAR_MAX).contains(&year) {
+        Ok(())
+    } else {
+        Err(AppError::invalid_field(
+            field,
+            format!("{field} must be between the years {YEAR_MIN} and {YEAR_MAX}"),
+        ))
+    }
+}
+
+/// An RFC 3339 time in a body or query field, as UTC, between the years
+/// [`YEAR_MIN`] and [`YEAR_MAX`]; else 422 naming `field`.
 pub fn time(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
-    chrono::DateTime::parse_from_rfc3339(raw)
+    let t = chrono::DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|_| {
             AppError::invalid_field(
                 field,
                 format!("{field} must be an RFC 3339 time such as 2026-03-01T00:00:00Z"),
             )
-        })
+        })?;
+    check_year(field, t.year())?;
+    Ok(t)
 }
 
 /// An account id from a path segment: anything else is simply not found.
@@ -243,5 +381,57 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.body()["error"]["details"]["field"], "c");
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field_but_line_breaks_pass() {
+        let e = Input::<Body>::new("{\"a\":1,\"b\":\"x\\u0000y\"}")
+            .parse()
+            .err()
+            .unwrap();
+        assert_eq!(e.status(), status::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.body()["error"]["details"]["field"], "b");
+        let e = Input::<serde_json::Value>::new("{\"m\":{\"k\":[\"\\u001b\"]}}")
+            .parse()
+            .err()
+            .unwrap();
+        assert_eq!(e.body()["error"]["details"]["field"], "m.k[0]");
+        let ok = Input::<Body>::new("{\"a\":1,\"b\":\"line 1\\nline 2\\r\\n\\tend\"}").parse();
+        assert!(ok.is_ok());
+        let e = Query::<serde_json::Value>::new("b=%00").parse().err().unwrap();
+        assert_eq!(e.body()["error"]["details"]["field"], "b");
+    }
+
+    #[test]
+    fn money_is_bounded_in_size_and_decimals() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(MONEY_MAX, d("1000000000000"));
+        assert!(money("x", d("1000000000000"), false).is_ok());
+        assert!(money("x", d("1000000000000.000000000001"), false).is_err());
+        assert!(money("x", d("0.000000000001"), false).is_ok());
+        assert!(money("x", d("0.0000000000001"), false).is_err());
+        assert!(money("x", d("0.10000000000000000"), false).is_ok());
+        assert!(money("x", d("-1"), false).is_err());
+        assert!(money("x", d("-1"), true).is_ok());
+        assert!(money("x", Decimal::MAX, true).is_err());
+    }
+
+    #[test]
+    fn metadata_is_bounded_in_bytes_and_depth() {
+        let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
+        assert!(metadata(&obj(json!({"a": {"b": [1, 2]}}))).is_ok());
+        assert!(metadata(&obj(json!({"a": "x".repeat(METADATA_BYTES_MAX)}))).is_err());
+        let mut deep = json!(1);
+        for _ in 0..METADATA_DEPTH_MAX {
+            deep = json!({ "d": deep });
+        }
+        assert!(metadata(&obj(deep.clone())).is_ok());
+        assert!(metadata(&obj(json!({ "d": deep }))).is_err());
+    }
+
+    #[test]
+    fn times_outside_the_years_handled_are_refused() {
+        assert!(time("from", "2026-03-01T00:00:00Z").is_ok());
+        assert!(time("from", "0001-01-01T00:00:00Z").is_err());
     }
 }

@@ -201,14 +201,16 @@ pub struct AnalyticsQuery {
 }
 
 fn day(field: &str, raw: &str) -> Result<NaiveDate, AppError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+    let day = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .or_else(|_| DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc).date_naive()))
         .map_err(|_| {
             AppError::invalid_field(
                 field,
                 format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 time"),
             )
-        })
+        })?;
+    crate::input::check_year(field, chrono::Datelike::year(&day))?;
+    Ok(day)
 }
 
 /// Usage grouped by day, operation or model over a range of days.
@@ -244,7 +246,10 @@ pub async fn analytics(
         .as_deref()
         .map(|f| day("from", f))
         .transpose()?
-        .unwrap_or(to - Duration::days(ANALYTICS_DAYS_DEFAULT - 1));
+        .unwrap_or_else(|| {
+            to.checked_sub_signed(Duration::days(ANALYTICS_DAYS_DEFAULT - 1))
+                .unwrap_or(to)
+        });
     if from > to {
         return Err(AppError::invalid_field("from", "from must not be after to"));
     }
@@ -263,9 +268,20 @@ pub async fn analytics(
         .read_models
         .usage_analytics(&account.to_string(), group_by, &from_s, &to_s)
         .await?;
-    let total_credits: i64 = rows.iter().map(|r| r.credits).sum();
-    let total_cost: rust_decimal::Decimal = rows.iter().map(|r| r.cost_usd).sum();
-    let total_count: i64 = rows.iter().map(|r| r.count).sum();
+    // Checked: a total that does not fit is an error, never a panic.
+    let overflow = || AppError::Internal;
+    let total_credits = rows
+        .iter()
+        .try_fold(0_i64, |t, r| t.checked_add(r.credits))
+        .ok_or_else(overflow)?;
+    let total_cost = rows
+        .iter()
+        .try_fold(rust_decimal::Decimal::ZERO, |t, r| t.checked_add(r.cost_usd))
+        .ok_or_else(overflow)?;
+    let total_count = rows
+        .iter()
+        .try_fold(0_i64, |t, r| t.checked_add(r.count))
+        .ok_or_else(overflow)?;
     Ok(json!({
         "account_id": account,
         "group_by": q.group_by.unwrap_or_else(|| "day".into()),

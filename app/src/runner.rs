@@ -156,6 +156,18 @@ impl App {
         let Some(min) = min_position else {
             return Ok(());
         };
+        if self.projector.position() >= min {
+            return Ok(());
+        }
+        // A position the log has not reached is the caller's mistake, not
+        // something to wait for: the head is what any instance committed.
+        let head = self.store.head_position().await?;
+        if min > head {
+            return Err(AppError::invalid_field(
+                "min_position",
+                format!("min_position {min} is past the event log's head ({head})"),
+            ));
+        }
         let wait = Duration::from_millis(MIN_POSITION_WAIT_MILLIS_MAX);
         if self.projector.wait_for(min, wait).await {
             Ok(())

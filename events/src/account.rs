@@ -169,8 +169,11 @@ pub struct HoldReleased {
     pub released_at: DateTime<Utc>,
 }
 
-/// Credits of a deduction (or capture) given back, as a new lot that does not
-/// expire.
+/// Credits of a deduction (or capture) given back. They keep the expiry of
+/// the lots the deduction drew them from: `lots` lists the new lots with
+/// their expiries. Empty (every event before it existed, and refunds of
+/// credits that never expired): one lot `refund_id` of `credits -
+/// debt_repaid` that does not expire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreditsRefunded {
     pub refund_id: Uuid,
@@ -181,6 +184,16 @@ pub struct CreditsRefunded {
     pub balance_after: i64,
     pub idempotency_key: Option<IdempotencyKey>,
     pub refunded_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<RefundedLot>,
+}
+
+/// A lot a refund restores: credits back with the expiry they had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundedLot {
+    pub lot_id: Uuid,
+    pub credits: i64,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A signed correction by staff. Positive: a new lot (after repaying debt).

@@ -242,6 +242,7 @@ fn account_samples() -> Vec<AccountEvent> {
             balance_after: 967,
             idempotency_key: key("job-7:refund"),
             refunded_at: at(2, 4),
+            lots: Vec::new(),
         }),
         AccountEvent::CreditsAdjusted(CreditsAdjusted {
             adjustment_id: id(0x50),

@@ -273,6 +273,7 @@ impl Run {
                     refund_id: self.fresh_id(),
                     deduction_id,
                     deducted: self.deducted(deduction_id),
+                    draws: Vec::new(),
                     credits,
                     reason: "property".into(),
                     idempotency_key: key,

@@ -248,6 +248,11 @@ async fn apply_account(
         }
         AccountEvent::CreditsRefunded(e) => {
             move_balance(tx, &id, &event, 0, 0, at, position).await?;
+            for lot in &e.lots {
+                if let Some(expires_at) = lot.expires_at {
+                    schedule(tx, &id, lot.lot_id, expires_at).await?;
+                }
+            }
             entry(
                 tx,
                 stored,
@@ -468,7 +473,11 @@ async fn usage(
         }
         None => Decimal::ZERO,
     };
-    let cost_after = cost_before + usage.cost_usd.unwrap_or(Decimal::ZERO);
+    let cost_after = crate::add_money(
+        cost_before,
+        usage.cost_usd.unwrap_or(Decimal::ZERO),
+        "rm_usage_daily.cost_usd",
+    )?;
     let mut args = key.to_vec();
     args.push(credits.into());
     args.push(cost_after.to_string().into());

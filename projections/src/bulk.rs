@@ -21,7 +21,7 @@ use store::Store;
 use uuid::Uuid;
 
 use crate::billing::{self, BillingEvent};
-use crate::{time_text, ProjectionError, PROJECTION_NAME};
+use crate::{add_i64, add_money, time_text, ProjectionError, PROJECTION_NAME};
 
 /// Most bind parameters in one multi-row INSERT (SQLite allows 32,766,
 /// PostgreSQL 65,535).
@@ -498,15 +498,15 @@ impl ReadModelFold {
                 position,
             ),
             AccountEvent::CreditsHeld(e) => {
-                self.move_balance(id, event, 0, 0, position);
+                self.move_balance(id, event, 0, 0, position)?;
                 self.schedule(id, e.hold_id, e.expires_at);
             }
             AccountEvent::HoldReleased(e) => {
-                self.move_balance(id, event, 0, 0, position);
+                self.move_balance(id, event, 0, 0, position)?;
                 self.expiry.remove(&(id.clone(), e.hold_id.to_string()));
             }
             AccountEvent::CreditsGranted(e) => {
-                self.move_balance(id, event, e.credits, 0, position);
+                self.move_balance(id, event, e.credits, 0, position)?;
                 if let Some(expires_at) = e.expires_at {
                     self.schedule(id, e.grant_id, expires_at);
                 }
@@ -517,13 +517,13 @@ impl ReadModelFold {
                 self.entry(stored, event, "grant", e.grant_id, description)?;
             }
             AccountEvent::CreditsDeducted(e) => {
-                self.move_balance(id, event, 0, e.credits, position);
+                self.move_balance(id, event, 0, e.credits, position)?;
                 let description = e.usage.operation.as_ref().map(|o| o.to_string());
                 self.entry(stored, event, "deduction", e.deduction_id, description)?;
-                self.usage(stored, e.deduction_id, None, e.credits, &e.usage);
+                self.usage(stored, e.deduction_id, None, e.credits, &e.usage)?;
             }
             AccountEvent::HoldCaptured(e) => {
-                self.move_balance(id, event, 0, e.captured, position);
+                self.move_balance(id, event, 0, e.captured, position)?;
                 self.expiry.remove(&(id.clone(), e.hold_id.to_string()));
                 let description = e.usage.operation.as_ref().map(|o| o.to_string());
                 self.entry(stored, event, "capture", e.deduction_id, description)?;
@@ -533,19 +533,24 @@ impl ReadModelFold {
                     Some(e.hold_id),
                     e.captured,
                     &e.usage,
-                );
+                )?;
             }
             AccountEvent::CreditsRefunded(e) => {
-                self.move_balance(id, event, 0, 0, position);
+                self.move_balance(id, event, 0, 0, position)?;
+                for lot in &e.lots {
+                    if let Some(expires_at) = lot.expires_at {
+                        self.schedule(id, lot.lot_id, expires_at);
+                    }
+                }
                 self.entry(stored, event, "refund", e.refund_id, Some(e.reason.clone()))?;
             }
             AccountEvent::CreditsAdjusted(e) => {
-                self.move_balance(id, event, 0, 0, position);
+                self.move_balance(id, event, 0, 0, position)?;
                 let reason = Some(e.reason.clone());
                 self.entry(stored, event, "adjustment", e.adjustment_id, reason)?;
             }
             AccountEvent::CreditsExpired(e) => {
-                self.move_balance(id, event, 0, 0, position);
+                self.move_balance(id, event, 0, 0, position)?;
                 self.expiry.remove(&(id.clone(), e.lot_id.to_string()));
                 let description = Some("credits expired".to_owned());
                 self.entry(stored, event, "expiry", e.lot_id, description)?;
@@ -575,14 +580,14 @@ impl ReadModelFold {
         granted: i64,
         used: i64,
         position: i64,
-    ) {
+    ) -> Result<(), ProjectionError> {
         if let Some(b) = self.balances.get_mut(id) {
             let period = month(&self.at_text);
-            b.balance += event.balance_delta();
-            b.held += event.held_delta();
+            b.balance = add_i64(b.balance, event.balance_delta(), "rm_balances.balance")?;
+            b.held = add_i64(b.held, event.held_delta(), "rm_balances.held")?;
             if b.period == period {
-                b.period_granted += granted;
-                b.period_used += used;
+                b.period_granted = add_i64(b.period_granted, granted, "rm_balances.period_granted")?;
+                b.period_used = add_i64(b.period_used, used, "rm_balances.period_used")?;
             } else {
                 b.period_granted = granted;
                 b.period_used = used;
@@ -591,6 +596,7 @@ impl ReadModelFold {
             b.last_position = position;
             b.updated_at.clone_from(&self.at_text);
         }
+        Ok(())
     }
 
     fn entry(
@@ -629,7 +635,7 @@ impl ReadModelFold {
         hold_id: Option<Uuid>,
         credits: i64,
         usage: &Usage,
-    ) {
+    ) -> Result<(), ProjectionError> {
         let operation = usage.operation.as_ref().map(|o| o.to_string());
         self.usage.push(vec![
             stored.position.into(),
@@ -660,9 +666,14 @@ impl ReadModelFold {
             cost_usd: Decimal::ZERO,
             count: 0,
         });
-        row.credits += credits;
-        row.cost_usd += usage.cost_usd.unwrap_or(Decimal::ZERO);
-        row.count += 1;
+        row.credits = add_i64(row.credits, credits, "rm_usage_daily.credits")?;
+        row.cost_usd = add_money(
+            row.cost_usd,
+            usage.cost_usd.unwrap_or(Decimal::ZERO),
+            "rm_usage_daily.cost_usd",
+        )?;
+        row.count = add_i64(row.count, 1, "rm_usage_daily.count")?;
+        Ok(())
     }
 
     /// The insert-only rows of `table` made since the last call.

@@ -39,6 +39,23 @@ pub enum ProjectionError {
         column: &'static str,
         reason: String,
     },
+    /// A sum that does not fit its type: checked, never a panic.
+    #[error("{what} overflows")]
+    Overflow { what: &'static str },
+}
+
+/// `a + b`, or [`ProjectionError::Overflow`] naming `what`.
+pub(crate) fn add_i64(a: i64, b: i64, what: &'static str) -> Result<i64, ProjectionError> {
+    a.checked_add(b).ok_or(ProjectionError::Overflow { what })
+}
+
+/// `a + b` of money, or [`ProjectionError::Overflow`] naming `what`.
+pub(crate) fn add_money(
+    a: rust_decimal::Decimal,
+    b: rust_decimal::Decimal,
+    what: &'static str,
+) -> Result<rust_decimal::Decimal, ProjectionError> {
+    a.checked_add(b).ok_or(ProjectionError::Overflow { what })
 }
 
 /// RFC 3339 UTC with microseconds: fixed width, so text order is time order.

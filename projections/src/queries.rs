@@ -295,20 +295,22 @@ impl ReadModels {
 
     /// The credits a deduction (or a hold's capture) of this account took,
     /// from the usage log; `None` if the projection holds no such deduction.
-    pub async fn deducted_credits(
+    /// The credits a deduction (or capture) took and the log position of
+    /// its event.
+    pub async fn deduction(
         &self,
         account_id: &str,
         deduction_id: &str,
-    ) -> Result<Option<i64>, ProjectionError> {
+    ) -> Result<Option<(i64, i64)>, ProjectionError> {
         let row = self
             .store
             .fetch_optional(
-                "SELECT credits FROM rm_usage WHERE account_id = $1 AND deduction_id = $2",
+                "SELECT credits, position FROM rm_usage WHERE account_id = $1 AND deduction_id = $2",
                 &[account_id.into(), deduction_id.into()],
             )
             .await?;
         Ok(match row {
-            Some(r) => Some(r.i64("credits")?),
+            Some(r) => Some((r.i64("credits")?, r.i64("position")?)),
             None => None,
         })
     }
@@ -553,9 +555,9 @@ impl ReadModels {
                 cost_usd: Decimal::ZERO,
                 count: 0,
             });
-            g.credits += r.i64("credits")?;
-            g.cost_usd += decimal(r, "cost_usd")?;
-            g.count += r.i64("count")?;
+            g.credits = crate::add_i64(g.credits, r.i64("credits")?, "analytics credits")?;
+            g.cost_usd = crate::add_money(g.cost_usd, decimal(r, "cost_usd")?, "analytics cost_usd")?;
+            g.count = crate::add_i64(g.count, r.i64("count")?, "analytics count")?;
         }
         Ok(groups.into_values().collect())
     }

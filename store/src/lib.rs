@@ -82,7 +82,8 @@ pub struct Loaded<A> {
 /// Version of the snapshot payloads: bump it when an aggregate's state
 /// changes shape, and older snapshots are ignored (the stream is folded).
 /// 2: `CreditAccount` keeps refunded amounts only, not every deduction.
-pub const SNAPSHOT_FORMAT: i64 = 2;
+/// 3: `CreditAccount` remembers lot expiries (refunds restore them).
+pub const SNAPSHOT_FORMAT: i64 = 3;
 
 /// An event ready to append: serialized, with its metadata map.
 #[derive(Debug, Clone)]

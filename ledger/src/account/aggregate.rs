@@ -7,8 +7,8 @@ use events::{
     AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus,
     AccountStatusChanged, AccountSuspended, AccountUpdated, BillingAddress, CountryCode,
     CreditsAdjusted, CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded,
-    HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, OperationKey, PlanChanged, ReleaseReason,
-    Usage, ACCOUNT_AGGREGATE_TYPE,
+    HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, OperationKey, PlanChanged, RefundedLot,
+    ReleaseReason, Usage, ACCOUNT_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,11 @@ pub struct CreditAccount {
     closed_holds: VecDeque<(Uuid, HoldState)>,
     /// Credits refunded so far, only of deductions refunded at least once.
     refunded: BTreeMap<Uuid, i64>,
+    /// The expiry of every lot that had one (grants and refunds with an
+    /// expiry; a few per period), so a refund can restore it after the lot
+    /// is spent and gone from `lots`.
+    #[serde(default)]
+    lot_expiry: BTreeMap<Uuid, DateTime<Utc>>,
     /// Boxed: an event is a few hundred bytes inline, and a deque reserves
     /// room for several at its first push; most accounts hold one or two.
     recent_keys: VecDeque<(IdempotencyKey, Box<AccountEvent>)>,
@@ -543,6 +548,11 @@ impl CreditAccount {
                 }
                 Self::check_credits(credits)?;
                 let (debt_repaid, balance_after) = self.credit(credits)?;
+                let lots = self.refunded_lots(
+                    c.refund_id,
+                    (deducted, refunded, credits, debt_repaid),
+                    &c.draws,
+                );
                 sink.write(
                     AccountEvent::CreditsRefunded(CreditsRefunded {
                         refund_id: c.refund_id,
@@ -553,6 +563,7 @@ impl CreditAccount {
                         balance_after,
                         idempotency_key: c.idempotency_key,
                         refunded_at: now,
+                        lots,
                     }),
                     self,
                 )
@@ -598,7 +609,76 @@ impl CreditAccount {
         Ok(())
     }
 
+    /// The lots a refund restores. The deduction took its credits from
+    /// `draws` (burn order) and the rest as overdraft; a refund gives them
+    /// back last-taken first, past what earlier refunds gave back, each
+    /// with the expiry its lot had. The debt it repays comes out of the
+    /// soonest-expiring part. Empty when nothing expires: one plain lot,
+    /// as before expiries were restored.
+    fn refunded_lots(
+        &self,
+        refund_id: Uuid,
+        (deducted, refunded_before, credits, debt_repaid): (i64, i64, i64, i64),
+        draws: &[LotDraw],
+    ) -> Vec<RefundedLot> {
+        let drawn: i64 = draws.iter().map(|d| d.credits.max(0)).sum();
+        // Last taken first: the overdraft, then the draws in reverse.
+        let mut taken: Vec<(i64, Option<DateTime<Utc>>)> =
+            vec![(deducted.saturating_sub(drawn).max(0), None)];
+        taken.extend(
+            draws
+                .iter()
+                .rev()
+                .map(|d| (d.credits.max(0), self.lot_expiry.get(&d.lot_id).copied())),
+        );
+        let (mut skip, mut want) = (refunded_before.max(0), credits);
+        let mut back: Vec<(i64, Option<DateTime<Utc>>)> = Vec::new();
+        for (amount, expires_at) in taken {
+            let skipped = amount.min(skip);
+            skip -= skipped;
+            let take = (amount - skipped).min(want);
+            want -= take;
+            if take > 0 {
+                back.push((take, expires_at));
+            }
+        }
+        // Whatever the draws do not explain never expires.
+        if want > 0 {
+            back.push((want, None));
+        }
+        if back.iter().all(|(_, e)| e.is_none()) {
+            return Vec::new();
+        }
+        // Debt is repaid from the soonest-expiring credits first.
+        back.sort_by_key(|(_, e)| (e.is_none(), *e));
+        let mut repay = debt_repaid;
+        let mut merged: Vec<(i64, Option<DateTime<Utc>>)> = Vec::new();
+        for (amount, expires_at) in back {
+            let repaid = amount.min(repay);
+            repay -= repaid;
+            let left = amount - repaid;
+            match merged.last_mut() {
+                Some((m, e)) if *e == expires_at => *m += left,
+                _ if left > 0 => merged.push((left, expires_at)),
+                _ => {}
+            }
+        }
+        merged
+            .into_iter()
+            .filter(|(amount, _)| *amount > 0)
+            .enumerate()
+            .map(|(i, (credits, expires_at))| RefundedLot {
+                lot_id: Uuid::from_u128(refund_id.as_u128().wrapping_add(i as u128)),
+                credits,
+                expires_at,
+            })
+            .collect()
+    }
+
     fn add_lot(&mut self, id: Uuid, remaining: i64, expires_at: Option<DateTime<Utc>>) {
+        if let Some(t) = expires_at {
+            self.lot_expiry.insert(id, t);
+        }
         self.lot_seq += 1;
         if remaining <= 0 {
             return;
@@ -915,7 +995,12 @@ impl Aggregate for CreditAccount {
             AccountEvent::CreditsRefunded(e) => {
                 *self.refunded.entry(e.deduction_id).or_default() += e.credits;
                 self.debt -= e.debt_repaid;
-                self.add_lot(e.refund_id, e.credits - e.debt_repaid, None);
+                if e.lots.is_empty() {
+                    self.add_lot(e.refund_id, e.credits - e.debt_repaid, None);
+                }
+                for lot in &e.lots {
+                    self.add_lot(lot.lot_id, lot.credits, lot.expires_at);
+                }
             }
             AccountEvent::CreditsAdjusted(e) => {
                 if e.credits > 0 {

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use events::{
     AccountId, AccountStatus, BillingAddress, CostEntry, CountryCode, GrantSource, IdempotencyKey,
-    Usage,
+    LotDraw, Usage,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,10 @@ pub struct RefundDeduction {
     /// The account itself keeps only what was refunded of each deduction,
     /// so its state does not grow with every deduction it ever made.
     pub deducted: Option<i64>,
+    /// The lots the deduction drew from, in its burn order (its event's
+    /// `draws`): refunded credits go back with those lots' expiries. Empty
+    /// when unknown: the refund then makes a lot that never expires.
+    pub draws: Vec<LotDraw>,
     /// `None` refunds everything still refundable.
     pub credits: Option<i64>,
     pub reason: String,

@@ -301,6 +301,7 @@ fn refund_of(
         refund_id: id(refund),
         deduction_id: id(deduction),
         deducted,
+        draws: Vec::new(),
         credits,
         reason: "failed job".into(),
         idempotency_key: None,
@@ -1816,6 +1817,7 @@ fn refunded(refund: u128, credits: i64, debt_repaid: i64, balance_after: i64) ->
         balance_after,
         idempotency_key: None,
         refunded_at: at(2, 0),
+        lots: Vec::new(),
     })
 }
 
@@ -1850,6 +1852,102 @@ async fn refunding_part_of_a_deduction_adds_a_lot_that_never_expires() {
             },
         ]
     );
+}
+
+/// A refund of `credits` of D1 that knows the lots D1 drew from.
+fn refund_with_draws(refund: u128, credits: i64, draws: &[(u128, i64)]) -> AccountCommand {
+    AccountCommand::RefundDeduction(RefundDeduction {
+        refund_id: id(refund),
+        deduction_id: id(D1),
+        deducted: Some(draws.iter().map(|(_, c)| c).sum()),
+        draws: draws
+            .iter()
+            .map(|(lot, credits)| LotDraw {
+                lot_id: id(*lot),
+                credits: *credits,
+            })
+            .collect(),
+        credits: Some(credits),
+        reason: "failed job".into(),
+        idempotency_key: None,
+        now: at(2, 0),
+    })
+}
+
+#[tokio::test]
+async fn refunded_credits_keep_the_expiry_of_the_lots_they_came_from() {
+    // 100 expiring credits (L1) and 20 that never expire (L2); a deduction
+    // of 110 burns all of L1 and 10 of L2.
+    let expiry = at(5, 0);
+    let given = vec![
+        opened(0),
+        granted(L1, 100, Some(expiry), 100, at(1, 1)),
+        granted(L2, 20, None, 120, at(1, 2)),
+        deducted(D1, 11, &[(L1, 100), (L2, 10)], 0, 10, 10, at(1, 3)),
+    ];
+    let draws = [(L1, 100), (L2, 10)];
+    // 30 back, last taken first: the 10 of L2 (never expire), then 20 of L1
+    // with L1's expiry.
+    let events = when(given.clone(), refund_with_draws(R1, 30, &draws))
+        .await
+        .inspect_result()
+        .expect("the refund is accepted");
+    let AccountEvent::CreditsRefunded(r) = &events[0] else {
+        panic!("expected a refund, got {events:?}");
+    };
+    assert_eq!(r.credits, 30);
+    assert_eq!(r.balance_after, 40);
+    let lots: Vec<_> = r.lots.iter().map(|l| (l.credits, l.expires_at)).collect();
+    assert_eq!(lots, vec![(20, Some(expiry)), (10, None)]);
+    let mut all = given.clone();
+    all.extend(events);
+    let account = fold(&all);
+    assert_eq!(account.balance(), 40);
+    let kept: Vec<_> = account.lots().iter().map(|l| (l.remaining, l.expires_at)).collect();
+    assert_eq!(kept, vec![(20, Some(expiry)), (10, None), (10, None)]);
+
+    // The rest of the refund (80) comes from L1 alone: all of it expires.
+    let second = when(all.clone(), refund_with_draws(R2, 80, &draws))
+        .await
+        .inspect_result()
+        .expect("the rest is accepted");
+    let AccountEvent::CreditsRefunded(r) = &second[0] else {
+        panic!("expected a refund");
+    };
+    let lots: Vec<_> = r.lots.iter().map(|l| (l.credits, l.expires_at)).collect();
+    assert_eq!(lots, vec![(80, Some(expiry))]);
+}
+
+#[tokio::test]
+async fn a_refund_after_the_lot_expired_expires_at_once() {
+    let expiry = at(1, 5);
+    let given = vec![
+        opened(0),
+        granted(L1, 100, Some(expiry), 100, at(1, 1)),
+        deducted(D1, 5, &[(L1, 50)], 0, 50, 50, at(1, 2)),
+    ];
+    // At day 2 the lot's remaining 50 expire first, then the refunded 20
+    // come back already expired and go at once: the balance stays 0.
+    let events = when(given, refund_with_draws(R1, 20, &[(L1, 50)]))
+        .await
+        .inspect_result()
+        .expect("the refund is accepted");
+    let refund = events
+        .iter()
+        .find_map(|e| match e {
+            AccountEvent::CreditsRefunded(r) => Some(r),
+            _ => None,
+        })
+        .expect("a refund");
+    assert_eq!(refund.lots[0].expires_at, Some(expiry));
+    let expired: i64 = events
+        .iter()
+        .filter_map(|e| match e {
+            AccountEvent::CreditsExpired(x) => Some(x.credits),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(expired, 70);
 }
 
 #[tokio::test]

@@ -165,6 +165,7 @@ pub fn refund_cmd(
         refund_id,
         deduction_id,
         deducted: Some(deducted),
+        draws: Vec::new(),
         credits,
         reason: reason.into(),
         idempotency_key: None,
