@@ -88,6 +88,65 @@ pub struct Config {
         global = true
     )]
     pub stripe_api_base: String,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// Lets `run-periods` take a `now` in the future (tests and demos that
+    /// move time). Off: a `now` past the clock is refused with 422.
+    #[arg(
+        long,
+        env = "LEDGER_ALLOW_CLOCK_OVERRIDE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        global = true
+    )]
+    pub allow_clock_override: bool,
+
+    /// Subjects (JWT `sub`) who may approve or reject manual payments,
+    /// comma-separated. Unset: any developer other than the submitter.
+    #[arg(long, env = "LEDGER_APPROVERS", global = true)]
+    pub approvers: Option<String>,
+
+    /// More verification secrets, `kid=secret` pairs separated by commas:
+    /// a token whose header names a `kid` is checked with that secret, so
+    /// the signing secret can be rotated without downtime.
+    #[arg(long, env = "LEDGER_JWT_KEYS", hide_env_values = true, global = true)]
+    pub jwt_keys: Option<Secret>,
+}
+
+/// What one caller or connection may take of the server (SECURITY.md).
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Longest a client may take to send a request's headers.
+    #[arg(long, env = "LEDGER_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Longest a request may take, body and answer included; past it the
+    /// answer is 503 `unavailable` (a write's idempotency key makes the
+    /// retry safe).
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub request_timeout_secs: u64,
+
+    /// Most connections open at once; more wait to be accepted.
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_connections: u32,
+
+    /// Requests per second per token for owner, admin, editor and viewer
+    /// tokens, and per client address without a valid token; 0 turns it off.
+    #[arg(long, env = "LEDGER_RATE_LIMIT_PER_SECOND", default_value_t = 50, global = true)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a token may send at once above the rate.
+    #[arg(long, env = "LEDGER_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub rate_limit_burst: u32,
+
+    /// Requests per second per developer or system_bot token; unset or 0:
+    /// not limited, so a worker fleet is never throttled by default.
+    #[arg(long, env = "LEDGER_WORKER_RATE_LIMIT_PER_SECOND", global = true)]
+    pub worker_rate_limit_per_second: Option<u32>,
 }
 
 impl Config {
@@ -147,7 +206,8 @@ fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
+    // The last `@` ends the user part: a password may contain `@` itself.
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
             format!("{scheme}://{user}:***@{host}")
@@ -220,6 +280,11 @@ mod tests {
         assert_eq!(
             redact("sqlite://./data/ledger.db"),
             "sqlite://./data/ledger.db"
+        );
+        // An `@` inside the password hides it all the same.
+        assert_eq!(
+            redact("postgres://ledger:p@ss@w0rd@db/ledger"),
+            "postgres://ledger:***@db/ledger"
         );
     }
 

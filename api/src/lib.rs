@@ -22,7 +22,7 @@ use projections::{Projector, ReadModels};
 use store::{AccountCommitter, CommandService, CommitterConfig, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, LogFormat};
 
@@ -47,6 +47,35 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The NATS connection, when `LEDGER_NATS_URL` is set.
     pub nats: Option<nats::NatsHandle>,
+    /// `/ready`'s store probe, cached briefly.
+    pub ready_probe: Arc<ReadyProbe>,
+}
+
+/// How long `/ready` reuses its store probe: unauthenticated callers
+/// polling it cannot turn into database load.
+pub const READY_PROBE_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `/ready`'s last store probe (ping and log head) and when it was made.
+#[derive(Debug, Default)]
+pub struct ReadyProbe {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, i64)>>,
+}
+
+impl ReadyProbe {
+    /// The log head, from a probe at most [`READY_PROBE_CACHE`] old; a
+    /// failed probe is never cached.
+    pub async fn head(&self, store: &Store) -> Result<i64, store::StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, head)) = *last {
+            if at.elapsed() < READY_PROBE_CACHE {
+                return Ok(head);
+            }
+        }
+        store.ping().await?;
+        let head = store.head_position().await?;
+        *last = Some((std::time::Instant::now(), head));
+        Ok(head)
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -107,8 +136,23 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         gateways,
         settings: Arc::new(Settings {
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
+            allow_clock_override: config.allow_clock_override,
+            approvers: config
+                .approvers
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(app::settings::normalize_subject)
+                .filter(|s| !s.is_empty())
+                .collect(),
         }),
     };
+    if app.settings.approvers.is_empty() {
+        warn!(
+            "LEDGER_APPROVERS is unset: any developer other than the submitter may approve \
+             or reject manual payments"
+        );
+    }
     let seeded = app::catalog::seed(&app)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -144,6 +188,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             jwt: Arc::new(JwtKeys::from_secret(&secret)),
             config: Arc::new(config),
             nats: nats.as_ref().map(|n| n.handle.clone()),
+            ready_probe: Arc::default(),
         },
         projector,
         nats,
@@ -188,8 +233,8 @@ pub async fn serve(
         ))
     });
     info!(%addr, backend = ?state.store.backend(), "ledger-server listening");
-    let served = axum::serve(listener, http::app(state))
-        .with_graceful_shutdown(shutdown)
+    let limits = state.config.limits.clone();
+    let served = http::listener::serve(listener, http::service(state), &limits, shutdown)
         .await
         .context("serving HTTP");
     let _ = stop_tx.send(true);

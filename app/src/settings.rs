@@ -34,4 +34,27 @@ pub struct Settings {
     /// Signing secret of the Stripe webhook endpoint (`whsec_…`); without
     /// it Stripe's webhooks are refused as unavailable.
     pub stripe_webhook_secret: Option<Secret>,
+    /// `run-periods` may take a `now` in the future (tests and demos).
+    pub allow_clock_override: bool,
+    /// Who may approve or reject manual payments (normalized subjects);
+    /// empty: any developer other than the submitter.
+    pub approvers: Vec<String>,
+}
+
+/// A subject as compared for approvals: trimmed and case-folded, so that
+/// `" Alice@Example.com"` and `"alice@example.com"` are one person.
+pub fn normalize_subject(sub: &str) -> String {
+    sub.trim().to_lowercase()
+}
+
+impl Settings {
+    /// Whether `sub` may approve or reject a manual payment submitted by
+    /// `submitter` (its role is checked apart).
+    pub fn may_approve(&self, sub: &str, submitter: &str) -> bool {
+        let sub = normalize_subject(sub);
+        if sub == normalize_subject(submitter) {
+            return false;
+        }
+        self.approvers.is_empty() || self.approvers.contains(&sub)
+    }
 }

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 use store::{Executed, ServiceError};
@@ -54,6 +54,9 @@ pub struct Metrics {
     nats_up: IntGauge,
     outbox_position: IntGauge,
     outbox_lag: IntGauge,
+    http_panics: IntCounter,
+    http_timeouts: IntCounter,
+    projector_failed: IntGauge,
 }
 
 /// The process's metrics.
@@ -158,6 +161,21 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let http_panics = IntCounter::new(
+            "ledger_http_panics_total",
+            "HTTP requests whose handler panicked (answered 500).",
+        )
+        .expect(BAD);
+        let http_timeouts = IntCounter::new(
+            "ledger_http_timeouts_total",
+            "HTTP requests that ran past the request timeout (answered 503).",
+        )
+        .expect(BAD);
+        let projector_failed = IntGauge::new(
+            "ledger_projector_failed",
+            "1 while the projector's last batch failed and none has succeeded since, else 0.",
+        )
+        .expect(BAD);
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -172,6 +190,9 @@ impl Metrics {
             Box::new(outbox_position.clone()),
             Box::new(outbox_lag.clone()),
             Box::new(build_info),
+            Box::new(http_panics.clone()),
+            Box::new(http_timeouts.clone()),
+            Box::new(projector_failed.clone()),
         ] {
             registry.register(collector).expect(BAD);
         }
@@ -189,7 +210,25 @@ impl Metrics {
             nats_up,
             outbox_position,
             outbox_lag,
+            http_panics,
+            http_timeouts,
+            projector_failed,
         }
+    }
+
+    /// Counts a request whose handler panicked.
+    pub fn observe_panic(&self) {
+        self.http_panics.inc();
+    }
+
+    /// Counts a request that ran past the request timeout.
+    pub fn observe_timeout(&self) {
+        self.http_timeouts.inc();
+    }
+
+    /// Whether the projector is failing, at the last scrape.
+    pub fn observe_projector_failed(&self, failed: bool) {
+        self.projector_failed.set(i64::from(failed));
     }
 
     /// Counts a NATS command by transport, kind and outcome.

@@ -1,13 +1,15 @@
 //! The projector: tails the global log into the read models.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use store::sql::Arg;
 use store::Store;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, warn};
+use futures::FutureExt;
+use tracing::{debug, error};
 
 use crate::apply::apply;
 use crate::ProjectionError;
@@ -36,6 +38,8 @@ const READ_MODEL_TABLES: [&str; 9] = [
 pub struct Projector {
     store: Store,
     position: watch::Sender<i64>,
+    /// Why the last batch failed, until one succeeds.
+    error: watch::Sender<Option<String>>,
     wake: Arc<Notify>,
 }
 
@@ -44,6 +48,7 @@ pub struct Projector {
 #[derive(Clone, Debug)]
 pub struct ProjectorHandle {
     position: watch::Receiver<i64>,
+    error: watch::Receiver<Option<String>>,
     wake: Arc<Notify>,
 }
 
@@ -51,6 +56,12 @@ impl ProjectorHandle {
     /// The log position the read models have reached.
     pub fn position(&self) -> i64 {
         *self.position.borrow()
+    }
+
+    /// Why the projector is stuck: its last batch failed (or panicked)
+    /// and none has succeeded since. `None` while it is healthy.
+    pub fn error(&self) -> Option<String> {
+        self.error.borrow().clone()
     }
 
     /// Asks the projector to look for new events now.
@@ -84,14 +95,20 @@ impl Projector {
             .await?;
         let start = checkpoint(&store).await?;
         let (tx, rx) = watch::channel(start);
+        let (error_tx, error_rx) = watch::channel(None);
         let wake = Arc::new(Notify::new());
         Ok((
             Self {
                 store,
                 position: tx,
+                error: error_tx,
                 wake: wake.clone(),
             },
-            ProjectorHandle { position: rx, wake },
+            ProjectorHandle {
+                position: rx,
+                error: error_rx,
+                wake,
+            },
         ))
     }
 
@@ -180,15 +197,32 @@ impl Projector {
 
     /// Runs until `shutdown` resolves: applies batches as they come, wakes on
     /// [`ProjectorHandle::wake`] or every poll interval, and rides out store
-    /// outages.
+    /// outages. A failed batch, even one that panics, never ends the task:
+    /// it is logged, shown by [`ProjectorHandle::error`] (so `/ready` and
+    /// `verify` report it) and tried again after a pause.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let pause = match self.run_once().await {
-                Ok(0) => IDLE_POLL,
-                Ok(_) => continue,
-                Err(e) => {
-                    warn!(error = %e, "projector batch failed; retrying");
+            let batch = AssertUnwindSafe(self.run_once()).catch_unwind().await;
+            let failure = match batch {
+                Ok(Ok(n)) => {
+                    self.error.send_if_modified(|e| e.take().is_some());
+                    if n > 0 {
+                        continue;
+                    }
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
+            };
+            let pause = match failure {
+                None => IDLE_POLL,
+                Some(reason) => {
+                    let at = *self.position.borrow();
+                    error!(position = at, error = %reason, "projector batch failed; retrying");
+                    self.error.send_replace(Some(format!(
+                        "the batch after position {at} failed: {reason}"
+                    )));
                     ERROR_BACKOFF
                 }
             };
@@ -212,4 +246,13 @@ async fn checkpoint(store: &Store) -> Result<i64, ProjectionError> {
         Some(r) => r.i64("position")?,
         None => 0,
     })
+}
+
+/// The text a panic carried, if it was a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

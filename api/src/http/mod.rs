@@ -15,7 +15,9 @@ mod catalog;
 mod credits;
 mod docs;
 pub mod extract;
+pub mod guard;
 mod invoice_pdf;
+pub mod listener;
 pub mod openapi;
 mod payment_methods;
 mod reads;
@@ -25,13 +27,14 @@ mod settle;
 pub mod subscriptions;
 mod webhooks;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router, ServiceExt};
+use axum::{Json, Router};
 use serde_json::json;
 use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
@@ -40,19 +43,18 @@ use tracing::{warn, Level};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// The router, wrapped so that `/path/` and `/path` are the same route.
-pub fn app(
-    state: AppState,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
-    NormalizePath<Router>,
-    std::net::SocketAddr,
-> {
-    ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
-        NormalizePathLayer::trim_trailing_slash().layer(router(state)),
-    )
+/// The router as one service, for the server loop ([`listener::serve`]):
+/// `/path/` and `/path` are the same route.
+pub fn service(state: AppState) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(router(state))
 }
 
 pub fn router(state: AppState) -> Router {
+    let guard = guard::Guard {
+        limiter: std::sync::Arc::new(guard::RateLimiter::new(&state.config.limits)),
+        keys: state.jwt.clone(),
+        request_timeout: std::time::Duration::from_secs(state.config.limits.request_timeout_secs),
+    };
     let v1 = Router::new()
         // Accounts.
         .route("/accounts", post(accounts::open))
@@ -135,6 +137,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            guard::timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::rate_limit))
+        .layer(CatchPanicLayer::custom(guard::panicked))
         // Inside the routing, where `MatchedPath` is known; the trace layer
         // outermost so that its span covers the metrics too.
         .layer(axum::middleware::from_fn(crate::telemetry::track))
@@ -196,14 +204,17 @@ async fn health() -> Json<serde_json::Value> {
     ),
 )]
 async fn ready(State(state): State<AppState>) -> Response {
-    let store = async {
-        state.store.ping().await?;
-        state.store.head_position().await
-    }
-    .await;
-    match store {
+    match state.ready_probe.head(&state.store).await {
         Ok(position) => {
             let projected = state.projector.position();
+            // A projector that keeps failing leaves every fresh read and
+            // every refund waiting: this instance is not ready.
+            if let Some(error) = state.projector.error() {
+                return ApiError::from(app::AppError::Unavailable(format!(
+                    "the projector is stuck at position {projected}: {error}"
+                )))
+                .into_response();
+            }
             let mut body = json!({
                 "status": "ready",
                 "store": { "status": "ok", "backend": format!("{:?}", state.store.backend()).to_lowercase() },
