@@ -481,7 +481,7 @@ async fn kill_nine_under_load(backend: Backend) {
     load.drain(&server.base).await;
     load.check_replays(&server.base).await;
 
-    let book = load.book.lock().unwrap();
+    let book = std::mem::take(&mut *load.book.lock().unwrap());
     eprintln!(
         "[{backend:?}] {} requests, {} keys acknowledged, {} unknown outcomes retried, \
          {} answered as replays",

@@ -598,7 +598,7 @@ async fn a_postgres_restart_under_load_answers_503_fast_then_recovers_losing_not
         }
     }
 
-    let book = load.book.lock().unwrap();
+    let book = std::mem::take(&mut *load.book.lock().unwrap());
     let stopped_at = down_since;
     eprintln!(
         "{} answers were replays (a retried key already applied)",
