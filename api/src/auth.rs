@@ -152,6 +152,8 @@ pub enum SecretError {
     Write { path: PathBuf, source: io::Error },
     #[error("the operating system's random source failed: {0}")]
     Random(getrandom::Error),
+    #[error("LEDGER_JWT_KEYS (--jwt-keys): {0}")]
+    Keys(String),
 }
 
 /// The server's JWT secret: `LEDGER_JWT_SECRET` (`--jwt-secret`) when set,
@@ -162,6 +164,47 @@ pub enum SecretError {
 /// The file's content, trimmed of surrounding whitespace, is the secret
 /// exactly as `LEDGER_JWT_SECRET` would give it: setting the variable to the
 /// file's content signs the same tokens.
+/// The verification keys of the configuration: the signing secret, the
+/// extra `kid=secret` pairs of `LEDGER_JWT_KEYS` (each at least
+/// [`JWT_SECRET_BYTES_MIN`] bytes, at most [`app::caller::JWT_EXTRA_KEYS_MAX`]
+/// of them), and the revocation list.
+pub fn load_keys(
+    config: &Config,
+    revocations: app::caller::Revocations,
+) -> Result<JwtKeys, SecretError> {
+    let mut keys = JwtKeys::from_secret(&load_secret(config)?).with_revocations(revocations);
+    let Some(extra) = &config.jwt_keys else {
+        return Ok(keys);
+    };
+    let pairs: Vec<&str> = extra
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if pairs.len() > app::caller::JWT_EXTRA_KEYS_MAX {
+        return Err(SecretError::Keys(format!(
+            "at most {} keys",
+            app::caller::JWT_EXTRA_KEYS_MAX
+        )));
+    }
+    for pair in pairs {
+        let Some((kid, secret)) = pair.split_once('=') else {
+            return Err(SecretError::Keys(
+                "each entry must be kid=secret".into(),
+            ));
+        };
+        let kid = kid.trim();
+        if kid.is_empty() || secret.len() < JWT_SECRET_BYTES_MIN {
+            return Err(SecretError::Keys(format!(
+                "key {kid:?}: a key id and a secret of at least {JWT_SECRET_BYTES_MIN} bytes"
+            )));
+        }
+        keys = keys.with_key(kid, secret.as_bytes());
+    }
+    Ok(keys)
+}
+
 pub fn load_secret(config: &Config) -> Result<Vec<u8>, SecretError> {
     if let Some(secret) = &config.jwt_secret {
         let secret = secret.expose().as_bytes();
@@ -301,6 +344,7 @@ mod tests {
             account_id,
             exp: now() + 3600,
             iat: now(),
+            jti: None,
         }
     }
 

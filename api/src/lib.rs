@@ -112,7 +112,8 @@ pub struct Prepared {
 /// server's state.
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     // A bad secret fails before anything touches the database.
-    let secret = auth::load_secret(&config).context("loading the JWT secret")?;
+    let revocations = app::caller::Revocations::default();
+    let keys = auth::load_keys(&config, revocations.clone()).context("loading the JWT secret")?;
     let gateways = app::gateway::Gateways::configured(
         config.stripe_secret_key.as_ref(),
         &config.stripe_api_base,
@@ -127,6 +128,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .await
         .context("loading the catalog")?;
     let app = App {
+        revocations,
         committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
         read_models: ReadModels::new(store.clone()),
         store,
@@ -153,6 +155,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
              or reject manual payments"
         );
     }
+    app::tokens::reload(&app)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("loading the revoked tokens")?;
     let seeded = app::catalog::seed(&app)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -185,7 +191,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         state: AppState {
             app,
-            jwt: Arc::new(JwtKeys::from_secret(&secret)),
+            jwt: Arc::new(keys),
             config: Arc::new(config),
             nats: nats.as_ref().map(|n| n.handle.clone()),
             ready_probe: Arc::default(),
@@ -218,6 +224,10 @@ pub async fn serve(
         state.app.clone(),
         stopped(stop_rx.clone()),
     ));
+    let revocations_task = tokio::spawn(app::jobs::run_revocations(
+        state.app.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let periods_task = tokio::spawn(http::subscriptions::run(
         state.clone(),
         stopped(stop_rx.clone()),
@@ -241,6 +251,12 @@ pub async fn serve(
     if let Some(task) = nats_task {
         let _ = task.await;
     }
-    let _ = tokio::join!(projector_task, catalog_task, sweeper_task, periods_task);
+    let _ = tokio::join!(
+        projector_task,
+        catalog_task,
+        sweeper_task,
+        periods_task,
+        revocations_task
+    );
     served
 }

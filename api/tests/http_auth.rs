@@ -32,6 +32,7 @@ async fn missing_garbage_foreign_and_expired_tokens_are_401(api: &Api) {
         account_id: None,
         exp: now_unix() - 3600,
         iat: now_unix() - 7200,
+        jti: None,
     });
     let other_secret = JwtKeys::from_secret(b"another-secret-another-secret-0123456789").mint(
         &Claims::new(
@@ -49,6 +50,7 @@ async fn missing_garbage_foreign_and_expired_tokens_are_401(api: &Api) {
         account_id: None,
         exp: now_unix() + 600,
         iat: now_unix(),
+        jti: None,
     });
     for (method, path, body) in paths {
         let r = api
@@ -658,3 +660,65 @@ async fn every_role_gets_the_spec_status_on_its_own_and_another_tenants_account(
         .expect(200);
 }
 on_both_backends!(every_role_gets_the_spec_status_on_its_own_and_another_tenants_account);
+
+async fn a_revoked_token_is_refused_at_once(api: &Api) {
+    let (account, _) = api.funded_account(10).await;
+    let claims = Claims::new(
+        "leaky-bot",
+        Role::SystemBot,
+        None,
+        now_unix(),
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let jti = claims.jti.clone().unwrap();
+    let bot = api.keys.mint(&claims);
+    let path = format!("/v1/accounts/{account}/balance");
+    api.get(&path, &bot).await.expect(200);
+    // Only a developer revokes.
+    api.post(
+        "/v1/admin/tokens/revoke",
+        &api.owner(&account),
+        None,
+        json!({ "jti": jti }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    api.post(
+        "/v1/admin/tokens/revoke",
+        &api.developer(),
+        None,
+        json!({ "jti": "" }),
+    )
+    .await
+    .expect_error(422, "invalid_request");
+    let r = api
+        .post(
+            "/v1/admin/tokens/revoke",
+            &api.developer(),
+            None,
+            json!({ "jti": jti, "reason": "leaked in a log" }),
+        )
+        .await;
+    let b = r.expect(200);
+    assert_eq!(b["jti"], jti.as_str());
+    assert_eq!(b["revoked"], true);
+    assert_eq!(b["newly_revoked"], true);
+    api.get(&path, &bot)
+        .await
+        .expect_error(401, "unauthorized");
+    // Again: idempotent.
+    let again = api
+        .post(
+            "/v1/admin/tokens/revoke",
+            &api.developer(),
+            None,
+            json!({ "jti": jti }),
+        )
+        .await;
+    assert_eq!(again.expect(200)["newly_revoked"], false);
+    // Other tokens are untouched.
+    api.get(&path, &api.bot(Some(&account))).await.expect(200);
+}
+on_both_backends!(a_revoked_token_is_refused_at_once);
+

@@ -689,6 +689,28 @@ async fn intake_applies_a_command_once_and_publishes_its_outcome(
         .await;
     assert_eq!(balance["balance"], 90, "{balance}");
     assert_eq!(balance["held"], 0, "{balance}");
+
+    // Another tenant's token naming this account: its 404 is not put in
+    // this account's outcomes (a spoof, under a key of its choosing) but
+    // kept as a dead letter.
+    let mut letters = client
+        .subscribe("ledger.deadletter.intake.deduct")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let (other, _) = api.funded_account(10).await;
+    let spoof =
+        json!({ "account_id": account, "idempotency_key": key(), "operation": "clustering" });
+    publish_intake(&js, "deduct", &api.bot(Some(&other)), &spoof).await;
+    let letter = next_message(&mut letters, "the spoof's dead letter").await;
+    let letter: Value = serde_json::from_slice(&letter.payload).unwrap();
+    assert_eq!(letter["last_error"]["status"], 404, "{letter}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), outcomes.next())
+            .await
+            .is_err(),
+        "nothing reached the account's outcomes"
+    );
     nats
 }
 on_both!(intake_applies_a_command_once_and_publishes_its_outcome);

@@ -116,8 +116,10 @@ fn an_owner_token_carries_its_account_subject_and_ttl() {
             account_id: Some(account),
             exp: claims.iat + 7 * 24 * 3600,
             iat: claims.iat,
+            jti: claims.jti.clone(),
         }
     );
+    assert!(claims.jti.is_some(), "a minted token can be revoked by its id");
     assert!(
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "an explicit secret writes no file"

@@ -59,3 +59,4 @@ pub const PAY_MANUALLY: &[Role] = &[Owner, Admin, Developer];
 pub const SUBSCRIBE: &[Role] = &[Owner, Admin, Developer];
 pub const ADMIN_BILLING: &[Role] = STAFF;
 pub const RUN_PERIODS: &[Role] = STAFF;
+pub const REVOKE_TOKENS: &[Role] = STAFF;

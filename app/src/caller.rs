@@ -110,6 +110,10 @@ pub struct Claims {
     /// of other issuers, so a token without it reads as 0.
     #[serde(default)]
     pub iat: i64,
+    /// The token's id, by which it can be revoked
+    /// (`POST /v1/admin/tokens/revoke`). Optional for other issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -132,6 +136,7 @@ impl Claims {
             account_id,
             exp,
             iat: now,
+            jti: Some(uuid::Uuid::new_v4().to_string()),
         };
         claims.check()?;
         Ok(claims)
@@ -167,6 +172,33 @@ pub enum AuthError {
     TooLong,
     #[error("a {role} token must carry an account_id claim")]
     AccountRequired { role: Role },
+    #[error("the token's key id is not one this server knows")]
+    UnknownKey,
+    #[error("the token has been revoked")]
+    Revoked,
+}
+
+/// The ids (`jti`) of revoked tokens: shared by the keys that verify
+/// tokens and the use case that revokes them, reloaded from the store by
+/// [`crate::jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct Revocations(std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>);
+
+impl Revocations {
+    pub fn contains(&self, jti: &str) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(jti)
+    }
+
+    pub fn insert(&self, jti: String) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(jti);
+    }
+
+    /// Replaces the whole list (what the store holds).
+    pub fn replace(&self, all: impl IntoIterator<Item = String>) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.clear();
+        set.extend(all);
+    }
 }
 
 impl From<AuthError> for AppError {
@@ -176,11 +208,22 @@ impl From<AuthError> for AppError {
 }
 
 /// The HS256 keys of the server's secret. `Debug` is redacted.
+///
+/// Rotation: more verification secrets can be added by key id
+/// ([`JwtKeys::with_key`]). A token whose header names a `kid` is checked
+/// with that key alone; a token without one with the signing secret, then
+/// with each extra key, so tokens issued before a rotation stay valid
+/// until they expire or their secret is removed.
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    extra: Vec<(String, DecodingKey)>,
     validation: Validation,
+    revoked: Revocations,
 }
+
+/// Most extra verification keys.
+pub const JWT_EXTRA_KEYS_MAX: usize = 16;
 
 impl JwtKeys {
     /// Keys for `secret`, which [`load_secret`] has checked to be at least
@@ -197,8 +240,28 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            extra: Vec::new(),
             validation,
+            revoked: Revocations::default(),
         }
+    }
+
+    /// Also accepts tokens signed with `secret` under key id `kid`.
+    pub fn with_key(mut self, kid: &str, secret: &[u8]) -> Self {
+        self.extra
+            .push((kid.to_owned(), DecodingKey::from_secret(secret)));
+        self
+    }
+
+    /// Refuses the tokens whose `jti` is in `revoked`.
+    pub fn with_revocations(mut self, revoked: Revocations) -> Self {
+        self.revoked = revoked;
+        self
+    }
+
+    /// The revocation list these keys check.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
     }
 
     /// Signs `claims` with HS256. Does not check them, so tests can mint the
@@ -217,8 +280,30 @@ impl JwtKeys {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::TooLong);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid);
+        let keys: Vec<&DecodingKey> = match &kid {
+            Some(kid) => vec![self
+                .extra
+                .iter()
+                .find(|(k, _)| k == kid)
+                .map(|(_, key)| key)
+                .ok_or(AuthError::UnknownKey)?],
+            None => std::iter::once(&self.decoding)
+                .chain(self.extra.iter().map(|(_, key)| key))
+                .collect(),
+        };
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, keys[0], &self.validation);
+        for key in &keys[1..] {
+            match &decoded {
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {
+                    decoded = jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+                }
+                _ => break,
+            }
+        }
+        let data = decoded.map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                     AuthError::WrongAlgorithm
@@ -233,6 +318,14 @@ impl JwtKeys {
                 _ => AuthError::Malformed("not a JWT".into()),
             })?;
         data.claims.check()?;
+        if data
+            .claims
+            .jti
+            .as_deref()
+            .is_some_and(|jti| self.revoked.contains(jti))
+        {
+            return Err(AuthError::Revoked);
+        }
         Ok(data.claims)
     }
 }
@@ -378,6 +471,7 @@ impl Caller {
                 account_id: None,
                 exp: i64::MAX,
                 iat: 0,
+                jti: None,
             },
         }
     }
@@ -428,6 +522,7 @@ mod tests {
             account_id,
             exp: now() + 3600,
             iat: now(),
+            jti: None,
         }
     }
 
@@ -737,5 +832,47 @@ mod tests {
             let e = Caller::from_authorization(&keys(), bad).unwrap_err();
             assert_eq!(e.code(), "unauthorized", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_kid_picks_its_key_and_old_tokens_survive_a_rotation() {
+        let rotated = JwtKeys::from_secret(OTHER_SECRET).with_key("old", SECRET);
+        // A token of the old secret without a kid: tried with each key.
+        let old = keys().mint(&claims(Role::Developer, None));
+        assert!(rotated.verify(&old).is_ok());
+        // A kid names its key.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("old".into());
+        let named = jsonwebtoken::encode(
+            &header,
+            &claims(Role::Developer, None),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(rotated.verify(&named).is_ok());
+        header.kid = Some("nope".into());
+        let unknown = jsonwebtoken::encode(
+            &header,
+            &claims(Role::Developer, None),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(rotated.verify(&unknown), Err(AuthError::UnknownKey));
+        // A token of neither secret is still refused.
+        let stranger = JwtKeys::from_secret(b"a-third-secret-that-nobody-configured-here")
+            .mint(&claims(Role::Developer, None));
+        assert_eq!(rotated.verify(&stranger), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn a_revoked_token_id_is_refused() {
+        let revoked = Revocations::default();
+        let keys = keys().with_revocations(revoked.clone());
+        let c = Claims::new("bot-1", Role::SystemBot, None, now(), Duration::from_secs(60)).unwrap();
+        let jti = c.jti.clone().expect("minted tokens carry an id");
+        let token = keys.mint(&c);
+        assert!(keys.verify(&token).is_ok());
+        revoked.insert(jti);
+        assert_eq!(keys.verify(&token), Err(AuthError::Revoked));
     }
 }

@@ -67,3 +67,22 @@ pub async fn sweep(app: &App) -> Result<usize, AppError> {
     }
     Ok(due.len())
 }
+
+/// How often the revoked-token list is reloaded from the store, so that a
+/// revocation made on another server takes effect here too.
+pub const REVOCATIONS_RELOAD_MILLIS: u64 = 5_000;
+
+/// Reloads the revoked-token list every [`REVOCATIONS_RELOAD_MILLIS`].
+pub async fn run_revocations(app: App, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_millis(REVOCATIONS_RELOAD_MILLIS)) => {
+                if let Err(e) = crate::tokens::reload(&app).await {
+                    warn!(error = %e, "reloading the revoked tokens failed");
+                }
+            }
+        }
+    }
+}

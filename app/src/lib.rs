@@ -28,6 +28,7 @@ pub mod accounts;
 pub mod catalog;
 pub mod credits;
 pub mod reads;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub struct App {
     /// The payment gateways configured (Stripe with `STRIPE_SECRET_KEY`).
     pub gateways: gateway::Gateways,
     pub settings: Arc<Settings>,
+    /// Revoked token ids, shared with the keys that verify tokens.
+    pub revocations: caller::Revocations,
 }
 
 /// A write's answer: what it made, whether it replays an earlier request

@@ -389,21 +389,48 @@ impl Committer {
                 }
                 self.snapshot(&appends).await;
             }
-            Err(e) => {
-                // The states in the cache went ahead of the store: forget
-                // them, and let each command find its own way.
-                let retry = matches!(
-                    e,
-                    AppendError::Conflict { .. }
-                        | AppendError::DuplicateKey { .. }
-                        | AppendError::Reserved { .. }
-                );
-                debug!(error = %e, retry, "batch append failed");
-                for d in &decided {
-                    if let Decided::Append { request, .. } = d {
-                        self.cache.remove(&request.account_id);
+            Err(AppendError::DuplicateKey { account_id, key }) => {
+                // A key older than the warm window, used again: only its
+                // command is a replay. The others are decided again, as a
+                // batch of their own, from states reloaded from the store.
+                debug!(%account_id, %key, "a batch met an old idempotency key");
+                self.drop_cached(&decided);
+                let mut again = Vec::new();
+                for d in decided {
+                    match d {
+                        Decided::Append { request, .. }
+                            if request.account_id == account_id
+                                && request.claim.as_ref().is_some_and(|c| c.key.as_str() == key) =>
+                        {
+                            self.after_commit(Decided::CheckKey {
+                                request,
+                                refusal: None,
+                                recent: None,
+                            })
+                            .await;
+                        }
+                        Decided::Append { request, .. } => again.push(request),
+                        Decided::Done { request, result } => {
+                            let _ = request.reply.send(result);
+                        }
+                        other => self.after_commit(other).await,
                     }
                 }
+                if !again.is_empty() {
+                    Box::pin(self.process(again)).await;
+                }
+            }
+            Err(e) => {
+                // The states in the cache went ahead of the store: forget
+                // them, and let each command find its own way. A value the
+                // database refused fails only the command that carried it:
+                // each runs alone, and only the offender gets the error.
+                let retry = matches!(
+                    e,
+                    AppendError::Conflict { .. } | AppendError::Reserved { .. }
+                ) || (e.is_refused_data() && appends.len() > 1);
+                debug!(error = %e, retry, "batch append failed");
+                self.drop_cached(&decided);
                 for d in decided {
                     match d {
                         Decided::Append { request, .. } if retry => self.run_alone(request).await,
@@ -421,6 +448,15 @@ impl Committer {
             }
         }
         self.trim();
+    }
+
+    /// Forgets the warm states a failed batch's decisions went ahead with.
+    fn drop_cached(&mut self, decided: &[Decided]) {
+        for d in decided {
+            if let Decided::Append { request, .. } = d {
+                self.cache.remove(&request.account_id);
+            }
+        }
     }
 
     /// Decides one command against the warm state of its account.

@@ -31,6 +31,17 @@ pub enum AppendError {
 /// and the commands may simply be decided again.
 const RETRYABLE_CODES: [&str; 6] = ["40P01", "40001", "5", "6", "261", "517"];
 
+impl AppendError {
+    /// The database refused what one of the batch's commands carried (a
+    /// value it cannot store, a constraint), as opposed to the database
+    /// being away or busy: the batch's other commands would succeed
+    /// without it.
+    pub fn is_refused_data(&self) -> bool {
+        matches!(self, Self::Store(StoreError::Database(sqlx::Error::Database(_))))
+            || matches!(self, Self::Store(StoreError::Persistence(_)))
+    }
+}
+
 impl From<sqlx::Error> for AppendError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {

@@ -17,6 +17,7 @@ mod postgres;
 mod service;
 pub mod sql;
 mod sqlite;
+mod tokens;
 pub mod testing;
 
 use cqrs_es::Aggregate;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 pub use committer::{AccountCommitter, CommitterConfig, CommitterStats, SubmitError};
 pub use error::{AppendError, StoreError};
+pub use tokens::REVOKED_TOKENS_MAX;
 pub use service::{
     request_hash, CommandContext, CommandService, CommittedEvent, Executed, IdempotencyClaim,
     RecentOutcomes, ServiceError, CONFLICT_RETRIES_MAX,

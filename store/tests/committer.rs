@@ -397,3 +397,93 @@ async fn one_value_reserved_twice_in_one_batch_goes_to_one_account(store: &Store
 }
 
 on_both_stores!(one_value_reserved_twice_in_one_batch_goes_to_one_account);
+
+/// Submits deductions of 1 credit with keys `keys` to `id` at once, so the
+/// committer takes them in as few batches as it can.
+async fn deduct_at_once(
+    committer: &AccountCommitter,
+    id: &str,
+    keys: Vec<String>,
+) -> Vec<Result<store::Executed<CreditAccount>, SubmitError>> {
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|k| {
+            let committer = committer.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                committer
+                    .execute(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)), &[])
+                    .await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn an_old_key_in_a_batch_replays_alone_and_the_rest_stays_batched(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10_000).await.to_string();
+    let committer = committer(store);
+    // More keys than the warm window remembers: "old-0" leaves it.
+    for i in 0..=ledger::account::IDEMPOTENCY_WINDOW_KEYS {
+        let k = format!("old-{i}");
+        committer
+            .execute(&id, deduct(1, &k), &ctx(), Some(&claim(&k, &k)), &[])
+            .await
+            .unwrap();
+    }
+    let before = store.read_after(0, 10_000).await.unwrap().len();
+    let alone_before = committer.stats().alone.load(Ordering::Relaxed);
+    let mut keys = vec!["old-0".to_owned()];
+    keys.extend((0..100).map(|i| format!("new-{i}")));
+    let results = deduct_at_once(&committer, &id, keys).await;
+    let old = results[0].as_ref().expect("the old key replays");
+    assert!(old.events.is_empty(), "a replay writes nothing");
+    for r in &results[1..] {
+        assert_eq!(r.as_ref().expect("new keys succeed").events.len(), 1);
+    }
+    assert_eq!(
+        store.read_after(0, 10_000).await.unwrap().len(),
+        before + 100
+    );
+    // The 100 new commands were not pushed through one at a time.
+    let alone = committer.stats().alone.load(Ordering::Relaxed) - alone_before;
+    assert!(alone < 10, "{alone} commands ran alone");
+}
+on_both_stores!(an_old_key_in_a_batch_replays_alone_and_the_rest_stays_batched);
+
+async fn a_value_the_database_refuses_fails_only_its_own_command(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10_000).await.to_string();
+    let committer = committer(store);
+    // What the app layer refuses (a NUL in text), sent straight to the
+    // committer with 50 good neighbours on another account.
+    let other = funded_account(&service, 10_000).await.to_string();
+    let bad = {
+        let committer = committer.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut command = deduct(1, "nul");
+            if let ledger::AccountCommand::DeductCredits(d) = &mut command {
+                d.usage.model = Some("gpt\u{0}4".into());
+            }
+            committer
+                .execute(&id, command, &ctx(), Some(&claim("nul", "nul")), &[])
+                .await
+        })
+    };
+    let good = deduct_at_once(&committer, &other, (0..50).map(|i| format!("g-{i}")).collect());
+    let (bad, good) = tokio::join!(bad, good);
+    for r in good {
+        assert_eq!(r.expect("neighbours succeed").events.len(), 1);
+    }
+    match store.backend() {
+        store::Backend::Postgres => assert!(bad.unwrap().is_err(), "jsonb refuses NUL"),
+        store::Backend::Sqlite => assert!(bad.unwrap().is_ok(), "SQLite keeps NUL"),
+    }
+}
+on_both_stores!(a_value_the_database_refuses_fails_only_its_own_command);

@@ -25,6 +25,7 @@ mod render;
 mod respond;
 mod settle;
 pub mod subscriptions;
+mod tokens;
 mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -124,7 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/accounts/{account_id}/activate",
             post(accounts::activate),
-        );
+        )
+        .route("/admin/tokens/revoke", post(tokens::revoke));
     Router::new()
         .nest("/v1", v1.merge(billing::routes()))
         .route("/health", get(health))

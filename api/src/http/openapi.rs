@@ -74,6 +74,7 @@ pub const TAGS: [&str; 7] = [
         super::credits::refund,
         super::credits::grant,
         super::credits::adjust,
+        super::tokens::revoke,
         super::reads::balance,
         super::reads::balance_own,
         super::reads::transactions,

@@ -2,10 +2,12 @@
 //! `LEDGER_INTAKE` (`ledger.intake.{kind}`), read by the durable pull
 //! consumer `ledger-intake`.
 //!
-//! Each message goes through the translator like a request/reply command.
-//! Its outcome is published to `ledger.outcomes.{account_id}` and the
-//! message is acknowledged only then, i.e. after the router answered, which
-//! is after the commit. A 4xx is final. A 5xx or 429 is retried (nak with a
+//! Each message runs the same use case as a request/reply command. Its
+//! outcome is published to `ledger.outcomes.{account_id}` and the message
+//! is acknowledged only then, i.e. after the commit. Only a caller whose
+//! token may act on that account gets its outcome published there; any
+//! other outcome (no or a bad token, another tenant's account, no valid
+//! account) goes to the dead letter instead. A 4xx is final. A 5xx or 429 is retried (nak with a
 //! growing delay); after [`INTAKE_DELIVERIES_MAX`] deliveries the message,
 //! with its last error, goes to `ledger.deadletter.intake.{kind}` (stream
 //! `LEDGER_DEADLETTER`) and is terminated. Redelivery is harmless: the
@@ -21,7 +23,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::Client;
 use std::sync::Arc;
 
-use app::caller::JwtKeys;
+use app::caller::{Caller, JwtKeys};
 use app::App;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -214,9 +216,17 @@ async fn handle(
         }
         return;
     }
-    let Some(account) = outcome.account_id else {
-        // No account to tell: a payload without a valid account_id is
-        // poison, kept with its error.
+    // Outcomes go to the account's subject only for a caller that may act
+    // on that account: otherwise anyone able to publish could put words
+    // (a 401, a 404 under a key of their choosing) in another tenant's
+    // outcome stream. The rest, like a payload without a valid account,
+    // is kept as a dead letter with its error.
+    let trusted = outcome.account_id.filter(|account| {
+        Caller::from_authorization(keys, auth.as_deref())
+            .and_then(|caller| caller.scope(*account))
+            .is_ok()
+    });
+    let Some(account) = trusted else {
         let error = serde_json::from_slice::<Value>(&outcome.body).unwrap_or(Value::Null);
         dead_letter(js, &message, kind.as_str(), delivered, &error).await;
         return;
