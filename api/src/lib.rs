@@ -129,6 +129,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .context("loading the catalog")?;
     let app = App {
         revocations,
+        written: Arc::default(),
         committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
         read_models: ReadModels::new(store.clone()),
         store,

@@ -59,6 +59,25 @@ pub struct App {
     pub settings: Arc<Settings>,
     /// Revoked token ids, shared with the keys that verify tokens.
     pub revocations: caller::Revocations,
+    /// The highest log position this process has written (0 before its
+    /// first write): a head that is never behind its own writes, whatever
+    /// a cached store probe says.
+    pub written: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl App {
+    /// Notes that this process wrote up to `position`.
+    pub fn wrote(&self, position: Option<i64>) {
+        if let Some(p) = position {
+            self.written
+                .fetch_max(p, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The highest log position this process has written.
+    pub fn written_head(&self) -> i64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A write's answer: what it made, whether it replays an earlier request

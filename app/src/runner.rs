@@ -68,6 +68,7 @@ impl App {
             self.submit(account_id, command, ctx, claim, reservations),
         )
         .await?;
+        self.wrote(done.position());
         self.projector.wake();
         Ok(done)
     }
@@ -114,6 +115,7 @@ impl App {
             .commands
             .execute_with::<A>(aggregate_id, command, ctx, claim, reservations)
             .await?;
+        self.wrote(done.position());
         self.projector.wake();
         Ok(done)
     }

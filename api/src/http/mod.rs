@@ -206,7 +206,10 @@ async fn health() -> Json<serde_json::Value> {
     ),
 )]
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.ready_probe.head(&state.store).await {
+    // The store's head as of the (cached) probe, never behind what this
+    // process itself has written.
+    let probe = state.ready_probe.head(&state.store).await;
+    match probe.map(|head| head.max(state.written_head())) {
         Ok(position) => {
             let projected = state.projector.position();
             // A projector that keeps failing leaves every fresh read and
