@@ -15,14 +15,11 @@ mod catalog;
 mod credits;
 mod docs;
 pub mod extract;
-mod invoice_pdf;
 pub mod openapi;
 mod payment_methods;
 mod reads;
 mod render;
-mod respond;
-mod settle;
-pub mod subscriptions;
+mod subscriptions;
 mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -149,16 +146,6 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
-}
-
-/// The instant stamped on commands (`app::now`).
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    app::now()
-}
-
-/// Waits (bounded) until the read models have every event written so far.
-pub(super) async fn fresh_read_models(state: &AppState) -> Result<(), ApiError> {
-    Ok(state.app.fresh_read_models().await?)
 }
 
 async fn not_found() -> ApiError {
