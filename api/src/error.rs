@@ -2,9 +2,9 @@
 //! `{"error": {"code", "message", "details"}}`. 5xx bodies say nothing
 //! internal; the cause goes to the log.
 //!
-//! The use cases answer [`app::AppError`]; `From` turns one into this. The
-//! billing routes that still build errors themselves use the variants
-//! directly until they move into `app` too.
+//! The use cases answer [`app::AppError`]; `From` turns one into this.
+//! Only what HTTP itself refuses (an unknown route or asset, a body over
+//! its limit) is built here directly.
 
 use app::AppError;
 use axum::http::{HeaderValue, StatusCode};
@@ -155,12 +155,6 @@ impl From<ApiError> for AppError {
             ApiError::BadGateway(m) => Self::BadGateway(m),
             ApiError::Internal => Self::Internal,
         }
-    }
-}
-
-impl From<app::gateway::GatewayError> for ApiError {
-    fn from(e: app::gateway::GatewayError) -> Self {
-        AppError::from(e).into()
     }
 }
 

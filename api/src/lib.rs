@@ -229,8 +229,8 @@ pub async fn serve(
         state.app.clone(),
         stopped(stop_rx.clone()),
     ));
-    let periods_task = tokio::spawn(http::subscriptions::run(
-        state.clone(),
+    let periods_task = tokio::spawn(app::jobs::run_period_ticker(
+        state.app.clone(),
         stopped(stop_rx.clone()),
     ));
     // NATS commands call the same use cases as HTTP (app::credits), so both

@@ -202,4 +202,33 @@ fn request_schemas_carry_the_bounds_the_server_enforces() {
         grant["credits"]["maximum"], 1_000_000_000_000_i64,
         "{grant}"
     );
+    // Billing: the methods a customer may name, references, reasons and
+    // the payment method rows' bounds.
+    let methods = &schemas["CustomerPaymentMethod"]["enum"];
+    assert_eq!(
+        methods,
+        &serde_json::json!(["bank_transfer", "local_wallet", "stripe", "paypal"]),
+        "{methods}"
+    );
+    let manual = &schemas["ManualPaymentRequest"]["properties"];
+    assert_eq!(manual["reference"]["maxLength"], 255, "{manual}");
+    assert_eq!(manual["invoice_id"]["format"], "uuid", "{manual}");
+    assert!(manual["amount"]["pattern"].is_string(), "{manual}");
+    let purchase = &schemas["PurchaseRequest"]["properties"];
+    assert!(purchase["package"]["pattern"].is_string(), "{purchase}");
+    let refund = &schemas["PaymentRefundRequest"]["properties"];
+    assert_eq!(refund["reason"]["maxLength"], 1024, "{refund}");
+    assert_eq!(refund["reason"]["minLength"], 1, "{refund}");
+    assert_eq!(
+        schemas["RefundRequest"]["properties"]["credits"]["maximum"], 1_000_000_000_000_i64,
+        "the refund of a deduction keeps its own schema"
+    );
+    let config = &schemas["ConfigRequest"]["properties"];
+    assert_eq!(config["display_name"]["maxLength"], 64, "{config}");
+    assert_eq!(config["sort_order"]["maximum"], 10_000, "{config}");
+    assert!(config["swift"]["pattern"].is_string(), "{config}");
+    assert_eq!(
+        schemas["RunPeriodsRequest"]["properties"]["now"]["format"],
+        "date-time"
+    );
 }

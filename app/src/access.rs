@@ -60,3 +60,17 @@ pub const SUBSCRIBE: &[Role] = &[Owner, Admin, Developer];
 pub const ADMIN_BILLING: &[Role] = STAFF;
 pub const RUN_PERIODS: &[Role] = STAFF;
 pub const REVOKE_TOKENS: &[Role] = STAFF;
+/// The account's own invoices and their PDFs.
+pub const READ_INVOICES: &[Role] = BILLING;
+/// Buying a credit package.
+pub const BUY_PACKAGE: &[Role] = BILLING;
+/// The payment methods offered to the account.
+pub const READ_PAYMENT_METHODS: &[Role] = BILLING;
+/// Invoice and payment lists over every tenant, void, uncollectible,
+/// approval, rejection and refunds of payments.
+pub const MANAGE_INVOICES: &[Role] = ADMIN_BILLING;
+pub const DECIDE_PAYMENTS: &[Role] = ADMIN_BILLING;
+pub const REFUND_PAYMENT: &[Role] = ADMIN_BILLING;
+/// The per-country payment method rows.
+pub const CONFIGURE_PAYMENT_METHODS: &[Role] = STAFF;
+pub const READ_BILLING_STATS: &[Role] = STAFF;

@@ -1,6 +1,6 @@
 //! Background jobs the server runs on its own behalf, each until its
-//! shutdown future resolves: the expiry sweeper (and, in `api` until it
-//! moves here, the subscription period ticker).
+//! shutdown future resolves: the expiry sweeper and the subscription period
+//! ticker.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +17,8 @@ use crate::{now, App};
 pub const SWEEP_INTERVAL_MILLIS: u64 = 1_000;
 /// Most accounts handled per sweep.
 pub const SWEEP_ACCOUNTS_MAX: i64 = 100;
+/// How often the period ticker processes due subscriptions.
+pub const PERIOD_TICK_SECONDS: u64 = 60;
 
 /// Releases holds past their TTL and expires grants past their expiry
 /// without waiting for the account's next command, so the read models show
@@ -81,6 +83,28 @@ pub async fn run_revocations(app: App, shutdown: impl Future<Output = ()>) {
             () = tokio::time::sleep(Duration::from_millis(REVOCATIONS_RELOAD_MILLIS)) => {
                 if let Err(e) = crate::tokens::reload(&app).await {
                     warn!(error = %e, "reloading the revoked tokens failed");
+                }
+            }
+        }
+    }
+}
+
+/// The period ticker: processes due subscriptions with the real clock every
+/// [`PERIOD_TICK_SECONDS`] ([`crate::subscriptions::periods::process_due`]),
+/// next to the expiry sweeper.
+pub async fn run_period_ticker(app: App, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let actor = Actor::system("subscription-periods");
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_secs(PERIOD_TICK_SECONDS)) => {
+                match crate::subscriptions::periods::process_due(&app, &actor, now()).await {
+                    Ok(run) if run.changed > 0 || run.failed > 0 => {
+                        debug!(?run, "subscription periods processed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = ?e, "subscription period processing failed"),
                 }
             }
         }

@@ -8,8 +8,9 @@
 //! table), [`error`] (the SPEC's error table), [`input`] (the one JSON
 //! intake and the canonical form idempotency hashes), [`runner`] (the one
 //! place commands run), [`telemetry`] (the metrics registry). Use cases:
-//! [`accounts`], [`credits`], [`reads`], [`catalog`]; billing and
-//! subscriptions follow the same pattern.
+//! [`accounts`], [`credits`], [`reads`], [`catalog`], [`billing`],
+//! [`subscriptions`], [`stripe_events`]; [`jobs`] run on the server's own
+//! behalf.
 
 pub mod access;
 pub mod caller;
@@ -25,9 +26,12 @@ pub mod settings;
 pub mod telemetry;
 
 pub mod accounts;
+pub mod billing;
 pub mod catalog;
 pub mod credits;
 pub mod reads;
+pub mod stripe_events;
+pub mod subscriptions;
 pub mod tokens;
 
 use std::sync::Arc;

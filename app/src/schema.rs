@@ -114,3 +114,49 @@ pub enum GroupBy {
     Operation,
     Model,
 }
+
+/// An invoice's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Pending,
+    Paid,
+    Void,
+    Uncollectible,
+}
+
+/// A payment's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+    Refunded,
+    Cancelled,
+}
+
+/// Every payment method a row of the payment method table can name.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Stripe,
+    Paypal,
+    BankTransfer,
+    LocalWallet,
+    Manual,
+}
+
+/// The methods a customer may pay by: the manual ones, and the gateways
+/// (`stripe` answers 503 while no Stripe key is configured, `paypal`
+/// always, as it has no gateway yet).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerPaymentMethod {
+    BankTransfer,
+    LocalWallet,
+    Stripe,
+    Paypal,
+}

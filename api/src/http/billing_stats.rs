@@ -1,207 +1,27 @@
-//! Billing statistics `GET /v1/admin/billing/stats` (issue 6 item 8,
-//! docs/adr/0013-payment-methods-and-stats.md): accounts by status, active
-//! subscriptions and MRR, revenue of the invoices paid in a range,
-//! outstanding invoices, and the credits granted, used and expired in the
-//! same range, all from the read models (`projections::stats`).
-//!
-//! Money is summed as `Decimal` in Rust, never in SQL (SQLite would sum
-//! decimal text as a float), and shown as decimal strings.
+//! Billing statistics `GET /v1/admin/billing/stats`
+//! (docs/adr/0013-payment-methods-and-stats.md): extract, call
+//! `app::billing::stats`, render.
 
-use std::collections::BTreeMap;
-
+use app::billing::stats::StatsQuery;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use chrono::{DateTime, Utc};
-use events::{AccountStatus, Currency};
-use ledger::invoice::round_money;
-use projections::stats::{ActivePlanGroup, TimeRange};
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use axum::Router;
 use utoipa::OpenApi;
 
 use super::extract::{Fresh, Q};
 use super::openapi as doc;
-use super::respond::projection_error;
-use crate::auth::{Principal, Role};
+use super::render;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;
 
 #[derive(OpenApi)]
-#[openapi(
-    paths(stats),
-    components(schemas(
-        BillingStats,
-        StatsRange,
-        AccountStats,
-        SubscriptionStats,
-        MoneyStats,
-        CreditStats
-    ))
-)]
+#[openapi(paths(stats))]
 pub struct Api;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/billing/stats", get(stats))
-}
-
-/// Months in a year: an annual plan's monthly share is its price / 12.
-const MONTHS_PER_YEAR: i64 = 12;
-
-/// Every account status, so a count of zero is shown rather than missing.
-const ACCOUNT_STATUSES: [AccountStatus; 5] = [
-    AccountStatus::Trial,
-    AccountStatus::Active,
-    AccountStatus::PastDue,
-    AccountStatus::Suspended,
-    AccountStatus::Cancelled,
-];
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct StatsQuery {
-    /// RFC 3339; start of the range (inclusive) of revenue and credits.
-    /// Unbounded when absent.
-    pub from: Option<String>,
-    /// RFC 3339; end of the range (exclusive). Unbounded when absent.
-    pub to: Option<String>,
-    /// Wait (at most 5 s) until the read models reach this event-log position.
-    #[serde(rename = "min_position")]
-    pub _min_position: Option<i64>,
-}
-
-/// `from` and `to`, each unbounded when `None`.
-type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
-/// The range asked for, checked: both ends RFC 3339, `from` before `to`.
-fn range(q: &StatsQuery) -> Result<Bounds, ApiError> {
-    let from = q
-        .from
-        .as_deref()
-        .map(|r| super::extract::time("from", r))
-        .transpose()?;
-    let to =
-        q.to.as_deref()
-            .map(|r| super::extract::time("to", r))
-            .transpose()?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            return Err(ApiError::invalid_field("to", "to must be later than from"));
-        }
-    }
-    Ok((from, to))
-}
-
-/// Monthly recurring revenue by currency: Σ monthly prices plus Σ annual
-/// prices / 12, summed exactly and rounded half away from zero to the
-/// currency's minor unit once, at the end.
-fn mrr(groups: &[ActivePlanGroup]) -> Result<BTreeMap<String, Decimal>, ApiError> {
-    let mut monthly: BTreeMap<&str, Decimal> = BTreeMap::new();
-    let mut annual: BTreeMap<&str, Decimal> = BTreeMap::new();
-    for g in groups {
-        // Every currency with a subscription gets an MRR, even an
-        // annual-only one.
-        monthly.entry(&g.currency).or_default();
-        let into = if g.billing_cycle == "annual" {
-            &mut annual
-        } else {
-            &mut monthly
-        };
-        let sum = into.entry(&g.currency).or_default();
-        *sum = g
-            .price
-            .checked_mul(Decimal::from(g.count))
-            .and_then(|v| v.checked_add(*sum))
-            .ok_or(ApiError::Internal)?;
-    }
-    monthly
-        .into_iter()
-        .map(|(currency, m)| {
-            let a = annual.get(currency).copied().unwrap_or_default();
-            let total = m
-                .checked_add(a / Decimal::from(MONTHS_PER_YEAR))
-                .ok_or(ApiError::Internal)?;
-            let rounded = match Currency::parse(currency) {
-                Ok(c) => round_money(total, &c),
-                Err(_) => total,
-            };
-            Ok((currency.to_owned(), rounded))
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Schema mirrors of the `json!` body (see `openapi.rs`)
-// ---------------------------------------------------------------------------
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct StatsRange {
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AccountStats {
-    pub total: i64,
-    /// Every status (`trial|active|past_due|suspended|cancelled`) and its
-    /// count.
-    pub by_status: BTreeMap<String, i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct SubscriptionStats {
-    /// Subscriptions whose status is `active`.
-    pub active: i64,
-    /// Active subscriptions by plan slug.
-    pub by_plan: BTreeMap<String, i64>,
-}
-
-/// Money by currency (ISO 4217 → decimal string) and the invoices it sums.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct MoneyStats {
-    pub invoices: i64,
-    #[schema(value_type = BTreeMap<String, String>)]
-    pub by_currency: BTreeMap<String, Decimal>,
-}
-
-/// Credits of the ledger entries that occurred in the range (all time when
-/// no range is given).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CreditStats {
-    /// `range` or `all_time`.
-    pub scope: String,
-    /// Granted (subscriptions, purchases, promotions, trials, adjustments
-    /// by grant).
-    pub issued: i64,
-    /// Deducted and captured.
-    pub used: i64,
-    /// Given back by refunds of deductions.
-    pub refunded: i64,
-    /// Left the balance when their grant expired.
-    pub expired: i64,
-    /// Net of admin adjustments (signed).
-    pub adjusted: i64,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct BillingStats {
-    /// The range of `revenue` and `credits`.
-    pub range: StatsRange,
-    pub accounts: AccountStats,
-    pub subscriptions: SubscriptionStats,
-    /// Monthly recurring revenue of the active subscriptions by currency:
-    /// monthly prices plus annual prices / 12, rounded to the minor unit.
-    #[schema(value_type = BTreeMap<String, String>)]
-    pub mrr: BTreeMap<String, Decimal>,
-    /// Invoices paid in the range.
-    pub revenue: MoneyStats,
-    /// Pending invoices (whenever issued).
-    pub outstanding: MoneyStats,
-    pub credits: CreditStats,
-    pub generated_at: DateTime<Utc>,
 }
 
 #[utoipa::path(
@@ -211,7 +31,7 @@ pub struct BillingStats {
     summary = "Accounts by status, active subscriptions, MRR, revenue in a range, outstanding invoices, credits issued/used/expired",
     params(StatsQuery),
     responses(
-        (status = 200, description = "The figures", body = BillingStats),
+        (status = 200, description = "The figures", body = app::billing::stats::BillingStats),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: `from` or `to` is not RFC 3339, or `from` is not before `to`; `details.field` names it", body = doc::ErrorBody),
     ),
@@ -222,120 +42,5 @@ pub async fn stats(
     fresh: Fresh,
     query: Q<StatsQuery>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Developer])?;
-    let q = query.parse()?;
-    let (from, to) = range(&q)?;
-    fresh.wait(&state).await?;
-    let rm = &state.read_models;
-    let span = TimeRange {
-        from: from.map(projections::time_text),
-        to: to.map(projections::time_text),
-    };
-
-    let counted = rm.accounts_by_status().await.map_err(projection_error)?;
-    let mut by_status: BTreeMap<String, i64> = ACCOUNT_STATUSES
-        .iter()
-        .map(|s| (s.as_str().to_owned(), 0))
-        .collect();
-    by_status.extend(counted);
-    let accounts_total: i64 = by_status.values().sum();
-
-    let groups = rm
-        .active_subscription_groups()
-        .await
-        .map_err(projection_error)?;
-    let mut by_plan: BTreeMap<String, i64> = BTreeMap::new();
-    for g in &groups {
-        *by_plan.entry(g.plan.clone()).or_default() += g.count;
-    }
-    let active: i64 = by_plan.values().sum();
-
-    let revenue = rm
-        .invoice_totals("paid", &span)
-        .await
-        .map_err(projection_error)?;
-    let outstanding = rm
-        .invoice_totals("pending", &TimeRange::default())
-        .await
-        .map_err(projection_error)?;
-    let credits = rm.credit_totals(&span).await.map_err(projection_error)?;
-    let scope = if from.is_some() || to.is_some() {
-        "range"
-    } else {
-        "all_time"
-    };
-
-    Ok(Json(json!({
-        "range": { "from": from, "to": to },
-        "accounts": { "total": accounts_total, "by_status": by_status },
-        "subscriptions": { "active": active, "by_plan": by_plan },
-        "mrr": mrr(&groups)?,
-        "revenue": { "invoices": revenue.count, "by_currency": revenue.by_currency },
-        "outstanding": { "invoices": outstanding.count, "by_currency": outstanding.by_currency },
-        "credits": {
-            "scope": scope,
-            "issued": credits.granted,
-            "used": credits.used,
-            "refunded": credits.refunded,
-            "expired": credits.expired,
-            "adjusted": credits.adjusted,
-        },
-        "generated_at": super::now(),
-    }))
-    .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn group(plan: &str, cycle: &str, cents: i64, currency: &str, count: i64) -> ActivePlanGroup {
-        ActivePlanGroup {
-            plan: plan.into(),
-            billing_cycle: cycle.into(),
-            price: Decimal::new(cents, 2),
-            currency: currency.into(),
-            count,
-        }
-    }
-
-    #[test]
-    fn mrr_adds_monthly_prices_and_a_twelfth_of_annual_ones_rounded_once() {
-        let groups = [
-            group("starter", "monthly", 2_900, "USD", 2),
-            // 100.00 / 12 = 8.333…, and 3 × that = 25.00 exactly: rounding
-            // once at the end, not per subscription (3 × 8.33 = 24.99).
-            group("yearly", "annual", 10_000, "USD", 3),
-            group("eu", "annual", 1_000, "EUR", 1),
-        ];
-        let m = mrr(&groups).unwrap();
-        assert_eq!(m["USD"].to_string(), "83.00");
-        // 10.00 / 12 = 0.8333… → 0.83
-        assert_eq!(m["EUR"].to_string(), "0.83");
-        assert_eq!(m.len(), 2);
-        assert!(mrr(&[]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn the_range_must_be_rfc_3339_and_ordered() {
-        let q = |from: Option<&str>, to: Option<&str>| StatsQuery {
-            from: from.map(str::to_owned),
-            to: to.map(str::to_owned),
-            _min_position: None,
-        };
-        assert!(range(&q(None, None)).is_ok());
-        assert!(range(&q(
-            Some("2026-03-01T00:00:00Z"),
-            Some("2026-04-01T00:00:00+02:00")
-        ))
-        .is_ok());
-        for (from, to) in [
-            (Some("yesterday"), None),
-            (None, Some("2026-13-01T00:00:00Z")),
-            (Some("2026-04-01T00:00:00Z"), Some("2026-03-01T00:00:00Z")),
-            (Some("2026-04-01T00:00:00Z"), Some("2026-04-01T00:00:00Z")),
-        ] {
-            assert!(range(&q(from, to)).is_err(), "{from:?} {to:?}");
-        }
-    }
+    render::ok(&app::billing::stats::stats(&state, &principal, fresh.0, query.query()).await?)
 }

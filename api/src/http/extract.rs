@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 pub use app::input::{
     account_id, path_id, time, MIN_POSITION_WAIT_MILLIS_MAX, REQUEST_BODY_BYTES_MAX,
 };
-use app::input::{Input, Key, Parsed, Query};
+use app::input::{Input, Key, Query};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -24,14 +24,6 @@ impl<T> Body<T> {
     /// The body, for a use case to parse.
     pub fn input(self) -> Input<T> {
         self.0
-    }
-}
-
-impl<T: DeserializeOwned> Body<T> {
-    /// Parses the body: malformed JSON is 400, a wrong or missing value 422
-    /// naming the field. An empty body reads as `{}`.
-    pub fn parse(self) -> Result<Parsed<T>, ApiError> {
-        Ok(self.0.parse()?)
     }
 }
 
@@ -64,12 +56,6 @@ impl<T> Q<T> {
     }
 }
 
-impl<T: DeserializeOwned> Q<T> {
-    pub fn parse(&self) -> Result<T, ApiError> {
-        Ok(self.0.parse()?)
-    }
-}
-
 impl<S: Send + Sync, T> FromRequestParts<S> for Q<T> {
     type Rejection = ApiError;
 
@@ -84,11 +70,6 @@ pub struct IdemKey(pub Key);
 impl IdemKey {
     pub fn key(self) -> Key {
         self.0
-    }
-
-    /// The key, or 400 when this endpoint needs one and it is missing.
-    pub fn required(self) -> Result<events::IdempotencyKey, ApiError> {
-        Ok(self.0.required()?)
     }
 }
 
@@ -109,12 +90,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
 /// `?min_position=N` (422 when not an integer): use cases wait (bounded)
 /// until the read models reach N, after the caller is checked.
 pub struct Fresh(pub Option<i64>);
-
-impl Fresh {
-    pub async fn wait(&self, state: &AppState) -> Result<(), ApiError> {
-        Ok(state.app.wait_for(self.0).await?)
-    }
-}
 
 impl<S: Send + Sync> FromRequestParts<S> for Fresh {
     type Rejection = ApiError;

@@ -16,15 +16,12 @@ mod credits;
 mod docs;
 pub mod extract;
 pub mod guard;
-mod invoice_pdf;
 pub mod listener;
 pub mod openapi;
 mod payment_methods;
 mod reads;
 mod render;
-mod respond;
-mod settle;
-pub mod subscriptions;
+mod subscriptions;
 mod tokens;
 mod webhooks;
 
@@ -159,16 +156,6 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
-}
-
-/// The instant stamped on commands (`app::now`).
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    app::now()
-}
-
-/// Waits (bounded) until the read models have every event written so far.
-pub(super) async fn fresh_read_models(state: &AppState) -> Result<(), ApiError> {
-    Ok(state.app.fresh_read_models().await?)
 }
 
 async fn not_found() -> ApiError {

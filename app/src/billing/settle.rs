@@ -10,18 +10,17 @@
 //!    key `purchase-{payment_id}` (or `purchase-invoice-{invoice_id}` when
 //!    the invoice was paid without a payment of ours);
 //! 3. a subscription invoice activates or renews its subscription and grants
-//!    the period's included credits (`subscriptions::on_invoice_paid`).
+//!    the period's included credits
+//!    ([`crate::subscriptions::on_invoice_paid`]).
 
-use events::{Actor, GrantSource, IdempotencyKey, PaymentMethod};
+use events::{AccountId, Actor, GrantSource, IdempotencyKey, PaymentMethod};
 use ledger::account::GrantCredits;
-use ledger::{AccountCommand, Invoice, InvoiceCommand};
-use store::{request_hash, CommandContext, IdempotencyClaim};
+use ledger::{AccountCommand, CreditAccount, Invoice, InvoiceCommand};
+use store::{request_hash, CommandContext, Executed, IdempotencyClaim};
 use uuid::Uuid;
 
-use super::billing::invoice_error;
-use super::respond::{account_error, service_error};
-use crate::error::ApiError;
-use crate::AppState;
+use crate::error::AppError;
+use crate::{now, App};
 
 /// What settling an invoice did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,15 +42,16 @@ pub fn purchase_grant_key(payment_id: Option<Uuid>, invoice_id: Uuid) -> Idempot
     IdempotencyKey::parse(&raw).unwrap_or_else(|_| unreachable!())
 }
 
-/// Runs an account command as `actor` through the committer.
-pub(super) async fn run_account_command(
-    state: &AppState,
+/// Runs an account command as `actor` through the committer (timed, and
+/// waking the projector), its refusal mapped through the error table.
+pub(crate) async fn run_account_command(
+    app: &App,
     actor: &Actor,
-    account: events::AccountId,
+    account: AccountId,
     command: AccountCommand,
     claim: Option<&IdempotencyClaim>,
-) -> Result<store::Executed<ledger::CreditAccount>, ApiError> {
-    let done = state
+) -> Result<Executed<CreditAccount>, AppError> {
+    Ok(app
         .run_account(
             &account.to_string(),
             command,
@@ -59,43 +59,38 @@ pub(super) async fn run_account_command(
             claim,
             &[],
         )
-        .await
-        .map_err(|e| service_error(e, account_error))?;
-    state.projector.wake();
-    Ok(done)
+        .await?)
 }
 
 /// The invoice paid (by `payment_id`, when a payment of ours paid it) and
 /// everything its payment buys, each at most once.
 pub async fn invoice_paid(
-    state: &AppState,
+    app: &App,
     actor: &Actor,
     invoice_id: Uuid,
     payment_id: Option<Uuid>,
     method: PaymentMethod,
-) -> Result<Settled, ApiError> {
+) -> Result<Settled, AppError> {
     let ctx = CommandContext::new(actor.clone());
-    let paid = state
-        .commands
+    let paid = app
         .execute::<Invoice>(
             &invoice_id.to_string(),
             InvoiceCommand::MarkPaid {
                 payment_id,
                 method,
-                now: super::now(),
+                now: now(),
             },
             &ctx,
             None,
+            &[],
         )
-        .await
-        .map_err(|e| service_error(e, invoice_error))?;
-    state.projector.wake();
+        .await?;
     let mut settled = Settled {
         credits_granted: None,
         position: paid.position(),
     };
-    let invoice = paid.state.as_ref().ok_or(ApiError::Internal)?;
-    let issued = invoice.issued().ok_or(ApiError::Internal)?.clone();
+    let invoice = paid.state.as_ref().ok_or(AppError::Internal)?;
+    let issued = invoice.issued().ok_or(AppError::Internal)?.clone();
     if let Some(purchase) = &issued.purchase {
         let key = purchase_grant_key(payment_id, invoice_id);
         let claim = IdempotencyClaim {
@@ -103,7 +98,7 @@ pub async fn invoice_paid(
             key: key.clone(),
         };
         let granted = run_account_command(
-            state,
+            app,
             actor,
             issued.account_id,
             AccountCommand::GrantCredits(GrantCredits {
@@ -116,7 +111,7 @@ pub async fn invoice_paid(
                     purchase.package_slug, issued.number
                 )),
                 idempotency_key: Some(key),
-                now: super::now(),
+                now: now(),
             }),
             Some(&claim),
         )
@@ -125,7 +120,7 @@ pub async fn invoice_paid(
         settled.position = settled.position.max(granted.position());
     }
     if issued.subscription_id.is_some() {
-        let position = super::subscriptions::on_invoice_paid(state, actor, &issued).await?;
+        let position = crate::subscriptions::on_invoice_paid(app, actor, &issued).await?;
         settled.position = settled.position.max(position);
     }
     Ok(settled)

@@ -1,0 +1,493 @@
+//! A subscription's life as its customer sees it: list, create (manual or
+//! at Stripe), change plan (upgrade now, prorated; downgrade at the period
+//! end) and cancel (at the period end or now, Stripe told first).
+
+use chrono::{DateTime, Duration, Utc};
+use events::{CancelReason, PaymentMethod, SubscriptionEvent, SubscriptionStatus};
+use ledger::subscription::CreateSubscription;
+use ledger::{Subscription, SubscriptionCommand};
+use projections::Page;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{Reservation, ServiceError};
+use uuid::Uuid;
+
+use super::{
+    acting_account, apply_and_follow, execute, follow_up, grant_once, invoice_json, load,
+    open_subscription, subscription_json, terms, Grant, SUBSCRIPTION_INVOICE_DUE_DAYS,
+    SUBSCRIPTION_SLOT_SCOPE,
+};
+use crate::access;
+use crate::billing::{billing_account, derived_id, max_position};
+use crate::caller::Caller;
+use crate::error::AppError;
+use crate::input::{Input, Key, Query};
+use crate::reads::page_request;
+use crate::runner::claim;
+use crate::{now, App, Written};
+
+/// `?account_id=&limit=&cursor=` of the subscriptions list.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// For developers: the account (defaults to the token's).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<uuid::Uuid>))]
+    pub account_id: Option<String>,
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500, default = 50))]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Wait (at most 5 s) until the read models reach this event-log position.
+    #[serde(rename = "min_position")]
+    pub _min_position: Option<i64>,
+}
+
+/// The account's subscriptions, the open one first, then newest first.
+pub async fn list(
+    app: &App,
+    caller: &Caller,
+    min_position: Option<i64>,
+    query: Query<ListQuery>,
+) -> Result<Page<projections::subscriptions::SubscriptionView>, AppError> {
+    caller.require(access::SUBSCRIBE)?;
+    app.wait_for(min_position).await?;
+    let q = query.parse()?;
+    let account = acting_account(caller, q.account_id.as_deref())?;
+    Ok(app
+        .read_models
+        .subscriptions(&account.to_string(), &page_request(q.limit, q.cursor)?)
+        .await?)
+}
+
+/// `POST /billing/subscriptions/create`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// A plan's slug (`free`, `starter`, `professional`, `enterprise`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]{1,64}$")
+    )]
+    pub plan: String,
+    /// `bank_transfer` or `local_wallet` (pay the first invoice with
+    /// `POST /v1/billing/payments/manual`), or `stripe` (a Stripe
+    /// subscription; its `invoice.paid` webhook pays ours); `stripe`
+    /// answers 503 while no Stripe key is configured, `paypal` always. Not
+    /// needed for a free plan; required for a paid one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::CustomerPaymentMethod>))]
+    pub method: Option<String>,
+    /// For developers: the account (defaults to the token's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<uuid::Uuid>))]
+    pub account_id: Option<String>,
+}
+
+/// The subscription method named by the body: a manual one, or Stripe.
+fn subscription_method(raw: &str) -> Result<PaymentMethod, AppError> {
+    use PaymentMethod as M;
+    match M::parse(raw) {
+        Some(m @ (M::BankTransfer | M::LocalWallet | M::Stripe)) => Ok(m),
+        Some(M::Paypal) => Err(AppError::Unavailable(
+            "paypal is not available; use bank_transfer or local_wallet".into(),
+        )),
+        _ => Err(AppError::invalid_field(
+            "method",
+            "method must be one of bank_transfer, local_wallet, stripe",
+        )),
+    }
+}
+
+/// Starts the subscription at Stripe (docs/adr/0011-payments-gateway.md):
+/// a customer for the account and a subscription to the plan's Stripe
+/// price, both created under idempotency keys derived from our ids, and
+/// records their ids on `subscription` (so `SubscriptionCreated` keeps
+/// them). Called only for `method: "stripe"`, before anything is written;
+/// without a Stripe key it answers 503, and a plan without a Stripe price
+/// 503 too (nothing to subscribe to at Stripe).
+pub async fn start_stripe_subscription(
+    app: &App,
+    subscription: &mut CreateSubscription,
+) -> Result<Option<String>, AppError> {
+    let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
+    let catalog = app.catalog.get().await;
+    let price_id = catalog
+        .plan(&subscription.plan.slug)
+        .and_then(|p| p.stripe_price_id.clone())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            AppError::Unavailable(format!(
+                "the {} plan has no Stripe price; set its stripe_price_id first",
+                subscription.plan.slug
+            ))
+        })?;
+    let holder = billing_account(app, subscription.account_id).await?;
+    let account = subscription.account_id.to_string();
+    let customer = gateway
+        .create_customer(&crate::gateway::CustomerRequest {
+            account_id: account.clone(),
+            name: holder.name.clone(),
+            email: Some(holder.billing_email.clone()),
+            idempotency_key: format!("customer-{account}"),
+        })
+        .await?;
+    let created = gateway
+        .create_subscription(&crate::gateway::SubscriptionRequest {
+            customer_id: customer.clone(),
+            price_id,
+            subscription_id: subscription.subscription_id.to_string(),
+            account_id: account,
+            first_invoice_id: subscription.first_invoice_id.to_string(),
+            idempotency_key: format!("subscription-{}", subscription.subscription_id),
+        })
+        .await?;
+    subscription.stripe_customer_id = Some(customer);
+    Ok(Some(created.id))
+}
+
+/// Subscribes to a plan: incomplete with a pending first invoice (active
+/// once it is paid), or active at once on a free plan. 201.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    key: Key,
+    input: Input<CreateRequest>,
+) -> Result<Written<Value>, AppError> {
+    caller.require(access::SUBSCRIBE)?;
+    let body = input.parse()?;
+    let key = key.required()?;
+    let req = body.value;
+    let account = acting_account(caller, req.account_id.as_deref())?;
+    // The account must exist before its subscription does.
+    billing_account(app, account).await?;
+    let catalog = app.catalog.get().await;
+    let plan = catalog
+        .plan(&req.plan)
+        .filter(|p| p.active)
+        .ok_or_else(|| AppError::NotFound(format!("no active plan {:?}", req.plan)))?
+        .clone();
+    let free = plan.price.amount.is_zero();
+    let method = match (&req.method, free) {
+        (Some(m), _) => subscription_method(m)?,
+        (None, true) => PaymentMethod::Manual,
+        (None, false) => {
+            return Err(AppError::invalid_field(
+                "method",
+                "method is required for a paid plan: bank_transfer, local_wallet or stripe",
+            ))
+        }
+    };
+    let id = derived_id(&["subscription", &account.to_string(), key.as_str()]);
+    let claim = claim(&key, "subscriptions/create", &body.canonical);
+    let now = now();
+    let actor = caller.actor();
+    let mut command = CreateSubscription {
+        subscription_id: id,
+        account_id: account,
+        plan: terms(&plan),
+        method,
+        first_invoice_id: derived_id(&["subscription-invoice", &id.to_string(), "initial"]),
+        first_invoice_due_at: now + Duration::days(SUBSCRIPTION_INVOICE_DUE_DAYS),
+        stripe_customer_id: None,
+        stripe_subscription_id: None,
+        now,
+    };
+    let existing = load(app, id).await?;
+    let mut reservations = Vec::new();
+    if existing.status().is_none() {
+        // One open subscription per account: the n-th subscription takes the
+        // slot `{account}/{n}` in its own append, so of two concurrent
+        // creates only one commits.
+        app.fresh_read_models().await?;
+        let (count, open) = app
+            .read_models
+            .subscription_count(&account.to_string())
+            .await?;
+        if let Some(open) = open {
+            return Err(AppError::Conflict(format!(
+                "the account already has an open subscription ({}, {})",
+                open.id, open.status
+            )));
+        }
+        reservations.push(Reservation {
+            scope: SUBSCRIPTION_SLOT_SCOPE.into(),
+            value: format!("{account}/{count}"),
+        });
+        if method == PaymentMethod::Stripe && !free {
+            command.stripe_subscription_id = start_stripe_subscription(app, &mut command).await?;
+        }
+    }
+    let done = match execute(
+        app,
+        &actor,
+        id,
+        SubscriptionCommand::Create(Box::new(command)),
+        Some(&claim),
+        &reservations,
+    )
+    .await
+    {
+        Err(ServiceError::Reserved { .. }) => {
+            return Err(AppError::Conflict(
+                "the account already has an open subscription".into(),
+            ))
+        }
+        other => other?,
+    };
+    let sub = load(app, id).await?;
+    let followed = follow_up(app, &actor, &sub, now).await?;
+    let mut value = subscription_json(&sub);
+    value["position"] = json!(max_position(done.position(), followed));
+    Ok(Written {
+        value,
+        replayed: done.replayed.is_some(),
+        created: true,
+    })
+}
+
+/// `POST /billing/subscriptions/upgrade`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    /// The plan to change to: a higher one now (prorated), a lower one at
+    /// the period end.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]{1,64}$")
+    )]
+    pub plan: String,
+    /// For developers: the account (defaults to the token's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<uuid::Uuid>))]
+    pub account_id: Option<String>,
+}
+
+/// Changes plan: an upgrade now with a prorated pending invoice (or the
+/// prorated credits at once when there is nothing to pay), or a downgrade
+/// scheduled at the period end. 200.
+pub async fn upgrade(
+    app: &App,
+    caller: &Caller,
+    key: Key,
+    input: Input<UpgradeRequest>,
+) -> Result<Written<Value>, AppError> {
+    caller.require(access::SUBSCRIBE)?;
+    let body = input.parse()?;
+    let key = key.required()?;
+    let req = body.value;
+    let account = acting_account(caller, req.account_id.as_deref())?;
+    let catalog = app.catalog.get().await;
+    let plan = catalog
+        .plan(&req.plan)
+        .filter(|p| p.active)
+        .ok_or_else(|| AppError::NotFound(format!("no active plan {:?}", req.plan)))?
+        .clone();
+    let id = open_subscription(app, account).await?;
+    if load(app, id).await?.stripe_subscription_id().is_some() {
+        return Err(AppError::Conflict(
+            "plan changes of a Stripe subscription are not supported yet; \
+             cancel and subscribe again"
+                .into(),
+        ));
+    }
+    let claim = claim(&key, "subscriptions/upgrade", &body.canonical);
+    let now = now();
+    let actor = caller.actor();
+    let done = execute(
+        app,
+        &actor,
+        id,
+        SubscriptionCommand::ChangePlan {
+            to: terms(&plan),
+            proration_invoice_id: derived_id(&[
+                "subscription-invoice",
+                &id.to_string(),
+                "proration",
+                key.as_str(),
+            ]),
+            invoice_due_at: now + Duration::days(SUBSCRIPTION_INVOICE_DUE_DAYS),
+            now,
+        },
+        Some(&claim),
+        &[],
+    )
+    .await?;
+    let sub = load(app, id).await?;
+    let mut position = done.position();
+    let change = match done.outcome() {
+        Some(SubscriptionEvent::SubscriptionPlanChanged(c)) => {
+            if c.proration_invoice.is_none() {
+                // Nothing to pay: the prorated credits are granted now.
+                let raw = format!("subscription-{id}-upgrade-{}", key.as_str());
+                let granted = grant_once(
+                    app,
+                    &actor,
+                    Grant {
+                        account,
+                        key: &raw,
+                        credits: c.prorated_credits,
+                        expires_at: sub.period().map(|p| p.1).unwrap_or(now),
+                        description: format!("upgrade to {}", c.to.name),
+                    },
+                    now,
+                )
+                .await?;
+                position = max_position(position, granted);
+            }
+            json!({
+                "kind": "upgrade",
+                "from": c.from.slug,
+                "to": c.to.slug,
+                "prorated_amount": c.prorated_amount,
+                "prorated_credits": c.prorated_credits,
+                "changed_at": c.changed_at,
+                "invoice": c.proration_invoice.as_ref().map(invoice_json),
+            })
+        }
+        Some(SubscriptionEvent::SubscriptionDowngradeScheduled(d)) => json!({
+            "kind": "downgrade_scheduled",
+            "from": d.from,
+            "to": d.to.slug,
+            "effective_at": d.effective_at,
+        }),
+        _ => return Err(AppError::Internal),
+    };
+    position = max_position(position, follow_up(app, &actor, &sub, now).await?);
+    Ok(Written {
+        value: json!({
+            "change": change,
+            "subscription": subscription_json(&sub),
+            "position": position,
+        }),
+        replayed: done.replayed.is_some(),
+        created: false,
+    })
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `POST /billing/subscriptions/cancel`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Cancel at the end of the paid period (default) or now.
+    #[serde(default = "default_true")]
+    #[cfg_attr(feature = "openapi", schema(default = true))]
+    pub at_period_end: bool,
+    /// For developers: the account (defaults to the token's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<uuid::Uuid>))]
+    pub account_id: Option<String>,
+}
+
+/// Cancels the open subscription at the period end (default) or now; the
+/// account returns to the free plan when it ends. A Stripe subscription is
+/// canceled at Stripe first; its failure writes nothing.
+pub async fn cancel(
+    app: &App,
+    caller: &Caller,
+    input: Input<CancelRequest>,
+) -> Result<Value, AppError> {
+    caller.require(access::SUBSCRIBE)?;
+    let req = input.parse()?.value;
+    let account = acting_account(caller, req.account_id.as_deref())?;
+    let id = open_subscription(app, account).await?;
+    let now = now();
+    let actor = caller.actor();
+    let sub = load(app, id).await?;
+    cancel_at_stripe(app, &sub, id, req.at_period_end, now).await?;
+    let position = apply_and_follow(
+        app,
+        &actor,
+        id,
+        SubscriptionCommand::Cancel {
+            at_period_end: req.at_period_end,
+            reason: CancelReason::Customer,
+            now,
+        },
+        now,
+    )
+    .await?;
+    let sub = load(app, id).await?;
+    let mut value = subscription_json(&sub);
+    value["position"] = json!(position);
+    Ok(value)
+}
+
+/// Whether a customer's cancel of `sub` at `now` waits for the period end:
+/// asked for, and the subscription runs (active or trialing) in a period
+/// not yet over. Otherwise it cancels now (as the aggregate decides).
+fn cancel_waits_for_period_end(
+    sub: &Subscription,
+    at_period_end: bool,
+    now: DateTime<Utc>,
+) -> bool {
+    at_period_end
+        && matches!(
+            sub.status(),
+            Some(SubscriptionStatus::Active | SubscriptionStatus::Trialing)
+        )
+        && sub.period().is_some_and(|(_, end)| now < end)
+}
+
+/// Tells Stripe first when `sub` lives there (docs/adr/0011-payments-gateway.md):
+/// `cancel_at_period_end` when ours waits for the period end, else the
+/// subscription is deleted now, under an idempotency key derived from our
+/// id. A failure answers the gateway's error before anything is written.
+/// Nothing is sent when the cancel is already scheduled and stays so, or
+/// when the subscription is already canceled (the local cancel refuses).
+async fn cancel_at_stripe(
+    app: &App,
+    sub: &Subscription,
+    id: Uuid,
+    at_period_end: bool,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let Some(stripe_id) = sub.stripe_subscription_id() else {
+        return Ok(());
+    };
+    if sub.status().is_none() || sub.status() == Some(SubscriptionStatus::Canceled) {
+        return Ok(());
+    }
+    let at_period_end = cancel_waits_for_period_end(sub, at_period_end, now);
+    if at_period_end && sub.cancel_at_period_end() {
+        return Ok(());
+    }
+    let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
+    gateway
+        .cancel_subscription(&crate::gateway::CancelSubscriptionRequest {
+            gateway_subscription_id: stripe_id.to_owned(),
+            subscription_id: id.to_string(),
+            at_period_end,
+            idempotency_key: format!(
+                "cancel-{id}-{}",
+                if at_period_end {
+                    "at_period_end"
+                } else {
+                    "now"
+                }
+            ),
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_is_a_subscription_method_and_paypal_is_unavailable() {
+        assert_eq!(subscription_method("stripe"), Ok(PaymentMethod::Stripe));
+        assert!(matches!(
+            subscription_method("paypal"),
+            Err(AppError::Unavailable(_))
+        ));
+        assert!(matches!(
+            subscription_method("cash"),
+            Err(AppError::InvalidRequest { .. })
+        ));
+    }
+}
