@@ -314,6 +314,8 @@ fn body_for(op: &str, t: &Tenant) -> Option<Value> {
         "POST /v1/admin/payments/{payment_id}/reject" => json!({ "reason": "hostile" }),
         "POST /v1/admin/payments/{payment_id}/refund" => json!({ "reason": "hostile" }),
         "POST /v1/admin/billing/run-periods" => json!({}),
+        // A tenant revoking tokens would lock workers out: staff only.
+        "POST /v1/admin/tokens/revoke" => json!({ "jti": "hostile-jti" }),
         "PUT /v1/admin/credit-costs/{operation}" => json!({ "cost": 0 }),
         "PUT /v1/admin/credit-packages/{slug}" => json!({ "price": "0.01" }),
         "PUT /v1/admin/plans/{slug}" => json!({ "price": "0.01" }),

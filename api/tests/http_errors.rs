@@ -970,14 +970,21 @@ async fn a_body_over_64_kib_is_413_payload_too_large(api: &Api) {
     api.open_account_with(body)
         .await
         .expect_error(413, "payload_too_large");
-    // Just under the limit is read (and accepted).
+    // Just under the limit is read: refused for its value, not its size.
     let under = json!({ "operation": "clustering", "metadata": { "blob": "x".repeat(60 * 1024) } });
-    let d = api.deduct(&id, under).await;
+    let e = api.deduct(&id, under).await;
+    assert_eq!(
+        e.expect_error(422, "invalid_request")["field"],
+        "metadata",
+        "metadata is bounded to 4 KiB"
+    );
+    let fits = json!({ "operation": "clustering", "metadata": { "blob": "x".repeat(3 * 1024) } });
+    let d = api.deduct(&id, fits).await;
     assert_eq!(d.expect(201)["balance_after"], 90);
 }
 on_both_backends!(a_body_over_64_kib_is_413_payload_too_large);
 
-async fn a_min_position_that_never_arrives_is_503_after_the_bounded_wait(api: &Api) {
+async fn a_min_position_past_the_log_head_is_422_at_once(api: &Api) {
     let id = api.open_account().await;
     let started = Instant::now();
     let r = api
@@ -987,10 +994,18 @@ async fn a_min_position_that_never_arrives_is_503_after_the_bounded_wait(api: &A
         )
         .await;
     let waited = started.elapsed();
-    r.expect_error(503, "unavailable");
-    assert!(
-        waited >= Duration::from_millis(4_500) && waited < Duration::from_secs(10),
-        "waited {waited:?}"
+    assert_eq!(
+        r.expect_error(422, "invalid_request")["field"],
+        "min_position"
     );
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    // The head itself is a position that exists: answered, not refused.
+    let head = api.head().await;
+    api.get(
+        &format!("/v1/accounts/{id}/balance?min_position={head}"),
+        &api.owner(&id),
+    )
+    .await
+    .expect(200);
 }
-on_both_backends!(a_min_position_that_never_arrives_is_503_after_the_bounded_wait);
+on_both_backends!(a_min_position_past_the_log_head_is_422_at_once);

@@ -42,6 +42,7 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ),
     ("post", "/v1/accounts/{account_id}/grants"),
     ("post", "/v1/admin/accounts/{account_id}/adjust-credits"),
+    ("post", "/v1/admin/tokens/revoke"),
     ("get", "/v1/accounts/{account_id}/balance"),
     ("get", "/v1/billing/account_balance"),
     ("get", "/v1/accounts/{account_id}/transactions"),

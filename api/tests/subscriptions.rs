@@ -483,6 +483,47 @@ async fn a_free_plan_is_active_at_once_and_grants_its_credits_at_the_period_star
 }
 on_both_backends!(a_free_plan_is_active_at_once_and_grants_its_credits_at_the_period_start);
 
+/// Cancelling the free plan and taking it again, over and over, grants its
+/// credits once per account and month, not once per subscription.
+async fn the_free_plan_grants_once_per_account_and_month_however_often_it_is_taken(api: &Api) {
+    let id = api.open_account().await;
+    for round in 0..3 {
+        api.post(
+            "/v1/billing/subscriptions/create",
+            &api.owner(&id),
+            Some(&key()),
+            json!({ "plan": "free" }),
+        )
+        .await
+        .expect(201);
+        assert_eq!(api.balance_now(&id).await, 100, "round {round}");
+        api.post(
+            "/v1/billing/subscriptions/cancel",
+            &api.owner(&id),
+            None,
+            json!({ "at_period_end": false }),
+        )
+        .await
+        .expect(200);
+    }
+    let grants = api
+        .get(
+            &format!(
+                "/v1/accounts/{id}/transactions?type=grant&min_position={}",
+                api.head().await
+            ),
+            &api.owner(&id),
+        )
+        .await;
+    assert_eq!(
+        grants.expect(200)["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        grants.text
+    );
+}
+on_both_backends!(the_free_plan_grants_once_per_account_and_month_however_often_it_is_taken);
+
 async fn bad_requests_are_refused_in_the_error_format(api: &Api) {
     let id = api.open_account().await;
     api.post(
@@ -614,3 +655,45 @@ async fn an_unpaid_first_invoice_ends_an_incomplete_subscription_after_the_grace
     subscribe(api, &id, "starter", &key()).await.expect(201);
 }
 on_both_backends!(an_unpaid_first_invoice_ends_an_incomplete_subscription_after_the_grace_period);
+
+/// Without the clock override (the default), run-periods refuses a `now`
+/// in the future: one call would expire credits early and stamp later real
+/// events in the future. Now, the past and no `now` at all are fine.
+async fn run_periods_refuses_a_future_now_without_the_clock_override(backend: common::Backend) {
+    let server = common::Server::start_with(backend, &["--allow-clock-override=false"]).await;
+    let api = server.api.clone();
+    let run = |now: Value| {
+        let api = api.clone();
+        async move {
+            api.post(
+                "/v1/admin/billing/run-periods",
+                &api.developer(),
+                None,
+                now,
+            )
+            .await
+        }
+    };
+    let future = (Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    assert_eq!(
+        run(json!({ "now": future })).await.expect_error(422, "invalid_request")["field"],
+        "now"
+    );
+    run(json!({ "now": Utc::now().to_rfc3339() })).await.expect(200);
+    run(json!({ "now": (Utc::now() - chrono::Duration::days(1)).to_rfc3339() }))
+        .await
+        .expect(200);
+    run(json!({})).await.expect(200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_periods_refuses_a_future_now_without_the_clock_override_on_postgres() {
+    run_periods_refuses_a_future_now_without_the_clock_override(common::Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_periods_refuses_a_future_now_without_the_clock_override_on_sqlite() {
+    run_periods_refuses_a_future_now_without_the_clock_override(common::Backend::Sqlite).await;
+}
+

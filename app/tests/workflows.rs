@@ -473,8 +473,8 @@ async fn a_refund_the_gateway_refuses_records_nothing_and_its_retry_takes_the_cr
     assert_eq!(h.balance(account).await, PRO_CREDITS);
 
     // With credits to take back: refused by the gateway, nothing is
-    // recorded on the payment. (The credits were taken before the gateway
-    // answered; the retry below is what completes the refund.)
+    // recorded on the payment, and the credits taken before the gateway
+    // answered are given back.
     let refused = refund("refund-all", true).await;
     assert!(
         matches!(refused, Err(AppError::BadGateway(_))),
@@ -483,6 +483,12 @@ async fn a_refund_the_gateway_refuses_records_nothing_and_its_retry_takes_the_cr
     let after = h.payment(payment).await;
     assert_eq!(after.refunded(), Decimal::ZERO);
     assert_eq!(after.status(), Some(events::PaymentStatus::Succeeded));
+    assert_eq!(after.refundable(), total.amount, "the hold is released");
+    assert_eq!(
+        h.balance(account).await,
+        PRO_CREDITS,
+        "credits given back after the refusal"
+    );
 
     // The retry with the same key refunds, and takes the credits back once.
     h.gateway.fail_refunds.store(false, Ordering::SeqCst);
@@ -504,6 +510,39 @@ async fn a_refund_the_gateway_refuses_records_nothing_and_its_retry_takes_the_cr
     assert_eq!(h.payment(payment).await.refunded(), total.amount);
 }
 on_both_stores!(a_refund_the_gateway_refuses_records_nothing_and_its_retry_takes_the_credits_once);
+
+/// Two refunds of the whole payment at once, with different keys: the
+/// payment's hold lets one through; the credits are taken back once and
+/// the money refunded once.
+async fn two_refunds_at_once_refund_and_revoke_once(h: &Harness) {
+    let account = h.open_account().await;
+    let (_, payment) = h.buy(account, "bank_transfer").await;
+    h.approve(payment).await.expect("finance approves");
+    assert_eq!(h.balance(account).await, PRO_CREDITS);
+    let finance = h.finance();
+    let payment_path = payment.to_string();
+    let refund = |key: &'static str| {
+        refunds::refund_payment(
+            &h.app,
+            &finance,
+            &payment_path,
+            Key::from(IdempotencyKey::parse(key).expect("a key")),
+            Input::json(&json!({ "reason": "twice", "revoke_credits": true })),
+        )
+    };
+    let (a, b) = tokio::join!(refund("refund-a"), refund("refund-b"));
+    let ok = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "one refund passes: {a:?} / {b:?}");
+    let refused = if a.is_err() { &a } else { &b };
+    assert!(
+        matches!(refused, Err(AppError::Conflict(_) | AppError::InvalidRequest { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(h.balance(account).await, 0, "credits taken back once");
+    let paid = h.payment(payment).await;
+    assert_eq!(Some(&paid.refunded()), paid.amount().map(|m| &m.amount));
+}
+on_both_stores!(two_refunds_at_once_refund_and_revoke_once);
 
 // ---------------------------------------------------------------------------
 // 3. Subscription periods.

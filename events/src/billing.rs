@@ -291,6 +291,31 @@ pub enum PaymentEvent {
     PaymentSucceeded(PaymentSucceeded),
     PaymentFailed(PaymentFailed),
     PaymentRefunded(PaymentRefunded),
+    RefundReserved(RefundReserved),
+    RefundReleased(RefundReleased),
+}
+
+/// A refund in progress holds its amount on the payment, so that two
+/// refunds at once cannot both pass the check: the second sees the first's
+/// amount as taken until it is recorded ([`PaymentRefunded`]) or released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundReserved {
+    pub refund_id: Uuid,
+    pub amount: Decimal,
+    pub by: String,
+    pub reserved_at: DateTime<Utc>,
+}
+
+/// A refund in progress that did not happen (the gateway refused it): its
+/// amount is refundable again, and the credits it took back were given
+/// back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundReleased {
+    pub refund_id: Uuid,
+    pub reason: String,
+    /// Credits given back to the account (what the attempt had revoked).
+    pub credits_restored: i64,
+    pub released_at: DateTime<Utc>,
 }
 
 impl PaymentEvent {
@@ -303,6 +328,8 @@ impl PaymentEvent {
             Self::PaymentSucceeded(_) => "PaymentSucceeded",
             Self::PaymentFailed(_) => "PaymentFailed",
             Self::PaymentRefunded(_) => "PaymentRefunded",
+            Self::RefundReserved(_) => "RefundReserved",
+            Self::RefundReleased(_) => "RefundReleased",
         }
     }
 }

@@ -296,6 +296,16 @@ fn payment_change(event: &PaymentEvent, position: i64) -> RowChange {
             }
             RowChange::Update(columns)
         }
+        // A refund in progress changes nothing a reader sees until it is
+        // recorded; only the row's position moves.
+        PaymentEvent::RefundReserved(e) => RowChange::Update(vec![
+            ("updated_at", time_text(e.reserved_at).into()),
+            ("last_position", position.into()),
+        ]),
+        PaymentEvent::RefundReleased(e) => RowChange::Update(vec![
+            ("updated_at", time_text(e.released_at).into()),
+            ("last_position", position.into()),
+        ]),
         PaymentEvent::PaymentApproved(e) => RowChange::Update(vec![
             ("status", PaymentStatus::Succeeded.as_str().into()),
             ("decided_by", Some(e.approved_by.clone()).into()),

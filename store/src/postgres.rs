@@ -13,6 +13,11 @@ use crate::{AppendError, KeyRecord, StoreError, StoredEvent, StreamAppend};
 
 /// Connections the server keeps to PostgreSQL.
 pub const PG_POOL_CONNECTIONS_MAX: u32 = 16;
+/// Longest a command or read waits for a connection: past it, the answer
+/// is 503 at once rather than a request hanging while PostgreSQL is away
+/// (healthy waits are milliseconds: the committer needs one connection per
+/// batch).
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -24,7 +29,7 @@ impl PgStore {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(PG_POOL_CONNECTIONS_MAX)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Self { pool })

@@ -203,6 +203,9 @@ pub fn config_with(database_url: &str, data_dir: &Path, extra: &[&str]) -> api::
         JWT_SECRET,
         "--data-dir",
         data_dir.to_str().unwrap(),
+        // The subscription tests move time with run-periods; a test of the
+        // refusal starts its server with `--allow-clock-override=false`.
+        "--allow-clock-override=true",
     ];
     argv.extend_from_slice(extra);
     api::config::Cli::try_parse_from(argv)

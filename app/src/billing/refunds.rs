@@ -1,9 +1,12 @@
 //! Refunds of payments (docs/adr/0011-payments-gateway.md): never more
-//! than what was paid. The credits to take back go first (402 refunds
-//! nothing), then the gateway, then the refund is recorded; each step is
-//! keyed by the refund id (derived from the payment and the
-//! Idempotency-Key), so a retry finishes what is missing and takes, refunds
-//! and records once.
+//! than what was paid. The amount is held on the payment first (of two
+//! refunds at once only one passes), then the credits to take back go
+//! (402 refunds nothing), then the gateway, then the refund is recorded.
+//! Each step is keyed by the refund id (derived from the payment and the
+//! Idempotency-Key) and its attempt, so a retry finishes what is missing
+//! and takes, refunds and records once. A gateway that refuses gets the
+//! credits given back and the hold released: nothing is taken for a
+//! refund that did not happen.
 
 use events::IdempotencyKey;
 use ledger::account::AdjustCredits;
@@ -149,10 +152,11 @@ pub async fn refund_payment(
     }
     let paid = payment.amount().cloned().ok_or(AppError::Internal)?;
     let done_before = payment.has_refund(refund_id);
-    let amount = requested.unwrap_or_else(|| payment.refundable());
-    if !done_before {
-        payment.refund_check(amount)?;
-    }
+    let amount = requested.unwrap_or_else(|| {
+        payment
+            .pending_refund(refund_id)
+            .unwrap_or_else(|| payment.refundable())
+    });
     let invoice_id = payment.invoice_id().ok_or(AppError::Internal)?;
     let account = payment.account_id().ok_or(AppError::Internal)?;
     // A gateway payment needs its gateway configured before anything moves.
@@ -162,8 +166,39 @@ pub async fn refund_payment(
         }
         _ => None,
     };
+    let ctx = CommandContext::new(caller.actor());
+    // 0. The amount is held on the payment first: of two refunds at once,
+    //    only one passes the check (the payment's stream serializes them).
+    //    A retry of this refund finds its own hold and goes on.
+    let mut attempt = payment.refund_attempt(refund_id);
+    if !done_before {
+        let held = app
+            .execute::<Payment>(
+                &payment_id.to_string(),
+                PaymentCommand::ReserveRefund {
+                    refund_id,
+                    amount,
+                    by: caller.sub().to_owned(),
+                    now: now(),
+                },
+                &ctx,
+                None,
+                &[],
+            )
+            .await?;
+        if let Some(state) = &held.state {
+            attempt = state.refund_attempt(refund_id);
+        }
+    }
+    // Each attempt's steps have their own keys: after a gateway refused an
+    // attempt (its credits given back), a retry takes them again.
+    let step = if attempt == 0 {
+        format!("refund-{refund_id}")
+    } else {
+        format!("refund-{refund_id}-{attempt}")
+    };
     // 1. The credits go first: an account that cannot give them back
-    //    (402) gets no refund. Keyed by the refund, so a retry takes once.
+    //    (402) gets no refund. Keyed by the attempt, so a retry takes once.
     let mut revoked = 0;
     if req.revoke_credits && !done_before {
         let invoice = app
@@ -171,45 +206,46 @@ pub async fn refund_payment(
             .load::<Invoice>(&invoice_id.to_string())
             .await?
             .aggregate;
-        let purchase = invoice
-            .issued()
-            .and_then(|i| i.purchase.clone())
-            .ok_or_else(|| {
-                AppError::invalid_field(
-                    "revoke_credits",
-                    "this payment bought no credit package; there are no credits to take back",
-                )
-            })?;
-        revoked = credits_to_revoke(purchase.credits, payment.refunded(), amount, paid.amount)
-            .ok_or(AppError::Internal)?;
-        if revoked > 0 {
-            let raw = format!("refund-{refund_id}");
-            let revoke_key = IdempotencyKey::parse(&raw).map_err(|_| AppError::Internal)?;
-            run_account_command(
+        let purchase = invoice.issued().and_then(|i| i.purchase.clone());
+        let revoked_now = match purchase {
+            None => Err(AppError::invalid_field(
+                "revoke_credits",
+                "this payment bought no credit package; there are no credits to take back",
+            )),
+            Some(purchase) => {
+                credits_to_revoke(purchase.credits, payment.refunded(), amount, paid.amount)
+                    .ok_or(AppError::Internal)
+            }
+        };
+        let taken = match revoked_now {
+            Ok(0) => Ok(0),
+            Ok(credits) => adjust(
                 app,
-                &caller.actor(),
+                caller,
                 account,
-                AccountCommand::AdjustCredits(AdjustCredits {
-                    adjustment_id: derived_id(&["refund-revoke", &raw]),
-                    credits: -revoked,
-                    reason: format!(
-                        "refund of {} {} of payment {payment_id}: {why}",
-                        amount,
-                        paid.currency.as_str()
-                    ),
-                    idempotency_key: Some(revoke_key.clone()),
-                    now: now(),
-                }),
-                Some(&IdempotencyClaim {
-                    request_hash: request_hash(format!("refund-revoke\n{raw}").as_bytes()),
-                    key: revoke_key,
-                }),
+                &step,
+                -credits,
+                format!(
+                    "refund of {} {} of payment {payment_id}: {why}",
+                    amount,
+                    paid.currency.as_str()
+                ),
             )
-            .await?;
+            .await
+            .map(|()| credits),
+            Err(e) => Err(e),
+        };
+        match taken {
+            Ok(credits) => revoked = credits,
+            Err(e) => {
+                // Nothing moved: the hold goes.
+                release(app, &ctx, payment_id, refund_id, &e, 0).await?;
+                return Err(e);
+            }
         }
     }
     // 2. The money, at the gateway for a gateway payment (its idempotency
-    //    key derived from the refund, so a retry refunds once).
+    //    key derived from the attempt, so a retry refunds once).
     let mut gateway_refund_ref = None;
     if let Some((gateway, gateway_ref)) = gateway {
         let refunded = gateway
@@ -219,10 +255,30 @@ pub async fn refund_payment(
                 currency: paid.currency.clone(),
                 refund_id: refund_id.to_string(),
                 payment_id: payment_id.to_string(),
-                idempotency_key: format!("refund-{refund_id}"),
+                idempotency_key: step.clone(),
             })
-            .await?;
-        gateway_refund_ref = Some(refunded.id);
+            .await;
+        match refunded {
+            Ok(r) => gateway_refund_ref = Some(r.id),
+            Err(e) => {
+                // The gateway refused: the credits taken back are given
+                // back, the hold goes, and the refund can be asked again.
+                let e = AppError::from(e);
+                if revoked > 0 {
+                    adjust(
+                        app,
+                        caller,
+                        account,
+                        &format!("{step}-back"),
+                        revoked,
+                        format!("refund of payment {payment_id} refused by the gateway: credits back"),
+                    )
+                    .await?;
+                }
+                release(app, &ctx, payment_id, refund_id, &e, revoked).await?;
+                return Err(e);
+            }
+        }
     }
     // 3. The refund recorded on the payment.
     let done = app
@@ -238,7 +294,7 @@ pub async fn refund_payment(
                 gateway_refund_ref: gateway_refund_ref.clone(),
                 now: now(),
             })),
-            &CommandContext::new(caller.actor()),
+            &ctx,
             Some(&claim),
             &[],
         )
@@ -285,3 +341,59 @@ mod tests {
         assert_eq!(credits_to_revoke(2_000, d(0), d(1), d(3_451)), Some(0));
     }
 }
+
+/// Moves `credits` on `account` for a refund step, once under `step`.
+async fn adjust(
+    app: &App,
+    caller: &Caller,
+    account: events::AccountId,
+    step: &str,
+    credits: i64,
+    reason: String,
+) -> Result<(), AppError> {
+    let key = IdempotencyKey::parse(step).map_err(|_| AppError::Internal)?;
+    run_account_command(
+        app,
+        &caller.actor(),
+        account,
+        AccountCommand::AdjustCredits(AdjustCredits {
+            adjustment_id: derived_id(&["refund-revoke", step]),
+            credits,
+            reason,
+            idempotency_key: Some(key.clone()),
+            now: now(),
+        }),
+        Some(&IdempotencyClaim {
+            request_hash: request_hash(format!("refund-revoke\n{step}").as_bytes()),
+            key,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Gives a refund's hold back after an attempt failed.
+async fn release(
+    app: &App,
+    ctx: &CommandContext,
+    payment_id: Uuid,
+    refund_id: Uuid,
+    why: &AppError,
+    credits_restored: i64,
+) -> Result<(), AppError> {
+    app.execute::<Payment>(
+        &payment_id.to_string(),
+        PaymentCommand::ReleaseRefund {
+            refund_id,
+            reason: why.to_string(),
+            credits_restored,
+            now: now(),
+        },
+        ctx,
+        None,
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+

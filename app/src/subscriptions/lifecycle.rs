@@ -328,6 +328,7 @@ pub async fn upgrade(
                         credits: c.prorated_credits,
                         expires_at: sub.period().map(|p| p.1).unwrap_or(now),
                         description: format!("upgrade to {}", c.to.name),
+                        once_per: None,
                     },
                     now,
                 )

@@ -98,7 +98,15 @@ struct Grant<'a> {
     credits: i64,
     expires_at: DateTime<Utc>,
     description: String,
+    /// A value only one grant may take (the free plan's credits are per
+    /// account and month, whatever the subscription).
+    once_per: Option<Reservation>,
 }
+
+/// Reservation scope of the free plan's monthly credits: one grant per
+/// account and calendar month of its period start, so cancelling and
+/// subscribing to the free plan again grants nothing more.
+pub const FREE_CREDITS_SCOPE: &str = "free_credits";
 
 /// Grants `credits` (expiring at `expires_at`) once under its key. Credits
 /// whose expiry has already passed for the account are not granted.
@@ -114,6 +122,7 @@ async fn grant_once(
         credits,
         expires_at,
         description,
+        once_per,
     } = grant;
     if credits <= 0 {
         return Ok(None);
@@ -137,11 +146,15 @@ async fn grant_once(
             }),
             &CommandContext::new(actor.clone()),
             Some(&claim),
-            &[],
+            once_per.as_slice(),
         )
         .await;
     match done {
         Ok(done) => Ok(done.position()),
+        Err(ServiceError::Reserved { scope, value }) if scope == FREE_CREDITS_SCOPE => {
+            debug!(%value, "the account had this month's free credits already");
+            Ok(None)
+        }
         Err(ServiceError::Domain(AccountError::ExpiryNotInFuture { .. })) => {
             debug!(
                 key = raw_key,
@@ -183,6 +196,10 @@ async fn grant_free_period(
             credits: plan.included_credits,
             expires_at: end,
             description: ledger::subscription::period_line(plan, start, end),
+            once_per: Some(Reservation {
+                scope: FREE_CREDITS_SCOPE.into(),
+                value: format!("{account}:{}", start.format("%Y-%m")),
+            }),
         },
         now,
     )
@@ -460,6 +477,7 @@ pub async fn on_invoice_paid(
                     paid.purpose.as_str(),
                     invoice.number
                 ),
+                once_per: None,
             },
             now,
         )

@@ -34,10 +34,17 @@ pub const STEPS_PER_SUBSCRIPTION_MAX: usize = 8;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunPeriodsRequest {
-    /// The instant to process at (RFC 3339), so tests can move time.
-    #[cfg_attr(feature = "openapi", schema(value_type = DateTime<Utc>))]
-    pub now: String,
+    /// The instant to process at (RFC 3339); default the server's clock. A
+    /// time in the future (past [`CLOCK_SKEW_SECONDS`]) is refused unless
+    /// the server runs with `LEDGER_ALLOW_CLOCK_OVERRIDE=true` (tests and
+    /// demos that move time).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<DateTime<Utc>>))]
+    pub now: Option<String>,
 }
+
+/// How far ahead of the server's clock a `now` may be without the clock
+/// override: what clocks of two well-run hosts differ by.
+pub const CLOCK_SKEW_SECONDS: i64 = 5;
 
 /// What one run of period processing did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -70,7 +77,21 @@ pub async fn run_periods(
 ) -> Result<PeriodRunAt, AppError> {
     caller.require(access::RUN_PERIODS)?;
     let req = input.parse()?.value;
-    let now = crate::input::time("now", &req.now)?;
+    let clock = crate::now();
+    let now = match &req.now {
+        Some(raw) => crate::input::time("now", raw)?,
+        None => clock,
+    };
+    // A `now` in the future would expire credits early and stamp later
+    // real events in the future: only a server started to move time takes
+    // one.
+    if now > clock + Duration::seconds(CLOCK_SKEW_SECONDS) && !app.settings.allow_clock_override {
+        return Err(AppError::invalid_field(
+            "now",
+            "now is in the future: the server takes one only when started with \
+             LEDGER_ALLOW_CLOCK_OVERRIDE=true",
+        ));
+    }
     let run = process_due(app, &caller.actor(), now).await?;
     let position = app.store.head_position().await?;
     Ok(PeriodRunAt { run, position })

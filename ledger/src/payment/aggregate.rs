@@ -4,7 +4,7 @@ use cqrs_es::Aggregate;
 use events::{
     AccountId, Money, PaymentApproved, PaymentEvent, PaymentFailed, PaymentInitiated,
     PaymentMethod, PaymentRefunded, PaymentRejected, PaymentStatus, PaymentSubmitted,
-    PaymentSucceeded, PAYMENT_AGGREGATE_TYPE,
+    PaymentSucceeded, RefundReleased, RefundReserved, PAYMENT_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,22 @@ pub enum PaymentCommand {
     },
     /// A refund; the same `refund_id` or gateway refund again is a no-op.
     Refund(Box<RefundPayment>),
+    /// Holds `amount` for refund `refund_id` before anything moves (credits,
+    /// the gateway); a no-op when it is held or recorded already.
+    ReserveRefund {
+        refund_id: Uuid,
+        amount: Decimal,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Gives a held refund's amount back (its gateway refused it); a no-op
+    /// when it is not held.
+    ReleaseRefund {
+        refund_id: Uuid,
+        reason: String,
+        credits_restored: i64,
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,6 +167,13 @@ pub struct Payment {
     /// [`REFUNDS_PER_PAYMENT_MAX`]).
     #[serde(default)]
     refunds: Vec<(Uuid, Option<String>)>,
+    /// Refunds in progress and the amounts they hold.
+    #[serde(default)]
+    pending_refunds: Vec<(Uuid, Decimal)>,
+    /// How many attempts of each refund were released (a gateway refused
+    /// them): a retry's steps are keyed by the attempt.
+    #[serde(default)]
+    released_attempts: Vec<(Uuid, u32)>,
 }
 
 impl Payment {
@@ -204,12 +227,31 @@ impl Payment {
     pub fn revoked_credits(&self) -> i64 {
         self.revoked_credits
     }
-    /// What is left to refund (zero unless the payment succeeded).
+    /// What is left to refund (zero unless the payment succeeded), less
+    /// what refunds in progress hold.
     pub fn refundable(&self) -> Decimal {
         match (self.status, self.amount()) {
-            (Some(PaymentStatus::Succeeded), Some(m)) => m.amount - self.refunded,
+            (Some(PaymentStatus::Succeeded), Some(m)) => {
+                m.amount - self.refunded - self.pending_refunds.iter().map(|(_, a)| *a).sum::<Decimal>()
+            }
             _ => Decimal::ZERO,
         }
+    }
+
+    /// The amount refund `id` holds while in progress.
+    pub fn pending_refund(&self, id: Uuid) -> Option<Decimal> {
+        self.pending_refunds
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, a)| *a)
+    }
+
+    /// How many attempts of refund `id` were released so far.
+    pub fn refund_attempt(&self, id: Uuid) -> u32 {
+        self.released_attempts
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map_or(0, |(_, n)| *n)
     }
     /// Whether a refund of `amount` would be taken now: the payment
     /// succeeded, the amount is positive, in the currency's minor unit and
@@ -221,7 +263,7 @@ impl Payment {
                 status: status.as_str(),
             });
         }
-        if self.refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
+        if self.refunds.len() + self.pending_refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
             return Err(PaymentError::TooManyRefunds);
         }
         let paid = self.amount().ok_or(PaymentError::NotFound)?;
@@ -307,7 +349,14 @@ impl Payment {
         if self.knows_refund(cmd.refund_id, cmd.gateway_refund_ref.as_deref()) {
             return Ok(None);
         }
-        self.refund_check(cmd.amount)?;
+        // A reserved refund is checked without its own hold.
+        if self.pending_refund(cmd.refund_id).is_some() {
+            let mut without = self.clone();
+            without.pending_refunds.retain(|(i, _)| *i != cmd.refund_id);
+            without.refund_check(cmd.amount)?;
+        } else {
+            self.refund_check(cmd.amount)?;
+        }
         let paid = self.amount().ok_or(PaymentError::NotFound)?;
         let digits = paid.currency.minor_unit_digits();
         if cmd
@@ -482,6 +531,39 @@ impl Aggregate for Payment {
                 Some(event) => event,
                 None => return Ok(()),
             },
+            PaymentCommand::ReserveRefund {
+                refund_id,
+                amount,
+                by,
+                now,
+            } => {
+                if self.has_refund(refund_id) || self.pending_refund(refund_id).is_some() {
+                    return Ok(());
+                }
+                self.refund_check(amount)?;
+                PaymentEvent::RefundReserved(RefundReserved {
+                    refund_id,
+                    amount,
+                    by,
+                    reserved_at: now,
+                })
+            }
+            PaymentCommand::ReleaseRefund {
+                refund_id,
+                reason,
+                credits_restored,
+                now,
+            } => {
+                if self.pending_refund(refund_id).is_none() {
+                    return Ok(());
+                }
+                PaymentEvent::RefundReleased(RefundReleased {
+                    refund_id,
+                    reason,
+                    credits_restored,
+                    released_at: now,
+                })
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -507,7 +589,18 @@ impl Aggregate for Payment {
                 if e.fully_refunded {
                     self.status = Some(PaymentStatus::Refunded);
                 }
+                self.pending_refunds.retain(|(i, _)| *i != e.refund_id);
                 self.refunds.push((e.refund_id, e.gateway_refund_ref));
+            }
+            PaymentEvent::RefundReserved(e) => {
+                self.pending_refunds.push((e.refund_id, e.amount));
+            }
+            PaymentEvent::RefundReleased(e) => {
+                self.pending_refunds.retain(|(i, _)| *i != e.refund_id);
+                match self.released_attempts.iter_mut().find(|(i, _)| *i == e.refund_id) {
+                    Some((_, n)) => *n += 1,
+                    None => self.released_attempts.push((e.refund_id, 1)),
+                }
             }
         }
     }
