@@ -664,6 +664,15 @@ async fn a_stripe_subscription_is_activated_by_invoice_paid_once(ctx: &Ctx) {
     assert_eq!(first.expect(200)["handled"], true);
     let again = deliver(api, &body).await;
     assert_eq!(again.expect(200)["duplicate"], true);
+    // The same Stripe invoice under another event (a resend after a settle
+    // that stopped half way): our invoice is no longer open, yet it is
+    // found again and its settle finished, granting nothing twice.
+    let resent = event(
+        "evt_in_paid_1_resent",
+        "invoice.paid",
+        json!({ "id": "in_stub_1", "object": "invoice", "subscription": stripe_id, "amount_paid": 2900 }),
+    );
+    assert_eq!(deliver(api, &resent).await.expect(200)["handled"], true);
 
     let sub = subscription(api, &account).await;
     assert_eq!(sub["status"], "active");
@@ -687,6 +696,42 @@ async fn a_stripe_subscription_is_activated_by_invoice_paid_once(ctx: &Ctx) {
     assert_eq!(subscription(api, &account).await["status"], "canceled");
 }
 with_stripe!(a_stripe_subscription_is_activated_by_invoice_paid_once);
+
+/// A Stripe invoice that collected less than ours (here nothing), or in
+/// another currency, pays nothing of ours: acknowledged, not applied.
+async fn a_stripe_invoice_paying_another_amount_or_currency_is_not_applied(ctx: &Ctx) {
+    let api = &ctx.api;
+    price_the_starter_plan(api).await;
+    let account = api.open_account().await;
+    let created = stripe_subscription(ctx, &account).await;
+    let stripe_id = created["stripe_subscription_id"].as_str().unwrap();
+    for (n, (amount, currency)) in [(0, "usd"), (2900, "eur"), (290, "usd")].into_iter().enumerate() {
+        let body = event(
+            &format!("evt_wrong_{n}"),
+            "invoice.paid",
+            json!({
+                "id": format!("in_wrong_{n}"), "object": "invoice", "subscription": stripe_id,
+                "amount_paid": amount, "currency": currency,
+            }),
+        );
+        let r = deliver(api, &body).await;
+        assert_eq!(r.expect(200)["handled"], false, "{amount} {currency}: {}", r.text);
+    }
+    assert_eq!(subscription(api, &account).await["status"], "incomplete");
+    assert_eq!(api.balance_now(&account).await, 0);
+    // The right amount in the right currency does.
+    let body = event(
+        "evt_right",
+        "invoice.paid",
+        json!({
+            "id": "in_right", "object": "invoice", "subscription": stripe_id,
+            "amount_paid": 2900, "currency": "usd",
+        }),
+    );
+    assert_eq!(deliver(api, &body).await.expect(200)["handled"], true);
+    assert_eq!(subscription(api, &account).await["status"], "active");
+}
+with_stripe!(a_stripe_invoice_paying_another_amount_or_currency_is_not_applied);
 
 async fn a_failed_stripe_invoice_makes_the_subscription_past_due(ctx: &Ctx) {
     let api = &ctx.api;

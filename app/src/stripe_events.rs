@@ -18,7 +18,7 @@ use ledger::payment::{stripe_event_stream, RefundPayment, StripeEventCommand, St
 use ledger::{Invoice, Payment, PaymentCommand, PaymentError};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use store::{CommandContext, ServiceError};
+use store::{CommandContext, Reservation, ServiceError};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -181,12 +181,7 @@ pub async fn handle(
     now: DateTime<Utc>,
 ) -> Result<bool, AppError> {
     match event_type {
-        "invoice.paid" => {
-            let Some(invoice_id) = our_invoice(app, object).await? else {
-                return Ok(false);
-            };
-            settled(settle::invoice_paid(app, actor, invoice_id, None, PaymentMethod::Stripe).await)
-        }
+        "invoice.paid" => stripe_invoice_paid(app, actor, object).await,
         "invoice.payment_failed" => {
             let Some(invoice_id) = our_invoice(app, object).await? else {
                 return Ok(false);
@@ -224,6 +219,73 @@ pub async fn handle(
         "charge.refunded" => charge_refunded(app, actor, object, now).await,
         _ => Ok(false),
     }
+}
+
+/// Reservation scope tying a Stripe invoice (`in_…`) to the invoice of
+/// ours it paid, taken with the payment: a redelivery finds our invoice by
+/// it even once that invoice is no longer open.
+pub const STRIPE_INVOICE_SCOPE: &str = "stripe_invoice";
+
+/// `invoice.paid`: our invoice is paid when Stripe's paid exactly its total
+/// in its currency; a redelivery (after a settle that stopped half way)
+/// finishes the same settle.
+async fn stripe_invoice_paid(app: &App, actor: &Actor, object: &Value) -> Result<bool, AppError> {
+    let stripe_invoice = object["id"].as_str().filter(|id| {
+        !id.is_empty() && id.len() <= ledger::payment::STRIPE_EVENT_TEXT_BYTES_MAX
+    });
+    let known = match stripe_invoice {
+        Some(id) => app
+            .store
+            .reservation_owner(STRIPE_INVOICE_SCOPE, id)
+            .await?
+            .and_then(|owner| Uuid::parse_str(&owner).ok()),
+        None => None,
+    };
+    let invoice_id = match known {
+        Some(id) => id,
+        None => match our_invoice(app, object).await? {
+            Some(id) => id,
+            None => return Ok(false),
+        },
+    };
+    let invoice = app.store.load::<Invoice>(&invoice_id.to_string()).await?.aggregate;
+    let Some(issued) = invoice.issued() else {
+        return Ok(false);
+    };
+    // What Stripe collected must be what we asked: a $0 (or a euro) Stripe
+    // invoice pays nothing of ours.
+    let expected = crate::gateway::minor_units(issued.total, &issued.currency)?;
+    let paid = object["amount_paid"].as_i64();
+    let currency = object["currency"].as_str();
+    let currency_ok = currency.is_none_or(|c| c.eq_ignore_ascii_case(issued.currency.as_str()));
+    if paid != Some(expected) || !currency_ok {
+        warn!(
+            invoice = %invoice_id,
+            expected,
+            paid = ?paid,
+            currency = ?currency,
+            "a Stripe invoice paid another amount or currency than ours; not applied"
+        );
+        return Ok(false);
+    }
+    let reservations: Vec<Reservation> = stripe_invoice
+        .map(|id| Reservation {
+            scope: STRIPE_INVOICE_SCOPE.into(),
+            value: id.to_owned(),
+        })
+        .into_iter()
+        .collect();
+    settled(
+        settle::invoice_paid_reserving(
+            app,
+            actor,
+            invoice_id,
+            None,
+            PaymentMethod::Stripe,
+            &reservations,
+        )
+        .await,
+    )
 }
 
 /// A settle that meets an invoice paid by another payment, void or

@@ -203,10 +203,12 @@ pub fn config_with(database_url: &str, data_dir: &Path, extra: &[&str]) -> api::
         JWT_SECRET,
         "--data-dir",
         data_dir.to_str().unwrap(),
-        // The subscription tests move time with run-periods; a test of the
-        // refusal starts its server with `--allow-clock-override=false`.
-        "--allow-clock-override=true",
     ];
+    // The subscription tests move time with run-periods; a test of the
+    // refusal starts its server with `--allow-clock-override=false`.
+    if !extra.iter().any(|a| a.starts_with("--allow-clock-override")) {
+        argv.push("--allow-clock-override=true");
+    }
     argv.extend_from_slice(extra);
     api::config::Cli::try_parse_from(argv)
         .expect("test flags parse")

@@ -16,7 +16,7 @@
 use events::{AccountId, Actor, GrantSource, IdempotencyKey, PaymentMethod};
 use ledger::account::GrantCredits;
 use ledger::{AccountCommand, CreditAccount, Invoice, InvoiceCommand};
-use store::{request_hash, CommandContext, Executed, IdempotencyClaim};
+use store::{request_hash, CommandContext, Executed, IdempotencyClaim, Reservation};
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -71,6 +71,20 @@ pub async fn invoice_paid(
     payment_id: Option<Uuid>,
     method: PaymentMethod,
 ) -> Result<Settled, AppError> {
+    invoice_paid_reserving(app, actor, invoice_id, payment_id, method, &[]).await
+}
+
+/// [`invoice_paid`], taking `reservations` with the payment (a Stripe
+/// invoice's id, so its redelivery finds this invoice again). A value
+/// another invoice took is a conflict.
+pub async fn invoice_paid_reserving(
+    app: &App,
+    actor: &Actor,
+    invoice_id: Uuid,
+    payment_id: Option<Uuid>,
+    method: PaymentMethod,
+    reservations: &[Reservation],
+) -> Result<Settled, AppError> {
     let ctx = CommandContext::new(actor.clone());
     let paid = app
         .execute::<Invoice>(
@@ -82,9 +96,15 @@ pub async fn invoice_paid(
             },
             &ctx,
             None,
-            &[],
+            reservations,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            store::ServiceError::Reserved { scope, value } => {
+                AppError::Conflict(format!("{scope} {value} paid another invoice"))
+            }
+            e => e.into(),
+        })?;
     let mut settled = Settled {
         credits_granted: None,
         position: paid.position(),

@@ -126,6 +126,10 @@ pub struct Invoice {
     status: Option<InvoiceStatus>,
     paid_by: Option<Uuid>,
     paid_at: Option<DateTime<Utc>>,
+    /// How it was paid: a Stripe invoice pays ours without a payment of
+    /// ours, and its redelivery must read as the same payment.
+    #[serde(default)]
+    paid_method: Option<PaymentMethod>,
 }
 
 impl Invoice {
@@ -247,7 +251,12 @@ impl Aggregate for Invoice {
                     method,
                     paid_at: now,
                 }),
-                InvoiceStatus::Paid if payment_id.is_some() && self.paid_by == payment_id => {
+                // The same payment again (or, without a payment of ours, the
+                // same method): nothing to do.
+                InvoiceStatus::Paid
+                    if self.paid_by == payment_id
+                        && (payment_id.is_some() || self.paid_method == Some(method)) =>
+                {
                     return Ok(());
                 }
                 InvoiceStatus::Paid => return Err(InvoiceError::PaidByAnotherPayment),
@@ -303,6 +312,7 @@ impl Aggregate for Invoice {
                 self.status = Some(InvoiceStatus::Paid);
                 self.paid_by = e.payment_id;
                 self.paid_at = Some(e.paid_at);
+                self.paid_method = Some(e.method);
             }
             InvoiceEvent::InvoiceVoided(_) => self.status = Some(InvoiceStatus::Void),
             InvoiceEvent::InvoiceMarkedUncollectible(_) => {
