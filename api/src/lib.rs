@@ -91,6 +91,27 @@ impl FromRef<AppState> for Arc<JwtKeys> {
     }
 }
 
+/// Shortest Stripe webhook signing secret accepted (`whsec_` and at
+/// least ten characters of Stripe's).
+pub const STRIPE_WEBHOOK_SECRET_BYTES_MIN: usize = 16;
+
+/// A Stripe webhook signing secret looks like one (`whsec_…`): a secret
+/// key or a publishable key pasted by mistake would make every webhook
+/// fail its signature, which is better said at start-up.
+fn check_webhook_secret(secret: &str) -> anyhow::Result<()> {
+    if !secret.starts_with("whsec_")
+        || secret.len() < STRIPE_WEBHOOK_SECRET_BYTES_MIN
+        || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        anyhow::bail!(
+            "STRIPE_WEBHOOK_SECRET is not a Stripe webhook signing secret: it starts with \
+             whsec_ and is at least {STRIPE_WEBHOOK_SECRET_BYTES_MIN} letters, digits or _ \
+             (Stripe dashboard, Developers, Webhooks, the endpoint's signing secret)"
+        );
+    }
+    Ok(())
+}
+
 /// Opens the store named by the configuration and applies the migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url)
@@ -119,6 +140,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         &config.stripe_api_base,
     )
     .context("configuring the payment gateways")?;
+    if let Some(secret) = &config.stripe_webhook_secret {
+        check_webhook_secret(secret.expose())?;
+    }
     let store = open_store(&config).await?;
     let commands = CommandService::new(store.clone());
     let (projector, handle) = Projector::new(store.clone())
@@ -260,4 +284,17 @@ pub async fn serve(
         revocations_task
     );
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_webhook_signing_secret_is_taken_for_one() {
+        assert!(check_webhook_secret("whsec_0123456789abcdef").is_ok());
+        for wrong in ["sk_live_0123456789abcdef", "whsec_short", "whsec_0123456789 abc", ""] {
+            assert!(check_webhook_secret(wrong).is_err(), "{wrong:?}");
+        }
+    }
 }

@@ -583,3 +583,132 @@ async fn the_invoice_pdf_is_a_real_pdf_that_shows_the_invoice(api: &Api) {
     theirs.expect_error(404, "not_found");
 }
 on_both_backends!(the_invoice_pdf_is_a_real_pdf_that_shows_the_invoice);
+
+/// Two manual payments of one invoice (the owner's transfer and one staff
+/// recorded): the first approved pays the invoice; the second is refused
+/// before it is approved, so the money is never recorded twice.
+async fn only_one_of_two_payments_of_an_invoice_is_approved(api: &Api) {
+    let account = starter_account(api).await;
+    let bought = purchase(api, &account, &key()).await;
+    let body = bought.expect(201).clone();
+    let invoice_id = body["invoice"]["id"].as_str().unwrap().to_owned();
+    let first = body["payment"]["id"].as_str().unwrap().to_owned();
+    let second = api
+        .post(
+            "/v1/billing/payments/manual",
+            &developer_named(api, "finance-1"),
+            Some(&key()),
+            json!({
+                "account_id": account,
+                "invoice_id": invoice_id,
+                "method": "local_wallet",
+                "reference": "WALLET-7",
+                "amount": "34.51",
+            }),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let checker = developer_named(api, "finance-2");
+    let approve = |payment: String| {
+        let checker = checker.clone();
+        async move {
+            api.post_empty(
+                &format!("/v1/admin/payments/{payment}/approve"),
+                &checker,
+                None,
+            )
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(approve(first.clone()), approve(second.clone()));
+    let statuses = [a.status, b.status];
+    assert!(
+        statuses.contains(&200) && statuses.contains(&409),
+        "{statuses:?}: {} / {}",
+        a.text,
+        b.text
+    );
+    assert_eq!(api.balance_now(&account).await, 2_000, "granted once");
+    let p = api.head().await;
+    let payments = api
+        .get(
+            &format!("/v1/admin/payments?invoice_id={invoice_id}&min_position={p}"),
+            &api.developer(),
+        )
+        .await;
+    let items = payments.expect(200)["items"].as_array().unwrap().clone();
+    let succeeded = items.iter().filter(|i| i["status"] == "succeeded").count();
+    assert_eq!(succeeded, 1, "{items:?}");
+}
+on_both_backends!(only_one_of_two_payments_of_an_invoice_is_approved);
+
+/// `LEDGER_APPROVERS`: only the listed subjects decide (compared trimmed
+/// and case-folded), and never on their own payment.
+async fn only_listed_approvers_decide(backend: common::Backend) {
+    let server =
+        common::Server::start_with(backend, &["--approvers", " Alice@Example.com ,bob"]).await;
+    let api = &*server.api;
+    let account = starter_account(api).await;
+    let bought = purchase(api, &account, &key()).await;
+    let payment = bought.expect(201)["payment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/admin/payments/{payment}/approve");
+    api.post_empty(&path, &developer_named(api, "mallory"), None)
+        .await
+        .expect_error(403, "forbidden");
+    api.post(
+        &format!("/v1/admin/payments/{payment}/reject"),
+        &developer_named(api, "mallory"),
+        None,
+        json!({ "reason": "no" }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    api.post_empty(&path, &developer_named(api, "alice@example.com"), None)
+        .await
+        .expect(200);
+    // A listed approver's own submission is still not theirs to approve.
+    let again = purchase(api, &account, &key()).await;
+    let invoice_id = again.expect(201)["invoice"]["id"].as_str().unwrap().to_owned();
+    let own = api
+        .post(
+            "/v1/billing/payments/manual",
+            &developer_named(api, "BOB"),
+            Some(&key()),
+            json!({
+                "account_id": account,
+                "invoice_id": invoice_id,
+                "method": "local_wallet",
+                "reference": "WALLET-8",
+                "amount": "34.51",
+            }),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.post_empty(
+        &format!("/v1/admin/payments/{own}/approve"),
+        &developer_named(api, " bob"),
+        None,
+    )
+    .await
+    .expect_error(403, "forbidden");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_listed_approvers_decide_on_postgres() {
+    only_listed_approvers_decide(common::Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_listed_approvers_decide_on_sqlite() {
+    only_listed_approvers_decide(common::Backend::Sqlite).await;
+}

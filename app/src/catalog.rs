@@ -123,6 +123,10 @@ pub async fn put_plan(
 ) -> Result<Value, AppError> {
     caller.require(access::EDIT_CATALOG)?;
     let r = input.parse()?.value;
+    crate::input::money("price.amount", r.price.amount, false)?;
+    if let Some(extra) = &r.extra_credit_price {
+        crate::input::money("extra_credit_price.amount", extra.amount, false)?;
+    }
     let plan = Plan {
         slug,
         name: r.name,
@@ -192,6 +196,7 @@ pub async fn put_package(
 ) -> Result<Value, AppError> {
     caller.require(access::EDIT_CATALOG)?;
     let r = input.parse()?.value;
+    crate::input::money("price.amount", r.price.amount, false)?;
     let package = CreditPackage {
         slug,
         name: r.name,

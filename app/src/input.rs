@@ -200,10 +200,20 @@ fn control_error(field: &str) -> AppError {
 }
 
 /// Refuses control characters in every string and key of a JSON body,
-/// naming the field (`path` is the dotted path so far).
+/// and numbers with a fraction or an exponent outside `metadata` (money is
+/// a decimal string, credits and units whole numbers: a float is always a
+/// mistake), naming the field (`path` is the dotted path so far).
 fn check_text(value: &serde_json::Value, path: &mut String) -> Result<(), AppError> {
     match value {
         serde_json::Value::String(s) if has_control(s) => Err(control_error(path)),
+        serde_json::Value::Number(n) if n.is_f64() && !in_metadata(path) => {
+            Err(AppError::invalid_field(
+                path,
+                format!(
+                    "{path} must be a whole number, or for money a decimal string such as \"29.00\", never a JSON float"
+                ),
+            ))
+        }
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
@@ -230,6 +240,12 @@ fn check_text(value: &serde_json::Value, path: &mut String) -> Result<(), AppErr
         }
         _ => Ok(()),
     }
+}
+
+/// Whether a body path is inside a deduction's free-form `metadata`,
+/// where a worker's own numbers (a temperature, a score) may be floats.
+fn in_metadata(path: &str) -> bool {
+    path == "metadata" || path.starts_with("metadata.") || path.starts_with("metadata[")
 }
 
 /// A money amount within [`MONEY_MAX`] with at most [`MONEY_SCALE_MAX`]
@@ -400,6 +416,18 @@ mod tests {
         assert!(ok.is_ok());
         let e = Query::<serde_json::Value>::new("b=%00").parse().err().unwrap();
         assert_eq!(e.body()["error"]["details"]["field"], "b");
+    }
+
+    #[test]
+    fn json_floats_are_refused_except_in_metadata() {
+        let e = Input::<serde_json::Value>::new(r#"{"price":{"amount":9.99}}"#)
+            .parse()
+            .err()
+            .unwrap();
+        assert_eq!(e.body()["error"]["details"]["field"], "price.amount");
+        assert!(Input::<serde_json::Value>::new(r#"{"credits":5,"metadata":{"t":0.7}}"#)
+            .parse()
+            .is_ok());
     }
 
     #[test]

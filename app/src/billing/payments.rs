@@ -141,6 +141,7 @@ pub async fn pay_manually(
             "amount must be a decimal string such as \"29.00\"",
         )
     })?;
+    let amount = crate::input::money("amount", amount, false)?;
     if req.reference.trim().is_empty() || req.reference.len() > REFERENCE_BYTES_MAX {
         return Err(AppError::invalid_field(
             "reference",
@@ -326,6 +327,26 @@ pub async fn approve(
             )))
         }
     }
+    check_approver(app, caller, &submitted.submitted_by)?;
+    // The invoice takes this payment first, on its own stream: of two
+    // payments of one invoice approved at once, only one can, and the
+    // other is refused before it is approved (money is never recorded
+    // twice). A pending payment only: a retry of a finished approval goes
+    // on to the Approve below, which says so.
+    if payment.status() == Some(PaymentStatus::Pending) {
+        app.execute::<Invoice>(
+            &submitted.invoice_id.to_string(),
+            ledger::InvoiceCommand::MarkPaid {
+                payment_id: Some(payment_id),
+                method: submitted.method,
+                now: now(),
+            },
+            &CommandContext::new(caller.actor()),
+            None,
+            &[],
+        )
+        .await?;
+    }
     let approved = app
         .execute::<Payment>(
             &payment_id.to_string(),
@@ -381,6 +402,23 @@ pub async fn approve(
     }
 }
 
+/// Maker-checker: the submitter never decides on their own payment
+/// (subjects compared trimmed and case-folded), and with `LEDGER_APPROVERS`
+/// set only those subjects decide.
+fn check_approver(app: &App, caller: &Caller, submitted_by: &str) -> Result<(), AppError> {
+    if crate::settings::normalize_subject(caller.sub())
+        == crate::settings::normalize_subject(submitted_by)
+    {
+        return Err(PaymentError::SameApprover.into());
+    }
+    if !app.settings.may_approve(caller.sub(), submitted_by) {
+        return Err(AppError::Forbidden(
+            "only the subjects in LEDGER_APPROVERS may approve or reject payments".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /admin/payments/{id}/reject`.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -422,7 +460,22 @@ pub async fn reject(
             "a rejection needs a reason",
         ));
     }
-    let (payment_id, _) = load_payment(app, payment).await?;
+    let (payment_id, payment) = load_payment(app, payment).await?;
+    if let Some(submitted) = payment.submitted() {
+        check_approver(app, caller, &submitted.submitted_by)?;
+        // A payment its invoice already took (an approval under way) is
+        // not rejected behind its back.
+        let invoice = app
+            .store
+            .load::<Invoice>(&submitted.invoice_id.to_string())
+            .await?
+            .aggregate;
+        if invoice.paid_by() == Some(payment_id) {
+            return Err(AppError::Conflict(
+                "the invoice is paid by this payment; it cannot be rejected".into(),
+            ));
+        }
+    }
     let done = app
         .execute::<Payment>(
             &payment_id.to_string(),

@@ -135,6 +135,8 @@ pub async fn refund_payment(
                 )
             })
         })
+        .transpose()?
+        .map(|a| crate::input::money("amount", a, false))
         .transpose()?;
     let (payment_id, payment) = load_payment(app, payment).await?;
     let refund_id = derived_id(&["refund", &payment_id.to_string(), key.as_str()]);

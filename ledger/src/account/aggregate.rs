@@ -710,7 +710,7 @@ impl CreditAccount {
         if let Some(key) = event.idempotency_key() {
             if self.outcome_for(key).is_none() {
                 self.recent_keys
-                    .push_back((key.clone(), Box::new(event.clone())));
+                    .push_back((key.clone(), Box::new(replay_only(event))));
                 if self.recent_keys.len() > IDEMPOTENCY_WINDOW_KEYS {
                     self.recent_keys.pop_front();
                 }
@@ -1027,3 +1027,29 @@ impl Aggregate for CreditAccount {
         );
     }
 }
+
+/// What a replay needs of an event: its answer, without the worker's free
+/// text (model, related object, metadata), which can be kilobytes per
+/// event and is never part of an answer. Keeps the warm window of a busy
+/// account small (SECURITY.md, limits).
+fn replay_only(event: &AccountEvent) -> AccountEvent {
+    let strip = |usage: &Usage| Usage {
+        model: None,
+        related_object_type: None,
+        related_object_id: None,
+        metadata: None,
+        ..usage.clone()
+    };
+    match event {
+        AccountEvent::CreditsDeducted(d) => AccountEvent::CreditsDeducted(CreditsDeducted {
+            usage: strip(&d.usage),
+            ..d.clone()
+        }),
+        AccountEvent::HoldCaptured(c) => AccountEvent::HoldCaptured(HoldCaptured {
+            usage: strip(&c.usage),
+            ..c.clone()
+        }),
+        other => other.clone(),
+    }
+}
+
