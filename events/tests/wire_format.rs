@@ -463,6 +463,18 @@ fn payment_samples() -> Vec<PaymentEvent> {
             gateway_refund_ref: Some("re_3Kx0000000000001".into()),
             refunded_at: at(5, 10),
         }),
+        PaymentEvent::RefundReserved(events::RefundReserved {
+            refund_id: id(0x53),
+            amount: Decimal::new(500, 2),
+            by: "dev-2".into(),
+            reserved_at: at(5, 11),
+        }),
+        PaymentEvent::RefundReleased(events::RefundReleased {
+            refund_id: id(0x53),
+            reason: "the gateway refused the refund".into(),
+            credits_restored: 289,
+            released_at: at(5, 12),
+        }),
     ]
 }
 
@@ -502,6 +514,8 @@ fn payment_variant(e: &PaymentEvent) -> &'static str {
         PaymentEvent::PaymentSucceeded(_) => "PaymentSucceeded",
         PaymentEvent::PaymentFailed(_) => "PaymentFailed",
         PaymentEvent::PaymentRefunded(_) => "PaymentRefunded",
+        PaymentEvent::RefundReserved(_) => "RefundReserved",
+        PaymentEvent::RefundReleased(_) => "RefundReleased",
     }
 }
 
@@ -528,6 +542,8 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
         "PaymentSucceeded",
         "PaymentFailed",
         "PaymentRefunded",
+        "RefundReserved",
+        "RefundReleased",
     ];
     assert_eq!(payment_samples().len(), payment.len());
     for (sample, name) in payment_samples().iter().zip(payment) {

@@ -189,7 +189,51 @@ pub async fn verify(store: &Store, account: Option<&str>) -> Result<VerifyReport
         v.compare_streamed(page_last_position.min(projected))
             .await?;
     }
-    v.finish().await
+    let mut report = v.finish().await?;
+    if account.is_none() {
+        projector_progress(store, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// How long verify watches a projector that is behind the log for it to
+/// move before calling it stuck.
+pub const PROJECTOR_STALL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Read models behind the log are fine while a projector is catching up;
+/// a checkpoint that does not move while events wait is a stuck (or
+/// stopped) projector, and the read models every reader sees are stale:
+/// a discrepancy, with the position it stopped at.
+async fn projector_progress(store: &Store, report: &mut VerifyReport) -> Result<(), ReplayError> {
+    let (projected, head) = (report.projected_position, report.head_position);
+    if projected >= head {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + PROJECTOR_STALL_WAIT;
+    loop {
+        let mut tx = store.begin_read().await?;
+        let now = tx.projector_position(PROJECTION_NAME).await?;
+        drop(tx);
+        if now != projected {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    report.push(Discrepancy::new(
+        "projector",
+        "read_models",
+        format!("the read models following the log to position {head}"),
+        format!(
+            "stuck at position {projected} for {} s, {} events not projected (a stopped server, or a projector failing on the next event: see /ready)",
+            PROJECTOR_STALL_WAIT.as_secs(),
+            head - projected
+        ),
+    ));
+    report.ok = false;
+    Ok(())
 }
 
 impl Verifier {
