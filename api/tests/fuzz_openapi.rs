@@ -467,8 +467,23 @@ fn allows_null(schema: &Value) -> bool {
 
 /// A value `schema` accepts (bounds, patterns, enums), with real ids and
 /// catalog entries for fields whose name the fixture knows.
-fn valid(g: &mut Gen, doc: &Value, fx: &Fixture, schema: &Value, name: &str, depth: usize) -> Value {
+fn valid(
+    g: &mut Gen,
+    doc: &Value,
+    fx: &Fixture,
+    schema: &Value,
+    name: &str,
+    depth: usize,
+) -> Value {
     let schema = resolve(doc, schema);
+    // Values that must be unique or look like an address: a regex of the
+    // pattern would rarely give a usable one.
+    if name.ends_with("email") && g.chance(g.hint_percent) {
+        return json!(format!("fz{}@example.com", g.u64() % 1_000_000));
+    }
+    if name == "slug" && schema["pattern"].is_string() && g.chance(g.hint_percent) {
+        return json!(format!("fz-{:x}", g.u64()));
+    }
     let hints = fx.hints(name);
     if !hints.is_empty() && g.chance(g.hint_percent) {
         return g.pick(&hints).clone();
@@ -501,7 +516,9 @@ fn valid(g: &mut Gen, doc: &Value, fx: &Fixture, schema: &Value, name: &str, dep
     match t.as_str() {
         "integer" => {
             let lo = schema["minimum"].as_i64().unwrap_or(0);
-            let hi = schema["maximum"].as_i64().unwrap_or(lo.saturating_add(2_000_000_000));
+            let hi = schema["maximum"]
+                .as_i64()
+                .unwrap_or(lo.saturating_add(2_000_000_000));
             let small = lo.saturating_add(100).min(hi);
             json!(match g.below(4) {
                 0 => lo,
@@ -534,6 +551,8 @@ fn valid(g: &mut Gen, doc: &Value, fx: &Fixture, schema: &Value, name: &str, dep
                         }
                     }
                 }
+                // No fields at all (`EmptyRequest`).
+                None if schema["additionalProperties"] == false => {}
                 // A free-form object (`metadata`, Stripe's `data`).
                 None => {
                     for i in 0..g.below(4) {
@@ -566,7 +585,10 @@ fn valid_string(g: &mut Gen, schema: &Value, name: &str) -> String {
     }
     if let Some(pattern) = schema["pattern"].as_str() {
         if let Some(s) = g.matching(pattern) {
-            let mut s: String = s.chars().take(schema["maxLength"].as_u64().unwrap_or(10_000) as usize).collect();
+            let mut s: String = s
+                .chars()
+                .take(schema["maxLength"].as_u64().unwrap_or(10_000) as usize)
+                .collect();
             while s.chars().count() < min {
                 s.push('0');
             }
@@ -665,7 +687,11 @@ fn body_for(
         .unwrap_or_default();
     let required: Vec<String> = resolved["required"]
         .as_array()
-        .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let field = if props.is_empty() {
         "unknown_field".to_owned()
@@ -749,7 +775,10 @@ fn body_for(
                 ])
                 .to_string();
             if g.chance(30) {
-                (with_raw(body, &field, "\"\\ud800 lone surrogate\""), "control characters")
+                (
+                    with_raw(body, &field, "\"\\ud800 lone surrogate\""),
+                    "control characters",
+                )
             } else {
                 body.insert(field, json!(nasty));
                 (Payload::Json(Value::Object(body)), "control characters")
@@ -783,9 +812,7 @@ fn body_for(
                 .clone();
             (Payload::Json(other), "not an object")
         }
-        16 => {
-            (Payload::Raw(g.pick(INVALID_JSON).to_vec()), "invalid JSON")
-        }
+        16 => (Payload::Raw(g.pick(INVALID_JSON).to_vec()), "invalid JSON"),
         17 => (
             if g.chance(50) {
                 Payload::None
@@ -988,7 +1015,9 @@ fn stripe_event(g: &mut Gen, fx: &Fixture) -> Value {
         "metadata": { "invoice_id": *g.pick(&[&fx.invoice, &fx.paid_invoice, &fx.account]) },
     });
     if g.chance(30) {
-        object = g.pick(&[json!(null), json!([]), json!("x"), json!({})]).clone();
+        object = g
+            .pick(&[json!(null), json!([]), json!("x"), json!({})])
+            .clone();
     }
     json!({
         "id": format!("evt_{}", g.u64()),
@@ -1047,9 +1076,7 @@ fn cases_for(
             let pname = p["name"].as_str().unwrap();
             let hints = fx.hints(pname);
             let value = match if aimed { 0 } else { g.below(20) } {
-                0..=10 if !hints.is_empty() => {
-                    encode(g.pick(&hints).as_str().unwrap_or_default())
-                }
+                0..=10 if !hints.is_empty() => encode(g.pick(&hints).as_str().unwrap_or_default()),
                 11..=12 => g.pick(&fx.ids()).to_string(),
                 _ => garbage_segment(g, fx),
             };
@@ -1089,7 +1116,10 @@ fn cases_for(
         } else if has_body {
             body_for(g, doc, fx, &body_schema, !aimed)
         } else if !aimed && g.chance(10) {
-            (Payload::Json(json!({"unexpected": "body"})), "body where none is taken")
+            (
+                Payload::Json(json!({"unexpected": "body"})),
+                "body where none is taken",
+            )
         } else {
             (Payload::None, "no body")
         };
@@ -1115,7 +1145,10 @@ fn cases_for(
             match if aimed { 11 } else { g.below(12) } {
                 0 => None,
                 1 if !previous_keys.is_empty() => Some(g.pick(previous_keys).clone()),
-                2 => Some(g.pick(&["", " ", "k".repeat(300).as_str(), "a b\tc"]).to_string()),
+                2 => Some(
+                    g.pick(&["", " ", "k".repeat(300).as_str(), "a b\tc"])
+                        .to_string(),
+                ),
                 _ => {
                     let k = g.idempotency_key();
                     previous_keys.push(k.clone());
@@ -1131,7 +1164,9 @@ fn cases_for(
                 0..=2 => stripe_signature(&bytes, WEBHOOK_SECRET, common::now_unix()),
                 3 => stripe_signature(&bytes, WEBHOOK_SECRET, 1),
                 4 => stripe_signature(&bytes, "whsec_wrong_secret_0123", common::now_unix()),
-                _ => g.pick(&["", "t=abc,v1=zz", "v1=", "t=99999999999999999999,v1=00"]).to_string(),
+                _ => g
+                    .pick(&["", "t=abc,v1=zz", "v1=", "t=99999999999999999999,v1=00"])
+                    .to_string(),
             })
         } else {
             None
@@ -1164,8 +1199,14 @@ fn all_cases(doc: &Value, fx: &Fixture) -> Vec<Case> {
             let Ok(m) = method.to_uppercase().parse::<Method>() else {
                 continue;
             };
-            if ![Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE]
-                .contains(&m)
+            if ![
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ]
+            .contains(&m)
             {
                 continue;
             }
@@ -1203,7 +1244,10 @@ async fn send(api: &Api, http: &reqwest::Client, case: &Case) -> Result<Answer, 
         }
         request = request.body(bytes);
     }
-    let response = request.send().await.map_err(|e| format!("no answer: {}", error_chain(&e)))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {}", error_chain(&e)))?;
     let status = response.status().as_u16();
     let bytes = response
         .bytes()
@@ -1240,14 +1284,16 @@ fn error_format_problem(body: &Value) -> Option<&'static str> {
     if error.len() != 3 {
         return Some("`error` has members other than code, message and details");
     }
-    if !error["code"].as_str().is_some_and(|c| !c.is_empty()) {
+    let non_empty = |field: &str| {
+        error
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if !non_empty("code") {
         return Some("`error.code` is not a non-empty string");
     }
-    if !error
-        .get("message")
-        .and_then(Value::as_str)
-        .is_some_and(|m| !m.is_empty())
-    {
+    if !non_empty("message") {
         return Some("`error.message` is not a non-empty string");
     }
     if !error.get("details").is_some_and(Value::is_object) {
@@ -1371,8 +1417,8 @@ async fn fuzz(backend: Backend) {
                     failures.push(report(&format!("not the SPEC error format: {problem}")));
                 }
             }
-            let unauthenticated = case.token.is_none()
-                || matches!(case.role, "garbage token" | "wrong-secret token");
+            let unauthenticated =
+                case.token.is_none() || matches!(case.role, "garbage token" | "wrong-secret token");
             if unauthenticated
                 && case.url.starts_with("/v1/")
                 && !case.url.starts_with("/v1/billing/webhooks/")
