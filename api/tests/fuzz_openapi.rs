@@ -571,6 +571,19 @@ fn valid_string(g: &mut Gen, schema: &Value, name: &str) -> String {
     let max = schema["maxLength"].as_u64().unwrap_or(40).min(64) as usize;
     match schema["format"].as_str() {
         Some("date-time") => {
+            // The ends of what RFC 3339 and chrono can say, now and then.
+            if g.chance(12) {
+                return g
+                    .pick_str(&[
+                        "+262142-12-31T23:59:59Z",
+                        "-262143-01-01T00:00:00Z",
+                        "9999-12-31T23:59:59.999999999Z",
+                        "0000-01-01T00:00:00Z",
+                        "1970-01-01T00:00:00Z",
+                        "2262-04-11T23:47:16.854775807Z",
+                    ])
+                    .to_owned();
+            }
             // Mostly the future (expiries), sometimes the past.
             let days = if g.chance(80) {
                 g.int_in(1, 400)
