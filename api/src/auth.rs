@@ -190,9 +190,7 @@ pub fn load_keys(
     }
     for pair in pairs {
         let Some((kid, secret)) = pair.split_once('=') else {
-            return Err(SecretError::Keys(
-                "each entry must be kid=secret".into(),
-            ));
+            return Err(SecretError::Keys("each entry must be kid=secret".into()));
         };
         let kid = kid.trim();
         if kid.is_empty() || secret.len() < JWT_SECRET_BYTES_MIN {

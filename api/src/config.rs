@@ -136,7 +136,12 @@ pub struct Limits {
 
     /// Requests per second per token for owner, admin, editor and viewer
     /// tokens, and per client address without a valid token; 0 turns it off.
-    #[arg(long, env = "LEDGER_RATE_LIMIT_PER_SECOND", default_value_t = 50, global = true)]
+    #[arg(
+        long,
+        env = "LEDGER_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50,
+        global = true
+    )]
     pub rate_limit_per_second: u32,
 
     /// Requests a token may send at once above the rate.

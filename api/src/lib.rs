@@ -101,7 +101,9 @@ pub const STRIPE_WEBHOOK_SECRET_BYTES_MIN: usize = 16;
 fn check_webhook_secret(secret: &str) -> anyhow::Result<()> {
     if !secret.starts_with("whsec_")
         || secret.len() < STRIPE_WEBHOOK_SECRET_BYTES_MIN
-        || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
         anyhow::bail!(
             "STRIPE_WEBHOOK_SECRET is not a Stripe webhook signing secret: it starts with \
@@ -293,7 +295,12 @@ mod tests {
     #[test]
     fn only_a_webhook_signing_secret_is_taken_for_one() {
         assert!(check_webhook_secret("whsec_0123456789abcdef").is_ok());
-        for wrong in ["sk_live_0123456789abcdef", "whsec_short", "whsec_0123456789 abc", ""] {
+        for wrong in [
+            "sk_live_0123456789abcdef",
+            "whsec_short",
+            "whsec_0123456789 abc",
+            "",
+        ] {
             assert!(check_webhook_secret(wrong).is_err(), "{wrong:?}");
         }
     }

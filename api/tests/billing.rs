@@ -674,7 +674,10 @@ async fn only_listed_approvers_decide(backend: common::Backend) {
         .expect(200);
     // A listed approver's own submission is still not theirs to approve.
     let again = purchase(api, &account, &key()).await;
-    let invoice_id = again.expect(201)["invoice"]["id"].as_str().unwrap().to_owned();
+    let invoice_id = again.expect(201)["invoice"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let own = api
         .post(
             "/v1/billing/payments/manual",

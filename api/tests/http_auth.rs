@@ -668,7 +668,10 @@ async fn a_revoked_token_is_refused_at_once(api: &Api) {
     .unwrap();
     let jti = claims.jti.clone().unwrap();
     let bot = api.keys.mint(&claims);
-    let path = format!("/v1/accounts/{account}/balance?min_position={}", api.head().await);
+    let path = format!(
+        "/v1/accounts/{account}/balance?min_position={}",
+        api.head().await
+    );
     api.get(&path, &bot).await.expect(200);
     // Only a developer revokes.
     api.post(
@@ -699,9 +702,7 @@ async fn a_revoked_token_is_refused_at_once(api: &Api) {
     assert_eq!(b["jti"], jti.as_str());
     assert_eq!(b["revoked"], true);
     assert_eq!(b["newly_revoked"], true);
-    api.get(&path, &bot)
-        .await
-        .expect_error(401, "unauthorized");
+    api.get(&path, &bot).await.expect_error(401, "unauthorized");
     // Again: idempotent.
     let again = api
         .post(
@@ -716,4 +717,3 @@ async fn a_revoked_token_is_refused_at_once(api: &Api) {
     api.get(&path, &api.bot(Some(&account))).await.expect(200);
 }
 on_both_backends!(a_revoked_token_is_refused_at_once);
-

@@ -180,9 +180,23 @@ async fn ready_turns_unavailable_when_the_store_goes_away() {
     // Drop the database under the running server.
     let url = db.url.clone();
     db.cleanup().await.unwrap();
-    let (status, body) = get_json(format!("{}/ready", server.base)).await;
+    // `/ready` reuses its store probe for a second (api::READY_PROBE_CACHE),
+    // so the outage shows within about that, never later.
+    let started = std::time::Instant::now();
+    let (status, body) = loop {
+        let (status, body) = get_json(format!("{}/ready", server.base)).await;
+        if status != 200 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        started.elapsed() < api::READY_PROBE_CACHE + std::time::Duration::from_secs(3),
+        "noticed after {:?}",
+        started.elapsed()
+    );
     let (status, _) = get_json(format!("{}/health", server.base)).await;
     assert_eq!(status, 200, "liveness does not depend on the store");
     assert!(url.contains("ledger_test_"));

@@ -705,7 +705,10 @@ async fn a_stripe_invoice_paying_another_amount_or_currency_is_not_applied(ctx: 
     let account = api.open_account().await;
     let created = stripe_subscription(ctx, &account).await;
     let stripe_id = created["stripe_subscription_id"].as_str().unwrap();
-    for (n, (amount, currency)) in [(0, "usd"), (2900, "eur"), (290, "usd")].into_iter().enumerate() {
+    for (n, (amount, currency)) in [(0, "usd"), (2900, "eur"), (290, "usd")]
+        .into_iter()
+        .enumerate()
+    {
         let body = event(
             &format!("evt_wrong_{n}"),
             "invoice.paid",
@@ -715,7 +718,12 @@ async fn a_stripe_invoice_paying_another_amount_or_currency_is_not_applied(ctx: 
             }),
         );
         let r = deliver(api, &body).await;
-        assert_eq!(r.expect(200)["handled"], false, "{amount} {currency}: {}", r.text);
+        assert_eq!(
+            r.expect(200)["handled"],
+            false,
+            "{amount} {currency}: {}",
+            r.text
+        );
     }
     assert_eq!(subscription(api, &account).await["status"], "incomplete");
     assert_eq!(api.balance_now(&account).await, 0);

@@ -665,21 +665,20 @@ async fn run_periods_refuses_a_future_now_without_the_clock_override(backend: co
     let run = |now: Value| {
         let api = api.clone();
         async move {
-            api.post(
-                "/v1/admin/billing/run-periods",
-                &api.developer(),
-                None,
-                now,
-            )
-            .await
+            api.post("/v1/admin/billing/run-periods", &api.developer(), None, now)
+                .await
         }
     };
     let future = (Utc::now() + chrono::Duration::days(40)).to_rfc3339();
     assert_eq!(
-        run(json!({ "now": future })).await.expect_error(422, "invalid_request")["field"],
+        run(json!({ "now": future }))
+            .await
+            .expect_error(422, "invalid_request")["field"],
         "now"
     );
-    run(json!({ "now": Utc::now().to_rfc3339() })).await.expect(200);
+    run(json!({ "now": Utc::now().to_rfc3339() }))
+        .await
+        .expect(200);
     run(json!({ "now": (Utc::now() - chrono::Duration::days(1)).to_rfc3339() }))
         .await
         .expect(200);
@@ -696,4 +695,3 @@ async fn run_periods_refuses_a_future_now_without_the_clock_override_on_postgres
 async fn run_periods_refuses_a_future_now_without_the_clock_override_on_sqlite() {
     run_periods_refuses_a_future_now_without_the_clock_override(common::Backend::Sqlite).await;
 }
-

@@ -119,7 +119,10 @@ fn an_owner_token_carries_its_account_subject_and_ttl() {
             jti: claims.jti.clone(),
         }
     );
-    assert!(claims.jti.is_some(), "a minted token can be revoked by its id");
+    assert!(
+        claims.jti.is_some(),
+        "a minted token can be revoked by its id"
+    );
     assert!(
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "an explicit secret writes no file"

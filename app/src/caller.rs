@@ -186,11 +186,17 @@ pub struct Revocations(std::sync::Arc<std::sync::RwLock<std::collections::HashSe
 
 impl Revocations {
     pub fn contains(&self, jti: &str) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(jti)
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(jti)
     }
 
     pub fn insert(&self, jti: String) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(jti);
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti);
     }
 
     /// Replaces the whole list (what the store holds).
@@ -280,9 +286,7 @@ impl JwtKeys {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::TooLong);
         }
-        let kid = jsonwebtoken::decode_header(token)
-            .ok()
-            .and_then(|h| h.kid);
+        let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
         let keys: Vec<&DecodingKey> = match &kid {
             Some(kid) => vec![self
                 .extra
@@ -304,19 +308,19 @@ impl JwtKeys {
             }
         }
         let data = decoded.map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm
-                }
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::Malformed(format!("the {claim} claim is missing"))
-                }
-                // `alg: none` lands here: it is not an algorithm the
-                // library can even parse.
-                ErrorKind::Json(e) => AuthError::Malformed(e.to_string()),
-                _ => AuthError::Malformed("not a JWT".into()),
-            })?;
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::WrongAlgorithm
+            }
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::MissingRequiredClaim(claim) => {
+                AuthError::Malformed(format!("the {claim} claim is missing"))
+            }
+            // `alg: none` lands here: it is not an algorithm the
+            // library can even parse.
+            ErrorKind::Json(e) => AuthError::Malformed(e.to_string()),
+            _ => AuthError::Malformed("not a JWT".into()),
+        })?;
         data.claims.check()?;
         if data
             .claims
@@ -868,7 +872,14 @@ mod tests {
     fn a_revoked_token_id_is_refused() {
         let revoked = Revocations::default();
         let keys = keys().with_revocations(revoked.clone());
-        let c = Claims::new("bot-1", Role::SystemBot, None, now(), Duration::from_secs(60)).unwrap();
+        let c = Claims::new(
+            "bot-1",
+            Role::SystemBot,
+            None,
+            now(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let jti = c.jti.clone().expect("minted tokens carry an id");
         let token = keys.mint(&c);
         assert!(keys.verify(&token).is_ok());

@@ -634,13 +634,8 @@ async fn deduction_of(
     deduction_id: Uuid,
 ) -> Result<Option<(i64, Vec<LotDraw>)>, AppError> {
     let (account_text, deduction) = (account.to_string(), deduction_id.to_string());
-    let lookup = || async {
-        Ok::<_, AppError>(
-            app.read_models
-                .deduction(&account_text, &deduction)
-                .await?,
-        )
-    };
+    let lookup =
+        || async { Ok::<_, AppError>(app.read_models.deduction(&account_text, &deduction).await?) };
     let found = match lookup().await? {
         Some(found) => Some(found),
         None => {

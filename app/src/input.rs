@@ -414,7 +414,10 @@ mod tests {
         assert_eq!(e.body()["error"]["details"]["field"], "m.k[0]");
         let ok = Input::<Body>::new("{\"a\":1,\"b\":\"line 1\\nline 2\\r\\n\\tend\"}").parse();
         assert!(ok.is_ok());
-        let e = Query::<serde_json::Value>::new("b=%00").parse().err().unwrap();
+        let e = Query::<serde_json::Value>::new("b=%00")
+            .parse()
+            .err()
+            .unwrap();
         assert_eq!(e.body()["error"]["details"]["field"], "b");
     }
 
@@ -425,9 +428,11 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.body()["error"]["details"]["field"], "price.amount");
-        assert!(Input::<serde_json::Value>::new(r#"{"credits":5,"metadata":{"t":0.7}}"#)
-            .parse()
-            .is_ok());
+        assert!(
+            Input::<serde_json::Value>::new(r#"{"credits":5,"metadata":{"t":0.7}}"#)
+                .parse()
+                .is_ok()
+        );
     }
 
     #[test]

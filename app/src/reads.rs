@@ -276,7 +276,9 @@ pub async fn analytics(
         .ok_or_else(overflow)?;
     let total_cost = rows
         .iter()
-        .try_fold(rust_decimal::Decimal::ZERO, |t, r| t.checked_add(r.cost_usd))
+        .try_fold(rust_decimal::Decimal::ZERO, |t, r| {
+            t.checked_add(r.cost_usd)
+        })
         .ok_or_else(overflow)?;
     let total_count = rows
         .iter()

@@ -230,9 +230,9 @@ pub const STRIPE_INVOICE_SCOPE: &str = "stripe_invoice";
 /// in its currency; a redelivery (after a settle that stopped half way)
 /// finishes the same settle.
 async fn stripe_invoice_paid(app: &App, actor: &Actor, object: &Value) -> Result<bool, AppError> {
-    let stripe_invoice = object["id"].as_str().filter(|id| {
-        !id.is_empty() && id.len() <= ledger::payment::STRIPE_EVENT_TEXT_BYTES_MAX
-    });
+    let stripe_invoice = object["id"]
+        .as_str()
+        .filter(|id| !id.is_empty() && id.len() <= ledger::payment::STRIPE_EVENT_TEXT_BYTES_MAX);
     let known = match stripe_invoice {
         Some(id) => app
             .store
@@ -248,7 +248,11 @@ async fn stripe_invoice_paid(app: &App, actor: &Actor, object: &Value) -> Result
             None => return Ok(false),
         },
     };
-    let invoice = app.store.load::<Invoice>(&invoice_id.to_string()).await?.aggregate;
+    let invoice = app
+        .store
+        .load::<Invoice>(&invoice_id.to_string())
+        .await?
+        .aggregate;
     let Some(issued) = invoice.issued() else {
         return Ok(false);
     };

@@ -535,7 +535,10 @@ async fn two_refunds_at_once_refund_and_revoke_once(h: &Harness) {
     assert_eq!(ok, 1, "one refund passes: {a:?} / {b:?}");
     let refused = if a.is_err() { &a } else { &b };
     assert!(
-        matches!(refused, Err(AppError::Conflict(_) | AppError::InvalidRequest { .. })),
+        matches!(
+            refused,
+            Err(AppError::Conflict(_) | AppError::InvalidRequest { .. })
+        ),
         "{refused:?}"
     );
     assert_eq!(h.balance(account).await, 0, "credits taken back once");

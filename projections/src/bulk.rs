@@ -586,7 +586,8 @@ impl ReadModelFold {
             b.balance = add_i64(b.balance, event.balance_delta(), "rm_balances.balance")?;
             b.held = add_i64(b.held, event.held_delta(), "rm_balances.held")?;
             if b.period == period {
-                b.period_granted = add_i64(b.period_granted, granted, "rm_balances.period_granted")?;
+                b.period_granted =
+                    add_i64(b.period_granted, granted, "rm_balances.period_granted")?;
                 b.period_used = add_i64(b.period_used, used, "rm_balances.period_used")?;
             } else {
                 b.period_granted = granted;

@@ -5,10 +5,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use store::sql::Arg;
 use store::Store;
 use tokio::sync::{watch, Notify};
-use futures::FutureExt;
 use tracing::{debug, error};
 
 use crate::apply::apply;

@@ -556,7 +556,8 @@ impl ReadModels {
                 count: 0,
             });
             g.credits = crate::add_i64(g.credits, r.i64("credits")?, "analytics credits")?;
-            g.cost_usd = crate::add_money(g.cost_usd, decimal(r, "cost_usd")?, "analytics cost_usd")?;
+            g.cost_usd =
+                crate::add_money(g.cost_usd, decimal(r, "cost_usd")?, "analytics cost_usd")?;
             g.count = crate::add_i64(g.count, r.i64("count")?, "analytics count")?;
         }
         Ok(groups.into_values().collect())

@@ -400,7 +400,10 @@ impl Committer {
                     match d {
                         Decided::Append { request, .. }
                             if request.account_id == account_id
-                                && request.claim.as_ref().is_some_and(|c| c.key.as_str() == key) =>
+                                && request
+                                    .claim
+                                    .as_ref()
+                                    .is_some_and(|c| c.key.as_str() == key) =>
                         {
                             self.after_commit(Decided::CheckKey {
                                 request,

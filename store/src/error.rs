@@ -37,8 +37,10 @@ impl AppendError {
     /// being away or busy: the batch's other commands would succeed
     /// without it.
     pub fn is_refused_data(&self) -> bool {
-        matches!(self, Self::Store(StoreError::Database(sqlx::Error::Database(_))))
-            || matches!(self, Self::Store(StoreError::Persistence(_)))
+        matches!(
+            self,
+            Self::Store(StoreError::Database(sqlx::Error::Database(_)))
+        ) || matches!(self, Self::Store(StoreError::Persistence(_)))
     }
 }
 

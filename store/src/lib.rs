@@ -17,19 +17,19 @@ mod postgres;
 mod service;
 pub mod sql;
 mod sqlite;
-mod tokens;
 pub mod testing;
+mod tokens;
 
 use cqrs_es::Aggregate;
 use serde_json::Value;
 
 pub use committer::{AccountCommitter, CommitterConfig, CommitterStats, SubmitError};
 pub use error::{AppendError, StoreError};
-pub use tokens::REVOKED_TOKENS_MAX;
 pub use service::{
     request_hash, CommandContext, CommandService, CommittedEvent, Executed, IdempotencyClaim,
     RecentOutcomes, ServiceError, CONFLICT_RETRIES_MAX,
 };
+pub use tokens::REVOKED_TOKENS_MAX;
 
 /// Most events one read of the global log returns.
 pub const READ_BATCH_EVENTS_MAX: u32 = 10_000;

@@ -476,7 +476,11 @@ async fn a_value_the_database_refuses_fails_only_its_own_command(store: &Store) 
                 .await
         })
     };
-    let good = deduct_at_once(&committer, &other, (0..50).map(|i| format!("g-{i}")).collect());
+    let good = deduct_at_once(
+        &committer,
+        &other,
+        (0..50).map(|i| format!("g-{i}")).collect(),
+    );
     let (bad, good) = tokio::join!(bad, good);
     for r in good {
         assert_eq!(r.expect("neighbours succeed").events.len(), 1);

@@ -171,6 +171,43 @@ pub async fn rate_limit(State(guard): State<Guard>, request: Request, next: Next
     }
 }
 
+/// Whether a URI path, once its `%XX` escapes are decoded, is UTF-8 (what
+/// every path parameter must be).
+fn decodes_to_utf8(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                decoded.push(u8::try_from(value).unwrap_or(0));
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
+/// Middleware: a path whose escapes do not decode to UTF-8 names nothing;
+/// it is refused with 400 in the SPEC's format (the router's own refusal
+/// would be plain text).
+pub async fn utf8_path(request: Request, next: Next) -> Response {
+    if decodes_to_utf8(request.uri().path()) {
+        next.run(request).await
+    } else {
+        ApiError::from(AppError::bad_request(
+            "the path is not valid UTF-8 once its %-escapes are decoded",
+        ))
+        .into_response()
+    }
+}
+
 /// Middleware: a request that takes longer than the configured timeout is
 /// answered 503 (its work, if a write, finishes or not as the committer
 /// decides; the idempotency key makes a retry safe).
@@ -235,6 +272,14 @@ mod tests {
             .take(b.clone(), limit, t0 + Duration::from_millis(500))
             .is_ok());
         assert!(l.take(b, limit, t0 + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn paths_must_decode_to_utf8() {
+        assert!(decodes_to_utf8("/v1/accounts/abc"));
+        assert!(decodes_to_utf8("/v1/plans/%C3%A9t%C3%A9"));
+        assert!(decodes_to_utf8("/v1/x/100%"));
+        assert!(!decodes_to_utf8("/v1/billing/invoices/%FF%FE"));
     }
 
     #[test]

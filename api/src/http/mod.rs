@@ -140,8 +140,12 @@ pub fn router(state: AppState) -> Router {
             guard.clone(),
             guard::timeout,
         ))
-        .layer(axum::middleware::from_fn_with_state(guard, guard::rate_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            guard::rate_limit,
+        ))
         .layer(CatchPanicLayer::custom(guard::panicked))
+        .layer(axum::middleware::from_fn(guard::utf8_path))
         // Inside the routing, where `MatchedPath` is known; the trace layer
         // outermost so that its span covers the metrics too.
         .layer(axum::middleware::from_fn(crate::telemetry::track))

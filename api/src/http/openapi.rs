@@ -113,7 +113,14 @@ pub const TAGS: [&str; 7] = [
         super::docs::index,
         super::docs::asset,
     ),
-    components(schemas(ErrorBody, ErrorCode)),
+    // Query parameters refer to these by name: registered so every
+    // `$ref` of the document resolves.
+    components(schemas(
+        ErrorBody,
+        ErrorCode,
+        app::schema::InvoiceStatus,
+        app::schema::PaymentStatus
+    )),
     tags(
         (name = "accounts", description = "Opening, reading and updating accounts"),
         (name = "credits", description = "Deductions, holds, captures, releases, refunds and grants"),

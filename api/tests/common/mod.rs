@@ -206,7 +206,10 @@ pub fn config_with(database_url: &str, data_dir: &Path, extra: &[&str]) -> api::
     ];
     // The subscription tests move time with run-periods; a test of the
     // refusal starts its server with `--allow-clock-override=false`.
-    if !extra.iter().any(|a| a.starts_with("--allow-clock-override")) {
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--allow-clock-override"))
+    {
         argv.push("--allow-clock-override=true");
     }
     argv.extend_from_slice(extra);

@@ -273,7 +273,9 @@ pub async fn refund_payment(
                         account,
                         &format!("{step}-back"),
                         revoked,
-                        format!("refund of payment {payment_id} refused by the gateway: credits back"),
+                        format!(
+                            "refund of payment {payment_id} refused by the gateway: credits back"
+                        ),
                     )
                     .await?;
                 }
@@ -318,30 +320,6 @@ pub async fn refund_payment(
         replayed: done.replayed.is_some(),
         created: false,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn revoked_credits_are_proportional_and_add_up_to_all_of_them() {
-        let d = |cents: i64| Decimal::new(cents, 2);
-        assert_eq!(
-            credits_to_revoke(2_000, d(0), d(1_725), d(3_451)),
-            Some(999)
-        );
-        assert_eq!(
-            credits_to_revoke(2_000, d(1_725), d(1_726), d(3_451)),
-            Some(1_001)
-        );
-        assert_eq!(
-            credits_to_revoke(2_000, d(0), d(3_451), d(3_451)),
-            Some(2_000)
-        );
-        assert_eq!(credits_to_revoke(0, d(0), d(1), d(3_451)), Some(0));
-        assert_eq!(credits_to_revoke(2_000, d(0), d(1), d(3_451)), Some(0));
-    }
 }
 
 /// Moves `credits` on `account` for a refund step, once under `step`.
@@ -399,3 +377,26 @@ async fn release(
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_credits_are_proportional_and_add_up_to_all_of_them() {
+        let d = |cents: i64| Decimal::new(cents, 2);
+        assert_eq!(
+            credits_to_revoke(2_000, d(0), d(1_725), d(3_451)),
+            Some(999)
+        );
+        assert_eq!(
+            credits_to_revoke(2_000, d(1_725), d(1_726), d(3_451)),
+            Some(1_001)
+        );
+        assert_eq!(
+            credits_to_revoke(2_000, d(0), d(3_451), d(3_451)),
+            Some(2_000)
+        );
+        assert_eq!(credits_to_revoke(0, d(0), d(1), d(3_451)), Some(0));
+        assert_eq!(credits_to_revoke(2_000, d(0), d(1), d(3_451)), Some(0));
+    }
+}

@@ -1052,4 +1052,3 @@ fn replay_only(event: &AccountEvent) -> AccountEvent {
         other => other.clone(),
     }
 }
-

@@ -1903,7 +1903,11 @@ async fn refunded_credits_keep_the_expiry_of_the_lots_they_came_from() {
     all.extend(events);
     let account = fold(&all);
     assert_eq!(account.balance(), 40);
-    let kept: Vec<_> = account.lots().iter().map(|l| (l.remaining, l.expires_at)).collect();
+    let kept: Vec<_> = account
+        .lots()
+        .iter()
+        .map(|l| (l.remaining, l.expires_at))
+        .collect();
     assert_eq!(kept, vec![(20, Some(expiry)), (10, None), (10, None)]);
 
     // The rest of the refund (80) comes from L1 alone: all of it expires.

@@ -232,7 +232,13 @@ impl Payment {
     pub fn refundable(&self) -> Decimal {
         match (self.status, self.amount()) {
             (Some(PaymentStatus::Succeeded), Some(m)) => {
-                m.amount - self.refunded - self.pending_refunds.iter().map(|(_, a)| *a).sum::<Decimal>()
+                m.amount
+                    - self.refunded
+                    - self
+                        .pending_refunds
+                        .iter()
+                        .map(|(_, a)| *a)
+                        .sum::<Decimal>()
             }
             _ => Decimal::ZERO,
         }
@@ -597,7 +603,11 @@ impl Aggregate for Payment {
             }
             PaymentEvent::RefundReleased(e) => {
                 self.pending_refunds.retain(|(i, _)| *i != e.refund_id);
-                match self.released_attempts.iter_mut().find(|(i, _)| *i == e.refund_id) {
+                match self
+                    .released_attempts
+                    .iter_mut()
+                    .find(|(i, _)| *i == e.refund_id)
+                {
                     Some((_, n)) => *n += 1,
                     None => self.released_attempts.push((e.refund_id, 1)),
                 }
