@@ -1009,3 +1009,79 @@ async fn a_min_position_past_the_log_head_is_422_at_once(api: &Api) {
     .expect(200);
 }
 on_both_backends!(a_min_position_past_the_log_head_is_422_at_once);
+
+/// The review's hostile inputs (issue 13): each is a 422 naming its field,
+/// nothing is booked, and the read side keeps working afterwards.
+async fn hostile_numbers_text_and_dates_are_422_and_book_nothing(api: &Api) {
+    let (id, _) = api.funded_account(100).await;
+    let cases = [
+        (
+            json!({ "operation": "clustering", "cost_usd": "79228162514264337593543950335" }),
+            "cost_usd",
+        ),
+        (
+            json!({ "operation": "clustering", "cost_usd": "0.0000000000001" }),
+            "cost_usd",
+        ),
+        (
+            json!({ "operation": "clustering", "tokens_input": 1_000_000_000_001_u64 }),
+            "tokens_input",
+        ),
+        (
+            json!({ "operation": "clustering", "model": "gpt\u{0}4" }),
+            "model",
+        ),
+        (
+            json!({ "operation": "clustering", "metadata": { "k": "bell\u{7}" } }),
+            "metadata.k",
+        ),
+        (json!({ "operation": "clustering", "units": 1.5 }), "units"),
+    ];
+    for (body, field) in cases {
+        let r = api.deduct(&id, body.clone()).await;
+        assert_eq!(
+            r.expect_error(422, "invalid_request")["field"],
+            field,
+            "{body}"
+        );
+    }
+    // Tab, line feed and carriage return stay allowed in text.
+    let ok = api
+        .deduct(
+            &id,
+            json!({ "operation": "clustering", "model": "line 1\nline 2\r\n\tend", "cost_usd": "0.000000000001" }),
+        )
+        .await;
+    let p = ok.expect(201)["position"].as_i64().unwrap();
+    assert_eq!(
+        api.balance(&id, p).await["balance"],
+        90,
+        "only the last one booked"
+    );
+    for to in [
+        "-262143-01-05",
+        "+262143-01-05",
+        "0000-01-01",
+        "10000-01-01",
+    ] {
+        let r = api
+            .get(
+                &format!("/v1/accounts/{id}/usage/analytics?to={to}"),
+                &api.owner(&id),
+            )
+            .await;
+        assert_eq!(
+            r.expect_error(422, "invalid_request")["field"],
+            "to",
+            "{to}"
+        );
+    }
+    let r = api
+        .get(
+            &format!("/v1/accounts/{id}/usage/analytics?min_position={p}"),
+            &api.owner(&id),
+        )
+        .await;
+    assert_eq!(r.expect(200)["totals"]["credits"], 10);
+}
+on_both_backends!(hostile_numbers_text_and_dates_are_422_and_book_nothing);

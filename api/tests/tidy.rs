@@ -132,6 +132,31 @@ fn http_and_nats_do_not_import_each_other() {
     );
 }
 
+/// The OpenAPI builder imports every handler to gather their paths; a
+/// handler importing the builder back would close a circle. Handlers name
+/// their response schemas through `http::schemas`.
+#[test]
+fn handlers_do_not_import_the_openapi_builder() {
+    let mut found = Vec::new();
+    for file in rust_files(&root().join("api/src/http")) {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name == "openapi.rs" || name == "mod.rs" {
+            continue;
+        }
+        let text = read(&file);
+        for (n, line) in code_lines(&text) {
+            if line.contains("super::openapi") || line.contains("http::openapi") {
+                found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "handlers importing the OpenAPI builder (an import circle):\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn every_module_opens_with_an_overview() {
     let mut missing = Vec::new();

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 
 use super::extract::{account_id, Body, Fresh, IdemKey, Q};
-use super::openapi as doc;
 use super::render;
+use super::schemas as doc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;

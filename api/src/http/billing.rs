@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::extract::{Body, Fresh, IdemKey, Q};
-use super::openapi as doc;
 use super::render;
+use super::schemas as doc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;

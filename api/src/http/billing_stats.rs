@@ -10,8 +10,8 @@ use axum::Router;
 use utoipa::OpenApi;
 
 use super::extract::{Fresh, Q};
-use super::openapi as doc;
 use super::render;
+use super::schemas as doc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;

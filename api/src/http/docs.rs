@@ -105,7 +105,7 @@ pub async fn index() -> Response {
     params(("file" = String, Path, description = "swagger-ui.css, swagger-ui-bundle.js, swagger-ui-standalone-preset.js or swagger-initializer.js")),
     responses(
         (status = 200, description = "The asset", content_type = "text/javascript", body = String),
-        (status = 404, description = "`not_found`: no such asset", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such asset", body = super::schemas::ErrorBody),
     ),
 )]
 pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {

@@ -21,6 +21,7 @@ pub mod openapi;
 mod payment_methods;
 mod reads;
 mod render;
+pub mod schemas;
 mod subscriptions;
 mod tokens;
 mod webhooks;
@@ -178,7 +179,7 @@ async fn method_not_allowed() -> Response {
     path = "/health",
     tag = "operations",
     summary = "Liveness",
-    responses((status = 200, description = "The process answers", body = openapi::Health)),
+    responses((status = 200, description = "The process answers", body = schemas::Health)),
 )]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
@@ -192,8 +193,8 @@ async fn health() -> Json<serde_json::Value> {
     tag = "operations",
     summary = "Readiness: the store answers; the log head, the projector's lag and, with NATS, its state and the outbox's lag",
     responses(
-        (status = 200, description = "Ready", body = openapi::Ready),
-        (status = 503, description = "`unavailable`: the event store is not reachable", body = openapi::ErrorBody),
+        (status = 200, description = "Ready", body = schemas::Ready),
+        (status = 503, description = "`unavailable`: the event store is not reachable", body = schemas::ErrorBody),
     ),
 )]
 async fn ready(State(state): State<AppState>) -> Response {

@@ -11,8 +11,8 @@ use axum::Router;
 use utoipa::OpenApi;
 
 use super::extract::{Body, Fresh, IdemKey, Q};
-use super::openapi as doc;
 use super::render;
+use super::schemas as doc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::extract::Body;
-use super::openapi as doc;
 use super::render;
+use super::schemas as doc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::AppState;

@@ -13,8 +13,8 @@ use axum::routing::post;
 use axum::Router;
 use utoipa::OpenApi;
 
-use super::openapi as doc;
 use super::render;
+use super::schemas as doc;
 use crate::error::ApiError;
 use crate::AppState;
 

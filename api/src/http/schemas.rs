@@ -1,0 +1,390 @@
+//! The response schemas of the OpenAPI document that are not `app` types
+//! (the error body, and mirrors of the read-model views and catalog types,
+//! which live in crates free of web dependencies). Handlers name them in
+//! their `#[utoipa::path]` attributes; `openapi` gathers the paths. Kept
+//! apart from `openapi` so that the handlers and the document builder do
+//! not import each other.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// Errors.
+
+/// Every error: `{"error": {"code", "message", "details"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people; not stable.
+    pub message: String,
+    /// Machine-readable specifics: `field` for `invalid_request`; `balance`,
+    /// `available` and `required` for `insufficient_credits`; `operation`
+    /// for `unknown_operation`; `limit_bytes`; `retry_after_seconds`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    AccountSuspended,
+    NotFound,
+    Conflict,
+    IdempotencyKeyReused,
+    InsufficientCredits,
+    UnknownOperation,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+// ---------------------------------------------------------------------------
+// Mirrors of `events` types.
+
+pub use app::schema::{
+    AccountStatus, BillingAddress, BillingCycle, CostUnit, EntryType, GrantSource, GroupBy, Money,
+    PlanLimits, ReleaseReason,
+};
+
+#[derive(Serialize, ToSchema)]
+pub struct Plan {
+    pub slug: String,
+    pub name: String,
+    pub price: Money,
+    pub billing_cycle: BillingCycle,
+    pub included_credits: i64,
+    /// Price of one credit beyond the included ones, if top-ups are sold.
+    pub extra_credit_price: Option<Money>,
+    pub allow_credit_topup: bool,
+    pub limits: PlanLimits,
+    pub features: Vec<String>,
+    pub active: bool,
+    pub stripe_product_id: Option<String>,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreditPackage {
+    pub slug: String,
+    pub name: String,
+    pub credits: i64,
+    pub price: Money,
+    /// Percent, 0 to 100, as a decimal string.
+    pub discount_percent: Decimal,
+    pub active: bool,
+    pub featured: bool,
+    pub description: Option<String>,
+    pub features: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Accounts.
+
+/// An account as the read models hold it.
+#[derive(Serialize, ToSchema)]
+pub struct Account {
+    pub account_id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub owner_user_id: String,
+    pub plan: String,
+    pub status: AccountStatus,
+    pub country: String,
+    pub billing_email: String,
+    pub billing_address: Option<BillingAddress>,
+    pub tax_id: Option<String>,
+    /// Percent, as a decimal string.
+    pub tax_rate: Decimal,
+    pub credit_limit: i64,
+    pub low_balance_threshold: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The account after an update, and the position the update reached.
+#[derive(Serialize, ToSchema)]
+pub struct UpdatedAccount {
+    #[serde(flatten)]
+    pub account: Account,
+    pub position: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountPage {
+    pub items: Vec<Account>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Plan limits and the credits of the current period.
+#[derive(Serialize, ToSchema)]
+pub struct Limits {
+    pub account_id: Uuid,
+    pub plan: String,
+    /// `null` when the plan is no longer in the catalog.
+    pub limits: Option<PlanLimits>,
+    pub features: Option<Vec<String>>,
+    pub credits: LimitCredits,
+    pub current: CurrentCounts,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LimitCredits {
+    pub included_per_period: Option<i64>,
+    /// The calendar month, `YYYY-MM` (UTC).
+    pub period: String,
+    pub granted_this_period: i64,
+    pub used_this_period: i64,
+    pub balance: i64,
+    pub available: i64,
+}
+
+/// Users, sites, industries and author profiles live in the SaaS back end;
+/// the ledger does not count them, so these are `null`.
+#[derive(Serialize, ToSchema)]
+pub struct CurrentCounts {
+    pub users: Option<i64>,
+    pub sites: Option<i64>,
+    pub industries: Option<i64>,
+    pub author_profiles: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------
+// Credits.
+
+// ---------------------------------------------------------------------------
+// Reads.
+
+#[derive(Serialize, ToSchema)]
+pub struct Balance {
+    pub account_id: Uuid,
+    pub balance: i64,
+    pub held: i64,
+    /// `balance - held + credit_limit`: what a deduction may take.
+    pub available: i64,
+    pub credit_limit: i64,
+    pub plan: String,
+    pub current_period: Period,
+    /// How far the read models have read the log (for `min_position`).
+    pub position: i64,
+    /// The log position of this account's last projected event.
+    pub account_position: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Period {
+    /// The calendar month, `YYYY-MM` (UTC).
+    pub period: String,
+    pub granted: i64,
+    pub used: i64,
+}
+
+/// One ledger entry.
+#[derive(Serialize, ToSchema)]
+pub struct Transaction {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    /// Signed: credits in are positive, credits out negative.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionPage {
+    pub items: Vec<Transaction>,
+    pub next_cursor: Option<String>,
+}
+
+/// One line of the usage log.
+#[derive(Serialize, ToSchema)]
+pub struct UsageEntry {
+    pub id: Uuid,
+    pub hold_id: Option<Uuid>,
+    pub operation: Option<String>,
+    pub credits: i64,
+    pub units: i64,
+    pub cost_version: Option<i64>,
+    pub cost_usd: Option<Decimal>,
+    pub model: Option<String>,
+    pub tokens_input: Option<i64>,
+    pub tokens_output: Option<i64>,
+    pub related_object_type: Option<String>,
+    pub related_object_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub recorded_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsagePage {
+    pub items: Vec<UsageEntry>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Analytics {
+    pub account_id: Uuid,
+    pub group_by: GroupBy,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub items: Vec<AnalyticsRow>,
+    pub totals: AnalyticsTotals,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnalyticsRow {
+    /// The day (`YYYY-MM-DD`), operation or model.
+    pub key: String,
+    pub credits: i64,
+    pub cost_usd: Decimal,
+    pub count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnalyticsTotals {
+    pub credits: i64,
+    pub cost_usd: Decimal,
+    pub count: i64,
+}
+
+// ---------------------------------------------------------------------------
+// Catalog.
+
+#[derive(Serialize, ToSchema)]
+pub struct PlanList {
+    pub items: Vec<Plan>,
+    /// Always `null`: the catalog is one page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SavedPlan {
+    #[serde(flatten)]
+    pub plan: Plan,
+    pub position: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PackageList {
+    pub items: Vec<CreditPackage>,
+    /// Always `null`: the catalog is one page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SavedPackage {
+    #[serde(flatten)]
+    pub package: CreditPackage,
+    pub position: i64,
+}
+
+/// One row of the cost table: `cost` credits per `unit`.
+#[derive(Serialize, ToSchema)]
+pub struct Cost {
+    pub operation: String,
+    pub cost: i64,
+    pub unit: CostUnit,
+    /// Units per priced step.
+    pub unit_size: u64,
+    /// The cost-table version at which this row took this value.
+    pub version: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CostTable {
+    /// The table's current version.
+    pub version: u64,
+    pub items: Vec<Cost>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SavedCost {
+    #[serde(flatten)]
+    pub cost: Cost,
+    pub position: i64,
+}
+
+/// One change of the cost table.
+#[derive(Serialize, ToSchema)]
+pub struct CostChange {
+    pub version: i64,
+    pub operation: String,
+    pub cost: i64,
+    pub unit: CostUnit,
+    pub previous_cost: Option<i64>,
+    pub previous_unit: Option<CostUnit>,
+    pub actor: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CostHistory {
+    pub items: Vec<CostChange>,
+    /// Always `null`: the history is one page.
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Operations.
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// A page of invoices or payments (their fields: docs/adr/0010-billing.md).
+#[derive(Serialize, ToSchema)]
+pub struct BillingPage {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    pub status: String,
+    pub store: StoreStatus,
+    /// The log's head.
+    pub position: i64,
+    pub projector: ProjectorStatus,
+    /// With NATS configured: `ok` when connected, `degraded` when not
+    /// (the server stays ready: HTTP works and the outbox catches up).
+    #[schema(example = "ok")]
+    pub nats: Option<String>,
+    /// With NATS configured: the last position JetStream acknowledged.
+    pub outbox: Option<ProjectorStatus>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StoreStatus {
+    #[schema(example = "ok")]
+    pub status: String,
+    #[schema(example = "sqlite")]
+    pub backend: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectorStatus {
+    pub position: i64,
+    /// Events the read models are behind the head.
+    pub lag: i64,
+}
