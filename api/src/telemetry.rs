@@ -52,7 +52,8 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
     description = "Text exposition format 0.0.4: `ledger_http_requests_total` and \
         `ledger_http_request_duration_seconds` by route, `ledger_command_duration_seconds` by \
         command, `ledger_projector_position`, `ledger_log_head_position`, \
-        `ledger_projector_lag_events`, `ledger_projector_failed`, `ledger_store_up`, \
+        `ledger_projector_lag_events`, `ledger_projector_lag_seconds`, `ledger_projector_failed`, \
+        `ledger_projector_failures`, `ledger_store_up`, \
         `ledger_committer_count`, `ledger_http_panics_total` and `ledger_http_timeouts_total`; with \
         NATS, `ledger_nats_commands_total` by transport, kind and status, `ledger_nats_up`, \
         `ledger_outbox_position` and `ledger_outbox_lag_events`.",
@@ -79,6 +80,9 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     m.observe_log(projected, head);
     m.observe_committer(state.committer.stats());
     m.observe_projector_failed(state.projector.error().is_some());
+    if let Some(head) = head {
+        m.observe_projector(state.projector.lag_millis(head), state.projector.failures());
+    }
     if let Some(nats) = &state.nats {
         m.observe_nats(nats.is_connected(), nats.outbox_position(), head);
     }

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use store::{Executed, ServiceError};
 use tracing::warn;
@@ -57,6 +57,8 @@ pub struct Metrics {
     http_panics: IntCounter,
     http_timeouts: IntCounter,
     projector_failed: IntGauge,
+    projector_lag_seconds: Gauge,
+    projector_failures: IntGauge,
 }
 
 /// The process's metrics.
@@ -176,6 +178,16 @@ impl Metrics {
             "1 while the projector's last batch failed and none has succeeded since, else 0.",
         )
         .expect(BAD);
+        let projector_lag_seconds = Gauge::new(
+            "ledger_projector_lag_seconds",
+            "How far behind the log the read models are in time: 0 at the head, else the time since they last reached it.",
+        )
+        .expect(BAD);
+        let projector_failures = IntGauge::new(
+            "ledger_projector_failures",
+            "Projector batches that failed since the process started (each is retried with backoff).",
+        )
+        .expect(BAD);
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -193,6 +205,8 @@ impl Metrics {
             Box::new(http_panics.clone()),
             Box::new(http_timeouts.clone()),
             Box::new(projector_failed.clone()),
+            Box::new(projector_lag_seconds.clone()),
+            Box::new(projector_failures.clone()),
         ] {
             registry.register(collector).expect(BAD);
         }
@@ -213,6 +227,8 @@ impl Metrics {
             http_panics,
             http_timeouts,
             projector_failed,
+            projector_lag_seconds,
+            projector_failures,
         }
     }
 
@@ -229,6 +245,16 @@ impl Metrics {
     /// Whether the projector is failing, at the last scrape.
     pub fn observe_projector_failed(&self, failed: bool) {
         self.projector_failed.set(i64::from(failed));
+    }
+
+    /// The projector's lag in time and its failures so far.
+    pub fn observe_projector(&self, lag_millis: i64, failures: u64) {
+        // A gauge is a float by Prometheus' definition; milliseconds of lag
+        // are exact in it.
+        #[allow(clippy::cast_precision_loss)]
+        self.projector_lag_seconds.set(lag_millis as f64 / 1_000.0);
+        self.projector_failures
+            .set(i64::try_from(failures).unwrap_or(i64::MAX));
     }
 
     /// Counts a NATS command by transport, kind and outcome.

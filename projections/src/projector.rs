@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,21 @@ pub const PROJECTION_NAME: &str = "read_models";
 pub const PROJECTOR_BATCH_EVENTS: u32 = 1_000;
 /// How often an idle projector looks for events written by other processes.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// Pause after a failed batch (store down) before trying again.
-const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Pause after a failed batch (store down, a poison event) before trying
+/// again; doubled after each failure in a row, up to [`ERROR_BACKOFF_MAX`].
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause between retries of a failing batch.
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_millis() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX)
+}
 
 const READ_MODEL_TABLES: [&str; 9] = [
     "rm_accounts",
@@ -40,6 +54,10 @@ pub struct Projector {
     position: watch::Sender<i64>,
     /// Why the last batch failed, until one succeeds.
     error: watch::Sender<Option<String>>,
+    /// When the read models last reached the end of the log (Unix ms).
+    caught_up_at: Arc<AtomicI64>,
+    /// Batches that failed, in all.
+    failures: Arc<AtomicU64>,
     wake: Arc<Notify>,
 }
 
@@ -49,6 +67,8 @@ pub struct Projector {
 pub struct ProjectorHandle {
     position: watch::Receiver<i64>,
     error: watch::Receiver<Option<String>>,
+    caught_up_at: Arc<AtomicI64>,
+    failures: Arc<AtomicU64>,
     wake: Arc<Notify>,
 }
 
@@ -62,6 +82,21 @@ impl ProjectorHandle {
     /// and none has succeeded since. `None` while it is healthy.
     pub fn error(&self) -> Option<String> {
         self.error.borrow().clone()
+    }
+
+    /// How far behind the log the read models are in time: 0 at the head,
+    /// else the time since they last were at the end of the log (an upper
+    /// bound of the oldest unprojected event's age), in milliseconds.
+    pub fn lag_millis(&self, head: i64) -> i64 {
+        if self.position() >= head {
+            return 0;
+        }
+        (unix_millis() - self.caught_up_at.load(Ordering::Relaxed)).max(0)
+    }
+
+    /// Batches that failed since the process started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Asks the projector to look for new events now.
@@ -97,16 +132,22 @@ impl Projector {
         let (tx, rx) = watch::channel(start);
         let (error_tx, error_rx) = watch::channel(None);
         let wake = Arc::new(Notify::new());
+        let caught_up_at = Arc::new(AtomicI64::new(unix_millis()));
+        let failures = Arc::new(AtomicU64::new(0));
         Ok((
             Self {
                 store,
                 position: tx,
                 error: error_tx,
+                caught_up_at: caught_up_at.clone(),
+                failures: failures.clone(),
                 wake: wake.clone(),
             },
             ProjectorHandle {
                 position: rx,
                 error: error_rx,
+                caught_up_at,
+                failures,
                 wake,
             },
         ))
@@ -202,34 +243,51 @@ impl Projector {
     /// `verify` report it) and tried again after a pause.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut failed_in_a_row: u32 = 0;
         loop {
             let batch = AssertUnwindSafe(self.run_once()).catch_unwind().await;
             let failure = match batch {
                 Ok(Ok(n)) => {
+                    failed_in_a_row = 0;
                     self.error.send_if_modified(|e| e.take().is_some());
                     if n > 0 {
                         continue;
                     }
+                    self.caught_up_at.store(unix_millis(), Ordering::Relaxed);
                     None
                 }
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
             };
-            let pause = match failure {
-                None => IDLE_POLL,
+            match failure {
+                None => tokio::select! {
+                    () = &mut shutdown => return,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                },
                 Some(reason) => {
+                    failed_in_a_row = failed_in_a_row.saturating_add(1);
+                    self.failures.fetch_add(1, Ordering::Relaxed);
                     let at = *self.position.borrow();
-                    error!(position = at, error = %reason, "projector batch failed; retrying");
+                    let pause = backoff(failed_in_a_row);
+                    error!(
+                        position = at,
+                        error = %reason,
+                        failed_in_a_row,
+                        retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                        "projector batch failed; retrying"
+                    );
                     self.error.send_replace(Some(format!(
                         "the batch after position {at} failed: {reason}"
                     )));
-                    ERROR_BACKOFF
+                    // Writes do not wake a failing projector: a poison event
+                    // retried on every write would burn the CPU the writes
+                    // need. Only the backoff (or shutdown) ends the pause.
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
-            };
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -248,6 +306,13 @@ async fn checkpoint(store: &Store) -> Result<i64, ProjectionError> {
     })
 }
 
+/// The pause before retry number `n` (1-based) of a failing batch.
+fn backoff(n: u32) -> Duration {
+    ERROR_BACKOFF
+        .saturating_mul(1_u32 << n.saturating_sub(1).min(16))
+        .min(ERROR_BACKOFF_MAX)
+}
+
 /// The text a panic carried, if it was a string.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -255,4 +320,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff(1), ERROR_BACKOFF);
+        assert_eq!(backoff(2), ERROR_BACKOFF * 2);
+        assert_eq!(backoff(3), ERROR_BACKOFF * 4);
+        assert_eq!(backoff(10), ERROR_BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), ERROR_BACKOFF_MAX);
+    }
 }

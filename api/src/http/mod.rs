@@ -216,7 +216,11 @@ async fn ready(State(state): State<AppState>) -> Response {
                 "status": "ready",
                 "store": { "status": "ok", "backend": format!("{:?}", state.store.backend()).to_lowercase() },
                 "position": position,
-                "projector": { "position": projected, "lag": (position - projected).max(0) },
+                "projector": {
+                    "position": projected,
+                    "lag": (position - projected).max(0),
+                    "lag_ms": state.projector.lag_millis(position),
+                },
             });
             // NATS away leaves the server ready (200): HTTP still takes
             // every command and the outbox catches up when NATS returns, so

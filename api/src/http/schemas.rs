@@ -387,4 +387,7 @@ pub struct ProjectorStatus {
     pub position: i64,
     /// Events the read models are behind the head.
     pub lag: i64,
+    /// How far behind in time: 0 at the head, else the milliseconds since
+    /// the read models last reached it.
+    pub lag_ms: i64,
 }
