@@ -310,6 +310,7 @@ impl HttpBench {
             Arc::new(set.ids.iter().map(|_| AtomicI64::new(0)).collect());
         let start = Instant::now();
         let end = start + duration;
+        let sampler = tokio::spawn(sample_lag(self.client.clone(), self.url("/ready"), end));
         let mut tasks = Vec::with_capacity(workers);
         for w in 0..workers {
             let client = self.client.clone();
@@ -384,12 +385,15 @@ impl HttpBench {
             total.merge(t.await.context("a load worker panicked")?);
         }
         let elapsed = start.elapsed();
+        let samples = sampler.await.unwrap_or_default();
+        let catch_up = self.catch_up(total.max_position).await;
         let kind = if self.nats.is_some() { "nats" } else { "http" };
         let mut result = ScenarioResult::new(name, kind, &self.backend, set.ids.len(), workers);
         cpu.charge(&mut result);
         result.target_rate = rate;
         result.set_counts(total.ok, elapsed, &total.hist);
         result.add_errors(&total.errors);
+        result.projector = Some(projector_lag(&samples, catch_up));
         Ok(LoadRun {
             result,
             detail: HttpDetail {
@@ -494,6 +498,23 @@ impl HttpBench {
         }
         run.result.verification = Some(v);
         Ok(())
+    }
+
+    /// How long after the load the read models reach `position` (polled
+    /// every 20 ms, at most [`PROJECTION_TIMEOUT`]).
+    async fn catch_up(&self, position: i64) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < PROJECTION_TIMEOUT {
+            if let Ok(r) = self.client.get(self.url("/ready")).send().await {
+                if let Ok(body) = r.json::<Value>().await {
+                    if body["projector"]["position"].as_i64().unwrap_or(0) >= position {
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
     }
 
     async fn wait_projected(&self, position: i64) -> anyhow::Result<()> {
@@ -664,5 +685,44 @@ impl WorkerOut {
         }
         self.max_position = self.max_position.max(other.max_position);
         self.in_doubt.extend(other.in_doubt);
+    }
+}
+
+/// Samples `/ready`'s projector lag (events, ms) every 100 ms until `end`.
+async fn sample_lag(client: reqwest::Client, ready: String, end: Instant) -> Vec<(u64, u64)> {
+    let mut samples = Vec::new();
+    while Instant::now() < end {
+        if let Ok(r) = client.get(&ready).send().await {
+            if let Ok(body) = r.json::<Value>().await {
+                let events = body["projector"]["lag"].as_u64().unwrap_or(0);
+                let ms = body["projector"]["lag_ms"].as_u64().unwrap_or(0);
+                samples.push((events, ms));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    samples
+}
+
+/// Percentiles of the lag samples.
+fn projector_lag(samples: &[(u64, u64)], catch_up: Duration) -> crate::report::ProjectorLag {
+    let pct = |mut v: Vec<u64>, p: usize| -> u64 {
+        if v.is_empty() {
+            return 0;
+        }
+        v.sort_unstable();
+        v[((v.len() - 1) * p) / 100]
+    };
+    let events: Vec<u64> = samples.iter().map(|s| s.0).collect();
+    let ms: Vec<u64> = samples.iter().map(|s| s.1).collect();
+    crate::report::ProjectorLag {
+        samples: samples.len() as u64,
+        lag_events_p50: pct(events.clone(), 50),
+        lag_events_p99: pct(events.clone(), 99),
+        lag_events_max: events.iter().copied().max().unwrap_or(0),
+        lag_ms_p50: pct(ms.clone(), 50),
+        lag_ms_p99: pct(ms.clone(), 99),
+        lag_ms_max: ms.iter().copied().max().unwrap_or(0),
+        catch_up_ms: u64::try_from(catch_up.as_millis()).unwrap_or(u64::MAX),
     }
 }

@@ -199,6 +199,25 @@ pub struct ScenarioResult {
     /// Busy CPU seconds of the whole machine during the load, whoever used
     /// them: at most elapsed × cores.
     pub machine_busy_s: Option<f64>,
+    /// The read side during the load: the projector's lag sampled every
+    /// 100 ms from `/ready`, and how long it took to reach the load's last
+    /// position once the load stopped.
+    pub projector: Option<ProjectorLag>,
+}
+
+/// The projector's lag during a load (HTTP scenarios).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProjectorLag {
+    pub samples: u64,
+    pub lag_events_p50: u64,
+    pub lag_events_p99: u64,
+    pub lag_events_max: u64,
+    pub lag_ms_p50: u64,
+    pub lag_ms_p99: u64,
+    pub lag_ms_max: u64,
+    /// From the load's end until the read models reached its last
+    /// position.
+    pub catch_up_ms: u64,
 }
 
 impl ScenarioResult {
@@ -223,6 +242,7 @@ impl ScenarioResult {
             bench_cpu_s: None,
             postgres_cpu_s: None,
             machine_busy_s: None,
+            projector: None,
         }
     }
 
@@ -484,6 +504,19 @@ impl Report {
                 }
                 if let Some(c) = r.machine_busy_s {
                     cpu.push(format!("machine busy {c:.1} s"));
+                }
+                if let Some(p) = &r.projector {
+                    parts.push(format!(
+                        "projector lag p50/p99/max {}/{}/{} events, {}/{}/{} ms ({} samples), caught up {} ms after the load",
+                        p.lag_events_p50,
+                        p.lag_events_p99,
+                        p.lag_events_max,
+                        p.lag_ms_p50,
+                        p.lag_ms_p99,
+                        p.lag_ms_max,
+                        p.samples,
+                        p.catch_up_ms
+                    ));
                 }
                 if !cpu.is_empty() {
                     parts.push(format!(
