@@ -386,10 +386,11 @@ impl HttpBench {
         }
         let elapsed = start.elapsed();
         let samples = sampler.await.unwrap_or_default();
-        let catch_up = self.catch_up(total.max_position).await;
         let kind = if self.nats.is_some() { "nats" } else { "http" };
         let mut result = ScenarioResult::new(name, kind, &self.backend, set.ids.len(), workers);
+        // CPU is charged for the load alone, before the catch-up.
         cpu.charge(&mut result);
+        let catch_up = self.catch_up(total.max_position).await;
         result.target_rate = rate;
         result.set_counts(total.ok, elapsed, &total.hist);
         result.add_errors(&total.errors);
