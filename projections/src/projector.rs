@@ -280,12 +280,19 @@ impl Projector {
                     self.error.send_replace(Some(format!(
                         "the batch after position {at} failed: {reason}"
                     )));
-                    // Writes do not wake a failing projector: a poison event
-                    // retried on every write would burn the CPU the writes
-                    // need. Only the backoff (or shutdown) ends the pause.
+                    // A failing projector waits at least ERROR_BACKOFF before
+                    // a write may wake it: a poison event retried on every
+                    // write would burn the CPU the writes need. After that a
+                    // write ends the pause early, so a store that is back is
+                    // noticed with the first write, not after the backoff.
                     tokio::select! {
                         () = &mut shutdown => return,
-                        () = tokio::time::sleep(pause) => {}
+                        () = tokio::time::sleep(ERROR_BACKOFF.min(pause)) => {}
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(pause.saturating_sub(ERROR_BACKOFF)) => {}
                     }
                 }
             }
