@@ -60,12 +60,24 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let authorization = single_authorization(parts)?;
+        if let Some(v) = parts.extensions.get::<Verified>() {
+            if Some(v.authorization.as_str()) == authorization {
+                return Ok(Self(v.caller.clone()));
+            }
+        }
         let keys = Arc::<JwtKeys>::from_ref(state);
-        Ok(Self(Caller::from_authorization(
-            &keys,
-            single_authorization(parts)?,
-        )?))
+        Ok(Self(Caller::from_authorization(&keys, authorization)?))
     }
+}
+
+/// A caller the rate limiter already verified from this exact
+/// `Authorization` header, kept in the request's extensions so that the
+/// token's signature is checked once per request.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub authorization: String,
+    pub caller: Caller,
 }
 
 /// The request's one `Authorization` header, as text; 401 for two, or one

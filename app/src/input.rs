@@ -115,7 +115,7 @@ impl<T: DeserializeOwned> Input<T> {
                 "the request body must be a JSON object",
             ));
         }
-        check_text(&raw, &mut String::new())?;
+        check_values(&raw, &mut String::new())?;
         let canonical = raw.to_string();
         let value = serde_path_to_error::deserialize(raw).map_err(invalid)?;
         Ok(Parsed { value, canonical })
@@ -203,7 +203,7 @@ fn control_error(field: &str) -> AppError {
 /// and numbers with a fraction or an exponent outside `metadata` (money is
 /// a decimal string, credits and units whole numbers: a float is always a
 /// mistake), naming the field (`path` is the dotted path so far).
-fn check_text(value: &serde_json::Value, path: &mut String) -> Result<(), AppError> {
+fn check_values(value: &serde_json::Value, path: &mut String) -> Result<(), AppError> {
     match value {
         serde_json::Value::String(s) if has_control(s) => Err(control_error(path)),
         serde_json::Value::Number(n) if n.is_f64() && !in_metadata(path) => {
@@ -218,7 +218,7 @@ fn check_text(value: &serde_json::Value, path: &mut String) -> Result<(), AppErr
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                check_text(item, path)?;
+                check_values(item, path)?;
                 path.truncate(len);
             }
             Ok(())
@@ -233,7 +233,7 @@ fn check_text(value: &serde_json::Value, path: &mut String) -> Result<(), AppErr
                 if has_control(k) {
                     return Err(control_error(path));
                 }
-                check_text(v, path)?;
+                check_values(v, path)?;
                 path.truncate(len);
             }
             Ok(())

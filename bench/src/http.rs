@@ -390,7 +390,10 @@ impl HttpBench {
         let mut result = ScenarioResult::new(name, kind, &self.backend, set.ids.len(), workers);
         // CPU is charged for the load alone, before the catch-up.
         cpu.charge(&mut result);
-        let catch_up = self.catch_up(total.max_position).await;
+        let catch_up = self
+            .catch_up(total.max_position)
+            .await
+            .unwrap_or(PROJECTION_TIMEOUT);
         result.target_rate = rate;
         result.set_counts(total.ok, elapsed, &total.hist);
         result.add_errors(&total.errors);
@@ -501,37 +504,31 @@ impl HttpBench {
         Ok(())
     }
 
-    /// How long after the load the read models reach `position` (polled
-    /// every 20 ms, at most [`PROJECTION_TIMEOUT`]).
-    async fn catch_up(&self, position: i64) -> Duration {
+    /// How long the read models take to reach `position` (polled every
+    /// 20 ms); `None` when they do not within [`PROJECTION_TIMEOUT`].
+    async fn catch_up(&self, position: i64) -> Option<Duration> {
         let started = Instant::now();
-        while started.elapsed() < PROJECTION_TIMEOUT {
-            if let Ok(r) = self.client.get(self.url("/ready")).send().await {
-                if let Ok(body) = r.json::<Value>().await {
-                    if body["projector"]["position"].as_i64().unwrap_or(0) >= position {
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        started.elapsed()
-    }
-
-    async fn wait_projected(&self, position: i64) -> anyhow::Result<()> {
-        let deadline = Instant::now() + PROJECTION_TIMEOUT;
         loop {
             if let Ok(r) = self.client.get(self.url("/ready")).send().await {
                 if let Ok(body) = r.json::<Value>().await {
                     if body["projector"]["position"].as_i64().unwrap_or(0) >= position {
-                        return Ok(());
+                        return Some(started.elapsed());
                     }
                 }
             }
-            if Instant::now() > deadline {
-                bail!("the read models did not reach position {position} within {PROJECTION_TIMEOUT:?}");
+            if started.elapsed() > PROJECTION_TIMEOUT {
+                return None;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_projected(&self, position: i64) -> anyhow::Result<()> {
+        match self.catch_up(position).await {
+            Some(_) => Ok(()),
+            None => bail!(
+                "the read models did not reach position {position} within {PROJECTION_TIMEOUT:?}"
+            ),
         }
     }
 }

@@ -395,16 +395,21 @@ impl Committer {
                 // batch of their own, from states reloaded from the store.
                 debug!(%account_id, %key, "a batch met an old idempotency key");
                 self.drop_cached(&decided);
+                let is_offender = |r: &Request| {
+                    r.account_id == account_id
+                        && r.claim.as_ref().is_some_and(|c| c.key.as_str() == key)
+                };
+                // The offender is always one of the batch's appends; were it
+                // ever not found, deciding the rest again would meet the same
+                // key forever, so each command then runs alone instead.
+                let found = decided
+                    .iter()
+                    .any(|d| matches!(d, Decided::Append { request, .. } if is_offender(request)));
                 let mut again = Vec::new();
                 for d in decided {
                     match d {
-                        Decided::Append { request, .. }
-                            if request.account_id == account_id
-                                && request
-                                    .claim
-                                    .as_ref()
-                                    .is_some_and(|c| c.key.as_str() == key) =>
-                        {
+                        Decided::Append { request, .. } if !found => self.run_alone(request).await,
+                        Decided::Append { request, .. } if is_offender(&request) => {
                             self.after_commit(Decided::CheckKey {
                                 request,
                                 refusal: None,

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tracing::error;
 
+use crate::auth::Verified;
 use crate::config::Limits;
 use crate::error::ApiError;
 
@@ -132,15 +133,26 @@ pub struct Guard {
 
 /// Middleware: the rate limit of the caller (by token, or by address
 /// without a valid one).
-pub async fn rate_limit(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+pub async fn rate_limit(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     if UNLIMITED_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let header = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let caller = header.and_then(|h| Caller::from_authorization(&guard.keys, Some(h)).ok());
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let caller = header
+        .as_deref()
+        .and_then(|h| Caller::from_authorization(&guard.keys, Some(h)).ok());
+    // The token is verified once per request: the `Principal` extractor
+    // takes this answer instead of checking the signature again.
+    if let (Some(authorization), Some(caller)) = (&header, &caller) {
+        request.extensions_mut().insert(Verified {
+            authorization: authorization.clone(),
+            caller: caller.clone(),
+        });
+    }
     let limit = match &caller {
         Some(c) if matches!(c.role(), Role::Developer | Role::SystemBot) => guard.limiter.workers,
         _ => guard.limiter.interactive,
@@ -148,7 +160,7 @@ pub async fn rate_limit(State(guard): State<Guard>, request: Request, next: Next
     let Some(limit) = limit else {
         return next.run(request).await;
     };
-    let bucket = match (caller, header) {
+    let bucket = match (caller, header.as_deref()) {
         (Some(_), Some(token)) => {
             let digest = Sha256::digest(token.as_bytes());
             let mut id = [0_u8; 16];
@@ -174,24 +186,9 @@ pub async fn rate_limit(State(guard): State<Guard>, request: Request, next: Next
 /// Whether a URI path, once its `%XX` escapes are decoded, is UTF-8 (what
 /// every path parameter must be).
 fn decodes_to_utf8(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
-                decoded.push(u8::try_from(value).unwrap_or(0));
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    std::str::from_utf8(&decoded).is_ok()
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_ok()
 }
 
 /// Middleware: a path whose escapes do not decode to UTF-8 names nothing;

@@ -411,7 +411,7 @@ fn check_approver(app: &App, caller: &Caller, submitted_by: &str) -> Result<(), 
     {
         return Err(PaymentError::SameApprover.into());
     }
-    if !app.settings.may_approve(caller.sub(), submitted_by) {
+    if !app.settings.is_approver(caller.sub()) {
         return Err(AppError::Forbidden(
             "only the subjects in LEDGER_APPROVERS may approve or reject payments".into(),
         ));
