@@ -11,6 +11,7 @@
 mod http;
 mod pg;
 mod plain;
+mod projection;
 mod raw;
 mod report;
 mod server;
@@ -30,6 +31,8 @@ pub const DURATION_MAX: Duration = Duration::from_secs(600);
 pub const ACCOUNTS_MAX: usize = 1_000_000;
 /// Most concurrent workers.
 pub const WORKERS_MAX: usize = 1_024;
+/// Most events `--scenario projection` writes.
+pub const EVENTS_MAX: u64 = 10_000_000;
 /// Highest open-loop rate accepted, in operations per second.
 pub const RATE_MAX: f64 = 1_000_000.0;
 /// Admin URL the bench creates its PostgreSQL databases on.
@@ -41,8 +44,12 @@ pub enum Scenario {
     Accounts,
     /// Deductions on one hot account.
     Hot,
-    /// Both.
+    /// Both (not `projection`).
     All,
+    /// The read side alone, in process: `--events` deductions written with
+    /// no projector running, then the live projector's catch-up and a bulk
+    /// rebuild over them, timed (events/s). Runs no baseline.
+    Projection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +138,9 @@ pub struct Cli {
     /// Clients of the raw insert baseline.
     #[arg(long, default_value_t = 32)]
     pub raw_clients: usize,
+    /// Deductions `--scenario projection` writes before the projector runs.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -190,6 +200,12 @@ impl Cli {
                 bail!("{name} must be 1 to {WORKERS_MAX}");
             }
         }
+        if self.events == 0 || self.events > EVENTS_MAX {
+            bail!("--events must be 1 to {EVENTS_MAX}");
+        }
+        if self.scenario == Scenario::Projection && self.target.is_some() {
+            bail!("--scenario projection runs in process; it cannot drive a --target");
+        }
         if self.accounts == 0 || self.accounts > ACCOUNTS_MAX {
             bail!("--accounts must be 1 to {ACCOUNTS_MAX}");
         }
@@ -206,7 +222,7 @@ impl Cli {
     }
 
     fn runs(&self, s: Scenario) -> bool {
-        self.scenario == Scenario::All || self.scenario == s
+        (self.scenario == Scenario::All && s != Scenario::Projection) || self.scenario == s
     }
 
     fn baseline(&self, b: Baseline) -> bool {
@@ -265,6 +281,13 @@ fn progress(msg: impl AsRef<str>) {
 
 async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
     let mut report = Report::new(cli);
+    if cli.scenario == Scenario::Projection {
+        report
+            .results
+            .extend(projection::run(cli, databases).await?);
+        report.finish();
+        return Ok(report);
+    }
 
     // The server under test: spawned (the default) or given.
     let mut spawned = None;

@@ -53,7 +53,7 @@ fn cost() -> anyhow::Result<CostEntry> {
     })
 }
 
-fn open(id: AccountId, slug: String) -> anyhow::Result<AccountCommand> {
+pub(crate) fn open(id: AccountId, slug: String) -> anyhow::Result<AccountCommand> {
     Ok(AccountCommand::OpenAccount(OpenAccount {
         account_id: id,
         name: "Bench".into(),
@@ -70,7 +70,7 @@ fn open(id: AccountId, slug: String) -> anyhow::Result<AccountCommand> {
     }))
 }
 
-fn grant(k: &str) -> anyhow::Result<AccountCommand> {
+pub(crate) fn grant(k: &str) -> anyhow::Result<AccountCommand> {
     Ok(AccountCommand::GrantCredits(GrantCredits {
         grant_id: Uuid::now_v7(),
         credits: GRANT_CREDITS,

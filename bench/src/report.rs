@@ -15,6 +15,12 @@ pub const TARGET_ACCOUNTS_OVER_PLAIN: f64 = 10.0;
 pub const TARGET_HOT_OVER_ACCOUNTS: f64 = 0.8;
 pub const TARGET_P99_AT_HALF_PEAK_MS: f64 = 10.0;
 pub const TARGET_RSS_MIB: f64 = 256.0;
+/// The live projector's catch-up (`--scenario projection`), events/s.
+pub const TARGET_PROJECTION_EVENTS_PER_S: f64 = 20_000.0;
+/// The catch-up's rate over the write path's, in the same run.
+pub const TARGET_PROJECTION_OVER_WRITE: f64 = 5.0;
+/// A bulk rebuild (`ledger-replay rebuild`), events/s.
+pub const TARGET_REBUILD_EVENTS_PER_S: f64 = 100_000.0;
 /// Accounts touched at which the RSS target applies.
 pub const TARGET_RSS_ACCOUNTS: usize = 100_000;
 
@@ -369,6 +375,31 @@ impl Report {
             rate("plain accounts"),
             0.0,
         );
+        let at_least = |name: &str, value: Option<f64>, target: f64| {
+            value.map(|v| Ratio {
+                name: name.to_owned(),
+                value: v,
+                target: format!(">= {target}"),
+                met: v >= target,
+            })
+        };
+        ratios.extend(at_least(
+            "projection catch-up events/s",
+            rate("projection catch-up"),
+            TARGET_PROJECTION_EVENTS_PER_S,
+        ));
+        ratios.extend(at_least(
+            "projection rebuild events/s",
+            rate("projection rebuild"),
+            TARGET_REBUILD_EVENTS_PER_S,
+        ));
+        if let (Some(p), Some(w)) = (rate("projection catch-up"), rate("projection write")) {
+            ratios.extend(at_least(
+                "projection catch-up / write",
+                Some(p / w),
+                TARGET_PROJECTION_OVER_WRITE,
+            ));
+        }
         if let Some(paced) = self
             .results
             .iter()

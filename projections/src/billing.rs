@@ -1,14 +1,14 @@
 //! The billing read models' rows (`rm_invoices`, `rm_payments`), made by
-//! pure functions that both the projector (`apply.rs`, one statement per
-//! event) and the in-memory fold (`bulk.rs`) use, so that a rebuild gives
-//! the very rows the live projector wrote.
+//! pure functions that the fold (`bulk.rs`) applies: the live projector's
+//! batches and rebuilds use that one fold, so a rebuild gives the very rows
+//! the live projector wrote.
 
 use std::collections::BTreeMap;
 
 use events::{
     InvoiceEvent, PaymentEvent, PaymentStatus, INVOICE_AGGREGATE_TYPE, PAYMENT_AGGREGATE_TYPE,
 };
-use store::sql::{Arg, SqlTx};
+use store::sql::Arg;
 
 use crate::{time_text, ProjectionError};
 
@@ -87,9 +87,8 @@ pub enum RowChange {
     Update(Vec<(&'static str, Arg)>),
 }
 
-/// A read-model table with one row per aggregate, written through
-/// [`RowChange`] by the projector ([`RowChange::write`]) and the in-memory
-/// fold ([`RowChange::fold`]) alike.
+/// A read-model table with one row per aggregate, changed through
+/// [`RowChange`] by the fold ([`RowChange::fold`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowTable {
     pub name: &'static str,
@@ -114,51 +113,6 @@ pub const PAYMENTS: RowTable = RowTable {
 pub(crate) type FoldedRows = BTreeMap<(&'static str, String), Vec<Arg>>;
 
 impl RowChange {
-    /// The projector's path: one INSERT or UPDATE of the row of aggregate `id`.
-    pub(crate) async fn write(
-        self,
-        tx: &mut SqlTx,
-        table: RowTable,
-        id: &str,
-    ) -> Result<(), ProjectionError> {
-        match self {
-            RowChange::Insert(row) => {
-                let placeholders: Vec<String> = (1..=row.len()).map(|i| format!("${i}")).collect();
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} ({}) VALUES ({})",
-                        table.name,
-                        table.columns.join(", "),
-                        placeholders.join(", ")
-                    ),
-                    &row,
-                )
-                .await?;
-            }
-            RowChange::Update(sets) => {
-                let assignments: Vec<String> = sets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
-                    .collect();
-                let mut args: Vec<Arg> = sets.into_iter().map(|(_, v)| v).collect();
-                args.push(id.to_owned().into());
-                tx.execute(
-                    &format!(
-                        "UPDATE {} SET {} WHERE {} = ${}",
-                        table.name,
-                        assignments.join(", "),
-                        table.key,
-                        args.len()
-                    ),
-                    &args,
-                )
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// The in-memory fold's path (`bulk.rs`): the same row, kept by
     /// `(table, aggregate id)`.
     pub(crate) fn fold(self, rows: &mut FoldedRows, table: RowTable, id: &str) {

@@ -1,13 +1,14 @@
-//! The read models folded in memory: the fast path of rebuilds, and the
-//! "fresh fold" that `ledger-replay verify` diffs the live tables against
-//! (docs/adr/0008).
+//! The read models folded in memory: the one definition of their rows,
+//! used by the live projector's batches (`live.rs`, docs/adr/0016), by
+//! rebuilds, and as the "fresh fold" that `ledger-replay verify` diffs the
+//! live tables against (docs/adr/0008).
 //!
-//! [`ReadModelFold`] mirrors `apply.rs` row for row, but keeps the keyed
-//! tables (accounts, balances, daily usage, the expiry schedule) in memory
-//! and hands out the insert-only rows (transactions, usage, cost history)
-//! as they are made. [`BulkRebuild`] writes them with multi-row INSERTs in
-//! one transaction instead of a few statements per event. The projection
-//! tests check that both paths give the same `dump()`.
+//! [`ReadModelFold`] keeps the keyed tables (accounts, balances, daily
+//! usage, the expiry schedule, billing rows) in memory and hands out the
+//! insert-only rows (transactions, usage, cost history) as they are made.
+//! [`BulkRebuild`] writes them with COPY or multi-row INSERTs in one
+//! transaction. The projection tests check that a rebuild and the live
+//! batches, of any sizes, give the same `dump()`.
 
 use std::collections::BTreeMap;
 
@@ -320,16 +321,146 @@ pub struct ReadModelFold {
     /// `time_text` of the event being applied, formatted once: its first
     /// 7 and 10 characters are the month and the day.
     at_text: String,
+    /// The live projector's fold (`live.rs`) starts from the rows a batch
+    /// touches, not from an empty schedule: there the schedule's changes
+    /// are kept as what to do to each row, applied to the table at the end.
+    expiry_ops: Option<BTreeMap<(String, String), ExpiryOp>>,
 }
 
-/// `2026-03` of `2026-03-25T08:00:00.000000Z` (apply.rs: `%Y-%m`).
+/// What a batch does to one row of the expiry schedule, its changes
+/// collapsed: a schedule is an insert unless the row exists, an unschedule
+/// a delete, and the collapsed operation has the effect of the sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExpiryOp {
+    /// Insert unless the row exists (its due time is kept).
+    InsertIfAbsent(String),
+    /// The row was deleted, then scheduled again: it ends with this time.
+    Set(String),
+    Delete,
+}
+
+/// `2026-03` of `2026-03-25T08:00:00.000000Z` (`%Y-%m`).
 fn month(at_text: &str) -> String {
     at_text.get(..7).unwrap_or(at_text).to_owned()
 }
 
-/// `2026-03-25` of `2026-03-25T08:00:00.000000Z` (apply.rs: `%Y-%m-%d`).
+/// `2026-03-25` of `2026-03-25T08:00:00.000000Z` (`%Y-%m-%d`).
 fn day(at_text: &str) -> String {
     at_text.get(..10).unwrap_or(at_text).to_owned()
+}
+
+/// The `rm_usage_daily` row a usage record of `account` at `at_text`
+/// (`time_text`) adds to.
+fn daily_key(account: &str, at_text: &str, usage: &Usage) -> DailyKey {
+    (
+        account.to_owned(),
+        day(at_text),
+        usage
+            .operation
+            .as_ref()
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+        usage.model.clone().unwrap_or_default(),
+    )
+}
+
+/// The keyed rows a batch of events reads and changes: the live projector
+/// (`live.rs`) loads them and seeds its fold with them.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    accounts: std::collections::BTreeSet<String>,
+    daily: std::collections::BTreeSet<DailyKey>,
+    billing: std::collections::BTreeSet<(Table, String)>,
+}
+
+impl Touched {
+    pub(crate) fn add(&mut self, stored: &RawEvent, decoded: &Decoded) {
+        match decoded {
+            Decoded::Account(event) => {
+                self.accounts.insert(stored.aggregate_id.clone());
+                let usage = match event {
+                    AccountEvent::CreditsDeducted(e) => Some(&e.usage),
+                    AccountEvent::HoldCaptured(e) => Some(&e.usage),
+                    _ => None,
+                };
+                if let Some(usage) = usage {
+                    let at = time_text(event.occurred_at());
+                    self.daily
+                        .insert(daily_key(&stored.aggregate_id, &at, usage));
+                }
+            }
+            Decoded::Catalog(_) => {}
+            Decoded::Other => {
+                let table = match stored.aggregate_type.as_str() {
+                    events::INVOICE_AGGREGATE_TYPE => Table::Invoices,
+                    events::PAYMENT_AGGREGATE_TYPE => Table::Payments,
+                    events::SUBSCRIPTION_AGGREGATE_TYPE => Table::Subscriptions,
+                    _ => return,
+                };
+                self.billing.insert((table, stored.aggregate_id.clone()));
+            }
+        }
+    }
+
+    /// The keys of `table`'s touched rows, as the texts of its key columns.
+    pub(crate) fn keys(&self, table: Table) -> Vec<Vec<String>> {
+        match table {
+            Table::Accounts | Table::Balances => {
+                self.accounts.iter().map(|a| vec![a.clone()]).collect()
+            }
+            Table::UsageDaily => self
+                .daily
+                .iter()
+                .map(|(a, d, o, m)| vec![a.clone(), d.clone(), o.clone(), m.clone()])
+                .collect(),
+            Table::Invoices | Table::Payments | Table::Subscriptions => self
+                .billing
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, id)| vec![id.clone()])
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Reads column `i` of a stored row.
+fn cell(row: &[Arg], table: Table, i: usize) -> Result<&Arg, ProjectionError> {
+    row.get(i).ok_or(ProjectionError::BadRow {
+        column: table.sql_name(),
+        reason: format!(
+            "a row of {} columns, not {}",
+            row.len(),
+            table.columns().len()
+        ),
+    })
+}
+
+fn text_at(row: &[Arg], table: Table, i: usize) -> Result<String, ProjectionError> {
+    match cell(row, table, i)? {
+        Arg::Text(t) | Arg::OptText(Some(t)) => Ok(t.clone()),
+        other => Err(ProjectionError::BadRow {
+            column: table.columns()[i],
+            reason: format!("expected text, found {other:?}"),
+        }),
+    }
+}
+
+fn opt_text_at(row: &[Arg], table: Table, i: usize) -> Result<Option<String>, ProjectionError> {
+    match cell(row, table, i)? {
+        Arg::OptText(None) | Arg::OptI64(None) => Ok(None),
+        _ => text_at(row, table, i).map(Some),
+    }
+}
+
+fn i64_at(row: &[Arg], table: Table, i: usize) -> Result<i64, ProjectionError> {
+    match cell(row, table, i)? {
+        Arg::I64(v) | Arg::OptI64(Some(v)) => Ok(*v),
+        other => Err(ProjectionError::BadRow {
+            column: table.columns()[i],
+            reason: format!("expected an integer, found {other:?}"),
+        }),
+    }
 }
 
 fn opt_u64(v: Option<u64>) -> Arg {
@@ -339,6 +470,95 @@ fn opt_u64(v: Option<u64>) -> Arg {
 impl ReadModelFold {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fold for one live batch: it is seeded with the stored rows the
+    /// batch touches ([`ReadModelFold::seed`]) and keeps the expiry
+    /// schedule's changes as operations ([`ReadModelFold::take_expiry_ops`]).
+    pub(crate) fn for_batch() -> Self {
+        Self {
+            expiry_ops: Some(BTreeMap::new()),
+            ..Self::default()
+        }
+    }
+
+    /// Puts a stored row of a keyed table (in [`Table::columns`] order)
+    /// into the fold, as if the fold had made it.
+    pub(crate) fn seed(&mut self, table: Table, row: Row) -> Result<(), ProjectionError> {
+        let t = |i| text_at(&row, table, i);
+        let ot = |i| opt_text_at(&row, table, i);
+        let n = |i| i64_at(&row, table, i);
+        match table {
+            Table::Accounts => {
+                self.accounts.insert(
+                    t(0)?,
+                    AccountRow {
+                        name: t(1)?,
+                        slug: t(2)?,
+                        owner_user_id: t(3)?,
+                        plan: t(4)?,
+                        status: t(5)?,
+                        country: t(6)?,
+                        billing_email: t(7)?,
+                        billing_address: ot(8)?,
+                        tax_id: ot(9)?,
+                        tax_rate: t(10)?,
+                        credit_limit: n(11)?,
+                        low_balance_threshold: n(12)?,
+                        opened_at: t(13)?,
+                        updated_at: t(14)?,
+                        last_position: n(15)?,
+                    },
+                );
+            }
+            Table::Balances => {
+                self.balances.insert(
+                    t(0)?,
+                    BalanceRow {
+                        balance: n(1)?,
+                        held: n(2)?,
+                        credit_limit: n(3)?,
+                        period: t(4)?,
+                        period_granted: n(5)?,
+                        period_used: n(6)?,
+                        last_position: n(7)?,
+                        updated_at: t(8)?,
+                    },
+                );
+            }
+            Table::UsageDaily => {
+                let cost_usd = t(5)?
+                    .parse::<Decimal>()
+                    .map_err(|e| ProjectionError::BadRow {
+                        column: "rm_usage_daily.cost_usd",
+                        reason: e.to_string(),
+                    })?;
+                self.daily.insert(
+                    (t(0)?, t(1)?, t(2)?, t(3)?),
+                    DailyRow {
+                        credits: n(4)?,
+                        cost_usd,
+                        count: n(6)?,
+                    },
+                );
+            }
+            Table::Invoices | Table::Payments | Table::Subscriptions => {
+                // Each billing table's first column is its key.
+                self.billing.insert((table.sql_name(), t(0)?), row);
+            }
+            Table::Transactions | Table::Usage | Table::CostHistory | Table::ExpirySchedule => {
+                return Err(ProjectionError::BadRow {
+                    column: table.sql_name(),
+                    reason: "not a table the live fold is seeded with".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The expiry schedule's changes since [`ReadModelFold::for_batch`].
+    pub(crate) fn take_expiry_ops(&mut self) -> BTreeMap<(String, String), ExpiryOp> {
+        self.expiry_ops.take().unwrap_or_default()
     }
 
     /// Applies one event, exactly as the projector's `apply` would.
@@ -393,7 +613,7 @@ impl ReadModelFold {
         }
     }
 
-    /// As `apply.rs`'s `apply_billing`: insert the row or set its columns.
+    /// A billing event: insert the row or set its columns.
     fn apply_billing(&mut self, stored: &RawEvent, event: &BillingEvent) {
         let (table, change) = billing::change(event, stored.position);
         change.fold(&mut self.billing, table, &stored.aggregate_id);
@@ -503,7 +723,7 @@ impl ReadModelFold {
             }
             AccountEvent::HoldReleased(e) => {
                 self.move_balance(id, event, 0, 0, position)?;
-                self.expiry.remove(&(id.clone(), e.hold_id.to_string()));
+                self.unschedule(id, e.hold_id);
             }
             AccountEvent::CreditsGranted(e) => {
                 self.move_balance(id, event, e.credits, 0, position)?;
@@ -524,7 +744,7 @@ impl ReadModelFold {
             }
             AccountEvent::HoldCaptured(e) => {
                 self.move_balance(id, event, 0, e.captured, position)?;
-                self.expiry.remove(&(id.clone(), e.hold_id.to_string()));
+                self.unschedule(id, e.hold_id);
                 let description = e.usage.operation.as_ref().map(|o| o.to_string());
                 self.entry(stored, event, "capture", e.deduction_id, description)?;
                 self.usage(
@@ -551,7 +771,7 @@ impl ReadModelFold {
             }
             AccountEvent::CreditsExpired(e) => {
                 self.move_balance(id, event, 0, 0, position)?;
-                self.expiry.remove(&(id.clone(), e.lot_id.to_string()));
+                self.unschedule(id, e.lot_id);
                 let description = Some("credits expired".to_owned());
                 self.entry(stored, event, "expiry", e.lot_id, description)?;
             }
@@ -568,9 +788,28 @@ impl ReadModelFold {
     }
 
     fn schedule(&mut self, id: &str, item: Uuid, due_at: DateTime<Utc>) {
-        self.expiry
-            .entry((id.to_owned(), item.to_string()))
-            .or_insert_with(|| time_text(due_at));
+        let key = (id.to_owned(), item.to_string());
+        if let Some(ops) = &mut self.expiry_ops {
+            let due = time_text(due_at);
+            match ops.get(&key) {
+                None => {
+                    ops.insert(key.clone(), ExpiryOp::InsertIfAbsent(due));
+                }
+                Some(ExpiryOp::Delete) => {
+                    ops.insert(key.clone(), ExpiryOp::Set(due));
+                }
+                Some(_) => {}
+            }
+        }
+        self.expiry.entry(key).or_insert_with(|| time_text(due_at));
+    }
+
+    fn unschedule(&mut self, id: &str, item: Uuid) {
+        let key = (id.to_owned(), item.to_string());
+        if let Some(ops) = &mut self.expiry_ops {
+            ops.insert(key.clone(), ExpiryOp::Delete);
+        }
+        self.expiry.remove(&key);
     }
 
     fn move_balance(
@@ -643,7 +882,7 @@ impl ReadModelFold {
             stored.aggregate_id.clone().into(),
             deduction_id.to_string().into(),
             hold_id.map(|h| h.to_string()).into(),
-            operation.clone().into(),
+            operation.into(),
             credits.into(),
             opt_u64(Some(usage.units)),
             opt_u64(usage.cost_version),
@@ -656,12 +895,7 @@ impl ReadModelFold {
             usage.metadata.as_ref().map(|m| m.to_string()).into(),
             self.at_text.clone().into(),
         ]);
-        let key = (
-            stored.aggregate_id.clone(),
-            day(&self.at_text),
-            operation.unwrap_or_default(),
-            usage.model.clone().unwrap_or_default(),
-        );
+        let key = daily_key(&stored.aggregate_id, &self.at_text, usage);
         let row = self.daily.entry(key).or_insert(DailyRow {
             credits: 0,
             cost_usd: Decimal::ZERO,

@@ -1,24 +1,28 @@
 //! Read models folded from the global event log, and the projector that
 //! keeps them.
 //!
-//! The [`Projector`] tails `Store::read_after` from its checkpoint and, per
-//! batch, updates the read models and the checkpoint in one transaction, so a
-//! crash neither loses nor double-counts an event. The checkpoint is advanced
+//! The [`Projector`] tails the log from its checkpoint and, per batch,
+//! folds the events in memory from the rows they touch and writes the
+//! changed rows with set-based statements (`live`), with the checkpoint in
+//! one transaction, so a crash neither loses nor double-counts an event. The checkpoint is advanced
 //! with a compare-and-set, so two server instances never apply one batch
 //! twice. [`ReadModels`] answers the API's queries. Every table can be
 //! dropped and refilled from the log ([`Projector::rebuild`]) with identical
-//! rows; [`Projector::rebuild_bulk`] does the same through the in-memory
-//! fast path of [`bulk`].
+//! rows; [`Projector::rebuild_bulk`] does the same in one transaction
+//! through [`bulk`], whose fold the live batches use too.
 
-mod apply;
 pub mod billing;
 pub mod bulk;
+mod live;
 mod projector;
 mod queries;
 pub mod stats;
 pub mod subscriptions;
 
-pub use projector::{Projector, ProjectorHandle, PROJECTION_NAME, PROJECTOR_BATCH_EVENTS};
+pub use projector::{
+    Projector, ProjectorHandle, PROJECTION_NAME, PROJECTOR_BATCH_EVENTS, PROJECTOR_BATCH_MAX,
+    PROJECTOR_BATCH_MIN,
+};
 pub use queries::*;
 
 /// Why a read model could not be read or written.

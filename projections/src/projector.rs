@@ -2,9 +2,9 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use store::sql::Arg;
@@ -12,13 +12,24 @@ use store::Store;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error};
 
-use crate::apply::apply;
+use crate::live::apply_batch;
 use crate::ProjectionError;
 
 /// The checkpoint row of the read models.
 pub const PROJECTION_NAME: &str = "read_models";
-/// Most events applied in one transaction.
+/// Events the first batch may hold; later batches adapt
+/// ([`Projector::run_once`]) between [`PROJECTOR_BATCH_MIN`] and
+/// [`PROJECTOR_BATCH_MAX`].
 pub const PROJECTOR_BATCH_EVENTS: u32 = 1_000;
+/// Fewest events a batch may be limited to.
+pub const PROJECTOR_BATCH_MIN: u32 = 100;
+/// Most events applied in one transaction.
+pub const PROJECTOR_BATCH_MAX: u32 = store::audit::AUDIT_PAGE_EVENTS_MAX;
+/// How long a full batch should take: a batch that takes less than half
+/// of it may double, one that takes over twice as long is halved. Long
+/// enough that a projector behind the log writes big sets, short enough
+/// that a fresh read waits little and (SQLite) writers are not held up.
+const BATCH_TARGET: Duration = Duration::from_millis(200);
 /// How often an idle projector looks for events written by other processes.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed batch (store down, a poison event) before trying
@@ -59,6 +70,8 @@ pub struct Projector {
     /// Batches that failed, in all.
     failures: Arc<AtomicU64>,
     wake: Arc<Notify>,
+    /// The next batch's most events (adaptive).
+    batch_limit: AtomicU32,
 }
 
 /// What the API holds: the projected position, and a way to wake the
@@ -142,6 +155,7 @@ impl Projector {
                 caught_up_at: caught_up_at.clone(),
                 failures: failures.clone(),
                 wake: wake.clone(),
+                batch_limit: AtomicU32::new(PROJECTOR_BATCH_EVENTS),
             },
             ProjectorHandle {
                 position: rx,
@@ -154,9 +168,40 @@ impl Projector {
     }
 
     /// Applies the next batch of events; returns how many (0 only when the
-    /// read models have reached the end of the log). A batch another
-    /// projector claimed first is left to it, and the next one is tried.
+    /// read models have reached the end of the log). The batch's size
+    /// adapts: it doubles while full batches take under half of
+    /// [`BATCH_TARGET`] (the projector is behind: bigger sets, fewer
+    /// commits) and halves when one takes over twice as long.
     pub async fn run_once(&self) -> Result<usize, ProjectionError> {
+        let limit = self.batch_limit.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let n = self.run_batch(limit).await?;
+        let took = started.elapsed();
+        let next = if n >= limit as usize && took < BATCH_TARGET / 2 {
+            limit.saturating_mul(2).min(PROJECTOR_BATCH_MAX)
+        } else if took > BATCH_TARGET * 2 {
+            (limit / 2).max(PROJECTOR_BATCH_MIN)
+        } else {
+            limit
+        };
+        if next != limit {
+            debug!(
+                from = limit,
+                to = next,
+                took_ms = took.as_millis() as u64,
+                "projector batch size"
+            );
+            self.batch_limit.store(next, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// Applies the next batch of at most `max_events` events (at least 1)
+    /// in one transaction with the checkpoint; returns how many. A batch
+    /// another projector claimed first is left to it, and the next one is
+    /// tried. An event that cannot be applied ends the batch before it;
+    /// alone at the head of a batch, it is the error.
+    pub async fn run_batch(&self, max_events: u32) -> Result<usize, ProjectionError> {
         loop {
             let from = checkpoint(&self.store).await?;
             self.position.send_if_modified(|p| {
@@ -164,17 +209,23 @@ impl Projector {
                 *p = from;
                 changed
             });
-            let events = self.store.read_after(from, PROJECTOR_BATCH_EVENTS).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            let events = self
+                .store
+                .log_page(from, i64::MAX, max_events.max(1), false)
+                .await?;
+            if events.is_empty() {
                 return Ok(0);
-            };
+            }
             let mut tx = self.store.begin().await?;
-            // Compare-and-set: if another process moved the checkpoint since
-            // we read it, this batch is theirs and we write nothing.
+            // Claim the batch: the no-op update locks the checkpoint row if
+            // it is still where we read it. If another process moved it, this
+            // batch is theirs and we write nothing. The rows the batch
+            // starts from are read after this, under the lock.
             let claimed = tx
                 .execute(
-                    "UPDATE projection_checkpoints SET position = $3 WHERE name = $1 AND position = $2",
-                    &[PROJECTION_NAME.into(), from.into(), last.into()],
+                    "UPDATE projection_checkpoints SET position = position \
+                     WHERE name = $1 AND position = $2",
+                    &[PROJECTION_NAME.into(), from.into()],
                 )
                 .await?;
             if claimed == 0 {
@@ -183,12 +234,16 @@ impl Projector {
                 debug!(from, "another projector advanced the checkpoint");
                 continue;
             }
-            for e in &events {
-                apply(&mut tx, e).await?;
-            }
+            let n = apply_batch(&mut tx, &events).await?;
+            let last = events[n - 1].position;
+            tx.execute(
+                "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
+                &[PROJECTION_NAME.into(), last.into()],
+            )
+            .await?;
             tx.commit().await?;
             self.position.send_replace(last);
-            return Ok(events.len());
+            return Ok(n);
         }
     }
 
@@ -206,6 +261,13 @@ impl Projector {
 
     /// Empties every read model and refills it from the whole log.
     pub async fn rebuild(&self) -> Result<usize, ProjectionError> {
+        self.reset().await?;
+        self.catch_up().await
+    }
+
+    /// Empties every read model and moves the checkpoint to the start of
+    /// the log: the next batches refill them.
+    pub async fn reset(&self) -> Result<(), ProjectionError> {
         let mut tx = self.store.begin().await?;
         // The checkpoint row first: its lock waits for a batch another
         // projector is committing, so the deletes below see (and remove) its
@@ -222,7 +284,7 @@ impl Projector {
         }
         tx.commit().await?;
         self.position.send_replace(0);
-        self.catch_up().await
+        Ok(())
     }
 
     /// [`Projector::rebuild`] through the fast path (`bulk`): the read

@@ -1,11 +1,10 @@
 //! The subscriptions read model (`rm_subscriptions`, migration 0042): one
-//! row per subscription, made by pure functions that both the projector
-//! (`apply.rs`) and the in-memory fold (`bulk.rs`) use, and its queries.
+//! row per subscription, made by pure functions that the fold (`bulk.rs`,
+//! used by the live projector and rebuilds alike) applies, and its queries.
 
 use events::{PlanTerms, SubscriptionEvent, SubscriptionStatus, SUBSCRIPTION_AGGREGATE_TYPE};
 use serde::Serialize;
-use store::sql::{Arg, SqlRow, SqlTx};
-use store::StoredEvent;
+use store::sql::{Arg, SqlRow};
 
 use crate::billing::{FoldedRows, RowChange, RowTable};
 use crate::{time_text, Page, PageRequest, ProjectionError, ReadModels};
@@ -139,18 +138,7 @@ pub fn change(event: &SubscriptionEvent, position: i64) -> RowChange {
     RowChange::Update(sets)
 }
 
-/// The projector's path: one INSERT or UPDATE of the row.
-pub(crate) async fn apply(
-    tx: &mut SqlTx,
-    stored: &StoredEvent,
-    event: &SubscriptionEvent,
-) -> Result<(), ProjectionError> {
-    change(event, stored.position)
-        .write(tx, SUBSCRIPTIONS, &stored.aggregate_id)
-        .await
-}
-
-/// The in-memory fold's path (`bulk.rs`): the same row.
+/// The fold's path (`bulk.rs`, used by the live batches and rebuilds).
 pub(crate) fn fold(
     rows: &mut FoldedRows,
     aggregate_id: &str,

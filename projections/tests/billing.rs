@@ -171,6 +171,12 @@ async fn billing_rows_rebuild_to_the_rows_projected_live(store: &Store) {
     assert_eq!(models.dump().await.unwrap(), live);
     p.rebuild_bulk().await.unwrap();
     assert_eq!(models.dump().await.unwrap(), live);
+    let seed = reproject_in_random_batches(&p).await;
+    assert_eq!(
+        models.dump().await.unwrap(),
+        live,
+        "random batches, seed {seed}"
+    );
 
     let one = models.invoice(&paid.to_string()).await.unwrap().unwrap();
     assert_eq!(one.status, "paid");
@@ -337,5 +343,11 @@ async fn gateway_payment_rows_rebuild_to_the_rows_projected_live(store: &Store) 
     assert_eq!(models.dump().await.unwrap(), live);
     p.rebuild_bulk().await.unwrap();
     assert_eq!(models.dump().await.unwrap(), live);
+    let seed = reproject_in_random_batches(&p).await;
+    assert_eq!(
+        models.dump().await.unwrap(),
+        live,
+        "random batches, seed {seed}"
+    );
 }
 on_both_stores!(gateway_payment_rows_rebuild_to_the_rows_projected_live);

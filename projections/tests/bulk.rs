@@ -87,6 +87,35 @@ async fn the_bulk_rebuild_gives_the_rows_of_the_live_projection(store: &Store) {
 }
 on_both_stores!(the_bulk_rebuild_gives_the_rows_of_the_live_projection);
 
+/// The live projector's batches, of any sizes, give the rows of the one
+/// fold over the whole log: rows a batch starts from are seeded from what
+/// earlier batches wrote, and an account's events are split anywhere.
+async fn live_batches_of_random_sizes_give_the_rows_of_a_bulk_rebuild(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let script = Script {
+        service: &service,
+        projector: None,
+    };
+    varied_history(&script, 4, 24).await;
+    let (p, handle) = projector(store).await;
+    let models = ReadModels::new(store.clone());
+    p.rebuild_bulk().await.expect("bulk rebuild");
+    let bulk = models.dump().await.unwrap();
+    let bulk_schedule = expiry_schedule(store).await;
+    assert!(bulk.len() > 200, "the history fills the read models");
+    for _ in 0..3 {
+        let seed = reproject_in_random_batches(&p).await;
+        assert_eq!(handle.position(), store.head_position().await.unwrap());
+        assert_eq!(
+            models.dump().await.unwrap(),
+            bulk,
+            "random batches, seed {seed}"
+        );
+        assert_eq!(expiry_schedule(store).await, bulk_schedule, "seed {seed}");
+    }
+}
+on_both_stores!(live_batches_of_random_sizes_give_the_rows_of_a_bulk_rebuild);
+
 async fn a_partial_rebuild_refills_its_tables_up_to_the_projector_checkpoint(store: &Store) {
     let service = CommandService::new(store.clone());
     let script = Script {

@@ -1518,6 +1518,10 @@ async fn events_of_unknown_aggregate_types_are_skipped(store: &Store) {
 }
 on_both_stores!(events_of_unknown_aggregate_types_are_skipped);
 
+/// A batch ends before an event that cannot be read: the events before it
+/// are applied (the grant), the checkpoint stops just before it, and the
+/// next batch starts with it alone, so its error names it and nothing after
+/// it is applied.
 async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(store: &Store) {
     let service = CommandService::new(store.clone());
     let id = AccountId::new_v7();
@@ -1567,10 +1571,20 @@ async fn a_malformed_event_stops_the_projector_without_moving_its_checkpoint(sto
         ),
         other => panic!("expected a bad event, got {other:?}"),
     }
-    // The whole batch rolled back: the grant before it is not half-applied.
-    assert_eq!(models.dump().await.unwrap(), before);
+    // The grant before it is applied, whole; the checkpoint stops at it.
+    let after = models.dump().await.unwrap();
+    assert_ne!(after, before, "the grant is projected");
+    assert_eq!(handle.position(), positions[0] - 1);
+    assert!(positions[0] - 1 > checkpoint);
     let (_, fresh) = projector(store).await;
-    assert_eq!(fresh.position(), checkpoint);
+    assert_eq!(fresh.position(), positions[0] - 1);
+    // Trying again fails again, at once, and changes nothing.
+    assert!(matches!(
+        p.catch_up().await,
+        Err(ProjectionError::BadEvent { position, .. }) if position == positions[0]
+    ));
+    assert_eq!(models.dump().await.unwrap(), after);
+    assert_eq!(fresh.position(), positions[0] - 1);
 }
 on_both_stores!(a_malformed_event_stops_the_projector_without_moving_its_checkpoint);
 

@@ -200,6 +200,12 @@ async fn subscription_rows_rebuild_to_the_rows_projected_live(store: &Store) {
     assert_eq!(models.dump().await.unwrap(), live);
     p.rebuild_bulk().await.unwrap();
     assert_eq!(models.dump().await.unwrap(), live);
+    let seed = reproject_in_random_batches(&p).await;
+    assert_eq!(
+        models.dump().await.unwrap(),
+        live,
+        "random batches, seed {seed}"
+    );
 
     let row = models
         .subscription(&open.to_string())

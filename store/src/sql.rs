@@ -63,6 +63,38 @@ macro_rules! bind_all {
     }};
 }
 
+/// One column of values bound as a single PostgreSQL array parameter, for
+/// set-based statements (`INSERT … SELECT * FROM UNNEST($1::text[], …)`):
+/// one statement text whatever the number of rows, so it is prepared once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArrayArg {
+    I64(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+}
+
+impl ArrayArg {
+    /// The PostgreSQL array type to cast the parameter to.
+    pub fn pg_type(&self) -> &'static str {
+        match self {
+            Self::I64(_) => "bigint[]",
+            Self::Text(_) => "text[]",
+        }
+    }
+}
+
+macro_rules! bind_arrays {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                ArrayArg::I64(v) => q.bind(v),
+                ArrayArg::Text(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
 /// A row of either database.
 pub enum SqlRow {
     Pg(PgRow),
@@ -122,6 +154,10 @@ impl SqlRow {
     }
 }
 
+fn no_arrays() -> StoreError {
+    StoreError::Persistence("array parameters are PostgreSQL's; SQLite has none".into())
+}
+
 /// A transaction on either database; rolled back when dropped uncommitted.
 pub enum SqlTx {
     Pg(Transaction<'static, Postgres>),
@@ -159,6 +195,39 @@ impl SqlTx {
                 .map(SqlRow::Sqlite)
                 .collect(),
         })
+    }
+
+    /// Runs a PostgreSQL statement whose parameters are arrays
+    /// ([`ArrayArg`]). SQLite has no array parameters: there it is an error.
+    pub async fn execute_arrays(
+        &mut self,
+        sql: &str,
+        args: Vec<ArrayArg>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Pg(tx) => Ok(bind_arrays!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()),
+            Self::Sqlite(_) => Err(no_arrays()),
+        }
+    }
+
+    /// [`SqlTx::fetch_all`] with array parameters (PostgreSQL only).
+    pub async fn fetch_all_arrays(
+        &mut self,
+        sql: &str,
+        args: Vec<ArrayArg>,
+    ) -> Result<Vec<SqlRow>, StoreError> {
+        match self {
+            Self::Pg(tx) => Ok(bind_arrays!(sqlx::query(sql), args)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(SqlRow::Pg)
+                .collect()),
+            Self::Sqlite(_) => Err(no_arrays()),
+        }
     }
 
     pub async fn fetch_optional(

@@ -494,3 +494,37 @@ pub async fn varied_history(script: &Script<'_>, accounts: usize, rounds: u32) -
     }
     ids
 }
+
+/// Empties the read models and projects the whole log again in batches of
+/// random sizes (1…5,000; half of them under 50, so batches often end
+/// mid-stream and rows are seeded from the previous batch's writes);
+/// returns the random seed, for failure messages.
+pub async fn reproject_in_random_batches(p: &Projector) -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut state = seed;
+    let mut next = move || {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    p.reset().await.expect("reset the read models");
+    loop {
+        let size = if next() % 2 == 0 {
+            1 + next() % 50
+        } else {
+            1 + next() % 5_000
+        };
+        let n = p
+            .run_batch(size as u32)
+            .await
+            .unwrap_or_else(|e| panic!("batch of {size} (seed {seed}): {e}"));
+        if n == 0 {
+            return seed;
+        }
+    }
+}
