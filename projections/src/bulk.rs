@@ -11,6 +11,7 @@
 //! batches, of any sizes, give the same `dump()`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use events::{AccountEvent, CatalogEvent, Usage, ACCOUNT_AGGREGATE_TYPE, CATALOG_AGGREGATE_TYPE};
@@ -1092,6 +1093,9 @@ pub struct BulkRebuild {
     tx: SqlTx,
     tables: Vec<Table>,
     fold: ReadModelFold,
+    /// The insert-only rows of the last page, written while the next page
+    /// is folded.
+    pending: Vec<(Table, Vec<Row>)>,
     /// Events up to here are projected (the log head for a full rebuild,
     /// the projector's checkpoint for a partial one).
     upto: i64,
@@ -1170,6 +1174,7 @@ impl BulkRebuild {
             tx,
             tables,
             fold: ReadModelFold::new(),
+            pending: Vec::new(),
             upto,
             full,
             indexes,
@@ -1187,18 +1192,41 @@ impl BulkRebuild {
     }
 
     /// Folds a page of events (positions ≤ [`BulkRebuild::upto`], in log
-    /// order) and writes its insert-only rows.
-    pub async fn apply(&mut self, page: &[(RawEvent, Decoded)]) -> Result<(), ProjectionError> {
-        let t = std::time::Instant::now();
-        for (raw, decoded) in page {
-            self.fold.apply(raw, decoded)?;
-        }
-        tracing::debug!(fold_us = t.elapsed().as_micros() as u64, "bulk fold");
-        for table in [Table::Transactions, Table::Usage, Table::CostHistory] {
-            let rows = self.fold.take_streamed(table);
-            if self.tables.contains(&table) && !rows.is_empty() {
-                insert_rows(&mut self.tx, table, &rows).await?;
+    /// order) on a blocking thread while the previous page's insert-only
+    /// rows are written: the fold (this process's CPU) and the COPY (the
+    /// database's) overlap. This page's rows are written by the next call
+    /// or by [`BulkRebuild::finish`].
+    pub async fn apply(
+        &mut self,
+        page: Arc<Vec<(RawEvent, Decoded)>>,
+    ) -> Result<(), ProjectionError> {
+        let mut fold = std::mem::take(&mut self.fold);
+        let folding = tokio::task::spawn_blocking(move || {
+            let t = std::time::Instant::now();
+            for (raw, decoded) in page.iter() {
+                fold.apply(raw, decoded)?;
             }
+            tracing::debug!(fold_us = t.elapsed().as_micros() as u64, "bulk fold");
+            Ok::<_, ProjectionError>(fold)
+        });
+        let written = self.write_pending().await;
+        let mut fold = folding
+            .await
+            .map_err(|e| ProjectionError::FoldTask(e.to_string()))??;
+        written?;
+        for table in [Table::Transactions, Table::Usage, Table::CostHistory] {
+            let rows = fold.take_streamed(table);
+            if self.tables.contains(&table) && !rows.is_empty() {
+                self.pending.push((table, rows));
+            }
+        }
+        self.fold = fold;
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> Result<(), ProjectionError> {
+        for (table, rows) in std::mem::take(&mut self.pending) {
+            insert_rows(&mut self.tx, table, &rows).await?;
         }
         Ok(())
     }
@@ -1206,6 +1234,7 @@ impl BulkRebuild {
     /// Writes the keyed tables, moves the checkpoint (full rebuilds) and
     /// commits.
     pub async fn finish(mut self) -> Result<i64, ProjectionError> {
+        self.write_pending().await?;
         for table in self.tables.clone() {
             if !table.streamed() {
                 let rows = self.fold.keyed_rows(table);
@@ -1250,10 +1279,11 @@ pub async fn rebuild_tables(
             .into_iter()
             .map(|e| Decoded::parse(&e).map(|d| (e, d)))
             .collect::<Result<Vec<_>, _>>()?;
-        total += decoded.len();
-        rebuild.apply(&decoded).await?;
+        let n = decoded.len();
+        total += n;
+        rebuild.apply(Arc::new(decoded)).await?;
         after = last;
-        progress(after, decoded.len());
+        progress(after, n);
     }
     rebuild.finish().await?;
     Ok(total)

@@ -46,6 +46,10 @@ pub enum ProjectionError {
     /// A sum that does not fit its type: checked, never a panic.
     #[error("{what} overflows")]
     Overflow { what: &'static str },
+    /// The task folding a page in the background did not finish (it
+    /// panicked, or the runtime is shutting down).
+    #[error("the fold task failed: {0}")]
+    FoldTask(String),
 }
 
 /// `a + b`, or [`ProjectionError::Overflow`] naming `what`.

@@ -199,11 +199,12 @@ pub async fn rebuild(
         };
         // Read the next page while this one is written.
         next = fetch(last);
+        let page = std::sync::Arc::new(page);
         if let Some(b) = bulk.as_mut() {
-            b.apply(&page).await?;
+            b.apply(page.clone()).await?;
         }
         if let Some(c) = checkpoints.as_mut() {
-            for (raw, decoded) in &page {
+            for (raw, decoded) in page.iter() {
                 c.apply(store, raw, decoded).await?;
             }
         }
