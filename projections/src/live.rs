@@ -29,18 +29,56 @@ const SEEDED: [Table; 6] = [
 /// The insert-only tables.
 const STREAMED: [Table; 3] = [Table::Transactions, Table::Usage, Table::CostHistory];
 
-/// Applies a prefix of `events` (log order, all after the checkpoint) in
-/// `tx` and returns its length: all of them, or those before the first
-/// event that cannot be decoded or folded, so that a poison event is met
-/// alone in the next batch and its error names it. An error is returned
-/// only when the first event is the one that fails.
-pub(crate) async fn apply_batch(
-    tx: &mut SqlTx,
-    events: &[RawEvent],
-) -> Result<usize, ProjectionError> {
+/// A page of the log, read and decoded (possibly ahead of its batch).
+pub(crate) struct Page {
+    /// The position it was read after.
+    pub(crate) from: i64,
+    /// The most events it was asked for.
+    pub(crate) limit: u32,
+    pub(crate) events: Vec<RawEvent>,
+    decoded: Vec<Result<Decoded, ProjectionError>>,
+}
+
+impl Page {
+    /// Keeps the first `n` events.
+    pub(crate) fn truncate(&mut self, n: usize) {
+        self.events.truncate(n);
+        self.decoded.truncate(n);
+    }
+}
+
+/// Reads up to `limit` events after `from` and decodes them (on a blocking
+/// thread: it is this process's CPU, not a wait).
+pub(crate) async fn read_page(
+    store: store::Store,
+    from: i64,
+    limit: u32,
+) -> Result<Page, ProjectionError> {
+    let events = store.log_page(from, i64::MAX, limit.max(1), false).await?;
+    let (events, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = events.iter().map(Decoded::parse).collect();
+        (events, decoded)
+    })
+    .await
+    .map_err(|e| ProjectionError::FoldTask(e.to_string()))?;
+    Ok(Page {
+        from,
+        limit,
+        events,
+        decoded,
+    })
+}
+
+/// Applies a prefix of the page's events (log order, all after the
+/// checkpoint) in `tx` and returns its length: all of them, or those
+/// before the first event that cannot be decoded or folded, so that a
+/// poison event is met alone in the next batch and its error names it. An
+/// error is returned only when the first event is the one that fails.
+pub(crate) async fn apply_batch(tx: &mut SqlTx, page: Page) -> Result<usize, ProjectionError> {
+    let events = &page.events;
     let mut decoded = Vec::with_capacity(events.len());
-    for e in events {
-        match Decoded::parse(e) {
+    for d in page.decoded {
+        match d {
             Ok(d) => decoded.push(d),
             Err(err) if decoded.is_empty() => return Err(err),
             Err(_) => break,
