@@ -63,6 +63,9 @@ const READ_MODEL_TABLES: [&str; 9] = [
     "rm_subscriptions",
 ];
 
+/// A page being read ahead: the position it starts after, and its task.
+type ReadAhead = (i64, JoinHandle<Result<Page, ProjectionError>>);
+
 pub struct Projector {
     store: Store,
     position: watch::Sender<i64>,
@@ -78,7 +81,7 @@ pub struct Projector {
     /// The page after the batch being written, read and decoded meanwhile
     /// (only while the projector is behind): the position it starts after,
     /// and the task.
-    prefetch: std::sync::Mutex<Option<(i64, JoinHandle<Result<Page, ProjectionError>>)>>,
+    prefetch: std::sync::Mutex<Option<ReadAhead>>,
 }
 
 /// What the API holds: the projected position, and a way to wake the
