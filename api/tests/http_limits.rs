@@ -18,8 +18,13 @@ async fn rate_limits_apply_per_token_to_interactive_roles_only(backend: Backend)
     )
     .await;
     let api = server.api.clone();
-    let (account, _) = api.funded_account(100).await;
+    let (account, position) = api.funded_account(100).await;
     let path = format!("/v1/accounts/{account}/limits");
+    // Read-your-writes is what `?min_position=` is for (SPEC): the first
+    // read waits for the projector, the burst below then reads freely.
+    api.get(&format!("{path}?min_position={position}"), &api.developer())
+        .await
+        .expect(200);
 
     // An owner's token: its burst, then 429 with Retry-After.
     let owner = api.owner(&account);

@@ -159,3 +159,30 @@ fn short_run_over_nats_request_reply_checks_balances() {
     let stdout = run_bench(&["--transport", "nats", "--nats-url", &nats.url]);
     assert_scenarios(&stdout, &["nats accounts", "nats hot"]);
 }
+
+/// `--scenario projection` on SQLite: the three phases ran, and the live
+/// catch-up's rows equal the bulk rebuild's.
+#[test]
+fn projection_scenario_times_the_catch_up_and_compares_it_with_a_rebuild() {
+    let stdout = run_bench(&["--scenario", "projection", "--events", "300"]);
+    for phase in [
+        "projection write",
+        "projection catch-up",
+        "projection rebuild",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase} line in:\n{stdout}"));
+        assert!(line.contains("sqlite"), "{line}");
+    }
+    let catch_up = stdout
+        .lines()
+        .find(|l| l.starts_with("projection catch-up"))
+        .unwrap_or_default();
+    assert!(catch_up.contains("ok (10)"), "rows compared: {catch_up}");
+    assert!(
+        stdout.contains("projection catch-up events/s"),
+        "the target ratio is reported:\n{stdout}"
+    );
+}

@@ -372,7 +372,10 @@ fn daily_key(account: &str, at_text: &str, usage: &Usage) -> DailyKey {
 /// (`live.rs`) loads them and seeds its fold with them.
 #[derive(Debug, Default)]
 pub(crate) struct Touched {
+    /// Keys of `rm_accounts` rows.
     accounts: std::collections::BTreeSet<String>,
+    /// Keys of `rm_balances` rows.
+    balances: std::collections::BTreeSet<String>,
     daily: std::collections::BTreeSet<DailyKey>,
     billing: std::collections::BTreeSet<(Table, String)>,
 }
@@ -381,7 +384,30 @@ impl Touched {
     pub(crate) fn add(&mut self, stored: &RawEvent, decoded: &Decoded) {
         match decoded {
             Decoded::Account(event) => {
-                self.accounts.insert(stored.aggregate_id.clone());
+                // Which of the two rows `apply_account` changes: a batch of
+                // deductions reads and writes no `rm_accounts` row.
+                let (account, balance) = match event {
+                    AccountEvent::AccountOpened(_) => (true, true),
+                    AccountEvent::AccountUpdated(e) => (true, e.credit_limit.is_some()),
+                    AccountEvent::PlanChanged(_)
+                    | AccountEvent::AccountSuspended(_)
+                    | AccountEvent::AccountReactivated(_)
+                    | AccountEvent::AccountStatusChanged(_) => (true, false),
+                    AccountEvent::CreditsHeld(_)
+                    | AccountEvent::HoldReleased(_)
+                    | AccountEvent::CreditsGranted(_)
+                    | AccountEvent::CreditsDeducted(_)
+                    | AccountEvent::HoldCaptured(_)
+                    | AccountEvent::CreditsRefunded(_)
+                    | AccountEvent::CreditsAdjusted(_)
+                    | AccountEvent::CreditsExpired(_) => (false, true),
+                };
+                if account {
+                    self.accounts.insert(stored.aggregate_id.clone());
+                }
+                if balance {
+                    self.balances.insert(stored.aggregate_id.clone());
+                }
                 let usage = match event {
                     AccountEvent::CreditsDeducted(e) => Some(&e.usage),
                     AccountEvent::HoldCaptured(e) => Some(&e.usage),
@@ -409,9 +435,8 @@ impl Touched {
     /// The keys of `table`'s touched rows, as the texts of its key columns.
     pub(crate) fn keys(&self, table: Table) -> Vec<Vec<String>> {
         match table {
-            Table::Accounts | Table::Balances => {
-                self.accounts.iter().map(|a| vec![a.clone()]).collect()
-            }
+            Table::Accounts => self.accounts.iter().map(|a| vec![a.clone()]).collect(),
+            Table::Balances => self.balances.iter().map(|a| vec![a.clone()]).collect(),
             Table::UsageDaily => self
                 .daily
                 .iter()

@@ -215,13 +215,10 @@ impl Projector {
     /// tried. An event that cannot be applied ends the batch before it;
     /// alone at the head of a batch, it is the error.
     pub async fn run_batch(&self, max_events: u32) -> Result<usize, ProjectionError> {
+        // Where this projector left the checkpoint; read from the store
+        // again only when a claim shows another process moved it.
+        let mut from = self.position();
         loop {
-            let from = checkpoint(&self.store).await?;
-            self.position.send_if_modified(|p| {
-                let changed = *p != from;
-                *p = from;
-                changed
-            });
             let read_at = unix_millis();
             let mut page = self.page(from, max_events).await?;
             // A page short of its limit held every event committed when it
@@ -265,6 +262,9 @@ impl Projector {
                 // Returning 0 here would tell `catch_up` the log is exhausted
                 // and leave this handle's position behind the read models.
                 debug!(from, "another projector advanced the checkpoint");
+                drop(tx);
+                from = checkpoint(&self.store).await?;
+                self.position.send_replace(from);
                 continue;
             }
             let positions: Vec<i64> = page.events.iter().map(|e| e.position).collect();
@@ -305,6 +305,11 @@ impl Projector {
             }
         }
         read_page(self.store.clone(), from, max_events).await
+    }
+
+    /// The checkpoint this projector last read or wrote.
+    fn position(&self) -> i64 {
+        *self.position.borrow()
     }
 
     /// Applies batches until the log is exhausted; returns how many events.
