@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use store::audit::RawEvent;
 use store::sql::{Arg, ArrayArg, SqlRow, SqlTx};
 
-use crate::bulk::INSERT_PARAMS_MAX;
-use crate::bulk::{insert_rows, Decoded, ExpiryOp, ReadModelFold, Row, Table, Touched};
+use crate::bulk::{
+    insert_rows, Decoded, ExpiryOp, ReadModelFold, Row, Table, Touched, INSERT_PARAMS_MAX,
+};
 use crate::ProjectionError;
 
 /// The keyed tables a batch reads its starting rows from.
@@ -40,6 +41,12 @@ pub(crate) struct Page {
 }
 
 impl Page {
+    /// Whether it holds as many events as it was asked for: more may wait
+    /// after it (the projector is behind).
+    pub(crate) fn is_full(&self) -> bool {
+        self.events.len() >= self.limit as usize
+    }
+
     /// Keeps the first `n` events.
     pub(crate) fn truncate(&mut self, n: usize) {
         self.events.truncate(n);
@@ -222,53 +229,74 @@ fn placeholders(from: usize, n: usize) -> String {
     format!("({})", list.join(", "))
 }
 
-/// The rows of `table` whose (all text) key columns are one of `keys`.
-async fn select_rows(
-    tx: &mut SqlTx,
-    table: Table,
-    keys: &[Vec<String>],
-) -> Result<Vec<Row>, ProjectionError> {
-    let columns = table.columns().join(", ");
+/// A condition on `table`'s (all text) key columns matching `keys`, with
+/// its arguments: one condition over arrays on PostgreSQL, chunks of
+/// `IN (VALUES …)` within [`INSERT_PARAMS_MAX`] on SQLite.
+enum KeyFilter {
+    Arrays(String, Vec<ArrayArg>),
+    Values(String, Vec<Arg>),
+}
+
+fn key_filters(tx: &SqlTx, table: Table, keys: &[Vec<String>]) -> Vec<KeyFilter> {
     let key = table.key();
     let key_list = key.join(", ");
-    let mut found = Vec::new();
     if matches!(tx, SqlTx::Pg(_)) {
-        let sql = if key.len() == 1 {
-            format!(
-                "SELECT {columns} FROM {} WHERE {key_list} = ANY($1::text[])",
-                table.sql_name()
-            )
+        let condition = if key.len() == 1 {
+            format!("{key_list} = ANY($1::text[])")
         } else {
             let unnest: Vec<String> = (1..=key.len()).map(|i| format!("${i}::text[]")).collect();
             format!(
-                "SELECT {columns} FROM {} WHERE ({key_list}) IN (SELECT * FROM UNNEST({}))",
-                table.sql_name(),
+                "({key_list}) IN (SELECT * FROM UNNEST({}))",
                 unnest.join(", ")
             )
         };
         let arrays = (0..key.len())
             .map(|j| ArrayArg::Text(keys.iter().map(|k| k.get(j).cloned()).collect()))
             .collect();
-        for row in tx.fetch_all_arrays(&sql, arrays).await? {
-            found.push(stored_row(table, &row)?);
-        }
-        return Ok(found);
+        return vec![KeyFilter::Arrays(condition, arrays)];
     }
-    for chunk in keys.chunks((INSERT_PARAMS_MAX / key.len()).max(1)) {
-        let tuples: Vec<String> = (0..chunk.len())
-            .map(|i| placeholders(i * key.len() + 1, key.len()))
-            .collect();
-        let sql = format!(
-            "SELECT {columns} FROM {} WHERE ({key_list}) IN (VALUES {})",
-            table.sql_name(),
-            tuples.join(", ")
-        );
-        let args: Vec<Arg> = chunk
-            .iter()
-            .flatten()
-            .map(|k| Arg::Text(k.clone()))
-            .collect();
-        for row in tx.fetch_all(&sql, &args).await? {
+    keys.chunks((INSERT_PARAMS_MAX / key.len()).max(1))
+        .map(|chunk| {
+            let tuples: Vec<String> = (0..chunk.len())
+                .map(|i| placeholders(i * key.len() + 1, key.len()))
+                .collect();
+            let args = chunk
+                .iter()
+                .flatten()
+                .map(|k| Arg::Text(k.clone()))
+                .collect();
+            KeyFilter::Values(
+                format!("({key_list}) IN (VALUES {})", tuples.join(", ")),
+                args,
+            )
+        })
+        .collect()
+}
+
+/// The rows of `table` whose (all text) key columns are one of `keys`.
+async fn select_rows(
+    tx: &mut SqlTx,
+    table: Table,
+    keys: &[Vec<String>],
+) -> Result<Vec<Row>, ProjectionError> {
+    let select = format!(
+        "SELECT {} FROM {} WHERE",
+        table.columns().join(", "),
+        table.sql_name()
+    );
+    let mut found = Vec::new();
+    for filter in key_filters(tx, table, keys) {
+        let rows = match filter {
+            KeyFilter::Arrays(condition, args) => {
+                tx.fetch_all_arrays(&format!("{select} {condition}"), args)
+                    .await?
+            }
+            KeyFilter::Values(condition, args) => {
+                tx.fetch_all(&format!("{select} {condition}"), &args)
+                    .await?
+            }
+        };
+        for row in rows {
             found.push(stored_row(table, &row)?);
         }
     }
@@ -284,36 +312,17 @@ async fn delete_rows(
     if keys.is_empty() {
         return Ok(());
     }
-    let key = table.key();
-    let key_list = key.join(", ");
-    if matches!(tx, SqlTx::Pg(_)) {
-        let unnest: Vec<String> = (1..=key.len()).map(|i| format!("${i}::text[]")).collect();
-        let sql = format!(
-            "DELETE FROM {} WHERE ({key_list}) IN (SELECT * FROM UNNEST({}))",
-            table.sql_name(),
-            unnest.join(", ")
-        );
-        let arrays = (0..key.len())
-            .map(|j| ArrayArg::Text(keys.iter().map(|k| k.get(j).cloned()).collect()))
-            .collect();
-        tx.execute_arrays(&sql, arrays).await?;
-        return Ok(());
-    }
-    for chunk in keys.chunks((INSERT_PARAMS_MAX / key.len()).max(1)) {
-        let tuples: Vec<String> = (0..chunk.len())
-            .map(|i| placeholders(i * key.len() + 1, key.len()))
-            .collect();
-        let sql = format!(
-            "DELETE FROM {} WHERE ({key_list}) IN (VALUES {})",
-            table.sql_name(),
-            tuples.join(", ")
-        );
-        let args: Vec<Arg> = chunk
-            .iter()
-            .flatten()
-            .map(|k| Arg::Text(k.clone()))
-            .collect();
-        tx.execute(&sql, &args).await?;
+    let delete = format!("DELETE FROM {} WHERE", table.sql_name());
+    for filter in key_filters(tx, table, keys) {
+        match filter {
+            KeyFilter::Arrays(condition, args) => {
+                tx.execute_arrays(&format!("{delete} {condition}"), args)
+                    .await?
+            }
+            KeyFilter::Values(condition, args) => {
+                tx.execute(&format!("{delete} {condition}"), &args).await?
+            }
+        };
     }
     Ok(())
 }

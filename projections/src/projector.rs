@@ -223,11 +223,11 @@ impl Projector {
             let mut page = self.page(from, max_events).await?;
             // A page short of its limit held every event committed when it
             // was read (a page read ahead is always full).
-            let to_the_end = page.events.len() < page.limit as usize;
+            let to_the_end = !page.is_full();
             let Some(read_upto) = page.events.last().map(|e| e.position) else {
                 return Ok(0);
             };
-            if page.events.len() >= page.limit as usize {
+            if page.is_full() {
                 // A full page: the projector is behind. Read and decode the
                 // next one while this batch is written.
                 let next = tokio::spawn(read_page(self.store.clone(), read_upto, max_events));
@@ -296,7 +296,7 @@ impl Projector {
         if let Some((at, task)) = ahead {
             if at == from {
                 if let Ok(Ok(page)) = task.await {
-                    if page.from == from && page.events.len() >= page.limit as usize {
+                    if page.from == from && page.is_full() {
                         return Ok(page);
                     }
                 }
