@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use common::{key, Backend};
 use serde_json::{json, Value};
-use store::testing::TestDb;
 use store::Store;
 
 /// SIGKILLs per backend, each in the middle of a burst of load.
@@ -363,12 +362,7 @@ async fn get_json(http: &reqwest::Client, url: String, token: &str) -> Value {
 async fn kill_nine_under_load(backend: Backend) {
     api::install_crypto_provider();
     let started = Instant::now();
-    let db = match backend {
-        Backend::Postgres => TestDb::postgres()
-            .await
-            .expect("PostgreSQL must be running at 127.0.0.1:5432 for this test"),
-        Backend::Sqlite => TestDb::sqlite().await.expect("a SQLite database"),
-    };
+    let db = common::fresh_db(backend).await;
     let data = tempfile::tempdir().expect("a data dir");
     let keys = api::auth::JwtKeys::from_secret(common::JWT_SECRET.as_bytes());
     let mint = |role, account: Option<&str>| {
@@ -608,14 +602,7 @@ async fn kill_nine_under_load(backend: Backend) {
 
     // What `ledger-replay verify` checks: hash chains, and every read model
     // against a fresh fold of the log.
-    let report = replay_tools::verify::verify(&db.store, None)
-        .await
-        .expect("verify runs");
-    assert!(
-        report.ok && report.discrepancy_count == 0,
-        "verify found discrepancies: {:#?}",
-        report.discrepancies
-    );
+    let report = common::assert_verify_clean(&db.store).await;
     assert!(report.events as usize >= log.len());
     drop(book);
     drop(server);
@@ -773,12 +760,7 @@ async fn projected(store: &Store) -> i64 {
 /// counted twice. The checkpoint never moves back.
 async fn projector_killed_mid_batch(backend: Backend) {
     api::install_crypto_provider();
-    let db = match backend {
-        Backend::Postgres => TestDb::postgres()
-            .await
-            .expect("PostgreSQL must be running at 127.0.0.1:5432 for this test"),
-        Backend::Sqlite => TestDb::sqlite().await.expect("a SQLite database"),
-    };
+    let db = common::fresh_db(backend).await;
     let data = tempfile::tempdir().expect("a data dir");
     write_backlog(&db.store).await;
     let head = store_head(&db.store).await;
@@ -846,14 +828,7 @@ async fn projector_killed_mid_batch(backend: Backend) {
         live == rebuilt,
         "the live rows differ from the rebuilt ones"
     );
-    let report = replay_tools::verify::verify(&db.store, None)
-        .await
-        .expect("verify runs");
-    assert!(
-        report.ok && report.discrepancy_count == 0,
-        "verify found discrepancies: {:#?}",
-        report.discrepancies
-    );
+    common::assert_verify_clean(&db.store).await;
     db.cleanup().await.expect("drop the test database");
 }
 

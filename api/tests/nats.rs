@@ -23,7 +23,6 @@ use async_nats::HeaderMap;
 use common::{key, Api, Backend, Server};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use store::testing::TestDb;
 
 // ---------------------------------------------------------------- harness
 
@@ -1009,12 +1008,7 @@ fn kill(server: Running) {
 async fn every_event_once_in_order_across_a_kill(backend: Backend) {
     api::install_crypto_provider();
     let nats = NatsServer::start().await;
-    let db = match backend {
-        Backend::Postgres => TestDb::postgres()
-            .await
-            .expect("PostgreSQL must be running"),
-        Backend::Sqlite => TestDb::sqlite().await.expect("a SQLite database"),
-    };
+    let db = common::fresh_db(backend).await;
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let api = Api {

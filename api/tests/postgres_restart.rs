@@ -762,14 +762,7 @@ async fn a_postgres_restart_under_load_answers_503_fast_then_recovers_losing_not
     )
     .await;
     assert_eq!(ready.status, Some(200), "{}", ready.line());
-    let report = replay_tools::verify::verify(&store, None)
-        .await
-        .expect("verify runs");
-    assert!(
-        report.ok && report.discrepancy_count == 0,
-        "verify found discrepancies: {:#?}",
-        report.discrepancies
-    );
+    common::assert_verify_clean(&store).await;
     drop(book);
     drop(server);
     match store {

@@ -23,6 +23,31 @@ use store::testing::TestDb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A fresh, migrated database of `backend`. PostgreSQL missing is a
+/// failure, never a skip.
+pub async fn fresh_db(backend: Backend) -> TestDb {
+    match backend {
+        Backend::Postgres => TestDb::postgres()
+            .await
+            .expect("PostgreSQL must be running at 127.0.0.1:5432 for the API tests"),
+        Backend::Sqlite => TestDb::sqlite().await.expect("a SQLite test database"),
+    }
+}
+
+/// What `ledger-replay verify` checks (hash chains, and every read model
+/// against a fresh fold of the log) finds nothing; returns its report.
+pub async fn assert_verify_clean(store: &store::Store) -> replay_tools::verify::VerifyReport {
+    let report = replay_tools::verify::verify(store, None)
+        .await
+        .expect("verify runs");
+    assert!(
+        report.ok && report.discrepancy_count == 0,
+        "verify found discrepancies: {:#?}",
+        report.discrepancies
+    );
+    report
+}
+
 /// The HS256 secret the test servers sign with: explicit, 32+ bytes.
 pub const JWT_SECRET: &str = "http-api-tests-secret-0123456789-abcdefghijklmnop";
 
@@ -122,12 +147,7 @@ impl Server {
     /// A server with extra flags (`--nats-url …`).
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         api::install_crypto_provider();
-        let db = match backend {
-            Backend::Postgres => TestDb::postgres()
-                .await
-                .expect("PostgreSQL must be running at 127.0.0.1:5432 for the API tests"),
-            Backend::Sqlite => TestDb::sqlite().await.expect("a SQLite test database"),
-        };
+        let db = fresh_db(backend).await;
         let data_dir = tempfile::tempdir().expect("a temporary data dir");
         let config = config_with(&db.url, data_dir.path(), extra);
         let prepared = api::prepare(config).await.expect("the server prepares");
