@@ -10,6 +10,7 @@ pub mod billing;
 pub mod catalog;
 pub mod metadata;
 pub mod subscription;
+pub mod team;
 pub mod types;
 
 pub use account::*;
@@ -17,6 +18,7 @@ pub use billing::*;
 pub use catalog::*;
 pub use metadata::{chain_hash, Actor, EventMetadata, MetadataError, GENESIS_HASH};
 pub use subscription::*;
+pub use team::*;
 pub use types::*;
 
 /// Every event type of this catalog is at version 1.0 today.

@@ -764,6 +764,9 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
     for sample in stripe_samples() {
         check_fixture(stripe_variant(&sample), &sample, stripe_variant);
     }
+    for sample in team_samples() {
+        check_fixture(team_variant(&sample), &sample, team_variant);
+    }
     let known: BTreeSet<String> = account_samples()
         .iter()
         .map(account_variant)
@@ -772,6 +775,7 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
         .chain(payment_samples().iter().map(payment_variant))
         .chain(subscription_samples().iter().map(subscription_variant))
         .chain(stripe_samples().iter().map(stripe_variant))
+        .chain(team_samples().iter().map(team_variant))
         .map(|n| format!("{n}.json"))
         .collect();
     let stored: BTreeSet<String> = fs::read_dir(fixtures_dir())
@@ -913,4 +917,113 @@ fn every_subscription_event_survives_a_serde_round_trip_with_its_literal_type() 
         changed["SubscriptionPlanChanged"]["proration_invoice"]["purpose"],
         json!("proration")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Teams
+// ---------------------------------------------------------------------------
+
+fn team_samples() -> Vec<events::TeamEvent> {
+    use events::{JoinSource, LimitOverrides, MemberRole, TeamEvent as E, UsageCounts};
+    vec![
+        E::MemberAdded(events::MemberAdded {
+            member_id: id(60),
+            user_id: "user-1".into(),
+            email: "owner@acme.example".into(),
+            role: MemberRole::Owner,
+            source: JoinSource::AccountOpened,
+            added_by: None,
+            added_at: at(1, 9),
+        }),
+        E::MemberInvited(events::MemberInvited {
+            member_id: id(61),
+            email: "bob@acme.example".into(),
+            role: MemberRole::Editor,
+            token_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            invited_by: "user-1".into(),
+            invited_at: at(2, 9),
+            expires_at: at(9, 9),
+        }),
+        E::InvitationAccepted(events::InvitationAccepted {
+            member_id: id(61),
+            user_id: "user-2".into(),
+            accepted_at: at(2, 10),
+        }),
+        E::InvitationRevoked(events::InvitationRevoked {
+            member_id: id(62),
+            revoked_by: "user-1".into(),
+            revoked_at: at(2, 11),
+        }),
+        E::MemberRoleChanged(events::MemberRoleChanged {
+            member_id: id(61),
+            user_id: "user-2".into(),
+            from: MemberRole::Editor,
+            to: MemberRole::Admin,
+            changed_by: "user-1".into(),
+            changed_at: at(3, 9),
+        }),
+        E::MemberRemoved(events::MemberRemoved {
+            member_id: id(61),
+            user_id: "user-2".into(),
+            removed_by: "user-1".into(),
+            removed_at: at(4, 9),
+        }),
+        E::MemberSeen(events::MemberSeen {
+            member_id: id(60),
+            seen_at: at(4, 10),
+        }),
+        E::LimitsOverridden(events::LimitsOverridden {
+            overrides: LimitOverrides {
+                max_users: Some(Some(3)),
+                max_sites: Some(None),
+                max_industries: None,
+                max_author_profiles: None,
+            },
+            changed_by: "backend".into(),
+            changed_at: at(5, 9),
+        }),
+        E::UsageCountsReported(events::UsageCountsReported {
+            counts: UsageCounts {
+                sites: Some(2),
+                industries: Some(1),
+                author_profiles: None,
+            },
+            reported_by: "bot".into(),
+            reported_at: at(5, 10),
+        }),
+    ]
+}
+
+fn team_variant(e: &events::TeamEvent) -> &'static str {
+    e.type_name()
+}
+
+#[test]
+fn every_team_event_survives_a_serde_round_trip_with_its_literal_type() {
+    let expected = [
+        "MemberAdded",
+        "MemberInvited",
+        "InvitationAccepted",
+        "InvitationRevoked",
+        "MemberRoleChanged",
+        "MemberRemoved",
+        "MemberSeen",
+        "LimitsOverridden",
+        "UsageCountsReported",
+    ];
+    let samples = team_samples();
+    assert_eq!(samples.len(), expected.len());
+    for (sample, name) in samples.iter().zip(expected) {
+        assert_round_trips(sample, name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    let overridden = serde_json::to_value(&samples[7]).unwrap();
+    assert_eq!(
+        overridden["LimitsOverridden"]["overrides"],
+        json!({"max_users": 3, "max_sites": null}),
+        "null (unlimited) and absent (the plan's) stay apart"
+    );
+    let invited = serde_json::to_value(&samples[1]).unwrap();
+    assert_eq!(invited["MemberInvited"]["role"], json!("editor"));
 }

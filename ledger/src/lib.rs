@@ -15,6 +15,7 @@ pub mod invoice;
 pub mod payment;
 pub mod pricing;
 pub mod subscription;
+pub mod team;
 
 pub use account::{AccountCommand, AccountError, CreditAccount};
 pub use catalog::{Catalog, CatalogCommand, CatalogError};
@@ -22,3 +23,4 @@ pub use invoice::{Invoice, InvoiceCommand, InvoiceError};
 pub use payment::{Payment, PaymentCommand, PaymentError};
 pub use pricing::{price, PriceError};
 pub use subscription::{Subscription, SubscriptionCommand, SubscriptionError};
+pub use team::{Team, TeamAction, TeamCommand, TeamError};

@@ -146,6 +146,12 @@ impl RecentOutcomes for ledger::Subscription {
     }
 }
 
+impl RecentOutcomes for ledger::Team {
+    fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
+        None
+    }
+}
+
 impl RecentOutcomes for ledger::payment::StripeEventLog {
     fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
         None
