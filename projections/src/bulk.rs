@@ -44,13 +44,14 @@ pub enum Table {
     Invoices,
     Payments,
     Subscriptions,
+    TeamMembers,
     /// The sweeper's queue: rebuilt with the read models, but not diffed
     /// (the sweeper deletes what it has handled).
     ExpirySchedule,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Accounts,
         Table::Balances,
         Table::Transactions,
@@ -60,6 +61,7 @@ impl Table {
         Table::Invoices,
         Table::Payments,
         Table::Subscriptions,
+        Table::TeamMembers,
         Table::ExpirySchedule,
     ];
 
@@ -75,6 +77,7 @@ impl Table {
             Self::Invoices => "rm_invoices",
             Self::Payments => "rm_payments",
             Self::Subscriptions => crate::subscriptions::TABLE,
+            Self::TeamMembers => crate::team::TABLE,
             Self::ExpirySchedule => "expiry_schedule",
         }
     }
@@ -91,6 +94,7 @@ impl Table {
             Self::Invoices => "invoices",
             Self::Payments => "payments",
             Self::Subscriptions => "subscriptions",
+            Self::TeamMembers => "team_members",
             Self::ExpirySchedule => "expiry_schedule",
         }
     }
@@ -185,6 +189,7 @@ impl Table {
             Self::Invoices => &billing::INVOICE_COLUMNS,
             Self::Payments => &billing::PAYMENT_COLUMNS,
             Self::Subscriptions => &crate::subscriptions::SUBSCRIPTION_COLUMNS,
+            Self::TeamMembers => &crate::team::MEMBER_COLUMNS,
             Self::ExpirySchedule => &["account_id", "item_id", "due_at"],
         }
     }
@@ -199,6 +204,7 @@ impl Table {
             Self::Invoices => &["invoice_id"],
             Self::Payments => &["payment_id"],
             Self::Subscriptions => &["subscription_id"],
+            Self::TeamMembers => &["member_id"],
             Self::ExpirySchedule => &["account_id", "item_id"],
         }
     }
@@ -421,6 +427,20 @@ impl Touched {
             }
             Decoded::Catalog(_) => {}
             Decoded::Other => {
+                if stored.aggregate_type == events::TEAM_AGGREGATE_TYPE {
+                    // A team event touches its member's row (limits and
+                    // counts touch none); an undecodable one touches
+                    // nothing here, and the fold reports it.
+                    if let Some(Ok(event)) =
+                        crate::team::parse(&stored.aggregate_type, &stored.payload)
+                    {
+                        if let Some(member) = event.member_id() {
+                            self.billing
+                                .insert((Table::TeamMembers, member.to_string()));
+                        }
+                    }
+                    return;
+                }
                 let table = match stored.aggregate_type.as_str() {
                     events::INVOICE_AGGREGATE_TYPE => Table::Invoices,
                     events::PAYMENT_AGGREGATE_TYPE => Table::Payments,
@@ -442,7 +462,7 @@ impl Touched {
                 .iter()
                 .map(|(a, d, o, m)| vec![a.clone(), d.clone(), o.clone(), m.clone()])
                 .collect(),
-            Table::Invoices | Table::Payments | Table::Subscriptions => self
+            Table::Invoices | Table::Payments | Table::Subscriptions | Table::TeamMembers => self
                 .billing
                 .iter()
                 .filter(|(t, _)| *t == table)
@@ -571,7 +591,7 @@ impl ReadModelFold {
                     },
                 );
             }
-            Table::Invoices | Table::Payments | Table::Subscriptions => {
+            Table::Invoices | Table::Payments | Table::Subscriptions | Table::TeamMembers => {
                 // Each billing table's first column is its key.
                 self.billing.insert((table.sql_name(), t(0)?), row);
             }
@@ -620,6 +640,23 @@ impl ReadModelFold {
                         reason: e.to_string(),
                     })?;
                 crate::subscriptions::fold(
+                    &mut self.billing,
+                    &stored.aggregate_id,
+                    &event,
+                    stored.position,
+                );
+                Ok(())
+            }
+            Decoded::Other if stored.aggregate_type == events::TEAM_AGGREGATE_TYPE => {
+                let event: events::TeamEvent =
+                    serde_json::from_str(&stored.payload).map_err(|e| {
+                        ProjectionError::BadEvent {
+                            position: stored.position,
+                            event_type: stored.event_type.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                crate::team::fold(
                     &mut self.billing,
                     &stored.aggregate_id,
                     &event,
@@ -1016,7 +1053,7 @@ impl ReadModelFold {
                     vec![id.clone().into(), item.clone().into(), due.clone().into()]
                 })
                 .collect(),
-            Table::Invoices | Table::Payments | Table::Subscriptions => self
+            Table::Invoices | Table::Payments | Table::Subscriptions | Table::TeamMembers => self
                 .billing
                 .iter()
                 .filter(|((t, _), _)| *t == table.sql_name())

@@ -18,6 +18,7 @@ mod projector;
 mod queries;
 pub mod stats;
 pub mod subscriptions;
+pub mod team;
 
 pub use projector::{
     Projector, ProjectorHandle, PROJECTION_NAME, PROJECTOR_BATCH_EVENTS, PROJECTOR_BATCH_MAX,

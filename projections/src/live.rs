@@ -18,13 +18,14 @@ use crate::bulk::{
 use crate::ProjectionError;
 
 /// The keyed tables a batch reads its starting rows from.
-const SEEDED: [Table; 6] = [
+const SEEDED: [Table; 7] = [
     Table::Accounts,
     Table::Balances,
     Table::UsageDaily,
     Table::Invoices,
     Table::Payments,
     Table::Subscriptions,
+    Table::TeamMembers,
 ];
 
 /// The insert-only tables.

@@ -51,7 +51,7 @@ fn unix_millis() -> i64 {
     .unwrap_or(i64::MAX)
 }
 
-const READ_MODEL_TABLES: [&str; 9] = [
+const READ_MODEL_TABLES: [&str; 10] = [
     "rm_accounts",
     "rm_balances",
     "rm_transactions",
@@ -61,6 +61,7 @@ const READ_MODEL_TABLES: [&str; 9] = [
     "rm_invoices",
     "rm_payments",
     "rm_subscriptions",
+    "rm_team_members",
 ];
 
 /// A page being read ahead: the position it starts after, and its task.

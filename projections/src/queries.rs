@@ -608,6 +608,7 @@ impl ReadModels {
             ("rm_invoices", "invoice_id"),
             ("rm_payments", "payment_id"),
             ("rm_subscriptions", "subscription_id"),
+            ("rm_team_members", "member_id"),
         ] {
             let rows = self
                 .store

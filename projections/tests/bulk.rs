@@ -103,6 +103,19 @@ async fn live_batches_of_random_sizes_give_the_rows_of_a_bulk_rebuild(store: &St
     let bulk = models.dump().await.unwrap();
     let bulk_schedule = expiry_schedule(store).await;
     assert!(bulk.len() > 200, "the history fills the read models");
+    // Every account's team: its owner, three invitations (accepted,
+    // revoked, left to expire) and a member added directly.
+    let members: Vec<&String> = bulk
+        .iter()
+        .filter(|l| l.starts_with("rm_team_members"))
+        .collect();
+    assert_eq!(members.len(), 4 * 5, "{members:#?}");
+    for status in ["\"active\"", "\"revoked\"", "\"invited\""] {
+        assert!(
+            members.iter().any(|l| l.contains(status)),
+            "a {status} row: {members:#?}"
+        );
+    }
     for _ in 0..3 {
         let seed = reproject_in_random_batches(&p).await;
         assert_eq!(handle.position(), store.head_position().await.unwrap());

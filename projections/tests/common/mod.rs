@@ -257,6 +257,25 @@ impl Script<'_> {
         done
     }
 
+    /// Runs a team action on the account's team stream (seeded with its
+    /// owner on the first).
+    pub async fn team(&self, id: AccountId, action: ledger::TeamAction, now: DateTime<Utc>) {
+        let command = ledger::TeamCommand {
+            seed: Some(ledger::team::Seed {
+                member_id: Uuid::now_v7(),
+                owner_user_id: format!("owner-{id}"),
+                email: "owner@tenant.test".into(),
+            }),
+            action,
+            now,
+        };
+        self.service
+            .execute::<ledger::Team>(&id.to_string(), command, &ctx(), None)
+            .await
+            .unwrap_or_else(|e| panic!("team command on {id}: {e}"));
+        self.step().await;
+    }
+
     pub async fn catalog(&self, command: CatalogCommand) {
         exec_catalog(self.service, command).await;
         self.step().await;
@@ -468,6 +487,7 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
         }
         last_deduction = Some((deduction_id, deducted));
     }
+    team_history(script, id, index, base + Duration::minutes(30)).await;
     // Past the first grant's expiry: its unused credits leave.
     script
         .run(
@@ -527,4 +547,135 @@ pub async fn reproject_in_random_batches(p: &Projector) -> u64 {
             return seed;
         }
     }
+}
+
+/// A team's history: invitations accepted, revoked and left to expire, a
+/// member added directly, role changes, a removal, "seen" marks, limit
+/// overrides and reported counts (every team event kind).
+pub async fn team_history(script: &Script<'_>, id: AccountId, index: usize, t0: DateTime<Utc>) {
+    use events::{LimitOverrides, MemberRole, UsageCounts};
+    use ledger::TeamAction;
+    let t = |m: i64| t0 + Duration::minutes(m);
+    let invite = |n: u128, role| TeamAction::Invite {
+        member_id: Uuid::from_u128((index as u128) << 8 | n),
+        email: format!("member{n}@tenant{index}.test"),
+        role,
+        token_hash: format!("hash-{index}-{n}"),
+        expires_at: t(60),
+        by: format!("owner-{id}"),
+        by_role: Some(MemberRole::Owner),
+        seats: None,
+    };
+    script.team(id, TeamAction::Start, t(0)).await;
+    script.team(id, invite(1, MemberRole::Editor), t(1)).await;
+    script.team(id, invite(2, MemberRole::Viewer), t(2)).await;
+    script.team(id, invite(3, MemberRole::Admin), t(3)).await;
+    script
+        .team(
+            id,
+            TeamAction::Accept {
+                token_hash: format!("hash-{index}-1"),
+                user_id: format!("user-{index}-1"),
+            },
+            t(4),
+        )
+        .await;
+    script
+        .team(
+            id,
+            TeamAction::Revoke {
+                member_id: Uuid::from_u128((index as u128) << 8 | 2),
+                by: format!("owner-{id}"),
+            },
+            t(5),
+        )
+        .await;
+    script
+        .team(
+            id,
+            TeamAction::Add {
+                member_id: Uuid::from_u128((index as u128) << 8 | 9),
+                user_id: format!("user-{index}-9"),
+                email: format!("direct@tenant{index}.test"),
+                role: MemberRole::Viewer,
+                by: "platform".into(),
+                seats: None,
+            },
+            t(6),
+        )
+        .await;
+    script
+        .team(
+            id,
+            TeamAction::ChangeRole {
+                user_id: format!("user-{index}-1"),
+                role: MemberRole::Admin,
+                by: format!("owner-{id}"),
+                by_role: Some(MemberRole::Owner),
+            },
+            t(7),
+        )
+        .await;
+    script
+        .team(
+            id,
+            TeamAction::Seen {
+                user_id: format!("user-{index}-1"),
+            },
+            t(8),
+        )
+        .await;
+    if index % 2 == 0 {
+        script
+            .team(
+                id,
+                TeamAction::Remove {
+                    user_id: format!("user-{index}-9"),
+                    by: format!("owner-{id}"),
+                    by_role: Some(MemberRole::Owner),
+                },
+                t(9),
+            )
+            .await;
+    } else {
+        script
+            .team(
+                id,
+                TeamAction::TransferOwnership {
+                    to: format!("user-{index}-1"),
+                    by: format!("owner-{id}"),
+                    by_role: Some(MemberRole::Owner),
+                },
+                t(9),
+            )
+            .await;
+    }
+    script
+        .team(
+            id,
+            TeamAction::OverrideLimits {
+                overrides: LimitOverrides {
+                    max_users: Some(Some(7)),
+                    max_sites: Some(None),
+                    ..LimitOverrides::default()
+                },
+                by: "platform".into(),
+            },
+            t(10),
+        )
+        .await;
+    script
+        .team(
+            id,
+            TeamAction::ReportCounts {
+                counts: UsageCounts {
+                    sites: Some(index as i64),
+                    industries: Some(1),
+                    author_profiles: None,
+                },
+                by: "bot".into(),
+            },
+            t(11),
+        )
+        .await;
 }
