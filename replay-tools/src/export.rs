@@ -23,7 +23,7 @@ use store::Store;
 
 use crate::asof::balance_as_of;
 use crate::chain::Discrepancy;
-use crate::history::{for_each_entry, Format, HistoryFold, HistoryWriter};
+use crate::history::{for_each_entry, Format, HistoryFold, HistoryWriter, Streams};
 use crate::verify::{verify, VerifyReport};
 use crate::ReplayError;
 
@@ -140,7 +140,7 @@ pub async fn export(
     let history_path = dir.join(HISTORY_FILE);
     let mut writer = HistoryWriter::new(Format::Csv, create(&history_path)?);
     let mut history_rows = 0u64;
-    for_each_entry(store, account, None, None, |e| {
+    for_each_entry(store, account, Streams::Credits, None, None, |e| {
         if e.sequence <= last_sequence {
             history_rows += 1;
             writer.write(&e)?;

@@ -2,11 +2,12 @@
 //! running balance, folded from the start of the stream (so a `--from`
 //! window still shows true running balances).
 
+use std::collections::VecDeque;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use events::{AccountEvent, ACCOUNT_AGGREGATE_TYPE};
+use events::{AccountEvent, TeamEvent, ACCOUNT_AGGREGATE_TYPE, TEAM_AGGREGATE_TYPE};
 use ledger::CreditAccount;
 use projections::time_text;
 use serde::Serialize;
@@ -160,11 +161,131 @@ impl HistoryFold {
     }
 }
 
+fn team_reference_and_description(e: &TeamEvent) -> (String, String) {
+    match e {
+        TeamEvent::MemberAdded(x) => (
+            x.member_id.to_string(),
+            format!("{} ({}) joined as {}", x.user_id, x.email, x.role.as_str()),
+        ),
+        TeamEvent::MemberInvited(x) => (
+            x.member_id.to_string(),
+            format!(
+                "{} invited as {} until {}",
+                x.email,
+                x.role.as_str(),
+                time_text(x.expires_at)
+            ),
+        ),
+        TeamEvent::InvitationAccepted(x) => (
+            x.member_id.to_string(),
+            format!("invitation accepted by {}", x.user_id),
+        ),
+        TeamEvent::InvitationRevoked(x) => (x.member_id.to_string(), "invitation revoked".into()),
+        TeamEvent::MemberRoleChanged(x) => (
+            x.member_id.to_string(),
+            format!("{}: {} -> {}", x.user_id, x.from.as_str(), x.to.as_str()),
+        ),
+        TeamEvent::MemberRemoved(x) => (x.member_id.to_string(), format!("{} removed", x.user_id)),
+        TeamEvent::MemberSeen(x) => (x.member_id.to_string(), "member seen".into()),
+        TeamEvent::LimitsOverridden(x) => (
+            String::new(),
+            format!(
+                "limits overridden: {}",
+                serde_json::to_string(&x.overrides).unwrap_or_default()
+            ),
+        ),
+        TeamEvent::UsageCountsReported(x) => (
+            String::new(),
+            format!(
+                "counts reported: {}",
+                serde_json::to_string(&x.counts).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+impl HistoryFold {
+    /// An event of the account's team stream (docs/adr/0017), its own
+    /// chain checked: an entry that moves no credits, with the running
+    /// figures as they stand.
+    fn team_step(
+        &self,
+        chain: &mut Chain,
+        raw: &RawEvent,
+    ) -> Result<(DateTime<Utc>, HistoryEntry), ReplayError> {
+        let (meta, wrong) = chain.check(raw);
+        if let Some(first) = wrong.first() {
+            return Err(ReplayError::Tampered(first.to_string()));
+        }
+        let event: TeamEvent = serde_json::from_str(&raw.payload).map_err(|e| {
+            ReplayError::Tampered(format!("{} does not read: {e}", event_subject(raw, None)))
+        })?;
+        let meta = meta.ok_or_else(|| {
+            ReplayError::Tampered(format!("{} has no metadata", event_subject(raw, None)))
+        })?;
+        let at = event.occurred_at();
+        let (reference_id, description) = team_reference_and_description(&event);
+        Ok((
+            at,
+            HistoryEntry {
+                position: raw.position,
+                sequence: raw.sequence,
+                occurred_at: time_text(at),
+                recorded_at: time_text(meta.recorded_at),
+                event_type: event.type_name().to_owned(),
+                reference_id,
+                amount: 0,
+                held_change: 0,
+                balance: self.state.balance(),
+                held: self.state.held(),
+                available: self.state.available(),
+                description,
+                actor: format!("{} ({})", meta.actor.sub, meta.actor.role),
+                event_id: meta.event_id.to_string(),
+            },
+        ))
+    }
+}
+
+/// The account's team stream, whole (a few events per member).
+async fn team_events(store: &Store, account: &str) -> Result<VecDeque<RawEvent>, ReplayError> {
+    let mut out = VecDeque::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .stream_page(
+                TEAM_AGGREGATE_TYPE,
+                account,
+                after,
+                AUDIT_PAGE_EVENTS_MAX,
+                true,
+            )
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
+        after = last.sequence;
+        out.extend(page);
+    }
+}
+
+/// Which streams a history covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// The account's credit stream alone (what an audit pack holds).
+    Credits,
+    /// The credit stream and the team stream's membership changes,
+    /// interleaved by log position (`ledger-replay history`).
+    CreditsAndTeam,
+}
+
 /// Calls `each` with every entry whose instant is within `[from, to]`, in
-/// stream order. The chain is checked on the way; a broken one is an error.
+/// log order, of the `streams` asked for. The chains are checked on the
+/// way; a broken one is an error.
 pub async fn for_each_entry(
     store: &Store,
     account: &str,
+    streams: Streams,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     mut each: impl FnMut(HistoryEntry) -> Result<(), ReplayError>,
@@ -185,7 +306,32 @@ pub async fn for_each_entry(
         return Err(ReplayError::UnknownAccount(account.to_owned()));
     }
     let mut fold = HistoryFold::default();
+    let mut team = match streams {
+        Streams::Credits => VecDeque::new(),
+        Streams::CreditsAndTeam => team_events(store, account).await?,
+    };
+    let mut team_chain = Chain::genesis();
     let mut written = 0;
+    // Emits the team entries before `position` (all of them at the end).
+    let mut team_before = |fold: &HistoryFold,
+                           position: i64,
+                           each: &mut dyn FnMut(HistoryEntry) -> Result<(), ReplayError>,
+                           written: &mut u64|
+     -> Result<bool, ReplayError> {
+        while team.front().is_some_and(|t| t.position < position) {
+            let Some(raw) = team.pop_front() else { break };
+            let (at, entry) = fold.team_step(&mut team_chain, &raw)?;
+            if to.is_some_and(|t| at > t) {
+                return Ok(false);
+            }
+            if from.is_some_and(|f| at < f) {
+                continue;
+            }
+            each(entry)?;
+            *written += 1;
+        }
+        Ok(true)
+    };
     'pages: loop {
         let page = store
             .stream_page(
@@ -200,6 +346,9 @@ pub async fn for_each_entry(
             break;
         }
         for raw in page {
+            if !team_before(&fold, raw.position, &mut each, &mut written)? {
+                return Ok(written);
+            }
             let (at, entry) = fold.step(&raw)?;
             if to.is_some_and(|t| at > t) {
                 break 'pages;
@@ -211,6 +360,7 @@ pub async fn for_each_entry(
             written += 1;
         }
     }
+    team_before(&fold, i64::MAX, &mut each, &mut written)?;
     Ok(written)
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use replay_tools::history::{for_each_entry, Format, HistoryWriter};
+use replay_tools::history::{for_each_entry, Format, HistoryWriter, Streams};
 use replay_tools::rebuild::{progress_bar, projection_names, Selection};
 use replay_tools::time::{parse_instant, DateEnd};
 use replay_tools::{asof, export, rebuild, verify, ReplayError};
@@ -136,7 +136,10 @@ async fn run(cli: Cli) -> Result<ExitCode, ReplayError> {
             let store = open(url, Access::ReadOnly).await?;
             let stdout = std::io::stdout();
             let mut writer = HistoryWriter::new(format, std::io::BufWriter::new(stdout.lock()));
-            for_each_entry(&store, &account, from, to, |e| writer.write(&e)).await?;
+            for_each_entry(&store, &account, Streams::CreditsAndTeam, from, to, |e| {
+                writer.write(&e)
+            })
+            .await?;
             writer.finish()?;
         }
         Command::Verify { account, pack } => {

@@ -384,3 +384,114 @@ async fn export_writes_a_pack_that_verifies_offline(store: &Store) {
     assert!(found[0].to_string().contains("sequence 4"), "{found:#?}");
 }
 on_both_stores!(export_writes_a_pack_that_verifies_offline);
+
+/// Runs a team command (seeded with the account's owner) that must succeed.
+async fn team(
+    service: &CommandService,
+    id: events::AccountId,
+    action: ledger::TeamAction,
+    now: &str,
+) {
+    let command = ledger::TeamCommand {
+        seed: Some(ledger::team::Seed {
+            member_id: uuid::Uuid::from_u128(1),
+            owner_user_id: "owner-1".into(),
+            email: "owner@acme.test".into(),
+        }),
+        action,
+        now: at(now),
+    };
+    service
+        .execute::<ledger::Team>(&id.to_string(), command, &store::testing::context(), None)
+        .await
+        .expect("team command");
+}
+
+async fn history_lists_membership_changes_between_credit_entries_and_packs_stay_verifiable(
+    store: &Store,
+) {
+    use events::MemberRole;
+    use ledger::TeamAction;
+    use replay_tools::history::{for_each_entry, Streams};
+    let service = CommandService::new(store.clone());
+    let id = scripted_account(&service, "teams").await;
+    team(&service, id, TeamAction::Start, "2026-03-09T10:00:00Z").await;
+    team(
+        &service,
+        id,
+        TeamAction::Invite {
+            member_id: uuid::Uuid::from_u128(2),
+            email: "bob@acme.test".into(),
+            role: MemberRole::Editor,
+            token_hash: "h".into(),
+            expires_at: at("2026-03-16T10:00:00Z"),
+            by: "owner-1".into(),
+            by_role: Some(MemberRole::Owner),
+            seats: None,
+        },
+        "2026-03-09T10:01:00Z",
+    )
+    .await;
+    exec(&service, id, deduct10(at("2026-03-09T10:02:00Z"))).await;
+    team(
+        &service,
+        id,
+        TeamAction::Accept {
+            token_hash: "h".into(),
+            user_id: "bob".into(),
+        },
+        "2026-03-09T10:03:00Z",
+    )
+    .await;
+    let account = id.to_string();
+    let mut all = Vec::new();
+    for_each_entry(store, &account, Streams::CreditsAndTeam, None, None, |e| {
+        all.push(e);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let types: Vec<&str> = all.iter().map(|e| e.event_type.as_str()).collect();
+    let added = types.iter().position(|t| *t == "MemberAdded").unwrap();
+    // The deduction also released a lapsed hold and expired a lot: the
+    // team's entries sit between credit entries, in log order.
+    assert_eq!(
+        types[added..],
+        [
+            "MemberAdded",
+            "MemberInvited",
+            "HoldReleased",
+            "CreditsExpired",
+            "CreditsDeducted",
+            "InvitationAccepted"
+        ],
+        "{types:?}"
+    );
+    for (i, e) in all.iter().enumerate().skip(added) {
+        if e.event_type.starts_with("Member") || e.event_type.starts_with("Invitation") {
+            assert_eq!(e.amount, 0);
+            assert_eq!(
+                e.balance,
+                all[i - 1].balance,
+                "{} keeps the balance",
+                e.event_type
+            );
+        }
+    }
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(all[all.len() - 1].description.contains("bob"));
+    // An audit pack holds the credit stream alone, and still verifies.
+    let mut credits = Vec::new();
+    for_each_entry(store, &account, Streams::Credits, None, None, |e| {
+        credits.push(e);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(credits.len(), all.len() - 3);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pack");
+    export(store, &account, &out).await.unwrap();
+    assert_eq!(verify_pack(&out).unwrap(), Vec::new());
+}
+on_both_stores!(history_lists_membership_changes_between_credit_entries_and_packs_stay_verifiable);
