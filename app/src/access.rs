@@ -74,3 +74,19 @@ pub const REFUND_PAYMENT: &[Role] = ADMIN_BILLING;
 /// The per-country payment method rows.
 pub const CONFIGURE_PAYMENT_METHODS: &[Role] = STAFF;
 pub const READ_BILLING_STATS: &[Role] = STAFF;
+
+// Team and access (docs/adr/0017).
+/// The team list: who manages the account.
+pub const READ_TEAM: &[Role] = MANAGERS;
+/// Invitations, role changes, removals (only owners touch `owner`).
+pub const MANAGE_TEAM: &[Role] = MANAGERS;
+/// Handing the account over (staff may do it for a customer).
+pub const TRANSFER_OWNERSHIP: &[Role] = &[Owner, Developer];
+/// Members added directly, without an invitation (sign-up flows, imports).
+pub const ADD_MEMBER: &[Role] = STAFF;
+/// Every member across accounts.
+pub const READ_USERS: &[Role] = STAFF;
+/// Counts of sites, industries and author profiles, kept by the SaaS.
+pub const REPORT_COUNTS: &[Role] = WORKERS;
+/// A plan limit overridden for one account.
+pub const OVERRIDE_LIMITS: &[Role] = STAFF;

@@ -274,7 +274,24 @@ pub async fn open(
         )
         .await;
     match result {
-        Ok(done) => opened(&done),
+        Ok(done) => {
+            let answer = opened(&done)?;
+            if done.replayed.is_none() {
+                // The owner is the team's first member. Should this fail,
+                // the team's first command seeds it the same way.
+                if let Err(e) = crate::team::start(
+                    app,
+                    account,
+                    &answer.value.owner_user_id,
+                    &answer.value.billing_email,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, %account, "starting the account's team");
+                }
+            }
+            Ok(answer)
+        }
         // A retry of the same open (same key, same body) finds the account
         // its first attempt created, through the key it reserved.
         Err(ServiceError::Reserved { .. }) if claim.is_some() => {
@@ -481,10 +498,14 @@ pub async fn limits(
         .ok_or_else(|| AppError::NotFound("account not found".into()))?;
     let catalog = app.catalog.get().await;
     let plan = catalog.plan(&view.plan);
+    let (limits, overrides, current) =
+        crate::team::limits_part(app, account, plan.map(|p| &p.limits)).await?;
     Ok(json!({
         "account_id": view.account_id,
         "plan": view.plan,
-        "limits": plan.map(|p| &p.limits),
+        "limits": limits,
+        "plan_limits": plan.map(|p| &p.limits),
+        "overrides": overrides,
         "features": plan.map(|p| &p.features),
         "credits": {
             "included_per_period": plan.map(|p| p.included_credits),
@@ -494,9 +515,9 @@ pub async fn limits(
             "balance": view.balance,
             "available": view.available,
         },
-        // Users, sites, industries and author profiles live in the SaaS
-        // back end; the ledger does not count them.
-        "current": { "users": null, "sites": null, "industries": null, "author_profiles": null },
+        // Users from the roster; sites, industries and author profiles as
+        // the SaaS reports them (`PUT /accounts/{id}/usage-counts`).
+        "current": current,
     }))
 }
 

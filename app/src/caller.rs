@@ -283,6 +283,12 @@ impl JwtKeys {
     /// expired (beyond [`JWT_LEEWAY_SECONDS`]), well formed, and naming an
     /// account when its role needs one.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_with(token, true)
+    }
+
+    /// [`JwtKeys::verify`], the account requirement of the role checked
+    /// only when `require_account`.
+    pub fn verify_with(&self, token: &str, require_account: bool) -> Result<Claims, AuthError> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::TooLong);
         }
@@ -321,7 +327,10 @@ impl JwtKeys {
             ErrorKind::Json(e) => AuthError::Malformed(e.to_string()),
             _ => AuthError::Malformed("not a JWT".into()),
         })?;
-        data.claims.check()?;
+        match data.claims.check() {
+            Err(AuthError::AccountRequired { .. }) if !require_account => {}
+            checked => checked?,
+        }
         if data
             .claims
             .jti
@@ -491,6 +500,35 @@ impl Caller {
                 self.require(roles)?;
                 self.own_account()
             }
+        }
+    }
+
+    /// This caller acting with `role` instead of its token's: the roster
+    /// check's answer (docs/adr/0017).
+    pub(crate) fn with_role(mut self, role: Role) -> Self {
+        self.claims.role = role;
+        self
+    }
+
+    /// Verifies a token whatever its role's account requirement: the one
+    /// route that takes any signed token (accepting an invitation, which the
+    /// invitee's token cannot name an account for yet).
+    pub fn from_authorization_any(keys: &JwtKeys, value: Option<&str>) -> Result<Self, AppError> {
+        let unauthorized = |m: &str| AppError::Unauthorized(m.to_owned());
+        let value = value.ok_or_else(|| {
+            unauthorized("missing Authorization header: send Authorization: Bearer <token>")
+        })?;
+        match value.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(Self {
+                    claims: keys.verify_with(token.trim(), false)?,
+                })
+            }
+            _ => Err(unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            )),
         }
     }
 

@@ -10,6 +10,7 @@
 use ledger::account::HoldState;
 use ledger::{
     AccountError, CatalogError, InvoiceError, PaymentError, PriceError, SubscriptionError,
+    TeamError,
 };
 use projections::ProjectionError;
 use serde_json::{json, Value};
@@ -28,6 +29,7 @@ pub mod status {
     pub const FORBIDDEN: u16 = 403;
     pub const NOT_FOUND: u16 = 404;
     pub const CONFLICT: u16 = 409;
+    pub const GONE: u16 = 410;
     pub const PAYLOAD_TOO_LARGE: u16 = 413;
     pub const UNPROCESSABLE_ENTITY: u16 = 422;
     pub const TOO_MANY_REQUESTS: u16 = 429;
@@ -56,6 +58,13 @@ pub enum AppError {
         required: i64,
     },
     UnknownOperation(String),
+    /// A plan limit is reached (409 `plan_limit`).
+    PlanLimit {
+        limit: i64,
+        used: i64,
+    },
+    /// An invitation expired or was revoked (410 `invitation_expired`).
+    InvitationExpired(String),
     PayloadTooLarge {
         limit_bytes: usize,
     },
@@ -98,6 +107,8 @@ impl AppError {
             Self::Conflict(_) | Self::IdempotencyKeyReused => status::CONFLICT,
             Self::InsufficientCredits { .. } => status::PAYMENT_REQUIRED,
             Self::UnknownOperation(_) => status::UNPROCESSABLE_ENTITY,
+            Self::PlanLimit { .. } => status::CONFLICT,
+            Self::InvitationExpired(_) => status::GONE,
             Self::PayloadTooLarge { .. } => status::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => status::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => status::SERVICE_UNAVAILABLE,
@@ -122,6 +133,8 @@ impl AppError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::InsufficientCredits { .. } => "insufficient_credits",
             Self::UnknownOperation(_) => "unknown_operation",
+            Self::PlanLimit { .. } => "plan_limit",
+            Self::InvitationExpired(_) => "invitation_expired",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) | Self::BadGateway(_) => "unavailable",
@@ -139,7 +152,15 @@ impl AppError {
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::Unavailable(m)
+            | Self::InvitationExpired(m)
             | Self::BadGateway(m) => (m.clone(), json!({})),
+            Self::PlanLimit { limit, used } => (
+                format!(
+                    "the plan allows {limit} users and {used} seats are taken (active members \
+                     and open invitations); upgrade the plan or free a seat"
+                ),
+                json!({ "limit": limit, "used": used }),
+            ),
             Self::AccountSuspended => (
                 "the account is suspended; reads still work".into(),
                 json!({}),
@@ -349,6 +370,29 @@ impl From<SubscriptionError> for AppError {
             }
             e @ SubscriptionError::UnknownInvoice(_) => AppError::NotFound(e.to_string()),
             e => AppError::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<TeamError> for AppError {
+    fn from(e: TeamError) -> Self {
+        match e {
+            TeamError::PlanLimit { limit, used } => AppError::PlanLimit { limit, used },
+            e @ (TeamError::UnknownInvitation | TeamError::UnknownMember(_)) => {
+                AppError::NotFound(e.to_string())
+            }
+            e @ (TeamError::InvitationExpired | TeamError::InvitationRevoked) => {
+                AppError::InvitationExpired(e.to_string())
+            }
+            e @ TeamError::OwnerOnly => AppError::Forbidden(e.to_string()),
+            // A command without its seed: the use case always sends one.
+            TeamError::NotStarted => AppError::Internal,
+            e @ (TeamError::AlreadyMember(_)
+            | TeamError::AlreadyInvited(_)
+            | TeamError::InvitationUsed
+            | TeamError::LastOwner
+            | TeamError::TooMany
+            | TeamError::AlreadyOwner(_)) => AppError::Conflict(e.to_string()),
         }
     }
 }

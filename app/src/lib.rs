@@ -32,6 +32,7 @@ pub mod credits;
 pub mod reads;
 pub mod stripe_events;
 pub mod subscriptions;
+pub mod team;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct App {
     /// first write): a head that is never behind its own writes, whatever
     /// a cached store probe says.
     pub written: Arc<std::sync::atomic::AtomicI64>,
+    /// The rosters the roster check read, briefly cached.
+    pub rosters: team::Rosters,
 }
 
 impl App {

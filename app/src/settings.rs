@@ -39,6 +39,13 @@ pub struct Settings {
     /// Who may approve or reject manual payments (normalized subjects);
     /// empty: any developer other than the submitter.
     pub approvers: Vec<String>,
+    /// Owner/admin/editor/viewer tokens must belong to active members of
+    /// their account, and act with the roster's role (docs/adr/0017).
+    pub roster_check: bool,
+    /// The key invitation tokens are derived from (the server's JWT
+    /// secret); without one they are random, and a retried invite cannot
+    /// show its token again.
+    pub invitation_key: Option<Secret>,
 }
 
 /// A subject as compared for approvals: trimmed and case-folded, so that

@@ -170,6 +170,7 @@ impl Harness {
             }),
             revocations: Default::default(),
             written: Default::default(),
+            rosters: Default::default(),
         };
         app::catalog::seed(&app).await.expect("the catalog seeds");
         let (stop, stopped) = oneshot::channel::<()>();
