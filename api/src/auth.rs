@@ -13,10 +13,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use tracing::{info, warn};
@@ -28,6 +27,7 @@ pub use app::caller::{
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::AppState;
 
 /// Random bytes in a generated secret (stored hex-encoded, so the stored
 /// secret is twice as long).
@@ -52,22 +52,61 @@ impl std::ops::Deref for Principal {
     }
 }
 
-impl<S> FromRequestParts<S> for Principal
-where
-    Arc<JwtKeys>: FromRef<S>,
-    S: Send + Sync,
-{
+impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = verified_caller(parts, &state.jwt)?;
+        // The roster check: an account's member, with the roster's role.
+        Ok(Self(app::team::admit(&state.app, caller).await?))
+    }
+}
+
+/// The caller of the request's one `Authorization: Bearer` header: the
+/// rate limiter's answer for this exact header when it has one, else the
+/// token verified here.
+fn verified_caller(parts: &Parts, keys: &JwtKeys) -> Result<Caller, ApiError> {
+    let authorization = single_authorization(parts)?;
+    let verified = parts
+        .extensions
+        .get::<Verified>()
+        .filter(|v| Some(v.authorization.as_str()) == authorization)
+        .map(|v| v.caller.clone());
+    match verified {
+        Some(caller) => Ok(caller),
+        None => Ok(Caller::from_authorization(keys, authorization)?),
+    }
+}
+
+/// The caller of the one route any signed token may call, whatever its
+/// role's account requirement and without the roster check: accepting an
+/// invitation (`POST /v1/team/invitations/accept`), which the invitee
+/// calls before they belong to the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnySigned(pub Caller);
+
+impl std::ops::Deref for AnySigned {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for AnySigned {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let authorization = single_authorization(parts)?;
-        if let Some(v) = parts.extensions.get::<Verified>() {
-            if Some(v.authorization.as_str()) == authorization {
-                return Ok(Self(v.caller.clone()));
-            }
-        }
-        let keys = Arc::<JwtKeys>::from_ref(state);
-        Ok(Self(Caller::from_authorization(&keys, authorization)?))
+        Ok(Self(Caller::from_authorization_any(
+            &state.jwt,
+            authorization,
+        )?))
     }
 }
 
@@ -360,14 +399,13 @@ mod tests {
 
     // --- the extractor ---
 
-    async fn extract(authorization: &[&str]) -> Result<Principal, ApiError> {
+    async fn extract(authorization: &[&str]) -> Result<Caller, ApiError> {
         let mut request = Request::builder().uri("/v1/x");
         for value in authorization {
             request = request.header(AUTHORIZATION, *value);
         }
-        let (mut parts, ()) = request.body(()).unwrap().into_parts();
-        let state = Arc::new(keys());
-        Principal::from_request_parts(&mut parts, &state).await
+        let (parts, ()) = request.body(()).unwrap().into_parts();
+        verified_caller(&parts, &keys())
     }
 
     #[tokio::test]

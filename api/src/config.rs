@@ -105,6 +105,21 @@ pub struct Config {
     )]
     pub allow_clock_override: bool,
 
+    /// The roster check: owner/admin/editor/viewer tokens are accepted only
+    /// for active members of their account, with the roster's role. `off`
+    /// for integrators who manage users elsewhere (docs/adr/0017).
+    #[arg(
+        long,
+        env = "LEDGER_ROSTER_CHECK",
+        default_value = "on",
+        value_parser = on_off,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "on",
+        global = true
+    )]
+    pub roster_check: bool,
+
     /// Subjects (JWT `sub`) who may approve or reject manual payments,
     /// comma-separated. Unset: any developer other than the submitter.
     #[arg(long, env = "LEDGER_APPROVERS", global = true)]
@@ -260,9 +275,20 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
 
-    /// Subject (`sub` claim), recorded as the actor of the events the token causes.
-    #[arg(long, default_value = "cli")]
-    pub sub: String,
+    /// Subject (`sub` claim), recorded as the actor of the events the token
+    /// causes. Default: for an owner token, the account's owner (the roster
+    /// check accepts it); otherwise `cli`.
+    #[arg(long)]
+    pub sub: Option<String>,
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`, `yes`/`no`).
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(format!("{other:?} is not on or off")),
+    }
 }
 
 /// `--role`: one of the roles, listed in `--help` and in the error.
@@ -417,7 +443,7 @@ mod tests {
         assert_eq!(args.role, Role::SystemBot);
         assert_eq!(args.account.unwrap().to_string(), account);
         assert_eq!(args.ttl, Duration::from_secs(30 * 60));
-        assert_eq!(args.sub, "cli");
+        assert_eq!(args.sub, None, "the sub is chosen when the token is minted");
         assert_eq!(cli.config.data_dir, Some(PathBuf::from("/tmp/x")));
     }
 

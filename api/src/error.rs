@@ -32,6 +32,11 @@ pub enum ApiError {
         required: i64,
     },
     UnknownOperation(String),
+    PlanLimit {
+        limit: i64,
+        used: i64,
+    },
+    InvitationExpired(String),
     PayloadTooLarge {
         limit_bytes: usize,
     },
@@ -104,6 +109,8 @@ impl From<AppError> for ApiError {
                 required,
             },
             AppError::UnknownOperation(op) => Self::UnknownOperation(op),
+            AppError::PlanLimit { limit, used } => Self::PlanLimit { limit, used },
+            AppError::InvitationExpired(m) => Self::InvitationExpired(m),
             AppError::PayloadTooLarge { limit_bytes } => Self::PayloadTooLarge { limit_bytes },
             AppError::RateLimited {
                 retry_after_seconds,
@@ -145,6 +152,8 @@ impl From<ApiError> for AppError {
                 required,
             },
             ApiError::UnknownOperation(op) => Self::UnknownOperation(op),
+            ApiError::PlanLimit { limit, used } => Self::PlanLimit { limit, used },
+            ApiError::InvitationExpired(m) => Self::InvitationExpired(m),
             ApiError::PayloadTooLarge { limit_bytes } => Self::PayloadTooLarge { limit_bytes },
             ApiError::RateLimited {
                 retry_after_seconds,

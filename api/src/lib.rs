@@ -137,6 +137,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     // A bad secret fails before anything touches the database.
     let revocations = app::caller::Revocations::default();
     let keys = auth::load_keys(&config, revocations.clone()).context("loading the JWT secret")?;
+    // Invitation tokens are derived from the signing secret (docs/adr/0017).
+    let jwt_secret = auth::load_secret(&config).context("loading the JWT secret")?;
     let gateways = app::gateway::Gateways::configured(
         config.stripe_secret_key.as_ref(),
         &config.stripe_api_base,
@@ -174,7 +176,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 .map(app::settings::normalize_subject)
                 .filter(|s| !s.is_empty())
                 .collect(),
+            roster_check: config.roster_check,
+            invitation_key: Some(app::Secret::from(hex::encode(&jwt_secret))),
         }),
+        rosters: Default::default(),
     };
     if app.settings.approvers.is_empty() {
         warn!(

@@ -1,7 +1,7 @@
 //! `ledger-server`: `serve` (default), `migrate` and `token`.
 
 use anyhow::Context;
-use api::auth::{load_secret, Claims, JwtKeys};
+use api::auth::{load_secret, Claims, JwtKeys, Role};
 use api::config::{Cli, Command, TokenArgs};
 use api::{Config, LogFormat};
 use clap::Parser;
@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let log_to_stderr = matches!(command, Command::Token(_));
     init_tracing(&cli.config.log, cli.config.log_format, log_to_stderr)?;
     match command {
-        Command::Token(args) => match mint_token(&cli.config, &args) {
+        Command::Token(args) => match mint_token(&cli.config, &args).await {
             Ok(token) => println!("{token}"),
             Err(e) => {
                 // A usage or configuration mistake, not a crash: one line on
@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `ledger-server token`: a JWT signed with the secret `serve` uses.
-fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
+async fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
     // Checked before the secret is resolved, so that a mistake creates no file.
     if args.role.requires_account() && args.account.is_none() {
         anyhow::bail!(
@@ -55,8 +55,19 @@ fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
             role = args.role
         );
     }
+    let sub = match (&args.sub, args.role, args.account) {
+        (Some(sub), _, _) => sub.clone(),
+        (None, Role::Owner, Some(account)) => {
+            let store = api::open_store(config).await?;
+            app::team::current_owner(&store, account)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .with_context(|| format!("no account {account}: give --sub to mint anyway"))?
+        }
+        (None, _, _) => "cli".to_owned(),
+    };
     let claims = Claims::new(
-        args.sub.clone(),
+        sub,
         args.role,
         args.account,
         chrono::Utc::now().timestamp(),

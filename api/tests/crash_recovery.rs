@@ -557,7 +557,9 @@ async fn kill_nine_under_load(backend: Backend) {
         let expected = GRANTED - spent.get(account.as_str()).copied().unwrap_or(0);
         let from_log: i64 = log
             .iter()
-            .filter(|e| &e.aggregate_id == account)
+            .filter(|e| {
+                &e.aggregate_id == account && e.aggregate_type == events::ACCOUNT_AGGREGATE_TYPE
+            })
             .map(|e| {
                 serde_json::from_value::<events::AccountEvent>(e.payload.clone())
                     .unwrap_or_else(|err| panic!("an account event: {err}: {}", e.payload))

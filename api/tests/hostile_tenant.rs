@@ -339,6 +339,20 @@ fn body_for(op: &str, t: &Tenant) -> Option<Value> {
         "POST /v1/billing/subscriptions/cancel" => {
             json!({ "at_period_end": false, "account_id": t.account })
         }
+        "POST /v1/accounts/{account_id}/team/invite" | "POST /v1/account/team/invite" => {
+            json!({ "email": "hostile@tenant-a.example", "role": "owner" })
+        }
+        // A token nobody issued: accepting is any signed token's, by design.
+        "POST /v1/team/invitations/accept" => json!({ "token": "inv_hostile" }),
+        "PATCH /v1/accounts/{account_id}/team/{user_id}" | "PATCH /v1/account/team/{user_id}" => {
+            json!({ "role": "viewer" })
+        }
+        "POST /v1/accounts/{account_id}/team" => {
+            json!({ "user_id": "hostile", "email": "hostile@tenant-a.example", "role": "owner" })
+        }
+        "POST /v1/accounts/{account_id}/transfer-ownership" => json!({ "user_id": t.owner_user }),
+        "PUT /v1/accounts/{account_id}/usage-counts" => json!({ "sites": 1_000 }),
+        "PUT /v1/admin/accounts/{account_id}/limits" => json!({ "max_users": null }),
         _ => return None,
     })
 }

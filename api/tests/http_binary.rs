@@ -165,4 +165,19 @@ async fn the_real_binary_serves_the_readme_flow_on_sqlite() {
     // The worker's token is no dashboard's: it may not read the usage log.
     let (status, _, _) = call(Method::GET, "/v1/billing/usage/", &worker, None).await;
     assert_eq!(status, 403);
+
+    // The roster check is on by default: the owner token above was minted
+    // for the account's owner (`u-1`); one for anybody else is refused,
+    // and so is a viewer's whose `sub` is on no roster.
+    let stranger = cli_token(&url, &["--role", "owner", "--account", &id, "--sub", "u-2"]);
+    let viewer = cli_token(&url, &["--role", "viewer", "--account", &id]);
+    for token in [&stranger, &viewer] {
+        let (status, body, text) = call(Method::GET, "/v1/billing/usage/", token, None).await;
+        assert_eq!(status, 403, "{text}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    let (status, team, text) = call(Method::GET, "/v1/account/team/", &owner, None).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(team["members"][0]["user_id"], "u-1");
+    assert_eq!(team["members"][0]["role"], "owner");
 }

@@ -812,7 +812,10 @@ async fn check_log(
             .iter()
             .filter(|e| e.event_type == "CatalogSeeded")
             .count();
-        events.extend(batch.into_iter().filter(|e| e.aggregate_id == account));
+        // The account's credit stream (its team stream shares its id).
+        events.extend(batch.into_iter().filter(|e| {
+            e.aggregate_id == account && e.aggregate_type == events::ACCOUNT_AGGREGATE_TYPE
+        }));
     }
     assert_eq!(
         seeds, 1,

@@ -23,6 +23,7 @@ mod reads;
 mod render;
 pub mod schemas;
 mod subscriptions;
+mod team;
 mod tokens;
 mod webhooks;
 
@@ -126,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/tokens/revoke", post(tokens::revoke));
     Router::new()
-        .nest("/v1", v1.merge(billing::routes()))
+        .nest("/v1", v1.merge(billing::routes()).merge(team::routes()))
         .route("/health", get(health))
         .route("/ready", get(ready))
         // Operations: no token, like `/health`.

@@ -33,12 +33,13 @@ pub const BEARER_SCHEME: &str = "bearer";
 /// The tags operations are grouped under, in the order Swagger UI shows them.
 /// An operation under `/v1/admin` is tagged `admin`; the others by the
 /// handler module they live in.
-pub const TAGS: [&str; 7] = [
+pub const TAGS: [&str; 8] = [
     "accounts",
     "credits",
     "reads",
     "catalog",
     "billing",
+    "team",
     "admin",
     "operations",
 ];
@@ -71,6 +72,22 @@ pub const TAGS: [&str; 7] = [
         super::credits::grant,
         super::credits::adjust,
         super::tokens::revoke,
+        super::team::team,
+        super::team::team_own,
+        super::team::invite,
+        super::team::invite_own,
+        super::team::accept,
+        super::team::revoke,
+        super::team::revoke_own,
+        super::team::change_role,
+        super::team::change_role_own,
+        super::team::remove,
+        super::team::remove_own,
+        super::team::add,
+        super::team::transfer,
+        super::team::users,
+        super::team::usage_counts,
+        super::team::override_limits,
         super::reads::balance,
         super::reads::balance_own,
         super::reads::transactions,
@@ -123,6 +140,7 @@ pub const TAGS: [&str; 7] = [
         (name = "reads", description = "Balance, ledger entries, usage and analytics from the read models"),
         (name = "catalog", description = "Plans and credit packages"),
         (name = "billing", description = "Invoices, their PDFs, manual payments and credit purchases"),
+        (name = "team", description = "Members, invitations, roles and the roster check"),
         (name = "admin", description = "Platform administration (developer role)"),
         (name = "operations", description = "Health, readiness, metrics and this description; no token needed"),
     ),
@@ -392,6 +410,8 @@ mod tests {
                 required: 1,
             },
             ApiError::UnknownOperation("x".into()),
+            ApiError::PlanLimit { limit: 1, used: 1 },
+            ApiError::InvitationExpired("x".into()),
             ApiError::PayloadTooLarge { limit_bytes: 1 },
             ApiError::RateLimited {
                 retry_after_seconds: 1,

@@ -27,7 +27,8 @@ pub struct ErrorDetail {
     pub message: String,
     /// Machine-readable specifics: `field` for `invalid_request`; `balance`,
     /// `available` and `required` for `insufficient_credits`; `operation`
-    /// for `unknown_operation`; `limit_bytes`; `retry_after_seconds`.
+    /// for `unknown_operation`; `limit_bytes`; `retry_after_seconds`;
+    /// `limit` and `used` for `plan_limit`.
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
@@ -44,6 +45,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     InsufficientCredits,
     UnknownOperation,
+    PlanLimit,
+    InvitationExpired,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -133,11 +136,65 @@ pub struct AccountPage {
 pub struct Limits {
     pub account_id: Uuid,
     pub plan: String,
-    /// `null` when the plan is no longer in the catalog.
-    pub limits: Option<PlanLimits>,
+    /// The limits in effect: the plan's, with the account's overrides.
+    pub limits: PlanLimits,
+    /// The plan's own limits; `null` when the plan is no longer in the
+    /// catalog.
+    pub plan_limits: Option<PlanLimits>,
+    /// The staff's overrides for this account (`PUT
+    /// /v1/admin/accounts/{account_id}/limits`): only the limits overridden.
+    pub overrides: LimitOverrides,
     pub features: Option<Vec<String>>,
     pub credits: LimitCredits,
     pub current: CurrentCounts,
+}
+
+/// Per-account limit overrides: a number, null (unlimited) or absent (the
+/// plan's).
+#[derive(Serialize, ToSchema)]
+pub struct LimitOverrides {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub max_users: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub max_sites: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub max_industries: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub max_author_profiles: Option<i64>,
+}
+
+/// The answer to a limit override.
+#[derive(Serialize, ToSchema)]
+pub struct LimitsOverridden {
+    pub account_id: Uuid,
+    pub overrides: LimitOverrides,
+    pub limits: PlanLimits,
+    pub position: i64,
+}
+
+/// A member record as the staff's user list shows it.
+#[derive(Serialize, ToSchema)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub user_id: Option<String>,
+    pub email: String,
+    pub role: String,
+    /// `invited`, `active`, `removed` or `revoked`.
+    pub status: String,
+    pub invited_by: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub joined_at: Option<String>,
+    pub removed_at: Option<String>,
+    pub last_seen_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserRow>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -151,8 +208,8 @@ pub struct LimitCredits {
     pub available: i64,
 }
 
-/// Users, sites, industries and author profiles live in the SaaS back end;
-/// the ledger does not count them, so these are `null`.
+/// Users are the account's active members; sites, industries and author
+/// profiles are what the SaaS last reported (`null`: never reported).
 #[derive(Serialize, ToSchema)]
 pub struct CurrentCounts {
     pub users: Option<i64>,

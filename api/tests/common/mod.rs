@@ -232,6 +232,12 @@ pub fn config_with(database_url: &str, data_dir: &Path, extra: &[&str]) -> api::
     {
         argv.push("--allow-clock-override=true");
     }
+    // The tests mint tokens with made-up subjects (`test-owner`); the
+    // roster check (on by default) is the team tests' subject, and they
+    // start their servers with `--roster-check on`.
+    if !extra.iter().any(|a| a.starts_with("--roster-check")) {
+        argv.push("--roster-check=off");
+    }
     argv.extend_from_slice(extra);
     api::config::Cli::try_parse_from(argv)
         .expect("test flags parse")
@@ -368,15 +374,15 @@ impl Api {
 
     /// A valid token of `role`, scoped to `account` when given.
     pub fn token(&self, role: Role, account: Option<&str>) -> String {
+        self.token_as(&format!("test-{role}"), role, account)
+    }
+
+    /// A valid token of `role` for the user `sub`, scoped to `account`
+    /// when given.
+    pub fn token_as(&self, sub: &str, role: Role, account: Option<&str>) -> String {
         let account = account.map(|a| AccountId::parse(a).expect("an account id"));
-        let claims = Claims::new(
-            format!("test-{role}"),
-            role,
-            account,
-            now_unix(),
-            Duration::from_secs(3600),
-        )
-        .expect("valid claims");
+        let claims = Claims::new(sub, role, account, now_unix(), Duration::from_secs(3600))
+            .expect("valid claims");
         self.keys.mint(&claims)
     }
 
