@@ -1365,3 +1365,137 @@ async fn an_owner_of_one_account_gets_404_on_another_accounts_team(api: &Api) {
     assert_eq!(roster(&team(api, &a).await).len(), 1);
 }
 team_test!(an_owner_of_one_account_gets_404_on_another_accounts_team);
+
+/// A second server on `first`'s database, as a second instance behind a
+/// load balancer would be: its base URL, and what stops it.
+async fn second_instance(
+    first: &Server,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("a data dir");
+    let config = common::config_with(&first.db().url, dir.path(), ROSTER_ON);
+    let prepared = api::prepare(config)
+        .await
+        .expect("the second server prepares");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        api::serve(prepared, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("the second server runs until shut down");
+    });
+    (base, tx, task, dir)
+}
+
+/// A removal and a demotion made through one instance are refused by
+/// another within a second (its roster cache lives 500 ms), with no
+/// request to the first in between.
+async fn another_instance_sees_a_removal_and_a_demotion_within_a_second(backend: Backend) {
+    let server = Server::start_with(backend, ROSTER_ON).await;
+    let (base_b, stop_b, task_b, _dir_b) = second_instance(&server).await;
+    let api = server.api.clone();
+    let body = async move {
+        let acct = open(&api, "professional").await;
+        let dev = api.developer();
+        for (sub, role) in [("bob", "viewer"), ("carol", "admin")] {
+            api.post(
+                &acct.path("/team"),
+                &dev,
+                None,
+                json!({ "user_id": sub, "email": acct.email(sub), "role": role }),
+            )
+            .await
+            .expect(201);
+        }
+        let bob = acct.token(&api, "bob", Role::Viewer);
+        let carol = acct.token(&api, "carol", Role::Admin);
+        let on_b = |token: &str, method: reqwest::Method, path: &str| {
+            api.http
+                .request(method, format!("{base_b}{path}"))
+                .bearer_auth(token)
+                .send()
+        };
+        // B reads both rosters (and caches them).
+        let balance = format!("/v1/accounts/{}/balance", acct.id);
+        let team = format!("/v1/accounts/{}/team", acct.id);
+        assert_eq!(
+            on_b(&bob, reqwest::Method::GET, &balance)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            on_b(&carol, reqwest::Method::GET, &team)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+
+        // Through A: Bob removed, Carol demoted to viewer.
+        api.send(
+            reqwest::Method::DELETE,
+            &acct.path("/team/bob"),
+            Some(&acct.owner),
+            None,
+            None,
+        )
+        .await
+        .expect(200);
+        api.patch(
+            &acct.path("/team/carol"),
+            &acct.owner,
+            json!({ "role": "viewer" }),
+        )
+        .await
+        .expect(200);
+        let changed = std::time::Instant::now();
+        for (token, path, what) in [
+            (&bob, &balance, "the removal"),
+            (&carol, &team, "the demotion"),
+        ] {
+            loop {
+                let status = on_b(token, reqwest::Method::GET, path)
+                    .await
+                    .unwrap()
+                    .status();
+                if status == 403 {
+                    break;
+                }
+                assert_eq!(status, 200);
+                assert!(
+                    changed.elapsed() < std::time::Duration::from_secs(1),
+                    "the other instance still honours the token a second after {what}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let outcome = tokio::spawn(body).await;
+    let _ = stop_b.send(());
+    task_b.await.expect("the second server stops");
+    server.stop().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_instance_sees_a_removal_and_a_demotion_within_a_second_on_postgres() {
+    another_instance_sees_a_removal_and_a_demotion_within_a_second(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_instance_sees_a_removal_and_a_demotion_within_a_second_on_sqlite() {
+    another_instance_sees_a_removal_and_a_demotion_within_a_second(Backend::Sqlite).await;
+}
