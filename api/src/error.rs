@@ -32,6 +32,7 @@ pub enum ApiError {
         required: i64,
     },
     UnknownOperation(String),
+    OperationInactive(String),
     PlanLimit {
         limit: i64,
         used: i64,
@@ -109,6 +110,7 @@ impl From<AppError> for ApiError {
                 required,
             },
             AppError::UnknownOperation(op) => Self::UnknownOperation(op),
+            AppError::OperationInactive(op) => Self::OperationInactive(op),
             AppError::PlanLimit { limit, used } => Self::PlanLimit { limit, used },
             AppError::InvitationExpired(m) => Self::InvitationExpired(m),
             AppError::PayloadTooLarge { limit_bytes } => Self::PayloadTooLarge { limit_bytes },
@@ -152,6 +154,7 @@ impl From<ApiError> for AppError {
                 required,
             },
             ApiError::UnknownOperation(op) => Self::UnknownOperation(op),
+            ApiError::OperationInactive(op) => Self::OperationInactive(op),
             ApiError::PlanLimit { limit, used } => Self::PlanLimit { limit, used },
             ApiError::InvitationExpired(m) => Self::InvitationExpired(m),
             ApiError::PayloadTooLarge { limit_bytes } => Self::PayloadTooLarge { limit_bytes },

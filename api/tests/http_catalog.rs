@@ -236,3 +236,84 @@ async fn the_cost_table_spells_units_as_the_spec_does(api: &Api) {
     assert_eq!(put.expect(200)["unit"], "per_100_words");
 }
 on_both_backends!(the_cost_table_spells_units_as_the_spec_does);
+
+async fn an_inactive_operation_is_refused_and_cost_rows_carry_names_and_the_plans_field(api: &Api) {
+    let dev = api.developer();
+    let row = api
+        .put(
+            "/v1/admin/credit-costs/idea_generation",
+            &dev,
+            json!({
+                "credits_cost": 16,
+                "display_name": "Idea generation (GPT)",
+                "description": "Blog post ideas for a keyword cluster",
+                "is_active": false,
+            }),
+        )
+        .await;
+    let body = row.expect(200);
+    assert_eq!(body["cost"], 16, "credits_cost is cost: {body}");
+    assert_eq!(body["credits_cost"], 16);
+    assert_eq!(body["unit"], "per_request", "an absent unit is unchanged");
+    assert_eq!(body["display_name"], "Idea generation (GPT)");
+    assert_eq!(body["description"], "Blog post ideas for a keyword cluster");
+    assert_eq!(body["is_active"], false);
+
+    let (id, _) = api.funded_account(100).await;
+    for path in ["deductions", "holds"] {
+        let refused = api
+            .post(
+                &format!("/v1/accounts/{id}/{path}"),
+                &api.bot(Some(&id)),
+                Some(&common::key()),
+                json!({ "operation": "idea_generation" }),
+            )
+            .await;
+        let details = refused.expect_error(422, "operation_inactive");
+        assert_eq!(details["operation"], "idea_generation");
+    }
+    assert_eq!(api.balance_now(&id).await, 100, "nothing was taken");
+
+    // Back on: the same price, no new version for the flag alone.
+    let table = api.get("/v1/admin/credit-costs", &dev).await;
+    let version = table.expect(200)["version"].clone();
+    let on = api
+        .put(
+            "/v1/admin/credit-costs/idea_generation",
+            &dev,
+            json!({ "is_active": true }),
+        )
+        .await;
+    assert_eq!(on.expect(200)["version"], version);
+    let d = api
+        .deduct(&id, json!({ "operation": "idea_generation" }))
+        .await;
+    assert_eq!(d.expect(201)["credits"], 16);
+
+    // Unnamed rows read with a name made from the key.
+    let table = api.get("/v1/admin/credit-costs", &dev).await;
+    let items = table.expect(200)["items"].as_array().unwrap().clone();
+    let clustering = items
+        .iter()
+        .find(|c| c["operation"] == "clustering")
+        .unwrap();
+    assert_eq!(clustering["display_name"], "Clustering");
+    assert_eq!(clustering["is_active"], true);
+
+    // Both names for the cost must agree; a new operation needs its price.
+    api.put(
+        "/v1/admin/credit-costs/clustering",
+        &dev,
+        json!({ "cost": 1, "credits_cost": 2 }),
+    )
+    .await
+    .expect_error(422, "invalid_request");
+    api.put(
+        "/v1/admin/credit-costs/brand_new",
+        &dev,
+        json!({ "display_name": "Brand new" }),
+    )
+    .await
+    .expect_error(422, "invalid_request");
+}
+on_both_backends!(an_inactive_operation_is_refused_and_cost_rows_carry_names_and_the_plans_field);

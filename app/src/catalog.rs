@@ -24,7 +24,7 @@ pub fn command_name(command: &CatalogCommand) -> &'static str {
         C::SeedDefaults { .. } => "seed_catalog",
         C::UpsertPlan { .. } => "upsert_plan",
         C::UpsertPackage { .. } => "upsert_package",
-        C::SetCreditCost { .. } => "set_credit_cost",
+        C::SetCreditCost { .. } | C::UpdateCreditCost { .. } => "set_credit_cost",
         C::ConfigurePaymentMethod { .. } => "configure_payment_method",
     }
 }
@@ -222,10 +222,30 @@ pub async fn put_package(
     with_position(&package, position)
 }
 
-fn cost_json(c: &events::CostEntry) -> Value {
+/// `clustering` → `Clustering`, `idea_generation` → `Idea generation`: the
+/// name shown for an operation nobody named.
+fn default_display_name(operation: &str) -> String {
+    let text = operation.replace('_', " ");
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+/// A cost row as staff read it; `credits_cost` is the SaaS plan's name of
+/// `cost`.
+fn cost_json(c: &events::CostEntry, d: &events::CostDetails) -> Value {
     json!({
         "operation": c.operation,
+        "display_name": d
+            .display_name
+            .clone()
+            .unwrap_or_else(|| default_display_name(c.operation.as_str())),
+        "description": d.description,
+        "is_active": d.is_active,
         "cost": c.cost,
+        "credits_cost": c.cost,
         "unit": c.unit,
         "unit_size": c.unit.unit_size(),
         "version": c.version,
@@ -236,7 +256,10 @@ fn cost_json(c: &events::CostEntry) -> Value {
 pub async fn costs(app: &App, caller: &Caller) -> Result<Value, AppError> {
     caller.require(access::READ_COSTS)?;
     let catalog = app.catalog.refresh().await?;
-    let items: Vec<_> = catalog.costs().map(cost_json).collect();
+    let items: Vec<_> = catalog
+        .costs()
+        .map(|c| cost_json(c, &catalog.cost_details(&c.operation)))
+        .collect();
     Ok(json!({ "version": catalog.cost_version(), "items": items }))
 }
 
@@ -245,11 +268,23 @@ pub async fn costs(app: &App, caller: &Caller) -> Result<Value, AppError> {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostRequest {
-    /// Credits per unit.
+    /// Credits per unit (required for a new operation; absent: unchanged).
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000))]
-    pub cost: i64,
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::CostUnit))]
-    pub unit: CostUnit,
+    pub cost: Option<i64>,
+    /// The SaaS plan's name for `cost`; either may be sent (the same value
+    /// if both are).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000))]
+    pub credits_cost: Option<i64>,
+    /// Required for a new operation; absent: unchanged.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::CostUnit>))]
+    pub unit: Option<CostUnit>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub display_name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub description: Option<String>,
+    /// False: deductions and holds of this operation are refused with 422
+    /// `operation_inactive`.
+    pub is_active: Option<bool>,
 }
 
 fn operation_key(raw: &str) -> Result<OperationKey, AppError> {
@@ -266,25 +301,38 @@ pub async fn put_cost(
     caller.require(access::EDIT_CATALOG)?;
     let body = input.parse()?;
     let operation = operation_key(operation)?;
+    let req = body.value;
+    let cost = match (req.cost, req.credits_cost) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(AppError::invalid_field(
+                "credits_cost",
+                "cost and credits_cost are one value: send one, or the same in both",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
     let done = run(
         app,
         caller,
-        CatalogCommand::SetCreditCost {
+        CatalogCommand::UpdateCreditCost {
             operation: operation.clone(),
-            cost: body.value.cost,
-            unit: body.value.unit,
+            cost,
+            unit: req.unit,
+            display_name: req.display_name,
+            description: req.description,
+            is_active: req.is_active,
             actor: caller.sub().to_owned(),
             now: now(),
         },
     )
     .await?;
     let position = app.position_of(&done).await?;
-    let entry = done
-        .state
-        .as_ref()
-        .and_then(|c| c.cost(&operation))
-        .ok_or(AppError::Internal)?;
-    with_position(&cost_json(entry), position)
+    let catalog = done.state.as_ref().ok_or(AppError::Internal)?;
+    let entry = catalog.cost(&operation).ok_or(AppError::Internal)?;
+    with_position(
+        &cost_json(entry, &catalog.cost_details(&operation)),
+        position,
+    )
 }
 
 /// `GET /admin/credit-costs/history?operation=`.

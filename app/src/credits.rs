@@ -56,12 +56,17 @@ fn operation(raw: &str) -> Result<OperationKey, AppError> {
 }
 
 /// The cost row in force for `op`; 422 `unknown_operation` when there is
-/// none.
+/// none, 422 `operation_inactive` when staff turned it off.
 pub async fn cost(app: &App, op: &OperationKey) -> Result<CostEntry, AppError> {
-    app.catalog
+    let entry = app
+        .catalog
         .cost(op)
         .await?
-        .ok_or_else(|| AppError::UnknownOperation(op.to_string()))
+        .ok_or_else(|| AppError::UnknownOperation(op.to_string()))?;
+    if !app.catalog.get().await.cost_details(op).is_active {
+        return Err(AppError::OperationInactive(op.to_string()));
+    }
+    Ok(entry)
 }
 
 /// What an operation used, as the worker reports it.

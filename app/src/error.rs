@@ -58,6 +58,8 @@ pub enum AppError {
         required: i64,
     },
     UnknownOperation(String),
+    /// The operation exists but staff turned it off (422).
+    OperationInactive(String),
     /// A plan limit is reached (409 `plan_limit`).
     PlanLimit {
         limit: i64,
@@ -106,7 +108,7 @@ impl AppError {
             Self::NotFound(_) => status::NOT_FOUND,
             Self::Conflict(_) | Self::IdempotencyKeyReused => status::CONFLICT,
             Self::InsufficientCredits { .. } => status::PAYMENT_REQUIRED,
-            Self::UnknownOperation(_) => status::UNPROCESSABLE_ENTITY,
+            Self::UnknownOperation(_) | Self::OperationInactive(_) => status::UNPROCESSABLE_ENTITY,
             Self::PlanLimit { .. } => status::CONFLICT,
             Self::InvitationExpired(_) => status::GONE,
             Self::PayloadTooLarge { .. } => status::PAYLOAD_TOO_LARGE,
@@ -133,6 +135,7 @@ impl AppError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::InsufficientCredits { .. } => "insufficient_credits",
             Self::UnknownOperation(_) => "unknown_operation",
+            Self::OperationInactive(_) => "operation_inactive",
             Self::PlanLimit { .. } => "plan_limit",
             Self::InvitationExpired(_) => "invitation_expired",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -179,6 +182,10 @@ impl AppError {
             ),
             Self::UnknownOperation(op) => (
                 format!("unknown operation {op:?}"),
+                json!({ "operation": op }),
+            ),
+            Self::OperationInactive(op) => (
+                format!("operation {op:?} is not active: it cannot be used now"),
                 json!({ "operation": op }),
             ),
             Self::PayloadTooLarge { limit_bytes } => (
@@ -312,6 +319,7 @@ impl From<CatalogError> for AppError {
             e @ CatalogError::Negative { field: f } => field(f, e),
             e @ CatalogError::InvalidDiscount => field("discount_percent", e),
             e @ CatalogError::InvalidCost { .. } => field("cost", e),
+            e @ CatalogError::NewCostNeedsPrice => field("cost", e),
             e @ CatalogError::InvalidCountry => field("country", e),
             e @ CatalogError::FieldLength { field: f, .. } => field(f, e),
             e @ CatalogError::InvalidSwift => field("swift", e),

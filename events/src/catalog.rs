@@ -72,6 +72,38 @@ pub struct CostEntry {
     pub version: u64,
 }
 
+/// What a cost row says about its operation besides its price: the name
+/// and text shown to people, and whether the operation may be used now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostDetails {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    /// An inactive operation is refused (422 `operation_inactive`); its
+    /// price stays, so a later reactivation needs no new version.
+    pub is_active: bool,
+}
+
+impl Default for CostDetails {
+    fn default() -> Self {
+        Self {
+            display_name: None,
+            description: None,
+            is_active: true,
+        }
+    }
+}
+
+/// An operation's details changed (not its price: the cost table's
+/// version stays).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditCostDetailsSet {
+    pub operation: OperationKey,
+    pub details: CostDetails,
+    pub previous: CostDetails,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanUpserted {
     pub plan: Plan,
@@ -143,6 +175,7 @@ pub enum CatalogEvent {
     CreditPackageUpserted(CreditPackageUpserted),
     CreditCostSet(CreditCostSet),
     PaymentMethodConfigured(PaymentMethodConfigured),
+    CreditCostDetailsSet(CreditCostDetailsSet),
 }
 
 impl CatalogEvent {
@@ -153,6 +186,7 @@ impl CatalogEvent {
             Self::CreditPackageUpserted(_) => "CreditPackageUpserted",
             Self::CreditCostSet(_) => "CreditCostSet",
             Self::PaymentMethodConfigured(_) => "PaymentMethodConfigured",
+            Self::CreditCostDetailsSet(_) => "CreditCostDetailsSet",
         }
     }
 }

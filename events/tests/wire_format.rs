@@ -300,6 +300,17 @@ fn catalog_samples() -> Vec<CatalogEvent> {
             actor: "admin@acme.test".into(),
             at: at(1, 4),
         }),
+        CatalogEvent::CreditCostDetailsSet(events::CreditCostDetailsSet {
+            operation: op("clustering"),
+            details: events::CostDetails {
+                display_name: Some("Keyword clustering".into()),
+                description: Some("Groups keywords by search intent".into()),
+                is_active: false,
+            },
+            previous: events::CostDetails::default(),
+            actor: "admin@acme.test".into(),
+            at: at(1, 5),
+        }),
     ]
 }
 
@@ -349,10 +360,11 @@ fn catalog_variant(e: &CatalogEvent) -> &'static str {
         CatalogEvent::CreditPackageUpserted(_) => "CreditPackageUpserted",
         CatalogEvent::CreditCostSet(_) => "CreditCostSet",
         CatalogEvent::PaymentMethodConfigured(_) => "PaymentMethodConfigured",
+        CatalogEvent::CreditCostDetailsSet(_) => "CreditCostDetailsSet",
     }
 }
 
-const CATALOG_VARIANTS: usize = 5;
+const CATALOG_VARIANTS: usize = 6;
 
 fn invoice_samples() -> Vec<InvoiceEvent> {
     vec![
@@ -646,6 +658,7 @@ fn catalog_event_types_and_versions_are_the_literal_stored_strings() {
         "CreditPackageUpserted",
         "CreditCostSet",
         "PaymentMethodConfigured",
+        "CreditCostDetailsSet",
     ];
     let samples = catalog_samples();
     assert_eq!(samples.len(), expected.len());

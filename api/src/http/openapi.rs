@@ -410,6 +410,7 @@ mod tests {
                 required: 1,
             },
             ApiError::UnknownOperation("x".into()),
+            ApiError::OperationInactive("x".into()),
             ApiError::PlanLimit { limit: 1, used: 1 },
             ApiError::InvitationExpired("x".into()),
             ApiError::PayloadTooLarge { limit_bytes: 1 },

@@ -45,6 +45,7 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     InsufficientCredits,
     UnknownOperation,
+    OperationInactive,
     PlanLimit,
     InvitationExpired,
     PayloadTooLarge,

@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
-    CatalogEvent, CatalogSeeded, CostEntry, CostUnit, CreditCostSet, CreditPackage,
-    CreditPackageUpserted, OperationKey, PaymentMethod, PaymentMethodConfig,
-    PaymentMethodConfigured, Plan, PlanUpserted, ANY_COUNTRY, CATALOG_AGGREGATE_TYPE,
+    CatalogEvent, CatalogSeeded, CostDetails, CostEntry, CostUnit, CreditCostDetailsSet,
+    CreditCostSet, CreditPackage, CreditPackageUpserted, OperationKey, PaymentMethod,
+    PaymentMethodConfig, PaymentMethodConfigured, Plan, PlanUpserted, ANY_COUNTRY,
+    CATALOG_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ use super::payment_methods::{check_config, config_key, default_payment_methods};
 pub const SEED_VERSION: u32 = 2;
 /// Highest cost, in credits per unit, that a cost row may have.
 pub const COST_MAX: i64 = 1_000_000;
+/// Longest display name or description of an operation.
+pub const COST_TEXT_BYTES_MAX: usize = 1_024;
 const SLUG_BYTES_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +47,20 @@ pub enum CatalogCommand {
         actor: String,
         now: DateTime<Utc>,
     },
+    /// Changes any of an operation's price, unit, name, description and
+    /// active flag (absent: unchanged); a new operation needs its cost
+    /// and unit. The price change is a new version of the table; the
+    /// details are not.
+    UpdateCreditCost {
+        operation: OperationKey,
+        cost: Option<i64>,
+        unit: Option<CostUnit>,
+        display_name: Option<String>,
+        description: Option<String>,
+        is_active: Option<bool>,
+        actor: String,
+        now: DateTime<Utc>,
+    },
     /// Create or replace the row of one (country, method).
     ConfigurePaymentMethod {
         config: PaymentMethodConfig,
@@ -62,6 +79,8 @@ pub enum CatalogError {
     InvalidDiscount,
     #[error("cost must be between 0 and {COST_MAX} credits per unit, got {cost}")]
     InvalidCost { cost: i64 },
+    #[error("a new operation needs its cost and unit")]
+    NewCostNeedsPrice,
     #[error("country must be an ISO 3166-1 alpha-2 code in upper case, or *")]
     InvalidCountry,
     #[error("{field} must be 1 to {max_bytes} bytes")]
@@ -85,6 +104,9 @@ pub struct Catalog {
     plans: BTreeMap<String, Plan>,
     packages: BTreeMap<String, CreditPackage>,
     costs: BTreeMap<OperationKey, CostEntry>,
+    /// Names, descriptions and active flags of operations, where set.
+    #[serde(default)]
+    cost_details: BTreeMap<OperationKey, CostDetails>,
     cost_version: u64,
     /// Payment method rows by `"{country}/{method}"`.
     #[serde(default)]
@@ -156,6 +178,14 @@ impl Catalog {
     }
     pub fn costs(&self) -> impl Iterator<Item = &CostEntry> {
         self.costs.values()
+    }
+    /// An operation's details (the defaults when none were set: no name,
+    /// no description, active).
+    pub fn cost_details(&self, operation: &OperationKey) -> CostDetails {
+        self.cost_details
+            .get(operation)
+            .cloned()
+            .unwrap_or_default()
     }
     /// The cost table's current version: bumped by every cost change.
     pub fn cost_version(&self) -> u64 {
@@ -425,6 +455,59 @@ impl Aggregate for Catalog {
                 self.set_cost(operation, cost, unit, &actor, now, sink)
                     .await?;
             }
+            CatalogCommand::UpdateCreditCost {
+                operation,
+                cost,
+                unit,
+                display_name,
+                description,
+                is_active,
+                actor,
+                now,
+            } => {
+                let current = self.costs.get(&operation).cloned();
+                let (cost, unit) = match (cost, unit, &current) {
+                    (Some(c), Some(u), _) => (c, u),
+                    (c, u, Some(row)) => (c.unwrap_or(row.cost), u.unwrap_or(row.unit)),
+                    (_, _, None) => return Err(CatalogError::NewCostNeedsPrice),
+                };
+                let previous = self.cost_details(&operation);
+                let details = CostDetails {
+                    display_name: display_name.or_else(|| previous.display_name.clone()),
+                    description: description.or_else(|| previous.description.clone()),
+                    is_active: is_active.unwrap_or(previous.is_active),
+                };
+                for (field, text) in [
+                    ("display_name", &details.display_name),
+                    ("description", &details.description),
+                ] {
+                    if text.as_ref().is_some_and(|t| t.len() > COST_TEXT_BYTES_MAX) {
+                        return Err(CatalogError::FieldLength {
+                            field,
+                            max_bytes: COST_TEXT_BYTES_MAX,
+                        });
+                    }
+                }
+                // Checked before anything is written: both or neither.
+                if !(0..=COST_MAX).contains(&cost) {
+                    return Err(CatalogError::InvalidCost { cost });
+                }
+                self.set_cost(operation.clone(), cost, unit, &actor, now, sink)
+                    .await?;
+                if details != previous {
+                    sink.write(
+                        CatalogEvent::CreditCostDetailsSet(CreditCostDetailsSet {
+                            operation,
+                            details,
+                            previous,
+                            actor,
+                            at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
+            }
         }
         Ok(())
     }
@@ -434,6 +517,9 @@ impl Aggregate for Catalog {
             CatalogEvent::CatalogSeeded(e) => {
                 self.seeded = true;
                 self.seed_version = self.seed_version.max(e.seed_version);
+            }
+            CatalogEvent::CreditCostDetailsSet(e) => {
+                self.cost_details.insert(e.operation, e.details);
             }
             CatalogEvent::PaymentMethodConfigured(e) => {
                 self.payment_methods

@@ -9,6 +9,8 @@ pub mod payment_methods;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Catalog, CatalogCommand, CatalogError, COST_MAX, SEED_VERSION};
+pub use aggregate::{
+    Catalog, CatalogCommand, CatalogError, COST_MAX, COST_TEXT_BYTES_MAX, SEED_VERSION,
+};
 pub use defaults::{default_costs, default_packages, default_plans};
 pub use payment_methods::default_payment_methods;

@@ -942,3 +942,122 @@ async fn a_payment_method_row_is_refused_for_each_bad_field() {
             .then_expect_error(error);
     }
 }
+
+fn update_cost(
+    operation: &str,
+    cost: Option<i64>,
+    unit: Option<CostUnit>,
+    name: Option<&str>,
+    is_active: Option<bool>,
+) -> CatalogCommand {
+    CatalogCommand::UpdateCreditCost {
+        operation: op(operation),
+        cost,
+        unit,
+        display_name: name.map(str::to_owned),
+        description: None,
+        is_active,
+        actor: "admin@acme.test".into(),
+        now: at(3),
+    }
+}
+
+#[tokio::test]
+async fn an_operation_is_named_and_turned_off_without_a_new_price_version() {
+    let history = seeded().await;
+    let before = fold(&history);
+    let version = before.cost_version();
+    assert!(before.cost_details(&op("clustering")).is_active);
+
+    let events = when(
+        history.clone(),
+        update_cost(
+            "clustering",
+            None,
+            None,
+            Some("Keyword clustering"),
+            Some(false),
+        ),
+    )
+    .await
+    .inspect_result()
+    .unwrap();
+    assert_eq!(events.len(), 1, "details only: {events:?}");
+    let mut all = history.clone();
+    all.extend(events);
+    let after = fold(&all);
+    assert_eq!(after.cost_version(), version, "the price did not change");
+    let details = after.cost_details(&op("clustering"));
+    assert_eq!(details.display_name.as_deref(), Some("Keyword clustering"));
+    assert!(!details.is_active);
+    assert_eq!(
+        after.cost(&op("clustering")).map(|c| c.cost),
+        before.cost(&op("clustering")).map(|c| c.cost)
+    );
+
+    // A price and a detail at once: two events, one new version.
+    let events = when(
+        all.clone(),
+        update_cost("clustering", Some(12), None, None, Some(true)),
+    )
+    .await
+    .inspect_result()
+    .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    all.extend(events);
+    let after = fold(&all);
+    assert_eq!(after.cost_version(), version + 1);
+    assert_eq!(after.cost(&op("clustering")).unwrap().cost, 12);
+    assert!(after.cost_details(&op("clustering")).is_active);
+    assert_eq!(
+        after
+            .cost_details(&op("clustering"))
+            .display_name
+            .as_deref(),
+        Some("Keyword clustering"),
+        "an absent field keeps its value"
+    );
+
+    // The same again changes nothing.
+    let events = when(
+        all.clone(),
+        update_cost("clustering", Some(12), None, None, Some(true)),
+    )
+    .await
+    .inspect_result()
+    .unwrap();
+    assert!(events.is_empty());
+}
+
+#[tokio::test]
+async fn a_new_operation_needs_its_price_and_bad_values_write_nothing() {
+    let history = seeded().await;
+    assert_eq!(
+        when(
+            history.clone(),
+            update_cost("translation", Some(3), None, None, None)
+        )
+        .await
+        .inspect_result(),
+        Err(CatalogError::NewCostNeedsPrice)
+    );
+    assert_eq!(
+        when(
+            history.clone(),
+            update_cost("clustering", Some(-1), None, Some("x"), Some(false))
+        )
+        .await
+        .inspect_result(),
+        Err(CatalogError::InvalidCost { cost: -1 })
+    );
+    let long = "x".repeat(COST_TEXT_BYTES_MAX + 1);
+    assert!(matches!(
+        when(
+            history,
+            update_cost("clustering", None, None, Some(&long), None)
+        )
+        .await
+        .inspect_result(),
+        Err(CatalogError::FieldLength { .. })
+    ));
+}
