@@ -89,6 +89,38 @@ pub struct Config {
     )]
     pub stripe_api_base: String,
 
+    /// Client id of the PayPal REST app. With `PAYPAL_CLIENT_SECRET` it
+    /// makes the `paypal` payment method available; without both it answers
+    /// 503 `unavailable`, never faked.
+    #[arg(long, env = "PAYPAL_CLIENT_ID", global = true)]
+    pub paypal_client_id: Option<String>,
+
+    /// Secret of the PayPal REST app.
+    #[arg(
+        long,
+        env = "PAYPAL_CLIENT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub paypal_client_secret: Option<Secret>,
+
+    /// Id PayPal gave the webhook pointing at
+    /// `POST /v1/billing/webhooks/paypal`; PayPal's signature verification
+    /// needs it. Without it (or without the credentials) that route answers
+    /// 503.
+    #[arg(long, env = "PAYPAL_WEBHOOK_ID", global = true)]
+    pub paypal_webhook_id: Option<String>,
+
+    /// Base URL of PayPal's REST API (`https://api-m.sandbox.paypal.com`
+    /// for the sandbox; tests point it at a local stub).
+    #[arg(
+        long,
+        env = "PAYPAL_API_BASE",
+        default_value = "https://api-m.paypal.com",
+        global = true
+    )]
+    pub paypal_api_base: String,
+
     #[command(flatten)]
     pub limits: Limits,
 
@@ -419,6 +451,32 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("very_secret"), "{shown}");
         assert_eq!(c.stripe_api_base, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn paypal_is_off_by_default_and_its_secret_never_shows() {
+        let c = config(&[]);
+        assert!(c.paypal_client_id.is_none() && c.paypal_client_secret.is_none());
+        assert!(c.paypal_webhook_id.is_none());
+        assert_eq!(c.paypal_api_base, "https://api-m.paypal.com");
+        let c = config(&[
+            "--paypal-client-id",
+            "AaBbCc-client",
+            "--paypal-client-secret",
+            "EeFf_very_secret",
+            "--paypal-webhook-id",
+            "8PT597110X687430LKGECATA",
+            "--paypal-api-base",
+            "http://127.0.0.1:9",
+        ]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very_secret"), "{shown}");
+        assert_eq!(c.paypal_client_id.as_deref(), Some("AaBbCc-client"));
+        assert_eq!(
+            c.paypal_webhook_id.as_deref(),
+            Some("8PT597110X687430LKGECATA")
+        );
+        assert_eq!(c.paypal_api_base, "http://127.0.0.1:9");
     }
 
     #[test]

@@ -114,6 +114,41 @@ fn check_webhook_secret(secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// PayPal's credentials, when both the client id and the secret are given;
+/// one without the other is a mistake better said at start-up than as a
+/// PayPal that is silently unavailable.
+fn paypal_credentials(config: &Config) -> anyhow::Result<Option<app::gateway::PaypalCredentials>> {
+    let id = config
+        .paypal_client_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let secret = config
+        .paypal_client_secret
+        .as_ref()
+        .filter(|s| !s.expose().trim().is_empty());
+    match (id, secret) {
+        (Some(id), Some(secret)) => Ok(Some(app::gateway::PaypalCredentials {
+            client_id: id.to_owned(),
+            client_secret: secret.clone(),
+            api_base: config.paypal_api_base.clone(),
+        })),
+        (None, None) => {
+            if config.paypal_webhook_id.is_some() {
+                warn!(
+                    "PAYPAL_WEBHOOK_ID is set without PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET: \
+                     PayPal's webhooks answer 503 until they are"
+                );
+            }
+            Ok(None)
+        }
+        _ => anyhow::bail!(
+            "PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET go together: give both (the PayPal \
+             REST app's client id and secret) or neither"
+        ),
+    }
+}
+
 /// Opens the store named by the configuration and applies the migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url)
@@ -142,6 +177,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let gateways = app::gateway::Gateways::configured(
         config.stripe_secret_key.as_ref(),
         &config.stripe_api_base,
+        paypal_credentials(&config)?.as_ref(),
     )
     .context("configuring the payment gateways")?;
     if let Some(secret) = &config.stripe_webhook_secret {
@@ -167,6 +203,12 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         gateways,
         settings: Arc::new(Settings {
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
+            paypal_webhook_id: config
+                .paypal_webhook_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
             allow_clock_override: config.allow_clock_override,
             approvers: config
                 .approvers
@@ -296,6 +338,31 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paypal_needs_both_its_client_id_and_secret() {
+        let config = |args: &[&str]| {
+            let mut argv = vec!["ledger-server"];
+            argv.extend_from_slice(args);
+            <config::Cli as clap::Parser>::try_parse_from(argv)
+                .unwrap()
+                .config
+        };
+        assert!(paypal_credentials(&config(&[])).unwrap().is_none());
+        let both = paypal_credentials(&config(&[
+            "--paypal-client-id",
+            "client",
+            "--paypal-client-secret",
+            "secret",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(both.client_id, "client");
+        assert_eq!(both.client_secret.expose(), "secret");
+        assert_eq!(both.api_base, "https://api-m.paypal.com");
+        assert!(paypal_credentials(&config(&["--paypal-client-id", "client"])).is_err());
+        assert!(paypal_credentials(&config(&["--paypal-client-secret", "secret"])).is_err());
+    }
 
     #[test]
     fn only_a_webhook_signing_secret_is_taken_for_one() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use api::auth::{Claims, Role};
 use chrono::Datelike;
-use common::{key, now_unix, Api};
+use common::{key, now_unix, time, Api};
 use serde_json::{json, Value};
 
 /// A developer token with its own `sub`: a second person for maker-checker.
@@ -715,3 +715,275 @@ async fn only_listed_approvers_decide_on_postgres() {
 async fn only_listed_approvers_decide_on_sqlite() {
     only_listed_approvers_decide(common::Backend::Sqlite).await;
 }
+
+async fn staff_write_a_draft_invoice_finalize_it_and_approve_its_payment_with_notes(api: &Api) {
+    let account = starter_account(api).await;
+    let dev = api.developer();
+    let body = json!({
+        "account_id": account,
+        "lines": [
+            { "description": "Onboarding workshop", "quantity": 2, "unit_price": "150.00" },
+            { "description": "Custom model setup", "unit_price": "99.99" },
+        ],
+        "notes": "PO 4711",
+    });
+    let idem = key();
+    let created = api
+        .post("/v1/admin/invoices", &dev, Some(&idem), body.clone())
+        .await;
+    let draft = created.expect(201).clone();
+    assert_eq!(draft["status"], "draft");
+    assert_eq!(draft["account_id"], account.as_str());
+    assert_eq!(draft["subtotal"], "399.99");
+    assert_eq!(draft["tax"], "76.00", "19 % of 399.99, half away from zero");
+    assert_eq!(draft["total"], "475.99");
+    assert_eq!(draft["lines"][1]["quantity"], 1, "quantity defaults to 1");
+    assert_eq!(draft["notes"], "PO 4711");
+    assert_eq!(draft["billing_address"]["city"], "Springfield");
+    let number = draft["number"].as_str().unwrap().to_owned();
+    assert!(number.starts_with(&format!("INV-{}-", year())), "{number}");
+    let id = draft["id"].as_str().unwrap().to_owned();
+    // A retry answers the same draft.
+    let again = api
+        .post("/v1/admin/invoices", &dev, Some(&idem), body)
+        .await;
+    assert_eq!(again.expect(201)["id"], id.as_str());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // A draft is not payable.
+    let manual = json!({
+        "invoice_id": id, "method": "bank_transfer", "reference": "WIRE-1", "amount": "475.99",
+    });
+    api.post(
+        "/v1/billing/payments/manual",
+        &api.owner(&account),
+        Some(&key()),
+        manual.clone(),
+    )
+    .await
+    .expect_error(409, "conflict");
+
+    let finalized = api
+        .post(
+            &format!("/v1/admin/invoices/{id}/finalize"),
+            &dev,
+            None,
+            json!({ "due_in_days": 30 }),
+        )
+        .await;
+    let pending = finalized.expect(200);
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["number"], number.as_str(), "the number stays");
+    let due = time(&pending["due_date"]);
+    assert!(due > chrono::Utc::now() + chrono::Duration::days(29));
+    // Finalizing again changes nothing; a paid one cannot be.
+    api.post_empty(&format!("/v1/admin/invoices/{id}/finalize"), &dev, None)
+        .await
+        .expect(200);
+
+    let paid = api
+        .post(
+            "/v1/billing/payments/manual",
+            &api.owner(&account),
+            Some(&key()),
+            manual,
+        )
+        .await;
+    let payment = paid.expect(201)["id"].as_str().unwrap().to_owned();
+    let approved = api
+        .post(
+            &format!("/v1/admin/payments/{payment}/approve"),
+            &dev,
+            None,
+            json!({ "notes": "Seen on the statement of 2026-12-07" }),
+        )
+        .await;
+    let a = approved.expect(200);
+    assert_eq!(a["notes"], "Seen on the statement of 2026-12-07");
+    assert_eq!(a["invoice_status"], "paid");
+    assert_eq!(a["credits_granted"], Value::Null, "it buys no credits");
+    let p = approved.position();
+    let listed = api
+        .get(
+            &format!("/v1/admin/payments?invoice_id={id}&min_position={p}"),
+            &dev,
+        )
+        .await;
+    let items = listed.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(items[0]["notes"], "Seen on the statement of 2026-12-07");
+    api.post_empty(&format!("/v1/admin/invoices/{id}/finalize"), &dev, None)
+        .await
+        .expect_error(409, "conflict");
+
+    // The owner's list filters by date.
+    let owner = api.owner(&account);
+    let today = api
+        .get(
+            &format!("/v1/billing/invoices?from=2000-01-01T00:00:00Z&min_position={p}"),
+            &owner,
+        )
+        .await;
+    assert_eq!(today.expect(200)["items"].as_array().unwrap().len(), 1);
+    let before = api
+        .get("/v1/billing/invoices?to=2000-01-01T00:00:00Z", &owner)
+        .await;
+    assert!(before.expect(200)["items"].as_array().unwrap().is_empty());
+    api.get("/v1/billing/invoices?from=yesterday", &owner)
+        .await
+        .expect_error(422, "invalid_request");
+
+    // Bad input writes nothing.
+    for (bad, field) in [
+        (json!({ "account_id": account, "lines": [] }), "lines"),
+        (
+            json!({ "account_id": account, "lines": [{ "description": "x", "unit_price": "-1" }] }),
+            "lines[0].unit_price",
+        ),
+        (
+            json!({ "account_id": account, "lines": [{ "description": "x", "unit_price": "1" }], "due_in_days": 400 }),
+            "due_in_days",
+        ),
+        (
+            json!({ "account_id": "nope", "lines": [{ "description": "x", "unit_price": "1" }] }),
+            "account_id",
+        ),
+    ] {
+        let refused = api.post("/v1/admin/invoices", &dev, None, bad).await;
+        assert_eq!(
+            refused.expect_error(422, "invalid_request")["field"],
+            field,
+            "{}",
+            refused.text
+        );
+    }
+    api.post(
+        "/v1/admin/invoices",
+        &api.owner(&account),
+        None,
+        json!({ "account_id": account, "lines": [{ "description": "x", "unit_price": "1" }] }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+}
+on_both_backends!(staff_write_a_draft_invoice_finalize_it_and_approve_its_payment_with_notes);
+
+async fn a_pending_payment_is_cancelled_and_staff_record_a_manual_payment(api: &Api) {
+    let account = starter_account(api).await;
+    let bought = purchase(api, &account, &key()).await;
+    let b = bought.expect(201).clone();
+    let invoice_id = b["invoice"]["id"].as_str().unwrap().to_owned();
+    let total = b["invoice"]["total"].as_str().unwrap().to_owned();
+    let payment = b["payment"]["id"].as_str().unwrap().to_owned();
+    let owner = api.owner(&account);
+
+    // Another tenant cannot see it; a viewer may not; the owner may.
+    let other = api.open_account().await;
+    api.post_empty(
+        &format!("/v1/billing/payments/{payment}/cancel"),
+        &api.owner(&other),
+        None,
+    )
+    .await
+    .expect_error(404, "not_found");
+    api.post_empty(
+        &format!("/v1/billing/payments/{payment}/cancel"),
+        &api.viewer(&account),
+        None,
+    )
+    .await
+    .expect_error(403, "forbidden");
+    let cancelled = api
+        .post(
+            &format!("/v1/billing/payments/{payment}/cancel"),
+            &owner,
+            None,
+            json!({ "reason": "wrong reference" }),
+        )
+        .await;
+    assert_eq!(cancelled.expect(200)["status"], "cancelled");
+    let p = cancelled.position();
+    // Again: the same; it can no longer be approved.
+    api.post_empty(
+        &format!("/v1/billing/payments/{payment}/cancel"),
+        &owner,
+        None,
+    )
+    .await
+    .expect(200);
+    api.post_empty(
+        &format!("/v1/admin/payments/{payment}/approve"),
+        &api.developer(),
+        None,
+    )
+    .await
+    .expect_error(409, "conflict");
+    let listed = api
+        .get(
+            &format!("/v1/admin/payments?invoice_id={invoice_id}&min_position={p}"),
+            &api.developer(),
+        )
+        .await;
+    assert_eq!(listed.expect(200)["items"][0]["status"], "cancelled");
+    let seen = api
+        .get(
+            &format!("/v1/billing/invoices/{invoice_id}?min_position={p}"),
+            &owner,
+        )
+        .await;
+    assert_eq!(
+        seen.expect(200)["status"],
+        "pending",
+        "the invoice stays open"
+    );
+
+    // Staff record the money received by other means; only staff may use
+    // `manual`, and another developer approves it.
+    let manual = json!({
+        "invoice_id": invoice_id, "method": "manual", "reference": "CHEQUE 0042",
+        "amount": total, "account_id": account,
+    });
+    api.post(
+        "/v1/billing/payments/manual",
+        &owner,
+        Some(&key()),
+        manual.clone(),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    let recorded = api
+        .post(
+            "/v1/billing/payments/manual",
+            &developer_named(api, "clerk"),
+            Some(&key()),
+            manual,
+        )
+        .await;
+    let r = recorded.expect(201);
+    assert_eq!(r["method"], "manual");
+    assert_eq!(r["status"], "pending");
+    let manual_payment = r["id"].as_str().unwrap().to_owned();
+    let approved = api
+        .post_empty(
+            &format!("/v1/admin/payments/{manual_payment}/approve"),
+            &api.developer(),
+            None,
+        )
+        .await;
+    assert_eq!(approved.expect(200)["credits_granted"], 2000);
+    // A decided payment cannot be cancelled, by anyone.
+    api.post_empty(
+        &format!("/v1/admin/payments/{manual_payment}/cancel"),
+        &api.developer(),
+        None,
+    )
+    .await
+    .expect_error(409, "conflict");
+    api.post_empty(
+        &format!("/v1/admin/payments/{manual_payment}/cancel"),
+        &owner,
+        None,
+    )
+    .await
+    .expect_error(403, "forbidden");
+}
+on_both_backends!(a_pending_payment_is_cancelled_and_staff_record_a_manual_payment);

@@ -256,6 +256,10 @@ const NOT_CALLED: &[(&str, &str)] = &[
         "POST /v1/billing/webhooks/stripe",
         "authenticated by Stripe's signature, not a token: tenant tokens are irrelevant",
     ),
+    (
+        "POST /v1/billing/webhooks/paypal",
+        "authenticated by PayPal verifying the delivery, not a token: tenant tokens are irrelevant",
+    ),
     ("GET /docs/{file}", "vendored Swagger UI assets"),
 ];
 
@@ -353,6 +357,15 @@ fn body_for(op: &str, t: &Tenant) -> Option<Value> {
         "POST /v1/accounts/{account_id}/transfer-ownership" => json!({ "user_id": t.owner_user }),
         "PUT /v1/accounts/{account_id}/usage-counts" => json!({ "sites": 1_000 }),
         "PUT /v1/admin/accounts/{account_id}/limits" => json!({ "max_users": null }),
+        // Staff writing an invoice onto the target tenant's account.
+        "POST /v1/admin/invoices" => json!({
+            "account_id": t.account,
+            "lines": [{ "description": "hostile", "unit_price": "0.01" }],
+        }),
+        "POST /v1/admin/invoices/{invoice_id}/finalize" => json!({}),
+        "POST /v1/billing/payments/{payment_id}/cancel"
+        | "POST /v1/admin/payments/{payment_id}/cancel" => json!({ "reason": "hostile" }),
+        "POST /v1/billing/subscriptions/reactivate" => json!({ "account_id": t.account }),
         _ => return None,
     })
 }

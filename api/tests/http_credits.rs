@@ -745,3 +745,46 @@ async fn an_expired_grant_leaves_the_balance_at_its_expiry_instant(api: &Api) {
     );
 }
 on_both_backends!(an_expired_grant_leaves_the_balance_at_its_expiry_instant);
+
+async fn a_capture_in_units_is_priced_with_the_holds_operation(api: &Api) {
+    let (id, _) = api.funded_account(100).await;
+    let bot = api.bot(Some(&id));
+    // 1,000 words of content generation: 10 credits held.
+    let held = api
+        .hold(
+            &id,
+            json!({ "operation": "content_generation", "units": 1000 }),
+        )
+        .await;
+    let hold = held.expect(201)["id"].as_str().unwrap().to_owned();
+    let captured = api
+        .post(
+            &format!("/v1/accounts/{id}/holds/{hold}/capture"),
+            &bot,
+            Some(&key()),
+            json!({ "units": 450, "model": "gpt-4o" }),
+        )
+        .await;
+    let c = captured.expect(200);
+    assert_eq!(c["credits"], 5, "450 words are 5 units of 100: {c}");
+    assert_eq!(c["released"], 5);
+    assert_eq!(c["operation"], "content_generation");
+    assert_eq!(c["balance_after"], 95);
+
+    // A hold of plain credits has no operation to price units with.
+    let held = api.hold(&id, json!({ "credits": 20 })).await;
+    let hold = held.expect(201)["id"].as_str().unwrap().to_owned();
+    let refused = api
+        .post(
+            &format!("/v1/accounts/{id}/holds/{hold}/capture"),
+            &bot,
+            Some(&key()),
+            json!({ "units": 3 }),
+        )
+        .await;
+    assert_eq!(
+        refused.expect_error(422, "invalid_request")["field"],
+        "operation"
+    );
+}
+on_both_backends!(a_capture_in_units_is_priced_with_the_holds_operation);

@@ -66,8 +66,12 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/billing/invoices/{invoice_id}"),
     ("get", "/v1/billing/invoices/{invoice_id}/pdf"),
     ("post", "/v1/billing/payments/manual"),
+    ("post", "/v1/billing/payments/{payment_id}/cancel"),
+    ("post", "/v1/admin/payments/{payment_id}/cancel"),
     ("post", "/v1/billing/credits/purchase"),
     ("get", "/v1/admin/invoices"),
+    ("post", "/v1/admin/invoices"),
+    ("post", "/v1/admin/invoices/{invoice_id}/finalize"),
     ("post", "/v1/admin/invoices/{invoice_id}/void"),
     ("post", "/v1/admin/invoices/{invoice_id}/mark-uncollectible"),
     ("get", "/v1/admin/payments"),
@@ -77,9 +81,11 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/billing/subscriptions/create"),
     ("post", "/v1/billing/subscriptions/upgrade"),
     ("post", "/v1/billing/subscriptions/cancel"),
+    ("post", "/v1/billing/subscriptions/reactivate"),
     ("post", "/v1/admin/billing/run-periods"),
     ("post", "/v1/admin/payments/{payment_id}/refund"),
     ("post", WEBHOOK),
+    ("post", PAYPAL_WEBHOOK),
     ("get", "/v1/billing/payment-methods"),
     ("get", "/v1/admin/payment-method-configs"),
     ("put", "/v1/admin/payment-method-configs/{country}/{method}"),
@@ -105,8 +111,10 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/admin/accounts/{account_id}/limits"),
 ];
 
-/// The one `/v1` route without a bearer token: Stripe signs it instead.
+/// The `/v1` routes without a bearer token: Stripe signs the one, PayPal
+/// verifies the other.
 const WEBHOOK: &str = "/v1/billing/webhooks/stripe";
+const PAYPAL_WEBHOOK: &str = "/v1/billing/webhooks/paypal";
 
 /// The routes outside `/v1`, which take no token.
 const OPERATION_ROUTES: &[(&str, &str)] = &[
@@ -304,7 +312,7 @@ async fn the_openapi_document_is_3_1_and_documents_every_registered_route() {
             responses.keys().any(|s| s.starts_with('2')),
             "{method} {path} documents no success"
         );
-        if path == WEBHOOK {
+        if path == WEBHOOK || path == PAYPAL_WEBHOOK {
             assert_ne!(op["security"], json!([{ "bearer": [] }]), "{method} {path}");
             assert!(responses["400"].is_object(), "{method} {path}");
         } else if path.starts_with("/v1/") {
@@ -370,8 +378,9 @@ async fn every_documented_v1_route_is_routed_and_asks_for_a_token() {
             .send()
             .await
             .unwrap();
-        if path == WEBHOOK {
-            // Signed by Stripe, not a token: without a webhook secret it is
+        if path == WEBHOOK || path == PAYPAL_WEBHOOK {
+            // Signed by Stripe or verified by PayPal, not a token: without a
+            // webhook secret (PayPal's credentials and webhook id) it is
             // unavailable, never open.
             assert_eq!(r.status(), 503, "{method} {concrete}");
             continue;
@@ -1354,7 +1363,11 @@ fn the_schema_check_catches_extra_missing_and_mistyped_fields() {
     // Flattened schemas (allOf) are checked as one object.
     let saved = json!({ "$ref": "#/components/schemas/SavedCost" });
     let mut errors = Vec::new();
-    let cost = json!({ "operation": "x", "cost": 1, "unit": "per_request", "unit_size": 1, "version": 1, "position": 4 });
+    let cost = json!({
+        "operation": "x", "display_name": "X", "description": null, "is_active": true,
+        "cost": 1, "credits_cost": 1, "unit": "per_request", "unit_size": 1, "version": 1,
+        "position": 4,
+    });
     validate(&doc, &saved, &cost, "cost", &mut errors);
     assert_eq!(errors, Vec::<String>::new());
     let mut wrong_unit = cost;

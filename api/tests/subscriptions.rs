@@ -695,3 +695,76 @@ async fn run_periods_refuses_a_future_now_without_the_clock_override_on_postgres
 async fn run_periods_refuses_a_future_now_without_the_clock_override_on_sqlite() {
     run_periods_refuses_a_future_now_without_the_clock_override(common::Backend::Sqlite).await;
 }
+
+async fn a_scheduled_cancel_is_taken_back_and_the_subscription_renews(api: &Api) {
+    let (id, created) = active_on(api, "starter").await;
+    let owner = api.owner(&id);
+    // Nothing scheduled: reactivating changes nothing.
+    let nothing = api
+        .post(
+            "/v1/billing/subscriptions/reactivate",
+            &owner,
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(nothing.expect(200)["cancel_at_period_end"], false);
+    let canceled = api
+        .post("/v1/billing/subscriptions/cancel", &owner, None, json!({}))
+        .await;
+    assert_eq!(canceled.expect(200)["cancel_at_period_end"], true);
+    let back = api
+        .post_empty("/v1/billing/subscriptions/reactivate/", &owner, None)
+        .await;
+    let body = back.expect(200);
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["cancel_at_period_end"], false);
+    let listed = api
+        .get(
+            &format!("/v1/billing/subscriptions?min_position={}", back.position()),
+            &owner,
+        )
+        .await;
+    assert_eq!(
+        listed.expect(200)["items"][0]["cancel_at_period_end"],
+        false
+    );
+
+    // At the period end it renews instead of ending.
+    run_periods(api, period_end(&created)).await;
+    let subs = subscriptions(api, &id).await;
+    assert_eq!(subs[0]["status"], "active");
+    assert_eq!(account(api, &id).await["plan"], "starter");
+    assert_eq!(
+        pending_invoices(api, &id).await.len(),
+        1,
+        "the renewal's invoice"
+    );
+
+    // A viewer may not; a canceled subscription cannot come back.
+    api.post(
+        "/v1/billing/subscriptions/reactivate",
+        &api.viewer(&id),
+        None,
+        json!({}),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    api.post(
+        "/v1/billing/subscriptions/cancel",
+        &owner,
+        None,
+        json!({ "at_period_end": false }),
+    )
+    .await
+    .expect(200);
+    api.post(
+        "/v1/billing/subscriptions/reactivate",
+        &owner,
+        None,
+        json!({}),
+    )
+    .await
+    .expect_error(404, "not_found");
+}
+on_both_backends!(a_scheduled_cancel_is_taken_back_and_the_subscription_renews);

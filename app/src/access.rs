@@ -71,6 +71,9 @@ pub const READ_PAYMENT_METHODS: &[Role] = BILLING;
 pub const MANAGE_INVOICES: &[Role] = ADMIN_BILLING;
 pub const DECIDE_PAYMENTS: &[Role] = ADMIN_BILLING;
 pub const REFUND_PAYMENT: &[Role] = ADMIN_BILLING;
+/// Withdrawing a pending manual payment: its account's billing roles, or
+/// staff.
+pub const CANCEL_PAYMENT: &[Role] = &[Owner, Admin, Developer];
 /// The per-country payment method rows.
 pub const CONFIGURE_PAYMENT_METHODS: &[Role] = STAFF;
 pub const READ_BILLING_STATS: &[Role] = STAFF;

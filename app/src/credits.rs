@@ -313,7 +313,7 @@ async fn amount(
             if units.is_some() {
                 return Err(AppError::invalid_field(
                     "operation",
-                    "units need an operation to price them",
+                    "units need an operation to price them (the hold's, or one named here)",
                 ));
             }
             Ok(None)
@@ -436,7 +436,21 @@ pub async fn capture(
     let key = key.required()?;
     let req = body.value;
     let units = req.units;
-    let amount = amount(app, req.operation, req.units, req.credits).await?;
+    // Units without an operation are the hold's operation's units.
+    let mut operation = req.operation;
+    if operation.is_none() && req.credits.is_none() && units.is_some() {
+        let loaded = app
+            .store
+            .load::<ledger::CreditAccount>(&account.to_string())
+            .await?;
+        operation = loaded
+            .aggregate
+            .open_holds()
+            .get(&hold_id)
+            .and_then(|h| h.operation.as_ref())
+            .map(|op| op.to_string());
+    }
+    let amount = amount(app, operation, req.units, req.credits).await?;
     let usage = UsageFields {
         model: req.model,
         tokens_input: req.tokens_input,

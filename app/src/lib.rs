@@ -9,8 +9,8 @@
 //! intake and the canonical form idempotency hashes), [`runner`] (the one
 //! place commands run), [`telemetry`] (the metrics registry). Use cases:
 //! [`accounts`], [`credits`], [`reads`], [`catalog`], [`billing`],
-//! [`subscriptions`], [`stripe_events`]; [`jobs`] run on the server's own
-//! behalf.
+//! [`subscriptions`], [`stripe_events`], [`paypal_events`]; [`jobs`] run
+//! on the server's own behalf.
 
 pub mod access;
 pub mod caller;
@@ -29,6 +29,7 @@ pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod credits;
+pub mod paypal_events;
 pub mod reads;
 pub mod stripe_events;
 pub mod subscriptions;
@@ -59,7 +60,8 @@ pub struct App {
     pub read_models: ReadModels,
     pub projector: ProjectorHandle,
     pub catalog: CatalogCache,
-    /// The payment gateways configured (Stripe with `STRIPE_SECRET_KEY`).
+    /// The payment gateways configured (Stripe with `STRIPE_SECRET_KEY`,
+    /// PayPal with `PAYPAL_CLIENT_ID` and `PAYPAL_CLIENT_SECRET`).
     pub gateways: gateway::Gateways,
     pub settings: Arc<Settings>,
     /// Revoked token ids, shared with the keys that verify tokens.

@@ -150,8 +150,8 @@ pub enum PaymentMethod {
 }
 
 /// The methods a customer may pay by: the manual ones, and the gateways
-/// (`stripe` answers 503 while no Stripe key is configured, `paypal`
-/// always, as it has no gateway yet).
+/// (`stripe` answers 503 while no Stripe key is configured, `paypal` while
+/// no PayPal client id and secret are; subscriptions take no `paypal` yet).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CustomerPaymentMethod {

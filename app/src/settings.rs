@@ -34,6 +34,10 @@ pub struct Settings {
     /// Signing secret of the Stripe webhook endpoint (`whsec_…`); without
     /// it Stripe's webhooks are refused as unavailable.
     pub stripe_webhook_secret: Option<Secret>,
+    /// The id PayPal gave our webhook (`PAYPAL_WEBHOOK_ID`), which its
+    /// verify-webhook-signature call needs; without it PayPal's webhooks
+    /// are refused as unavailable.
+    pub paypal_webhook_id: Option<String>,
     /// `run-periods` may take a `now` in the future (tests and demos).
     pub allow_clock_override: bool,
     /// Who may approve or reject manual payments (normalized subjects);

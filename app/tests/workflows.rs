@@ -95,6 +95,7 @@ impl PaymentGateway for StubGateway {
         Ok(PaymentIntent {
             id: format!("pi_{}", req.payment_id.replace('-', "")),
             client_secret: Some(format!("pi_{}_secret", req.payment_id.replace('-', ""))),
+            approval_url: None,
             status: "requires_payment_method".into(),
         })
     }

@@ -161,6 +161,15 @@ pub struct InvoiceVoided {
     pub voided_at: DateTime<Utc>,
 }
 
+/// A draft became a pending invoice, open for payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceFinalized {
+    pub actor: String,
+    pub finalized_at: DateTime<Utc>,
+    /// The due date from now on.
+    pub due_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvoiceMarkedUncollectible {
     pub reason: Option<String>,
@@ -173,6 +182,7 @@ pub enum InvoiceEvent {
     InvoiceIssued(Box<InvoiceIssued>),
     InvoicePaid(InvoicePaid),
     InvoiceVoided(InvoiceVoided),
+    InvoiceFinalized(InvoiceFinalized),
     InvoiceMarkedUncollectible(InvoiceMarkedUncollectible),
 }
 
@@ -182,6 +192,7 @@ impl InvoiceEvent {
             Self::InvoiceIssued(_) => "InvoiceIssued",
             Self::InvoicePaid(_) => "InvoicePaid",
             Self::InvoiceVoided(_) => "InvoiceVoided",
+            Self::InvoiceFinalized(_) => "InvoiceFinalized",
             Self::InvoiceMarkedUncollectible(_) => "InvoiceMarkedUncollectible",
         }
     }
@@ -215,6 +226,18 @@ pub struct PaymentSubmitted {
 pub struct PaymentApproved {
     pub approved_by: String,
     pub approved_at: DateTime<Utc>,
+    /// What the approver noted (a bank statement line, a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// A pending manual payment was withdrawn (by its account or by staff):
+/// the invoice stays open for another payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentCancelled {
+    pub cancelled_by: String,
+    pub reason: Option<String>,
+    pub cancelled_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,6 +316,7 @@ pub enum PaymentEvent {
     PaymentRefunded(PaymentRefunded),
     RefundReserved(RefundReserved),
     RefundReleased(RefundReleased),
+    PaymentCancelled(PaymentCancelled),
 }
 
 /// A refund in progress holds its amount on the payment, so that two
@@ -330,6 +354,7 @@ impl PaymentEvent {
             Self::PaymentRefunded(_) => "PaymentRefunded",
             Self::RefundReserved(_) => "RefundReserved",
             Self::RefundReleased(_) => "RefundReleased",
+            Self::PaymentCancelled(_) => "PaymentCancelled",
         }
     }
 }

@@ -170,6 +170,13 @@ pub struct SubscriptionCancelScheduled {
     pub scheduled_at: DateTime<Utc>,
 }
 
+/// A cancel scheduled for the period end was taken back: the subscription
+/// renews as before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionReactivated {
+    pub reactivated_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionCanceled {
     pub reason: CancelReason,
@@ -216,6 +223,7 @@ pub enum SubscriptionEvent {
     SubscriptionRenewed(Box<SubscriptionRenewed>),
     SubscriptionPastDue(SubscriptionPastDue),
     SubscriptionRecovered(SubscriptionRecovered),
+    SubscriptionReactivated(SubscriptionReactivated),
 }
 
 impl SubscriptionEvent {
@@ -231,6 +239,7 @@ impl SubscriptionEvent {
             Self::SubscriptionRenewed(_) => "SubscriptionRenewed",
             Self::SubscriptionPastDue(_) => "SubscriptionPastDue",
             Self::SubscriptionRecovered(_) => "SubscriptionRecovered",
+            Self::SubscriptionReactivated(_) => "SubscriptionReactivated",
         }
     }
 
@@ -247,6 +256,7 @@ impl SubscriptionEvent {
             Self::SubscriptionRenewed(e) => e.renewed_at,
             Self::SubscriptionPastDue(e) => e.past_due_at,
             Self::SubscriptionRecovered(e) => e.recovered_at,
+            Self::SubscriptionReactivated(e) => e.reactivated_at,
         }
     }
 }

@@ -25,8 +25,8 @@ use events::{
     AccountEvent, AccountId, AccountOpened, AccountStatus, AccountStatusChanged, AccountUpdated,
     BillingAddress, CatalogEvent, CountryCode, CreditsAdjusted, CreditsDeducted, CreditsExpired,
     CreditsGranted, CreditsHeld, CreditsRefunded, EventMetadata, GrantSource, HoldCaptured,
-    HoldReleased, IdempotencyKey, InvoiceEvent, LotDraw, OperationKey, PaymentEvent, RefundedLot,
-    ReleaseReason, StripeEvent, SubscriptionEvent, Usage,
+    HoldReleased, IdempotencyKey, InvoiceEvent, LotDraw, OperationKey, PaymentEvent, PaypalEvent,
+    RefundedLot, ReleaseReason, StripeEvent, SubscriptionEvent, Usage,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -249,6 +249,7 @@ fn decode_everything(v: &Value) -> Result<(), TestCaseError> {
     decode_stably::<PaymentEvent>(v)?;
     decode_stably::<SubscriptionEvent>(v)?;
     decode_stably::<StripeEvent>(v)?;
+    decode_stably::<PaypalEvent>(v)?;
     decode_stably::<EventMetadata>(v)?;
     Ok(())
 }
@@ -261,6 +262,7 @@ fn decode_text(text: &str) {
     let _ = serde_json::from_str::<PaymentEvent>(text);
     let _ = serde_json::from_str::<SubscriptionEvent>(text);
     let _ = serde_json::from_str::<StripeEvent>(text);
+    let _ = serde_json::from_str::<PaypalEvent>(text);
     let _ = serde_json::from_str::<EventMetadata>(text);
 }
 

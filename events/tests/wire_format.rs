@@ -419,6 +419,11 @@ fn invoice_samples() -> Vec<InvoiceEvent> {
             actor: "dev-1".into(),
             marked_at: at(4, 12),
         }),
+        InvoiceEvent::InvoiceFinalized(events::InvoiceFinalized {
+            actor: "dev-1".into(),
+            finalized_at: at(4, 13),
+            due_at: at(18, 13),
+        }),
     ]
 }
 
@@ -436,6 +441,7 @@ fn payment_samples() -> Vec<PaymentEvent> {
             submitted_at: at(3, 10),
         }),
         PaymentEvent::PaymentApproved(PaymentApproved {
+            notes: None,
             approved_by: "dev-2".into(),
             approved_at: at(4, 10),
         }),
@@ -487,6 +493,11 @@ fn payment_samples() -> Vec<PaymentEvent> {
             credits_restored: 289,
             released_at: at(5, 12),
         }),
+        PaymentEvent::PaymentCancelled(events::PaymentCancelled {
+            cancelled_by: "owner-1".into(),
+            reason: Some("paid by card instead".into()),
+            cancelled_at: at(5, 9),
+        }),
     ]
 }
 
@@ -508,12 +519,33 @@ fn stripe_variant(e: &events::StripeEvent) -> &'static str {
     }
 }
 
+fn paypal_samples() -> Vec<events::PaypalEvent> {
+    vec![events::PaypalEvent::PaypalEventReceived(
+        events::PaypalEventReceived {
+            id: "WH-2WR32451HC0233532-67976317FL4543714".into(),
+            event_type: "PAYMENT.CAPTURE.COMPLETED".into(),
+            resource_id: Some("42311647XV020574X".into()),
+            created_at: Some(at(3, 11)),
+            handled: false,
+            refused: Some("the capture is 30.00 USD; invoice INV-2026-000001 is 34.51 USD".into()),
+            received_at: at(3, 12),
+        },
+    )]
+}
+
+fn paypal_variant(e: &events::PaypalEvent) -> &'static str {
+    match e {
+        events::PaypalEvent::PaypalEventReceived(_) => "PaypalEventReceived",
+    }
+}
+
 fn invoice_variant(e: &InvoiceEvent) -> &'static str {
     match e {
         InvoiceEvent::InvoiceIssued(_) => "InvoiceIssued",
         InvoiceEvent::InvoicePaid(_) => "InvoicePaid",
         InvoiceEvent::InvoiceVoided(_) => "InvoiceVoided",
         InvoiceEvent::InvoiceMarkedUncollectible(_) => "InvoiceMarkedUncollectible",
+        InvoiceEvent::InvoiceFinalized(_) => "InvoiceFinalized",
     }
 }
 
@@ -528,6 +560,7 @@ fn payment_variant(e: &PaymentEvent) -> &'static str {
         PaymentEvent::PaymentRefunded(_) => "PaymentRefunded",
         PaymentEvent::RefundReserved(_) => "RefundReserved",
         PaymentEvent::RefundReleased(_) => "RefundReleased",
+        PaymentEvent::PaymentCancelled(_) => "PaymentCancelled",
     }
 }
 
@@ -538,6 +571,7 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
         "InvoicePaid",
         "InvoiceVoided",
         "InvoiceMarkedUncollectible",
+        "InvoiceFinalized",
     ];
     assert_eq!(invoice_samples().len(), invoice.len());
     for (sample, name) in invoice_samples().iter().zip(invoice) {
@@ -556,6 +590,7 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
         "PaymentRefunded",
         "RefundReserved",
         "RefundReleased",
+        "PaymentCancelled",
     ];
     assert_eq!(payment_samples().len(), payment.len());
     for (sample, name) in payment_samples().iter().zip(payment) {
@@ -569,6 +604,12 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
     assert_eq!(issued["InvoiceIssued"]["status"], json!("pending"));
     for sample in stripe_samples() {
         let name = stripe_variant(&sample);
+        assert_round_trips(&sample, name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    for sample in paypal_samples() {
+        let name = paypal_variant(&sample);
         assert_round_trips(&sample, name);
         assert_eq!(sample.event_type(), name);
         assert_eq!(sample.event_version(), "1.0");
@@ -777,6 +818,9 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
     for sample in stripe_samples() {
         check_fixture(stripe_variant(&sample), &sample, stripe_variant);
     }
+    for sample in paypal_samples() {
+        check_fixture(paypal_variant(&sample), &sample, paypal_variant);
+    }
     for sample in team_samples() {
         check_fixture(team_variant(&sample), &sample, team_variant);
     }
@@ -788,6 +832,7 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
         .chain(payment_samples().iter().map(payment_variant))
         .chain(subscription_samples().iter().map(subscription_variant))
         .chain(stripe_samples().iter().map(stripe_variant))
+        .chain(paypal_samples().iter().map(paypal_variant))
         .chain(team_samples().iter().map(team_variant))
         .map(|n| format!("{n}.json"))
         .collect();
@@ -889,6 +934,9 @@ fn subscription_samples() -> Vec<events::SubscriptionEvent> {
             invoice_id: id(0x73),
             recovered_at: at(31, 1),
         }),
+        E::SubscriptionReactivated(events::SubscriptionReactivated {
+            reactivated_at: at(31, 2),
+        }),
     ]
 }
 
@@ -905,6 +953,7 @@ fn subscription_variant(e: &events::SubscriptionEvent) -> &'static str {
         E::SubscriptionRenewed(_) => "SubscriptionRenewed",
         E::SubscriptionPastDue(_) => "SubscriptionPastDue",
         E::SubscriptionRecovered(_) => "SubscriptionRecovered",
+        E::SubscriptionReactivated(_) => "SubscriptionReactivated",
     }
 }
 
@@ -912,8 +961,8 @@ fn subscription_variant(e: &events::SubscriptionEvent) -> &'static str {
 fn every_subscription_event_survives_a_serde_round_trip_with_its_literal_type() {
     let samples = subscription_samples();
     let names: BTreeSet<_> = samples.iter().map(subscription_variant).collect();
-    assert_eq!(names.len(), 10);
-    assert_eq!(samples.len(), 10);
+    assert_eq!(names.len(), 11);
+    assert_eq!(samples.len(), 11);
     for sample in &samples {
         let name = subscription_variant(sample);
         assert_round_trips(sample, name);

@@ -49,7 +49,7 @@ pub const INVOICE_COLUMNS: [&str; 16] = [
     "last_position",
 ];
 
-pub const PAYMENT_COLUMNS: [&str; 18] = [
+pub const PAYMENT_COLUMNS: [&str; 19] = [
     "payment_id",
     "invoice_id",
     "account_id",
@@ -68,6 +68,7 @@ pub const PAYMENT_COLUMNS: [&str; 18] = [
     "gateway",
     "gateway_ref",
     "refunded_amount",
+    "notes",
 ];
 
 /// Zero at the scale of `amount` (`0.00` for `29.00`).
@@ -175,6 +176,12 @@ fn invoice_change(event: &InvoiceEvent, position: i64) -> RowChange {
             ("updated_at", time_text(e.voided_at).into()),
             ("last_position", position.into()),
         ]),
+        InvoiceEvent::InvoiceFinalized(e) => RowChange::Update(vec![
+            ("status", "pending".into()),
+            ("due_at", time_text(e.due_at).into()),
+            ("updated_at", time_text(e.finalized_at).into()),
+            ("last_position", position.into()),
+        ]),
         InvoiceEvent::InvoiceMarkedUncollectible(e) => RowChange::Update(vec![
             ("status", "uncollectible".into()),
             ("updated_at", time_text(e.marked_at).into()),
@@ -204,6 +211,7 @@ fn payment_change(event: &PaymentEvent, position: i64) -> RowChange {
             Option::<String>::None.into(),
             Option::<String>::None.into(),
             zero_like(e.amount.amount).into(),
+            Option::<String>::None.into(),
         ]),
         PaymentEvent::PaymentInitiated(e) => RowChange::Insert(vec![
             e.payment_id.to_string().into(),
@@ -224,6 +232,7 @@ fn payment_change(event: &PaymentEvent, position: i64) -> RowChange {
             Some(e.gateway.clone()).into(),
             Some(e.gateway_ref.clone()).into(),
             zero_like(e.amount.amount).into(),
+            Option::<String>::None.into(),
         ]),
         PaymentEvent::PaymentSucceeded(e) => RowChange::Update(vec![
             ("status", PaymentStatus::Succeeded.as_str().into()),
@@ -262,9 +271,18 @@ fn payment_change(event: &PaymentEvent, position: i64) -> RowChange {
         ]),
         PaymentEvent::PaymentApproved(e) => RowChange::Update(vec![
             ("status", PaymentStatus::Succeeded.as_str().into()),
+            ("notes", e.notes.clone().into()),
             ("decided_by", Some(e.approved_by.clone()).into()),
             ("decided_at", Some(time_text(e.approved_at)).into()),
             ("updated_at", time_text(e.approved_at).into()),
+            ("last_position", position.into()),
+        ]),
+        PaymentEvent::PaymentCancelled(e) => RowChange::Update(vec![
+            ("status", PaymentStatus::Cancelled.as_str().into()),
+            ("decided_by", Some(e.cancelled_by.clone()).into()),
+            ("decided_at", Some(time_text(e.cancelled_at)).into()),
+            ("failure_reason", e.reason.clone().into()),
+            ("updated_at", time_text(e.cancelled_at).into()),
             ("last_position", position.into()),
         ]),
         PaymentEvent::PaymentRejected(e) => RowChange::Update(vec![
@@ -357,6 +375,8 @@ pub struct PaymentView {
     pub gateway_ref: Option<String>,
     /// The sum refunded so far.
     pub refunded_amount: String,
+    /// The approver's notes.
+    pub notes: Option<String>,
 }
 
 impl PaymentView {
@@ -387,6 +407,7 @@ impl PaymentView {
             gateway: r.opt_text("gateway")?,
             gateway_ref: r.opt_text("gateway_ref")?,
             refunded_amount: r.text("refunded_amount")?,
+            notes: r.opt_text("notes")?,
         })
     }
 }

@@ -109,6 +109,9 @@ pub fn change(event: &SubscriptionEvent, position: i64) -> RowChange {
         SubscriptionEvent::SubscriptionDowngradeScheduled(e) => {
             vec![("scheduled_plan", Some(e.to.slug.clone()).into())]
         }
+        SubscriptionEvent::SubscriptionReactivated(_) => {
+            vec![("cancel_at_period_end", 0i64.into())]
+        }
         SubscriptionEvent::SubscriptionCancelScheduled(_) => {
             vec![("cancel_at_period_end", 1i64.into())]
         }

@@ -104,6 +104,7 @@ async fn billing_rows_rebuild_to_the_rows_projected_live(store: &Store) {
         .execute::<Payment>(
             &payment.to_string(),
             PaymentCommand::Approve {
+                notes: None,
                 by: "dev".into(),
                 now: at("2026-03-03T10:00:00Z"),
             },

@@ -158,6 +158,12 @@ impl RecentOutcomes for ledger::payment::StripeEventLog {
     }
 }
 
+impl RecentOutcomes for ledger::payment::PaypalEventLog {
+    fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
+        None
+    }
+}
+
 /// How many locks serialize commands per stream within one process.
 pub const STREAM_LOCK_STRIPES: usize = 1_024;
 

@@ -3,10 +3,9 @@
 //! approval of manual payments and refunds. Each handler extracts, calls
 //! `app::billing`, renders.
 
-use app::billing::invoices::{InvoiceListQuery, ReasonRequest};
-use app::billing::payments::{PaymentListQuery, RejectRequest};
+use app::billing::invoices::{FinalizeRequest, InvoiceListQuery, NewInvoiceRequest, ReasonRequest};
+use app::billing::payments::{ApproveRequest, PaymentListQuery, RejectRequest};
 use app::billing::refunds::RefundRequest;
-use app::credits::EmptyRequest;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -21,7 +20,8 @@ use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/admin/invoices", get(invoices))
+        .route("/admin/invoices", get(invoices).post(create_invoice))
+        .route("/admin/invoices/{invoice_id}/finalize", post(finalize))
         .route("/admin/invoices/{invoice_id}/void", post(void))
         .route(
             "/admin/invoices/{invoice_id}/mark-uncollectible",
@@ -52,6 +52,59 @@ pub async fn invoices(
     query: Q<InvoiceListQuery>,
 ) -> Result<Response, ApiError> {
     render::ok(&app::billing::invoices::invoices(&state, &principal, fresh.0, query.query()).await?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/invoices",
+    tag = "admin",
+    summary = "Write an invoice with arbitrary lines for an account: a draft, or pending at once with `finalize: true`",
+    description = "The invoice takes the next INV-YYYY-NNNNNN number and snapshots the account's billing details and tax rate. A draft is not payable until `POST /v1/admin/invoices/{invoice_id}/finalize`; it can be voided.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Optional. A retry with the same key and body replays the first response")),
+    request_body = app::billing::invoices::NewInvoiceRequest,
+    responses(
+        (status = 201, description = "The invoice", body = app::billing::invoices::InvoiceBody, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 403, description = "`forbidden`: only a developer may write invoices", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account", body = doc::ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a bad line, currency, due date or account id; `details.field` names it", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: the read models did not show the invoice in time (it is written; read it again)", body = doc::ErrorBody),
+    ),
+)]
+pub async fn create_invoice(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdemKey,
+    body: Body<NewInvoiceRequest>,
+) -> Result<Response, ApiError> {
+    render::written(
+        &app::billing::invoices::create(&state, &principal, key.key(), body.input()).await?,
+    )
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/invoices/{invoice_id}/finalize",
+    tag = "admin",
+    summary = "Finalize a draft invoice: it becomes pending and payable",
+    params(("invoice_id" = String, Path, description = "The invoice's id (a UUID)")),
+    request_body = Option<FinalizeRequest>,
+    responses(
+        (status = 200, description = "The invoice, pending", body = app::billing::invoices::InvoiceBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such invoice", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the invoice is paid, void or uncollectible", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a bad due date", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: the read models did not show the change in time", body = doc::ErrorBody),
+    ),
+)]
+pub async fn finalize(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Body<FinalizeRequest>,
+) -> Result<Response, ApiError> {
+    render::ok(&app::billing::invoices::finalize(&state, &principal, &id, body.input()).await?)
 }
 
 #[utoipa::path(
@@ -129,7 +182,7 @@ pub async fn payments(
     tag = "admin",
     summary = "Approve a manual payment (not by its submitter): the invoice is paid and a purchase's credits are granted, once",
     params(("payment_id" = String, Path, description = "The payment's id (a UUID)")),
-    request_body = Option<EmptyRequest>,
+    request_body = Option<ApproveRequest>,
     responses(
         (status = 200, description = "The approved payment", body = app::billing::payments::Approval),
         (status = 403, description = "`forbidden`: not a developer, or the submitter approving their own payment", body = doc::ErrorBody),
@@ -141,7 +194,7 @@ pub async fn approve(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    body: Body<EmptyRequest>,
+    body: Body<ApproveRequest>,
 ) -> Result<Response, ApiError> {
     render::ok(&app::billing::payments::approve(&state, &principal, &id, body.input()).await?)
 }

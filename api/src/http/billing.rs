@@ -27,6 +27,14 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/invoices/{invoice_id}", get(invoice_own))
         .route("/billing/invoices/{invoice_id}/pdf", get(invoice_pdf))
         .route("/billing/payments/manual", post(manual_payment))
+        .route(
+            "/billing/payments/{payment_id}/cancel",
+            post(cancel_payment),
+        )
+        .route(
+            "/admin/payments/{payment_id}/cancel",
+            post(cancel_payment_staff),
+        )
         .route("/billing/credits/purchase", post(purchase))
         .merge(super::admin_billing::routes())
         .merge(super::subscriptions::routes())
@@ -112,11 +120,11 @@ pub async fn invoice_pdf(
     post,
     path = "/v1/billing/credits/purchase",
     tag = "billing",
-    summary = "Buy a credit package: a pending invoice and a payment (manual: pending approval; stripe: a PaymentIntent whose `client_secret` the response carries); credits are granted once the payment succeeds",
+    summary = "Buy a credit package: a pending invoice and a payment (manual: pending approval; stripe: a PaymentIntent whose `client_secret` the response carries; paypal: an order whose `order_id` and `approval_url` the response carries); credits are granted once the payment succeeds",
     params(("Idempotency-Key" = String, Header, description = "Required. A retry with the same key and body replays the first response; another body is 409 idempotency_key_reused")),
     request_body = PurchaseRequest,
     responses(
-        (status = 201, description = "The invoice and the payment with its instructions (or, for stripe, `client_secret`)", body = Object, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 201, description = "The invoice and the payment with its instructions (or, for stripe, `client_secret`; for paypal, `order_id` and `approval_url`, where the payer approves the order)", body = Object, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
         (status = 403, description = "`forbidden`: the role may not buy, or the plan does not allow credit top-ups", body = doc::ErrorBody),
         (status = 502, description = "`unavailable`: the payment gateway refused the request", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such package", body = doc::ErrorBody),
@@ -161,4 +169,52 @@ pub async fn manual_payment(
     let done =
         app::billing::payments::pay_manually(&state, &principal, key.key(), body.input()).await?;
     render::written(&done)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/billing/payments/{payment_id}/cancel",
+    tag = "billing",
+    summary = "Withdraw a pending manual payment of the token's account; the invoice stays open",
+    params(("payment_id" = String, Path, description = "The payment's id (a UUID)")),
+    request_body = Option<app::billing::payments::CancelPaymentRequest>,
+    responses(
+        (status = 200, description = "The payment, cancelled", body = Object),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such payment, or another tenant's", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the payment is decided already, or is a gateway payment", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the id is not a UUID, or the reason is too long", body = doc::ErrorBody),
+    ),
+)]
+pub async fn cancel_payment(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Body<app::billing::payments::CancelPaymentRequest>,
+) -> Result<Response, ApiError> {
+    render::ok(&app::billing::payments::cancel(&state, &principal, &id, body.input()).await?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/payments/{payment_id}/cancel",
+    tag = "admin",
+    summary = "Withdraw any account's pending manual payment (developer)",
+    params(("payment_id" = String, Path, description = "The payment's id (a UUID)")),
+    request_body = Option<app::billing::payments::CancelPaymentRequest>,
+    responses(
+        (status = 200, description = "The payment, cancelled", body = Object),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such payment", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the payment is decided already, or is a gateway payment", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the id is not a UUID, or the reason is too long", body = doc::ErrorBody),
+    ),
+)]
+pub async fn cancel_payment_staff(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Body<app::billing::payments::CancelPaymentRequest>,
+) -> Result<Response, ApiError> {
+    render::ok(&app::billing::payments::cancel_any(&state, &principal, &id, body.input()).await?)
 }

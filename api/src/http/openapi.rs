@@ -111,8 +111,12 @@ pub const TAGS: [&str; 8] = [
         super::billing::invoice_own,
         super::billing::invoice_pdf,
         super::billing::manual_payment,
+        super::billing::cancel_payment,
+        super::billing::cancel_payment_staff,
         super::billing::purchase,
         super::admin_billing::invoices,
+        super::admin_billing::create_invoice,
+        super::admin_billing::finalize,
         super::admin_billing::void,
         super::admin_billing::mark_uncollectible,
         super::admin_billing::payments,
@@ -222,8 +226,9 @@ impl Modify for Common {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            // Stripe's webhook authenticates by its signature, not a token.
-            if path == super::webhooks::STRIPE_WEBHOOK_PATH {
+            // Stripe's and PayPal's webhooks authenticate by signature, not
+            // a token.
+            if super::webhooks::WEBHOOK_PATHS.contains(&path.as_str()) {
                 continue;
             }
             let operations = [
@@ -452,7 +457,7 @@ mod tests {
                 let secured = op
                     .get("security")
                     .is_some_and(|s| s != &serde_json::json!([{}]));
-                let webhook = path == super::super::webhooks::STRIPE_WEBHOOK_PATH;
+                let webhook = super::super::webhooks::WEBHOOK_PATHS.contains(&path.as_str());
                 assert_eq!(
                     secured,
                     path.starts_with("/v1/") && !webhook,

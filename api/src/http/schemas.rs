@@ -357,7 +357,14 @@ pub struct SavedPackage {
 #[derive(Serialize, ToSchema)]
 pub struct Cost {
     pub operation: String,
+    /// The name shown to people (made from the key when none was set).
+    pub display_name: String,
+    pub description: Option<String>,
+    /// False: deductions and holds of it are 422 `operation_inactive`.
+    pub is_active: bool,
     pub cost: i64,
+    /// The SaaS plan's name for `cost` (the same value).
+    pub credits_cost: i64,
     pub unit: CostUnit,
     /// Units per priced step.
     pub unit_size: u64,

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 #[derive(OpenApi)]
-#[openapi(paths(list, create, upgrade, cancel, run_periods))]
+#[openapi(paths(list, create, upgrade, cancel, reactivate, run_periods))]
 pub struct Api;
 
 pub fn routes() -> Router<AppState> {
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/subscriptions/create", post(create))
         .route("/billing/subscriptions/upgrade", post(upgrade))
         .route("/billing/subscriptions/cancel", post(cancel))
+        .route("/billing/subscriptions/reactivate", post(reactivate))
         .route("/admin/billing/run-periods", post(run_periods))
 }
 
@@ -128,6 +129,31 @@ pub async fn cancel(
     body: Body<CancelRequest>,
 ) -> Result<Response, ApiError> {
     render::ok(&app::subscriptions::lifecycle::cancel(&state, &principal, body.input()).await?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/billing/subscriptions/reactivate",
+    tag = "billing",
+    summary = "Take back a cancel scheduled for the period end: the subscription renews as before",
+    description = "Nothing scheduled is not an error: the answer is the subscription as it is. A Stripe subscription is reactivated at Stripe first.",
+    request_body = Option<app::subscriptions::lifecycle::ReactivateRequest>,
+    responses(
+        (status = 200, description = "The subscription", body = Object),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no open subscription", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the subscription is canceled", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+        (status = 502, description = "`unavailable`: Stripe refused; nothing was written", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: Stripe is unreachable or not configured; nothing was written", body = doc::ErrorBody),
+    ),
+)]
+pub async fn reactivate(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Body<app::subscriptions::lifecycle::ReactivateRequest>,
+) -> Result<Response, ApiError> {
+    render::ok(&app::subscriptions::lifecycle::reactivate(&state, &principal, body.input()).await?)
 }
 
 #[utoipa::path(

@@ -174,6 +174,12 @@ pub struct OwnInvoicesQuery {
     /// `draft|pending|paid|void|uncollectible`
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::InvoiceStatus>))]
     pub status: Option<String>,
+    /// Invoice date at or after (RFC 3339).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<chrono::DateTime<chrono::Utc>>))]
+    pub from: Option<String>,
+    /// Invoice date before (RFC 3339).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<chrono::DateTime<chrono::Utc>>))]
+    pub to: Option<String>,
     #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500, default = 50))]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -199,8 +205,8 @@ pub async fn own_invoices(
             &InvoiceFilter {
                 account_id: Some(account.to_string()),
                 status: invoice_status(q.status)?,
-                from: None,
-                to: None,
+                from: time_param("from", q.from)?,
+                to: time_param("to", q.to)?,
             },
             &page_request(q.limit, q.cursor)?,
         )
@@ -377,6 +383,210 @@ async fn change_invoice(
         status: invoice.status().map(|s| s.as_str()),
         position: app.position_of(&done).await?,
     })
+}
+
+/// One line of an invoice staff write.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewInvoiceLine {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
+    pub description: String,
+    /// Default 1.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
+    pub quantity: Option<i64>,
+    /// A decimal string, not negative.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub unit_price: Decimal,
+}
+
+/// `POST /admin/invoices`: an invoice with arbitrary lines, a draft until
+/// it is finalized (or finalized at once with `finalize: true`).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewInvoiceRequest {
+    /// The account billed (a UUID).
+    pub account_id: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
+    pub lines: Vec<NewInvoiceLine>,
+    /// ISO 4217; default USD.
+    pub currency: Option<String>,
+    /// Days from finalizing to the due date (0 to 365; default 14).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 365))]
+    pub due_in_days: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub notes: Option<String>,
+    /// Issue it pending (payable) at once instead of as a draft.
+    pub finalize: Option<bool>,
+}
+
+/// Most days an invoice staff write may be due in.
+pub const INVOICE_DUE_DAYS_MAX: i64 = 365;
+
+fn due_days(raw: Option<i64>) -> Result<i64, AppError> {
+    let days = raw.unwrap_or(super::INVOICE_DUE_DAYS);
+    if (0..=INVOICE_DUE_DAYS_MAX).contains(&days) {
+        Ok(days)
+    } else {
+        Err(AppError::invalid_field(
+            "due_in_days",
+            format!("due_in_days must be 0 to {INVOICE_DUE_DAYS_MAX}"),
+        ))
+    }
+}
+
+/// The invoice a write reached, from the read models (waiting for them).
+async fn invoice_body_at(
+    app: &App,
+    id: Uuid,
+    position: i64,
+) -> Result<serde_json::Value, AppError> {
+    app.wait_for(Some(position)).await?;
+    let view = app
+        .read_models
+        .invoice(&id.to_string())
+        .await?
+        .ok_or(AppError::Internal)?;
+    let mut body =
+        serde_json::to_value(InvoiceBody::from(&view)).map_err(|_| AppError::Internal)?;
+    body["position"] = serde_json::json!(position);
+    Ok(body)
+}
+
+/// Writes an invoice with arbitrary lines for an account (staff): a draft
+/// (numbered, not payable, voidable) or, with `finalize`, pending at once.
+/// The account's billing details and tax rate are snapshotted as for every
+/// invoice. An Idempotency-Key makes a retry answer the first invoice.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    key: crate::input::Key,
+    input: Input<NewInvoiceRequest>,
+) -> Result<crate::Written<serde_json::Value>, AppError> {
+    caller.require(access::MANAGE_INVOICES)?;
+    let body = input.parse()?;
+    let req = body.value;
+    let account = crate::input::account_id(&req.account_id).map_err(|_| {
+        AppError::invalid_field("account_id", "account_id must be an account's UUID")
+    })?;
+    if req.lines.is_empty() || req.lines.len() > ledger::invoice::INVOICE_LINES_MAX {
+        return Err(AppError::invalid_field(
+            "lines",
+            format!(
+                "an invoice has 1 to {} lines",
+                ledger::invoice::INVOICE_LINES_MAX
+            ),
+        ));
+    }
+    let mut lines = Vec::with_capacity(req.lines.len());
+    for (i, l) in req.lines.into_iter().enumerate() {
+        let field = format!("lines[{i}]");
+        if l.description.trim().is_empty() || l.description.len() > REASON_BYTES_MAX {
+            return Err(AppError::invalid_field(
+                &format!("{field}.description"),
+                format!("a description is 1 to {REASON_BYTES_MAX} bytes"),
+            ));
+        }
+        let unit_price = crate::input::money(&format!("{field}.unit_price"), l.unit_price, false)?;
+        lines.push(ledger::invoice::LineInput {
+            description: l.description,
+            quantity: l.quantity.unwrap_or(1),
+            unit_price,
+        });
+    }
+    let currency = events::Currency::parse(req.currency.as_deref().unwrap_or("USD"))
+        .map_err(|e| AppError::invalid_field("currency", e.reason))?;
+    let days = due_days(req.due_in_days)?;
+    let notes = crate::credits::text("notes", req.notes)?;
+    let holder = super::billing_account(app, account).await?;
+    let at = now();
+    let invoice_id = match &key.0 {
+        Some(k) => super::derived_id(&["admin-invoice", caller.sub(), k.as_str()]),
+        None => Uuid::now_v7(),
+    };
+    let claim = key
+        .0
+        .as_ref()
+        .map(|k| crate::runner::claim(k, "admin/invoices", &body.canonical));
+    let done = super::numbering::issue_invoice(
+        app,
+        &CommandContext::new(caller.actor()),
+        ledger::invoice::IssueInvoice {
+            invoice_id,
+            number: String::new(),
+            account_id: account,
+            subscription_id: None,
+            buyer_name: holder.name.clone(),
+            billing_email: Some(holder.billing_email.clone()),
+            billing_address: holder
+                .billing_address
+                .clone()
+                .and_then(|a| serde_json::from_value(a).ok()),
+            tax_id: holder.tax_id.clone(),
+            lines,
+            tax_rate: holder.tax_rate,
+            currency,
+            draft: !req.finalize.unwrap_or(false),
+            purchase: None,
+            notes,
+            now: at,
+            due_at: at + chrono::Duration::days(days),
+        },
+        claim.as_ref(),
+    )
+    .await?;
+    let replayed = done.replayed.is_some();
+    let id = match done.outcome() {
+        Some(events::InvoiceEvent::InvoiceIssued(e)) => e.invoice_id,
+        _ => invoice_id,
+    };
+    let position = app.position_of(&done).await?;
+    Ok(crate::Written {
+        value: invoice_body_at(app, id, position).await?,
+        replayed,
+        created: true,
+    })
+}
+
+/// `POST /admin/invoices/{id}/finalize`: `{due_in_days?}`.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FinalizeRequest {
+    /// Days from now to the due date (0 to 365; default 14).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 365))]
+    pub due_in_days: Option<i64>,
+}
+
+/// A draft becomes pending: the customer sees it payable (staff).
+/// Finalizing a pending invoice again changes nothing.
+pub async fn finalize(
+    app: &App,
+    caller: &Caller,
+    invoice: &str,
+    input: Input<FinalizeRequest>,
+) -> Result<serde_json::Value, AppError> {
+    caller.require(access::MANAGE_INVOICES)?;
+    let req = input.parse()?.value;
+    let days = due_days(req.due_in_days)?;
+    let id = path_id(invoice, "invoice")?;
+    let at = now();
+    let done = app
+        .execute::<Invoice>(
+            &id.to_string(),
+            InvoiceCommand::Finalize {
+                actor: caller.sub().to_owned(),
+                due_at: at + chrono::Duration::days(days),
+                now: at,
+            },
+            &CommandContext::new(caller.actor()),
+            None,
+            &[],
+        )
+        .await?;
+    let position = app.position_of(&done).await?;
+    invoice_body_at(app, id, position).await
 }
 
 /// Voids a draft or pending invoice.

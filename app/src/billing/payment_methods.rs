@@ -5,9 +5,10 @@
 //! read from the in-memory catalog like plans and packages. A row for a
 //! country overrides the `*` row of the same method. The customer sees the
 //! enabled methods of the account's country, each marked `available`
-//! (Stripe only with a key, PayPal never); purchases and manual payments
-//! take their method's row through [`method_terms`], which refuses a method
-//! the country does not offer and renders the configured instructions.
+//! (Stripe only with a key, PayPal only with its credentials); purchases
+//! and manual payments take their method's row through [`method_terms`],
+//! which refuses a method the country does not offer and renders the
+//! configured instructions.
 
 use events::{AccountId, Money, PaymentMethod, PaymentMethodConfig};
 use ledger::catalog::payment_methods::is_config_country;
@@ -23,11 +24,12 @@ use crate::input::{Input, Query};
 use crate::{now, App};
 
 /// Whether the server can take a payment by `method` at all, whatever the
-/// configuration says: Stripe needs its key, PayPal has no gateway yet.
+/// configuration says: Stripe needs its key, PayPal its client id and
+/// secret.
 fn available(app: &App, method: PaymentMethod) -> bool {
     match method {
         PaymentMethod::Stripe => app.gateways.stripe_configured(),
-        PaymentMethod::Paypal => false,
+        PaymentMethod::Paypal => app.gateways.paypal_configured(),
         PaymentMethod::BankTransfer | PaymentMethod::LocalWallet | PaymentMethod::Manual => true,
     }
 }
@@ -37,7 +39,7 @@ fn available(app: &App, method: PaymentMethod) -> bool {
 /// before its method was withdrawn, whose stored instructions win anyway).
 #[derive(Debug, Clone)]
 pub struct MethodTerms {
-    config: Option<PaymentMethodConfig>,
+    pub(crate) config: Option<PaymentMethodConfig>,
 }
 
 impl MethodTerms {
@@ -140,8 +142,8 @@ pub struct OfferedMethod {
     pub sort_order: i32,
     /// Settled by staff checking a reference (bank transfer, local wallet).
     pub manual: bool,
-    /// Whether the server can take it now: Stripe needs its key, PayPal is
-    /// never available yet.
+    /// Whether the server can take it now: Stripe needs its key, PayPal its
+    /// client id and secret.
     pub available: bool,
     /// The row's country: the account's own, or `*`.
     pub configured_for: String,

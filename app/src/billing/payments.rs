@@ -134,7 +134,17 @@ pub async fn pay_manually(
         (None, Some(own)) => own,
         (None, None) => caller.own_account()?,
     };
-    let method = manual_method(&req.method)?;
+    // Staff may record money received by other means (a cheque, cash):
+    // method `manual`, offered in no country's list.
+    let method =
+        match req.method.as_str() {
+            "manual" if caller.role() == crate::caller::Role::Developer => PaymentMethod::Manual,
+            "manual" => return Err(AppError::Forbidden(
+                "only staff record payments with method manual; use bank_transfer or local_wallet"
+                    .into(),
+            )),
+            other => manual_method(other)?,
+        };
     let amount: Decimal = req.amount.parse().map_err(|_| {
         AppError::invalid_field(
             "amount",
@@ -164,7 +174,11 @@ pub async fn pay_manually(
         None => issued.currency.clone(),
     };
     let payment_id = derived_id(&["manual-payment", &account.to_string(), key.as_str()]);
-    let terms = super::payment_methods::method_terms(app, account, method, payment_id).await?;
+    let terms = if method == PaymentMethod::Manual {
+        super::payment_methods::MethodTerms { config: None }
+    } else {
+        super::payment_methods::method_terms(app, account, method, payment_id).await?
+    };
     let claim = claim(&key, "payments/manual", &body.canonical);
     let ctx = CommandContext::new(caller.actor());
     // A new payment is only for an invoice still waiting for one; a retry
@@ -277,11 +291,84 @@ pub(crate) async fn load_payment(app: &App, raw: &str) -> Result<(Uuid, Payment)
     Ok((id, payment))
 }
 
+/// `POST /billing/payments/{id}/cancel` and its staff route: `{reason?}`.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelPaymentRequest {
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub reason: Option<String>,
+}
+
+/// Withdraws a pending manual payment: its account (owner, admin) or staff.
+/// The invoice stays pending, open for another payment; cancelling again
+/// answers the same. Another tenant's payment is 404.
+pub async fn cancel(
+    app: &App,
+    caller: &Caller,
+    payment: &str,
+    input: Input<CancelPaymentRequest>,
+) -> Result<Value, AppError> {
+    caller.require(access::CANCEL_PAYMENT)?;
+    let why = reason(input.parse()?.value.reason)?;
+    let (payment_id, existing) = load_payment(app, payment).await?;
+    let account = existing
+        .account_id()
+        .ok_or_else(|| AppError::NotFound("payment not found".into()))?;
+    caller
+        .scope(account)
+        .map_err(|_| AppError::NotFound("payment not found".into()))?;
+    let Some(submitted) = existing.submitted().cloned() else {
+        return Err(AppError::Conflict(
+            "a gateway payment is settled or cancelled by its gateway".into(),
+        ));
+    };
+    let invoice = app
+        .store
+        .load::<Invoice>(&submitted.invoice_id.to_string())
+        .await?
+        .aggregate;
+    if invoice.paid_by() == Some(payment_id) {
+        return Err(AppError::Conflict(
+            "the invoice is paid by this payment; it cannot be cancelled".into(),
+        ));
+    }
+    let done = app
+        .execute::<Payment>(
+            &payment_id.to_string(),
+            PaymentCommand::Cancel {
+                by: caller.sub().to_owned(),
+                reason: why,
+                now: now(),
+            },
+            &CommandContext::new(caller.actor()),
+            None,
+            &[],
+        )
+        .await?;
+    let mut body = payment_json(payment_id, &submitted, PaymentStatus::Cancelled.as_str());
+    body["position"] = json!(app.position_of(&done).await?);
+    Ok(body)
+}
+
+/// [`cancel`] on the staff's route: any account's payment, staff only.
+pub async fn cancel_any(
+    app: &App,
+    caller: &Caller,
+    payment: &str,
+    input: Input<CancelPaymentRequest>,
+) -> Result<Value, AppError> {
+    caller.require(access::STAFF)?;
+    cancel(app, caller, payment, input).await
+}
+
 /// An approved payment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Approval {
     pub id: Uuid,
+    /// What the approver noted, if anything.
+    pub notes: Option<String>,
     /// `succeeded`
     pub status: &'static str,
     pub invoice_id: Uuid,
@@ -293,6 +380,16 @@ pub struct Approval {
     pub position: Option<i64>,
 }
 
+/// `POST /admin/payments/{id}/approve`: optional notes, kept on the
+/// payment.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub notes: Option<String>,
+}
+
 /// Approves a manual payment (not by its submitter): the invoice is paid
 /// and a purchase's credits are granted, once. A retry of an approval that
 /// stopped half way finishes it and answers 409.
@@ -300,10 +397,10 @@ pub async fn approve(
     app: &App,
     caller: &Caller,
     payment: &str,
-    input: Input<crate::credits::EmptyRequest>,
+    input: Input<ApproveRequest>,
 ) -> Result<Approval, AppError> {
     caller.require(access::DECIDE_PAYMENTS)?;
-    input.parse()?;
+    let notes = crate::credits::text("notes", input.parse()?.value.notes)?;
     let (payment_id, payment) = load_payment(app, payment).await?;
     // The invoice must still take this payment before the payment is
     // approved: a void invoice, or one paid by another payment, refuses.
@@ -352,6 +449,7 @@ pub async fn approve(
             &payment_id.to_string(),
             PaymentCommand::Approve {
                 by: caller.sub().to_owned(),
+                notes: notes.clone(),
                 now: now(),
             },
             &CommandContext::new(caller.actor()),
@@ -375,6 +473,7 @@ pub async fn approve(
                 invoice_id: submitted.invoice_id,
                 invoice_status: "paid",
                 approved_by: caller.sub().to_owned(),
+                notes,
                 credits_granted: settled.credits_granted,
                 position: settled.position.or(done.position()),
             })

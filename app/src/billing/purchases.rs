@@ -1,8 +1,10 @@
 //! Buying a credit package: a pending invoice (numbered by
 //! [`super::numbering`]) and a payment, either manual (pending approval,
 //! with the country's instructions) or at a gateway (a Stripe
-//! PaymentIntent whose `client_secret` the answer carries). The credits
-//! are granted only once the payment succeeds ([`super::settle`]).
+//! PaymentIntent whose `client_secret` the answer carries, or a PayPal
+//! order whose `approval_url` the payer follows; docs/adr/0018-paypal.md).
+//! The credits are granted only once the payment succeeds
+//! ([`super::settle`]).
 //!
 //! The invoice's and payment's ids derive from the account and the
 //! Idempotency-Key, so a retry finds what the first attempt wrote.
@@ -14,7 +16,7 @@ use ledger::payment::{InitiatePayment, SubmitManualPayment};
 use ledger::{Payment, PaymentCommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{CommandContext, IdempotencyClaim};
+use store::{CommandContext, IdempotencyClaim, Reservation};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -40,9 +42,10 @@ pub struct PurchaseRequest {
         schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9_-]{1,64}$")
     )]
     pub package: String,
-    /// `bank_transfer`, `local_wallet` or `stripe` (a PaymentIntent; the
-    /// response carries its `client_secret`); `stripe` answers 503 while no
-    /// Stripe key is configured, `paypal` always.
+    /// `bank_transfer`, `local_wallet`, `stripe` (a PaymentIntent; the
+    /// response carries its `client_secret`) or `paypal` (an order; the
+    /// response carries its `order_id` and `approval_url`); `stripe` and
+    /// `paypal` answer 503 while their gateway is not configured.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::CustomerPaymentMethod))]
     pub method: String,
 }
@@ -159,6 +162,7 @@ pub async fn buy_package(
     let total = Money::new(invoice.total, invoice.currency.clone());
     if let Some((_, gateway)) = gateway {
         let started = GatewayPurchase {
+            method,
             account,
             invoice_id,
             payment_id,
@@ -226,6 +230,7 @@ pub async fn buy_package(
 
 /// What a gateway purchase pays.
 struct GatewayPurchase<'a> {
+    method: PaymentMethod,
     account: AccountId,
     invoice_id: Uuid,
     payment_id: Uuid,
@@ -235,10 +240,12 @@ struct GatewayPurchase<'a> {
     credits: i64,
 }
 
-/// The gateway side of a purchase: a PaymentIntent at the gateway (its
-/// idempotency key derived from our payment id, so a retry finds the same
-/// one), then the payment recorded as initiated under the purchase's claim.
-/// Answers the body and whether the payment append was a replay.
+/// The gateway side of a purchase: a PaymentIntent (Stripe) or an order
+/// (PayPal) at the gateway, its idempotency key derived from our payment
+/// id so a retry finds the same one; then the payment recorded as
+/// initiated under the purchase's claim (a PayPal order id reserved to it,
+/// so PayPal's webhooks find the payment by the order). Answers the body
+/// and whether the payment append was a replay.
 async fn gateway_purchase(
     app: &App,
     caller: &Caller,
@@ -255,10 +262,21 @@ async fn gateway_purchase(
             invoice_id: p.invoice_id.to_string(),
             payment_id: p.payment_id.to_string(),
             account_id: p.account.to_string(),
+            invoice_number: p.invoice.number.clone(),
             description: format!("{} ({} credits)", p.invoice.number, p.credits),
-            idempotency_key: format!("payment-intent-{}", p.payment_id),
+            idempotency_key: match p.method {
+                PaymentMethod::Paypal => format!("order-{}", p.payment_id),
+                _ => format!("payment-intent-{}", p.payment_id),
+            },
         })
         .await?;
+    let reservations: Vec<Reservation> = match p.method {
+        PaymentMethod::Paypal => vec![Reservation {
+            scope: crate::paypal_events::PAYPAL_ORDER_SCOPE.into(),
+            value: intent.id.clone(),
+        }],
+        _ => Vec::new(),
+    };
     let done = app
         .execute::<Payment>(
             &p.payment_id.to_string(),
@@ -268,7 +286,7 @@ async fn gateway_purchase(
                 account_id: p.account,
                 amount: p.total.clone(),
                 invoice_total: p.total.clone(),
-                method: PaymentMethod::Stripe,
+                method: p.method,
                 gateway: gateway.name().to_owned(),
                 gateway_ref: intent.id.clone(),
                 submitted_by: caller.sub().to_owned(),
@@ -276,22 +294,32 @@ async fn gateway_purchase(
             })),
             ctx,
             Some(claim),
-            &[],
+            &reservations,
         )
         .await?;
     // The command service hands back the payment as it stands after the
     // command (or, on a replay, as stored).
     let payment = done.state.as_ref().ok_or(AppError::Internal)?;
-    if payment.gateway_ref() != Some(intent.id.as_str()) {
+    let same = payment.gateway_ref() == Some(intent.id.as_str());
+    if !same {
         warn!(payment = %p.payment_id, "the gateway returned another PaymentIntent than the one recorded");
     }
-    let value = json!({
+    let mut value = json!({
         "invoice": invoice_summary(p.invoice_id, p.invoice),
         "payment": gateway_payment_json(p.payment_id, payment),
-        "client_secret": intent.client_secret,
         "credits": p.credits,
         "package": p.package,
         "position": higher(invoice_position, done.position()),
     });
+    match p.method {
+        // Only the recorded order's link: approving another order (PayPal
+        // forgot the request id after its retention) would pay nothing of
+        // ours.
+        PaymentMethod::Paypal => {
+            value["order_id"] = json!(payment.gateway_ref());
+            value["approval_url"] = json!(intent.approval_url.filter(|_| same));
+        }
+        _ => value["client_secret"] = json!(intent.client_secret),
+    }
     Ok((value, done.replayed.is_some()))
 }

@@ -1,14 +1,20 @@
-//! Payment gateways (docs/adr/0011-payments-gateway.md): the
-//! [`PaymentGateway`] port the billing use cases call, with its own error
-//! type ([`GatewayError`]), Stripe's implementation over its HTTP API
-//! ([`stripe`]), and [`Gateways`], the configured set on [`crate::App`].
+//! Payment gateways (docs/adr/0011-payments-gateway.md,
+//! docs/adr/0018-paypal.md): the [`PaymentGateway`] port the billing use
+//! cases call, with its own error type ([`GatewayError`]); the
+//! [`PaypalCheckout`] port for what only PayPal's checkout needs (capturing
+//! an approved order, having PayPal verify a webhook); Stripe's
+//! implementation over its HTTP API ([`stripe`]), PayPal's over its REST
+//! API ([`paypal`]); and [`Gateways`], the configured set on
+//! [`crate::App`].
 //!
 //! A method whose gateway is not configured (Stripe without
-//! `STRIPE_SECRET_KEY`) or does not exist yet (PayPal) is reported
-//! unavailable (503), never faked. Every call that creates something at the
-//! gateway carries an idempotency key derived from our own id, so a retry
-//! after a timeout finds the first result instead of charging twice.
+//! `STRIPE_SECRET_KEY`, PayPal without `PAYPAL_CLIENT_ID` and
+//! `PAYPAL_CLIENT_SECRET`) is reported unavailable (503), never faked.
+//! Every call that creates something at the gateway carries an idempotency
+//! key derived from our own id, so a retry after a timeout finds the first
+//! result instead of charging twice.
 
+pub mod paypal;
 pub mod stripe;
 
 use std::sync::Arc;
@@ -32,12 +38,16 @@ pub struct CustomerRequest {
     pub idempotency_key: String,
 }
 
-/// A one-off payment (a Stripe PaymentIntent) for one of our invoices.
+/// A one-off payment for one of our invoices (a Stripe PaymentIntent, a
+/// PayPal order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentIntentRequest {
     pub amount: Decimal,
     pub currency: Currency,
     pub invoice_id: String,
+    /// The invoice's number (`INV-YYYY-NNNNNN`), which PayPal shows the
+    /// payer as the invoice id.
+    pub invoice_number: String,
     pub payment_id: String,
     pub account_id: String,
     pub description: String,
@@ -46,9 +56,13 @@ pub struct PaymentIntentRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentIntent {
+    /// The gateway's id of the payment (`pi_…`, a PayPal order id).
     pub id: String,
-    /// What the browser confirms the payment with.
+    /// What the browser confirms the payment with (Stripe).
     pub client_secret: Option<String>,
+    /// Where the payer approves the payment (PayPal's `approve` or
+    /// `payer-action` link).
+    pub approval_url: Option<String>,
     pub status: String,
 }
 
@@ -79,6 +93,16 @@ pub struct CancelSubscriptionRequest {
     /// Our subscription's id.
     pub subscription_id: String,
     pub at_period_end: bool,
+    pub idempotency_key: String,
+}
+
+/// Clears a subscription's cancel at the period end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeSubscriptionRequest {
+    /// The gateway's subscription id (`sub_…`).
+    pub gateway_subscription_id: String,
+    /// Our subscription's id.
+    pub subscription_id: String,
     pub idempotency_key: String,
 }
 
@@ -155,15 +179,113 @@ pub trait PaymentGateway: Send + Sync {
         &self,
         req: &CancelSubscriptionRequest,
     ) -> Result<(), GatewayError>;
+    /// Takes back a cancel scheduled for the period end. Gateways without
+    /// subscriptions refuse it.
+    async fn resume_subscription(
+        &self,
+        _req: &ResumeSubscriptionRequest,
+    ) -> Result<(), GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "{} has no subscriptions to resume",
+            self.name()
+        )))
+    }
+}
+
+/// Capturing an approved PayPal order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureOrderRequest {
+    /// PayPal's order id.
+    pub order_id: String,
+    /// Sent as the gateway's idempotency key (`PayPal-Request-Id`).
+    pub idempotency_key: String,
+}
+
+/// An amount as a gateway states it: the value exactly as a decimal, and
+/// the currency code as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAmount {
+    pub value: Decimal,
+    pub currency: String,
+}
+
+/// A capture of a PayPal order: the money moving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayCapture {
+    /// PayPal's capture id (what a refund is made against).
+    pub id: String,
+    /// `COMPLETED`, `PENDING`, `DECLINED`, `FAILED`, …
+    pub status: String,
+    pub amount: Option<GatewayAmount>,
+}
+
+/// What capturing an order gave: the order's status and its capture (none
+/// when PayPal answered without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedOrder {
+    pub order_id: String,
+    pub status: String,
+    pub capture: Option<GatewayCapture>,
+}
+
+/// A webhook delivery for PayPal to verify: its `PAYPAL-*` transmission
+/// headers, the webhook's id at PayPal and the body exactly as received.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookVerificationRequest {
+    pub auth_algo: String,
+    pub cert_url: String,
+    pub transmission_id: String,
+    pub transmission_sig: String,
+    pub transmission_time: String,
+    pub webhook_id: String,
+    /// The delivery's body as received: a JSON object, sent on unchanged
+    /// (a re-serialized event may not be the one PayPal signed).
+    pub event: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookVerificationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookVerificationRequest")
+            .field("transmission_id", &self.transmission_id)
+            .field("webhook_id", &self.webhook_id)
+            .field("event_bytes", &self.event.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What only PayPal's checkout needs beyond [`PaymentGateway`]: the payer
+/// approves an order at PayPal, then we capture it; and PayPal's webhooks
+/// are verified by asking PayPal, not with a shared secret.
+#[async_trait]
+pub trait PaypalCheckout: Send + Sync {
+    /// Captures an approved order; the same `idempotency_key` again answers
+    /// the first capture.
+    async fn capture_order(&self, req: &CaptureOrderRequest)
+        -> Result<CapturedOrder, GatewayError>;
+    /// Whether PayPal vouches for a webhook delivery (its
+    /// verify-webhook-signature answers `SUCCESS`).
+    async fn verify_webhook(&self, req: &WebhookVerificationRequest) -> Result<bool, GatewayError>;
+}
+
+/// How to reach PayPal: the REST app's client id and secret, and the API's
+/// base URL (`https://api-m.paypal.com`; the sandbox or a local stub in
+/// tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaypalCredentials {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub api_base: String,
 }
 
 /// The gateways this server is configured with.
 #[derive(Clone, Default)]
 pub struct Gateways {
     stripe: Option<Arc<dyn PaymentGateway>>,
-    /// PayPal: the trait is ready; there is no implementation yet, so it is
-    /// always `None` and reported unavailable.
+    /// PayPal, when configured: one gateway seen through both of its ports
+    /// (a trait object cannot be turned into its supertrait's on this
+    /// crate's minimum Rust, so each port keeps its own handle).
     paypal: Option<Arc<dyn PaymentGateway>>,
+    paypal_checkout: Option<Arc<dyn PaypalCheckout>>,
 }
 
 impl std::fmt::Debug for Gateways {
@@ -177,10 +299,12 @@ impl std::fmt::Debug for Gateways {
 
 impl Gateways {
     /// Stripe when its secret key is given (`STRIPE_SECRET_KEY`), at
-    /// `stripe_api_base`; PayPal never (yet).
+    /// `stripe_api_base`; PayPal when its credentials are
+    /// (`PAYPAL_CLIENT_ID`, `PAYPAL_CLIENT_SECRET`, `PAYPAL_API_BASE`).
     pub fn configured(
         stripe_secret_key: Option<&Secret>,
         stripe_api_base: &str,
+        paypal: Option<&PaypalCredentials>,
     ) -> Result<Self, GatewayError> {
         let stripe = match stripe_secret_key {
             Some(key) => Some(
@@ -189,9 +313,16 @@ impl Gateways {
             ),
             None => None,
         };
-        Ok(Self {
+        let gateways = Self {
             stripe,
             paypal: None,
+            paypal_checkout: None,
+        };
+        Ok(match paypal {
+            Some(credentials) => {
+                gateways.with_paypal(Arc::new(paypal::PaypalGateway::new(credentials)?))
+            }
+            None => gateways,
         })
     }
 
@@ -200,7 +331,18 @@ impl Gateways {
         Self {
             stripe: Some(stripe),
             paypal: None,
+            paypal_checkout: None,
         }
+    }
+
+    /// This set with `paypal` as the PayPal gateway (both of its ports).
+    pub fn with_paypal<G>(mut self, paypal: Arc<G>) -> Self
+    where
+        G: PaymentGateway + PaypalCheckout + 'static,
+    {
+        self.paypal = Some(paypal.clone() as Arc<dyn PaymentGateway>);
+        self.paypal_checkout = Some(paypal as Arc<dyn PaypalCheckout>);
+        self
     }
 
     /// The gateway of `method`, or 503 `unavailable` saying why.
@@ -212,11 +354,7 @@ impl Gateways {
                         .into(),
                 )
             }),
-            PaymentMethod::Paypal => self.paypal.clone().ok_or_else(|| {
-                AppError::Unavailable(
-                    "paypal is not available; use bank_transfer or local_wallet".into(),
-                )
-            }),
+            PaymentMethod::Paypal => self.paypal.clone().ok_or_else(paypal_unavailable),
             m => Err(AppError::invalid_field(
                 "method",
                 format!("{} is not a gateway method", m.as_str()),
@@ -224,9 +362,25 @@ impl Gateways {
         }
     }
 
+    /// PayPal's checkout port (capture, webhook verification), or 503
+    /// `unavailable` while PayPal is not configured.
+    pub fn paypal_checkout(&self) -> Result<Arc<dyn PaypalCheckout>, AppError> {
+        self.paypal_checkout.clone().ok_or_else(paypal_unavailable)
+    }
+
     pub fn stripe_configured(&self) -> bool {
         self.stripe.is_some()
     }
+
+    pub fn paypal_configured(&self) -> bool {
+        self.paypal.is_some()
+    }
+}
+
+fn paypal_unavailable() -> AppError {
+    AppError::Unavailable(
+        "paypal is not configured on this server; use bank_transfer or local_wallet".into(),
+    )
 }
 
 /// `amount` in the currency's minor unit (`34.51` USD → 3451, `500` JPY →

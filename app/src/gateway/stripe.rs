@@ -216,6 +216,7 @@ impl PaymentGateway for StripeGateway {
         Ok(PaymentIntent {
             id: text(&json, "id")?,
             client_secret: json["client_secret"].as_str().map(str::to_owned),
+            approval_url: None,
             status: json["status"].as_str().unwrap_or("processing").to_owned(),
         })
     }
@@ -260,6 +261,24 @@ impl PaymentGateway for StripeGateway {
         } else {
             self.delete(&path, &req.idempotency_key).await?;
         }
+        Ok(())
+    }
+
+    async fn resume_subscription(
+        &self,
+        req: &super::ResumeSubscriptionRequest,
+    ) -> Result<(), GatewayError> {
+        let path = format!(
+            "/v1/subscriptions/{}",
+            form_urlencoded::byte_serialize(req.gateway_subscription_id.as_bytes())
+                .collect::<String>()
+        );
+        self.post(
+            &path,
+            &[("cancel_at_period_end", "false".into())],
+            &req.idempotency_key,
+        )
+        .await?;
         Ok(())
     }
 

@@ -417,6 +417,51 @@ pub async fn cancel(
     Ok(value)
 }
 
+/// `POST /billing/subscriptions/reactivate`.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReactivateRequest {
+    /// For developers: the account (defaults to the token's).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<uuid::Uuid>))]
+    pub account_id: Option<String>,
+}
+
+/// Takes back a cancel scheduled for the period end: the subscription
+/// renews as before. Nothing to take back is not an error (the answer is
+/// the subscription as it is); a canceled subscription cannot be (409).
+/// A Stripe subscription is reactivated at Stripe first.
+pub async fn reactivate(
+    app: &App,
+    caller: &Caller,
+    input: Input<ReactivateRequest>,
+) -> Result<Value, AppError> {
+    caller.require(access::SUBSCRIBE)?;
+    let req = input.parse()?.value;
+    let account = acting_account(caller, req.account_id.as_deref())?;
+    let id = open_subscription(app, account).await?;
+    let now = now();
+    let sub = load(app, id).await?;
+    if sub.cancel_at_period_end() {
+        reactivate_at_stripe(app, &sub, id).await?;
+    }
+    let position = apply_and_follow(
+        app,
+        &caller.actor(),
+        id,
+        SubscriptionCommand::Reactivate { now },
+        now,
+    )
+    .await?;
+    let sub = load(app, id).await?;
+    let mut value = subscription_json(&sub);
+    value["position"] = json!(match position {
+        Some(p) => p,
+        None => app.store.head_position().await?,
+    });
+    Ok(value)
+}
+
 /// Whether a customer's cancel of `sub` at `now` waits for the period end:
 /// asked for, and the subscription runs (active or trialing) in a period
 /// not yet over. Otherwise it cancels now (as the aggregate decides).
@@ -469,6 +514,28 @@ async fn cancel_at_stripe(
                 } else {
                     "now"
                 }
+            ),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Tells Stripe first when `sub` lives there: its `cancel_at_period_end`
+/// is cleared (under an idempotency key derived from our id); Stripe's
+/// `customer.subscription.updated` then says the same, and applies nothing
+/// twice. A failure answers the gateway's error before anything is written.
+async fn reactivate_at_stripe(app: &App, sub: &Subscription, id: Uuid) -> Result<(), AppError> {
+    let Some(stripe_id) = sub.stripe_subscription_id() else {
+        return Ok(());
+    };
+    let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
+    gateway
+        .resume_subscription(&crate::gateway::ResumeSubscriptionRequest {
+            gateway_subscription_id: stripe_id.to_owned(),
+            subscription_id: id.to_string(),
+            idempotency_key: format!(
+                "reactivate-{id}-{}",
+                sub.period().map_or(0, |(s, _)| s.timestamp())
             ),
         })
         .await?;

@@ -592,6 +592,10 @@ pub async fn on_stripe_subscription_updated(
                 now,
             })
         }
+        // Taken back at Stripe (its dashboard, or our reactivate).
+        _ if !cancel_at_period_end && sub.cancel_at_period_end() => {
+            Some(SubscriptionCommand::Reactivate { now })
+        }
         _ => None,
     };
     let Some(command) = command else {

@@ -2,9 +2,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
-    AccountId, BillingAddress, CreditPurchase, Currency, InvoiceEvent, InvoiceIssued, InvoiceLine,
-    InvoiceMarkedUncollectible, InvoicePaid, InvoiceStatus, InvoiceVoided, PaymentMethod,
-    INVOICE_AGGREGATE_TYPE,
+    AccountId, BillingAddress, CreditPurchase, Currency, InvoiceEvent, InvoiceFinalized,
+    InvoiceIssued, InvoiceLine, InvoiceMarkedUncollectible, InvoicePaid, InvoiceStatus,
+    InvoiceVoided, PaymentMethod, INVOICE_AGGREGATE_TYPE,
 };
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,12 @@ pub enum InvoiceCommand {
     Void {
         reason: Option<String>,
         actor: String,
+        now: DateTime<Utc>,
+    },
+    /// A draft becomes pending (open for payment), due at `due_at`.
+    Finalize {
+        actor: String,
+        due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
     MarkUncollectible {
@@ -282,6 +288,26 @@ impl Aggregate for Invoice {
                     })
                 }
             },
+            InvoiceCommand::Finalize { actor, due_at, now } => match self.current()? {
+                InvoiceStatus::Draft => {
+                    if due_at < now {
+                        return Err(InvoiceError::DueBeforeIssue);
+                    }
+                    InvoiceEvent::InvoiceFinalized(InvoiceFinalized {
+                        actor,
+                        finalized_at: now,
+                        due_at,
+                    })
+                }
+                // Finalizing again changes nothing.
+                InvoiceStatus::Pending => return Ok(()),
+                s => {
+                    return Err(InvoiceError::IllegalTransition {
+                        status: s.as_str(),
+                        action: "finalized",
+                    })
+                }
+            },
             InvoiceCommand::MarkUncollectible { reason, actor, now } => match self.current()? {
                 InvoiceStatus::Pending => {
                     InvoiceEvent::InvoiceMarkedUncollectible(InvoiceMarkedUncollectible {
@@ -315,6 +341,12 @@ impl Aggregate for Invoice {
                 self.paid_method = Some(e.method);
             }
             InvoiceEvent::InvoiceVoided(_) => self.status = Some(InvoiceStatus::Void),
+            InvoiceEvent::InvoiceFinalized(e) => {
+                self.status = Some(InvoiceStatus::Pending);
+                if let Some(issued) = self.issued.as_mut() {
+                    issued.due_at = e.due_at;
+                }
+            }
             InvoiceEvent::InvoiceMarkedUncollectible(_) => {
                 self.status = Some(InvoiceStatus::Uncollectible)
             }

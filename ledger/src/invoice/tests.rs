@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::{AggregateResultValidator, TestFramework};
+use cqrs_es::Aggregate;
 use events::{AccountId, Currency, InvoiceEvent, InvoiceStatus, PaymentMethod};
 use rust_decimal_macros::dec;
 use uuid::Uuid;
@@ -258,4 +259,59 @@ fn invoice_numbers_have_the_documented_shape() {
     assert!(!is_invoice_number("INV-2026-00123"));
     assert!(!is_invoice_number("INV-2026X000123"));
     assert!(!is_invoice_number("inv-2026-000123"));
+}
+
+fn finalize(due_day: u32) -> InvoiceCommand {
+    InvoiceCommand::Finalize {
+        actor: "dev-1".into(),
+        due_at: at(due_day),
+        now: at(3),
+    }
+}
+
+#[tokio::test]
+async fn a_draft_is_finalized_once_into_a_pending_invoice_that_can_be_paid() {
+    let mut cmd = issue(vec![line(dec!(10.00), 2)], dec!(0), "USD");
+    cmd.draft = true;
+    let mut given = issued_events(cmd).await;
+    let events = when(given.clone(), finalize(17))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![InvoiceEvent::InvoiceFinalized(events::InvoiceFinalized {
+            actor: "dev-1".into(),
+            finalized_at: at(3),
+            due_at: at(17),
+        })]
+    );
+    given.extend(events);
+    // Again: nothing; then it takes a payment.
+    when(given.clone(), finalize(17))
+        .await
+        .then_expect_events(vec![]);
+    when(given.clone(), paid(7)).await.inspect_result().unwrap();
+    let mut state = Invoice::default();
+    for e in given {
+        state.apply(e);
+    }
+    assert_eq!(state.status(), Some(InvoiceStatus::Pending));
+    assert_eq!(state.issued().unwrap().due_at, at(17));
+}
+
+#[tokio::test]
+async fn only_a_draft_is_finalized_and_never_due_in_the_past() {
+    let mut cmd = issue(vec![line(dec!(10.00), 1)], dec!(0), "USD");
+    cmd.draft = true;
+    let draft = issued_events(cmd).await;
+    when(draft.clone(), finalize(2))
+        .await
+        .then_expect_error(InvoiceError::DueBeforeIssue);
+    let mut voided = draft.clone();
+    voided.extend(when(draft, void()).await.inspect_result().unwrap());
+    assert!(matches!(
+        when(voided, finalize(17)).await.inspect_result(),
+        Err(InvoiceError::IllegalTransition { .. })
+    ));
 }

@@ -70,11 +70,19 @@ pub enum PaymentCommand {
     SubmitManual(Box<SubmitManualPayment>),
     Approve {
         by: String,
+        notes: Option<String>,
         now: DateTime<Utc>,
     },
     Reject {
         by: String,
         reason: String,
+        now: DateTime<Utc>,
+    },
+    /// Withdraws a pending manual payment (anyone may; the caller checks
+    /// who); cancelling it again is a no-op.
+    Cancel {
+        by: String,
+        reason: Option<String>,
         now: DateTime<Utc>,
     },
     Initiate(Box<InitiatePayment>),
@@ -469,9 +477,10 @@ impl Aggregate for Payment {
                     submitted_at: cmd.now,
                 })
             }
-            PaymentCommand::Approve { by, now } => {
+            PaymentCommand::Approve { by, notes, now } => {
                 self.decide(&by)?;
                 PaymentEvent::PaymentApproved(PaymentApproved {
+                    notes,
                     approved_by: by,
                     approved_at: now,
                 })
@@ -483,6 +492,31 @@ impl Aggregate for Payment {
                     reason,
                     rejected_at: now,
                 })
+            }
+            PaymentCommand::Cancel { by, reason, now } => {
+                if self.submitted.is_none() {
+                    return Err(match self.initiated {
+                        Some(_) => PaymentError::NotManual {
+                            method: self.method().map(|m| m.as_str()).unwrap_or("stripe"),
+                        },
+                        None => PaymentError::NotFound,
+                    });
+                }
+                match self.status {
+                    Some(PaymentStatus::Pending) => {
+                        PaymentEvent::PaymentCancelled(events::PaymentCancelled {
+                            cancelled_by: by,
+                            reason,
+                            cancelled_at: now,
+                        })
+                    }
+                    Some(PaymentStatus::Cancelled) => return Ok(()),
+                    status => {
+                        return Err(PaymentError::NotPending {
+                            status: status.map_or("unknown", |s| s.as_str()),
+                        })
+                    }
+                }
             }
             PaymentCommand::Initiate(cmd) => self.initiate(*cmd)?,
             PaymentCommand::MarkSucceeded { gateway_ref, now } => {
@@ -583,6 +617,7 @@ impl Aggregate for Payment {
             }
             PaymentEvent::PaymentApproved(_) => self.status = Some(PaymentStatus::Succeeded),
             PaymentEvent::PaymentRejected(_) => self.status = Some(PaymentStatus::Failed),
+            PaymentEvent::PaymentCancelled(_) => self.status = Some(PaymentStatus::Cancelled),
             PaymentEvent::PaymentInitiated(e) => {
                 self.status = Some(PaymentStatus::Processing);
                 self.initiated = Some(e);

@@ -82,6 +82,7 @@ async fn another_developer_approves_and_the_submitter_may_not() {
     when(
         given.clone(),
         PaymentCommand::Approve {
+            notes: None,
             by: "owner-1".into(),
             now: at(2),
         },
@@ -91,12 +92,14 @@ async fn another_developer_approves_and_the_submitter_may_not() {
     when(
         given,
         PaymentCommand::Approve {
+            notes: None,
             by: "dev-2".into(),
             now: at(2),
         },
     )
     .await
     .then_expect_events(vec![PaymentEvent::PaymentApproved(PaymentApproved {
+        notes: None,
         approved_by: "dev-2".into(),
         approved_at: at(2),
     })]);
@@ -106,12 +109,14 @@ async fn another_developer_approves_and_the_submitter_may_not() {
 async fn a_decided_payment_cannot_be_approved_or_rejected_again() {
     let mut given = submitted().await;
     given.push(PaymentEvent::PaymentApproved(PaymentApproved {
+        notes: None,
         approved_by: "dev-2".into(),
         approved_at: at(2),
     }));
     when(
         given.clone(),
         PaymentCommand::Approve {
+            notes: None,
             by: "dev-3".into(),
             now: at(3),
         },
@@ -156,6 +161,7 @@ async fn a_rejected_payment_is_failed() {
     when(
         given,
         PaymentCommand::Approve {
+            notes: None,
             by: "dev-3".into(),
             now: at(3),
         },
@@ -169,6 +175,7 @@ async fn approving_an_unknown_payment_is_not_found() {
     when(
         vec![],
         PaymentCommand::Approve {
+            notes: None,
             by: "dev".into(),
             now: at(1),
         },
@@ -390,6 +397,7 @@ async fn a_succeeded_payment_cannot_fail_and_manual_payments_take_no_gateway_wor
     when(
         vec![initiated_event()],
         PaymentCommand::Approve {
+            notes: None,
             by: "dev-2".into(),
             now: at(2),
         },
@@ -527,6 +535,7 @@ async fn a_very_long_failure_reason_is_cut_at_a_character_boundary() {
 async fn a_manual_payment_approved_can_be_refunded_too() {
     let mut given = submitted().await;
     given.push(PaymentEvent::PaymentApproved(PaymentApproved {
+        notes: None,
         approved_by: "dev-2".into(),
         approved_at: at(2),
     }));

@@ -112,6 +112,11 @@ pub enum SubscriptionCommand {
         reason: CancelReason,
         now: DateTime<Utc>,
     },
+    /// Take back a cancel scheduled for the period end (nothing to do
+    /// when none is scheduled).
+    Reactivate {
+        now: DateTime<Utc>,
+    },
     /// Start the next period on `plan` (the scheduled downgrade's or the
     /// current plan's terms, looked up by the caller).
     Renew {
@@ -644,6 +649,21 @@ impl Aggregate for Subscription {
                 reason,
                 now,
             } => self.cancel(at_period_end, reason, now)?,
+            SubscriptionCommand::Reactivate { now } => {
+                let status = self.current()?;
+                if status == SubscriptionStatus::Canceled {
+                    return Err(Self::illegal(status, "reactivated"));
+                }
+                if self.cancel_at_period_end {
+                    vec![SubscriptionEvent::SubscriptionReactivated(
+                        events::SubscriptionReactivated {
+                            reactivated_at: now,
+                        },
+                    )]
+                } else {
+                    Vec::new()
+                }
+            }
             SubscriptionCommand::Renew {
                 plan,
                 invoice_id,
@@ -697,6 +717,7 @@ impl Aggregate for Subscription {
             }
             SubscriptionEvent::SubscriptionDowngradeScheduled(e) => self.scheduled = Some(e.to),
             SubscriptionEvent::SubscriptionCancelScheduled(_) => self.cancel_at_period_end = true,
+            SubscriptionEvent::SubscriptionReactivated(_) => self.cancel_at_period_end = false,
             SubscriptionEvent::SubscriptionCanceled(e) => {
                 self.status = Some(SubscriptionStatus::Canceled);
                 self.canceled_at = Some(e.canceled_at);

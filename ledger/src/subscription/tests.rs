@@ -748,3 +748,36 @@ async fn a_period_past_the_calendar_end_or_an_overflowing_proration_is_refused()
         SubscriptionError::Overflow
     );
 }
+
+#[tokio::test]
+async fn a_scheduled_cancel_is_taken_back_once_and_a_canceled_one_cannot_be() {
+    let mut given = active_starter().await;
+    let reactivate = |now| SubscriptionCommand::Reactivate { now };
+    assert!(
+        events_of(&given, reactivate(at(9))).await.is_empty(),
+        "nothing scheduled, nothing to take back"
+    );
+    given.extend(events_of(&given, cancel(true, at(10))).await);
+    let events = events_of(&given, reactivate(at(11))).await;
+    assert!(matches!(
+        events[..],
+        [SubscriptionEvent::SubscriptionReactivated(_)]
+    ));
+    given.extend(events);
+    let s = fold(&given);
+    assert!(!s.cancel_at_period_end());
+    assert_ne!(
+        s.next_step(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()),
+        Some(Step::CancelAtPeriodEnd),
+        "the period end renews it"
+    );
+    assert!(events_of(&given, reactivate(at(12))).await.is_empty());
+    given.extend(events_of(&given, cancel(false, at(13))).await);
+    assert_eq!(
+        error_of(&given, reactivate(at(14))).await,
+        SubscriptionError::IllegalTransition {
+            status: "canceled",
+            action: "reactivated",
+        }
+    );
+}
