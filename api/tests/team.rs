@@ -1499,3 +1499,77 @@ async fn another_instance_sees_a_removal_and_a_demotion_within_a_second_on_postg
 async fn another_instance_sees_a_removal_and_a_demotion_within_a_second_on_sqlite() {
     another_instance_sees_a_removal_and_a_demotion_within_a_second(Backend::Sqlite).await;
 }
+
+/// A team's history passes `ledger-replay verify`: its stream's hash chain,
+/// and `rm_team_members` equal to a fresh fold of the log.
+async fn a_teams_history_verifies_clean(backend: Backend) {
+    let server = Server::start_with(backend, ROSTER_ON).await;
+    let api = server.api.clone();
+    let store = server.db().store.clone();
+    let body = async move {
+        let acct = open(&api, "professional").await;
+        let invited = invite(&api, &acct, &acct.owner, &acct.email("bob"), "editor").await;
+        let token = invited.expect(201)["token"].as_str().unwrap().to_owned();
+        accept(&api, &acct.token(&api, "bob", Role::Viewer), &token)
+            .await
+            .expect(200);
+        let revoked = invite(&api, &acct, &acct.owner, &acct.email("carol"), "viewer").await;
+        let carol = revoked.expect(201)["id"].as_str().unwrap().to_owned();
+        api.send(
+            reqwest::Method::DELETE,
+            &acct.path(&format!("/team/invitations/{carol}")),
+            Some(&acct.owner),
+            None,
+            None,
+        )
+        .await
+        .expect(200);
+        api.patch(
+            &acct.path("/team/bob"),
+            &acct.owner,
+            json!({ "role": "admin" }),
+        )
+        .await
+        .expect(200);
+        api.put(
+            &format!("/v1/admin/accounts/{}/limits", acct.id),
+            &api.developer(),
+            json!({ "max_users": 9, "max_sites": null }),
+        )
+        .await
+        .expect(200);
+        let last = api
+            .put(
+                &acct.path("/usage-counts"),
+                &api.bot(Some(&acct.id)),
+                json!({ "sites": 4 }),
+            )
+            .await;
+        let p = last.expect(200)["position"].as_i64().unwrap();
+        // The staff's user list has caught up with the log: then verify.
+        let users = api
+            .get(
+                &format!("/v1/admin/users?account_id={}&min_position={p}", acct.id),
+                &api.developer(),
+            )
+            .await;
+        assert_eq!(users.expect(200)["items"].as_array().unwrap().len(), 3);
+        let report = common::assert_verify_clean(&store).await;
+        assert!(report.read_model_rows_checked > 0, "{report:?}");
+    };
+    let outcome = tokio::spawn(body).await;
+    server.stop().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_teams_history_verifies_clean_on_postgres() {
+    a_teams_history_verifies_clean(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_teams_history_verifies_clean_on_sqlite() {
+    a_teams_history_verifies_clean(Backend::Sqlite).await;
+}
