@@ -848,6 +848,14 @@ async fn events_reach_jetstream_once_in_log_order_with_low_balance_alerts(
     )
     .await;
     assert_exactly_the_log(&messages, &log);
+    // The account's team stream shares its id: its events are published
+    // like all others (the owner became the first member at the open).
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.subject.as_str() == format!("ledger.events.{account}.MemberAdded")),
+        "the team's first member is published"
+    );
     let alerts = read_stream(
         &client,
         "LEDGER_ALERTS",
