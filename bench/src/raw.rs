@@ -24,8 +24,8 @@ const DDL: &str = "CREATE TABLE events (
     sequence       bigint NOT NULL,
     event_type     text NOT NULL,
     event_version  text NOT NULL,
-    payload        jsonb NOT NULL,
-    metadata       jsonb NOT NULL,
+    payload        json NOT NULL,
+    metadata       json NOT NULL,
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
 )";
 
@@ -222,7 +222,7 @@ async fn own_clients(
                 // Outside a transaction block, each statement commits alone.
                 let r = sqlx::query(
                     "INSERT INTO events VALUES ('account', $1, $2, 'CreditsDeducted', '1.0', \
-                     $3::jsonb, $4::jsonb)",
+                     $3::json, $4::json)",
                 )
                 .bind(Uuid::new_v4().to_string())
                 .bind(1_i64)

@@ -96,9 +96,23 @@ impl PgStore {
                 sequences.push(e.sequence as i64);
                 event_types.push(e.event_type.as_str());
                 versions.push(e.event_version.as_str());
-                payloads.push(&e.payload);
-                metadata.push(&e.metadata);
+                // As JSON text: the log keeps `json` (as written), not
+                // `jsonb` (migration 0053, docs/benchmarks.md).
+                payloads.push(e.payload.to_string());
+                metadata.push(e.metadata.to_string());
             }
+        }
+        // `json` would keep a NUL escape that no text column of the read
+        // models can hold (jsonb refused it): refused here, as data, so the
+        // committer fails only the command that carried it.
+        if payloads
+            .iter()
+            .chain(&metadata)
+            .any(|j| holds_nul_escape(j))
+        {
+            return Err(AppendError::Store(StoreError::Persistence(
+                "a value holds a NUL character (\\u0000), which the store cannot keep".into(),
+            )));
         }
         let mut tx = self.pool.begin().await?;
         // Claims first: the events' insert takes the log's position lock,
@@ -202,8 +216,9 @@ impl PgStore {
         let rows = sqlx::query(
             "INSERT INTO events \
                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                                  $6::jsonb[], $7::jsonb[]) \
+             SELECT t, i, s, et, ev, p::json, m::json \
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                           $6::text[], $7::text[]) AS u(t, i, s, et, ev, p, m) \
              RETURNING aggregate_id, sequence, position",
         )
         .bind(&types)
@@ -295,6 +310,16 @@ impl PgStore {
 
 /// A unique violation on the events' key means another writer appended to
 /// the stream first: an optimistic-concurrency conflict.
+/// Whether JSON text holds the escape `\u0000` (a NUL character), and not
+/// an escaped backslash followed by the letters `u0000`.
+fn holds_nul_escape(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    json.match_indices("u0000").any(|(i, _)| {
+        let slashes = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+        slashes % 2 == 1
+    })
+}
+
 fn classify(e: sqlx::Error, appends: &[StreamAppend]) -> AppendError {
     if let sqlx::Error::Database(db) = &e {
         if db.is_unique_violation() && db.constraint() == Some("events_pkey") {
@@ -307,4 +332,24 @@ fn classify(e: sqlx::Error, appends: &[StreamAppend]) -> AppendError {
         }
     }
     AppendError::from(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_nul_escape;
+
+    #[test]
+    fn only_a_real_nul_escape_is_found() {
+        assert!(holds_nul_escape(r#"{"a":"x\u0000y"}"#));
+        assert!(
+            holds_nul_escape(r#"{"a":"\\\u0000"}"#),
+            "an escaped backslash, then the escape"
+        );
+        assert!(
+            !holds_nul_escape(r#"{"a":"\\u0000"}"#),
+            "a backslash and the letters"
+        );
+        assert!(!holds_nul_escape(r#"{"a":"u0000"}"#));
+        assert!(holds_nul_escape(r#"{"a":"\u00001"}"#), "NUL, then a digit");
+    }
 }

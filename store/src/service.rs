@@ -158,6 +158,12 @@ impl RecentOutcomes for ledger::payment::StripeEventLog {
     }
 }
 
+impl RecentOutcomes for ledger::payment::StripeCustomer {
+    fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
+        None
+    }
+}
+
 impl RecentOutcomes for ledger::payment::PaypalEventLog {
     fn recent_outcome(&self, _key: &IdempotencyKey) -> Option<&Self::Event> {
         None

@@ -486,7 +486,9 @@ async fn a_value_the_database_refuses_fails_only_its_own_command(store: &Store) 
         assert_eq!(r.expect("neighbours succeed").events.len(), 1);
     }
     match store.backend() {
-        store::Backend::Postgres => assert!(bad.unwrap().is_err(), "jsonb refuses NUL"),
+        store::Backend::Postgres => {
+            assert!(bad.unwrap().is_err(), "the PostgreSQL store refuses NUL")
+        }
         store::Backend::Sqlite => assert!(bad.unwrap().is_ok(), "SQLite keeps NUL"),
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 async fn insert_raw(conn: &mut sqlx::PgConnection, stream: &str) {
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('probe', $1, 1, 'Probed', '1.0', '{}'::jsonb, '{}'::jsonb)",
+         VALUES ('probe', $1, 1, 'Probed', '1.0', '{}'::json, '{}'::json)",
     )
     .bind(stream)
     .execute(conn)

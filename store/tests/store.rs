@@ -253,7 +253,7 @@ async fn stored_events_cannot_be_updated_or_deleted(store: &Store) {
     funded_account(&service, 5).await;
     let (update, delete) = match store {
         Store::Postgres(s) => (
-            sqlx::query("UPDATE events SET payload = '{}'::jsonb")
+            sqlx::query("UPDATE events SET payload = '{}'::json")
                 .execute(s.pool())
                 .await
                 .map(|_| ()),

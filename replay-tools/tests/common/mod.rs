@@ -201,8 +201,8 @@ pub async fn tamper_credits(store: &Store, account: &str, sequence: i64, credits
                 .expect("disable the trigger");
             store
                 .execute(
-                    "UPDATE events SET payload = jsonb_set(payload, \
-                       ARRAY[event_type, 'credits'], to_jsonb($3::bigint)) \
+                    "UPDATE events SET payload = jsonb_set(payload::jsonb, \
+                       ARRAY[event_type, 'credits'], to_jsonb($3::bigint))::json \
                      WHERE aggregate_type = 'account' AND aggregate_id = $1 AND sequence = $2",
                     &[account.into(), sequence.into(), credits.into()],
                 )
