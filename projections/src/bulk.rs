@@ -1331,27 +1331,74 @@ pub async fn rebuild_tables(
 ) -> Result<usize, ProjectionError> {
     let mut rebuild = BulkRebuild::begin(store, tables).await?;
     let upto = rebuild.upto();
-    let mut after = 0;
+    // The log is read and decoded ahead, by a task of its own on its own
+    // connection, while the previous page is folded and the one before it
+    // written: three stages at once instead of one after the other.
+    let (pages, mut next) = tokio::sync::mpsc::channel(REBUILD_READ_AHEAD_PAGES);
+    let reader = tokio::spawn(read_log(store.clone(), upto, pages));
+    let _stop_reader = AbortOnDrop(reader.abort_handle());
     let mut total = 0;
-    loop {
-        let page = store
-            .log_page(after, upto, store::audit::AUDIT_PAGE_EVENTS_MAX, false)
-            .await?;
-        let Some(last) = page.last().map(|e| e.position) else {
-            break;
-        };
-        let decoded = page
-            .into_iter()
-            .map(|e| Decoded::parse(&e).map(|d| (e, d)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let n = decoded.len();
+    while let Some(page) = next.recv().await {
+        let page: Arc<Vec<(RawEvent, Decoded)>> = page?;
+        let (n, last) = (page.len(), page.last().map_or(0, |(e, _)| e.position));
         total += n;
-        rebuild.apply(Arc::new(decoded)).await?;
-        after = last;
-        progress(after, n);
+        rebuild.apply(page).await?;
+        progress(last, n);
     }
+    reader
+        .await
+        .map_err(|e| ProjectionError::FoldTask(e.to_string()))?;
     rebuild.finish().await?;
     Ok(total)
+}
+
+/// Pages of the log a rebuild reads ahead of its fold (a bound on memory:
+/// each is at most `AUDIT_PAGE_EVENTS_MAX` events).
+pub const REBUILD_READ_AHEAD_PAGES: usize = 2;
+
+type DecodedPage = Result<Arc<Vec<(RawEvent, Decoded)>>, ProjectionError>;
+
+/// Reads the log up to `upto` page by page, decodes each on a blocking
+/// thread and sends it on; stops at the end, at the first error (sent on)
+/// or when the receiver is gone.
+async fn read_log(store: Store, upto: i64, pages: tokio::sync::mpsc::Sender<DecodedPage>) {
+    let mut after = 0;
+    loop {
+        let page = match store
+            .log_page(after, upto, store::audit::AUDIT_PAGE_EVENTS_MAX, false)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = pages.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let Some(last) = page.last().map(|e| e.position) else {
+            return;
+        };
+        let decoded = tokio::task::spawn_blocking(move || {
+            page.into_iter()
+                .map(|e| Decoded::parse(&e).map(|d| (e, d)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap_or_else(|e| Err(ProjectionError::FoldTask(e.to_string())));
+        let failed = decoded.is_err();
+        if pages.send(decoded.map(Arc::new)).await.is_err() || failed {
+            return;
+        }
+        after = last;
+    }
+}
+
+/// Aborts a task when dropped (a rebuild that fails stops its reader).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The live rows of a table, rendered like [`row_json`], in key order;
