@@ -281,6 +281,10 @@ fn path_value(name: &str, t: &Tenant) -> Option<(String, bool)> {
         "operation" => ("clustering".into(), false),
         "country" => ("US".into(), false),
         "method" => ("bank_transfer".into(), false),
+        // A saved card lives at Stripe, which this sweep's server has not
+        // configured (503 for everyone); a card id of another tenant is
+        // refused in tests/stripe.rs against the Stripe stub.
+        "payment_method_id" => ("pm_hostile".into(), false),
         _ => return None,
     })
 }
@@ -318,6 +322,7 @@ fn body_for(op: &str, t: &Tenant) -> Option<Value> {
         "POST /v1/admin/payments/{payment_id}/reject" => json!({ "reason": "hostile" }),
         "POST /v1/admin/payments/{payment_id}/refund" => json!({ "reason": "hostile" }),
         "POST /v1/admin/billing/run-periods" => json!({}),
+        "POST /v1/admin/billing/stripe/sync" => json!({ "subscription_id": "sub_hostile" }),
         // A tenant revoking tokens would lock workers out: staff only.
         "POST /v1/admin/tokens/revoke" => json!({ "jti": "hostile-jti" }),
         "PUT /v1/admin/credit-costs/{operation}" => json!({ "cost": 0 }),
@@ -366,6 +371,7 @@ fn body_for(op: &str, t: &Tenant) -> Option<Value> {
         "POST /v1/billing/payments/{payment_id}/cancel"
         | "POST /v1/admin/payments/{payment_id}/cancel" => json!({ "reason": "hostile" }),
         "POST /v1/billing/subscriptions/reactivate" => json!({ "account_id": t.account }),
+        "POST /v1/billing/payment-methods" => json!({ "type": "card" }),
         _ => return None,
     })
 }

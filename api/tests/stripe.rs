@@ -1,17 +1,24 @@
 //! Stripe through the real router over real HTTP, on PostgreSQL and SQLite
 //! (docs/adr/0011-payments-gateway.md), against a local stub of Stripe's
-//! API that checks every request it receives (bearer key, idempotency key,
-//! form fields, amounts in minor units): a Stripe credit purchase paid by
-//! `payment_intent.succeeded` delivered twice; a Stripe subscription paid by
-//! `invoice.paid` delivered twice; `invoice.payment_failed` → past_due;
-//! signature failures; unknown event types; refunds (partial, the rest,
-//! over-refund, revoking credits, 402); canceling a Stripe subscription
-//! tells Stripe first (at the period end or now; refused → nothing written)
-//! and Stripe's echo webhooks change nothing; a plan change of a Stripe
-//! subscription is 409; and no key → unavailable.
+//! API that keeps its objects and checks every request it receives (bearer
+//! key, the pinned `Stripe-Version`, idempotency key on writes, form
+//! fields, amounts in minor units): a Stripe credit purchase paid by
+//! `payment_intent.succeeded` delivered twice; a Stripe subscription
+//! answering its first payment's `client_secret` (expanded
+//! `latest_invoice.confirmation_secret`) and paid by `invoice.paid`
+//! delivered twice; `invoice.payment_failed` → past_due; signature
+//! failures; unknown event types; refunds (partial, the rest, over-refund,
+//! revoking credits, 402); canceling a Stripe subscription tells Stripe
+//! first (at the period end or now; refused → nothing written) and
+//! Stripe's echo webhooks change nothing; a plan change updates the Stripe
+//! item's price (prorated for an upgrade) and our prorated invoice follows
+//! `invoice.paid`; saved cards (SetupIntent, listed, default, detached,
+//! another tenant's card refused); a sync after a missed webhook applies
+//! once; and no key → unavailable.
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +47,9 @@ struct Seen {
     method: String,
     path: String,
     idempotency_key: String,
+    /// The `Stripe-Version` header.
+    stripe_version: String,
+    /// The form body (POST) or the query (GET).
     form: Vec<(String, String)>,
 }
 
@@ -50,6 +60,28 @@ impl Seen {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    fn fields(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// The objects the stub keeps, as Stripe would.
+#[derive(Default)]
+struct Objects {
+    /// Subscriptions by id, their latest invoice in full (answered as an id
+    /// unless expanded).
+    subscriptions: HashMap<String, Value>,
+    /// Customers by id.
+    customers: HashMap<String, Value>,
+    /// Payment methods (cards) in the order they were saved.
+    payment_methods: Vec<Value>,
+    /// PaymentIntents by id.
+    payment_intents: HashMap<String, Value>,
 }
 
 #[derive(Clone, Default)]
@@ -58,6 +90,7 @@ struct Stub {
     /// When not 0, the status every change of a subscription
     /// (`/v1/subscriptions/{id}`) is answered with, as an error.
     refuse_subscription_changes: Arc<AtomicU16>,
+    objects: Arc<Mutex<Objects>>,
 }
 
 impl Stub {
@@ -70,6 +103,53 @@ impl Stub {
             .cloned()
             .collect()
     }
+
+    fn all_requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// A card saved to `customer`, as the browser confirming a SetupIntent
+    /// does; its id.
+    fn save_card(&self, customer: &str, brand: &str, last4: &str) -> String {
+        let mut objects = self.objects.lock().unwrap();
+        let id = format!("pm_stub_{}_{last4}", objects.payment_methods.len() + 1);
+        objects.payment_methods.push(json!({
+            "id": id,
+            "object": "payment_method",
+            "type": "card",
+            "customer": customer,
+            "card": { "brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2030 },
+        }));
+        id
+    }
+
+    /// Stripe collects the latest invoice of subscription `stripe_id`
+    /// (what `invoice.paid` would then say); the invoice.
+    fn pay_latest_invoice(&self, stripe_id: &str) -> Value {
+        let mut objects = self.objects.lock().unwrap();
+        let sub = objects
+            .subscriptions
+            .get_mut(stripe_id)
+            .expect("a subscription of the stub");
+        sub["status"] = json!("active");
+        let invoice = &mut sub["latest_invoice"];
+        invoice["status"] = json!("paid");
+        invoice["amount_paid"] = invoice["amount_due"].clone();
+        invoice.clone()
+    }
+
+    /// Stripe's PaymentIntent `id` succeeds (what
+    /// `payment_intent.succeeded` would then say).
+    fn succeed_intent(&self, id: &str) {
+        let mut objects = self.objects.lock().unwrap();
+        let pi = objects
+            .payment_intents
+            .get_mut(id)
+            .expect("a PaymentIntent of the stub");
+        pi["status"] = json!("succeeded");
+        pi["amount_received"] = pi["amount"].clone();
+        pi["latest_charge"] = json!(format!("ch_{}", &id[3..]));
+    }
 }
 
 /// A stable id for an idempotency key, as Stripe answers the same object
@@ -79,9 +159,32 @@ fn id_for(prefix: &str, key: &str) -> String {
     format!("{prefix}_{}", &hex::encode(digest)[..16])
 }
 
+fn stripe_error(status: StatusCode, message: &str) -> axum::response::Response {
+    (
+        status,
+        Json(json!({ "error": { "type": "invalid_request_error", "message": message } })),
+    )
+        .into_response()
+}
+
+fn missing(id: &str) -> axum::response::Response {
+    stripe_error(StatusCode::NOT_FOUND, &format!("No such object: '{id}'"))
+}
+
+/// A subscription as answered: its latest invoice in full only when
+/// `expand[]` asks for it (as Stripe does).
+fn expanded(sub: &Value, expand: &[String]) -> Value {
+    let mut sub = sub.clone();
+    if !expand.iter().any(|e| e.starts_with("latest_invoice")) {
+        sub["latest_invoice"] = sub["latest_invoice"]["id"].clone();
+    }
+    sub
+}
+
 /// Stripe's API as far as the ledger uses it. A request without the right
-/// bearer key, an idempotency key or a form body is answered like Stripe
-/// answers it (401/400), so the ledger cannot pass by accident.
+/// bearer key, the pinned `Stripe-Version`, an idempotency key on a write
+/// or a form body is answered like Stripe answers it (401/400), so the
+/// ledger cannot pass by accident.
 async fn stub_handler(
     State(stub): State<Stub>,
     method: axum::http::Method,
@@ -89,36 +192,43 @@ async fn stub_handler(
     headers: HeaderMap,
     body: String,
 ) -> axum::response::Response {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if auth != format!("Bearer {STRIPE_KEY}") {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": { "type": "invalid_request_error", "message": "Invalid API Key provided" } })),
-        )
-            .into_response();
+    use axum::http::Method as M;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    if header("authorization") != format!("Bearer {STRIPE_KEY}") {
+        return stripe_error(StatusCode::UNAUTHORIZED, "Invalid API Key provided");
     }
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let idem = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    // A DELETE has no body (Stripe takes no parameters we send there).
-    let form_expected = method != axum::http::Method::DELETE;
-    if (form_expected && content_type != "application/x-www-form-urlencoded") || idem.is_empty() {
-        return (
+    let version = header("stripe-version");
+    if version != app::gateway::stripe::STRIPE_API_VERSION {
+        return stripe_error(
             StatusCode::BAD_REQUEST,
-            Json(json!({ "error": { "type": "invalid_request_error", "message": "form body and Idempotency-Key expected" } })),
-        )
-            .into_response();
+            "the stub expects the pinned Stripe-Version",
+        );
     }
-    let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+    let idem = header("idempotency-key");
+    // A DELETE has no body (Stripe takes no parameters we send there); a
+    // GET takes its parameters in the query and creates nothing.
+    let writes = method != M::GET;
+    let form_expected = method == M::POST;
+    if (form_expected && header("content-type") != "application/x-www-form-urlencoded")
+        || (writes && idem.is_empty())
+    {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "form body and Idempotency-Key expected",
+        );
+    }
+    let raw = if method == M::GET {
+        uri.query().unwrap_or("").to_owned()
+    } else {
+        body
+    };
+    let form: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
         .into_owned()
         .collect();
     let path = uri.path().to_owned();
@@ -126,6 +236,7 @@ async fn stub_handler(
         method: method.to_string(),
         path: path.clone(),
         idempotency_key: idem.clone(),
+        stripe_version: version,
         form: form.clone(),
     });
     let get = |k: &str| {
@@ -134,51 +245,193 @@ async fn stub_handler(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    if let Some(stripe_id) = path.strip_prefix("/v1/subscriptions/") {
-        let refuse = stub.refuse_subscription_changes.load(Ordering::SeqCst);
-        if refuse != 0 {
-            return (
-                StatusCode::from_u16(refuse).unwrap(),
-                Json(json!({ "error": { "type": "invalid_request_error", "message": "refused by the stub" } })),
-            )
-                .into_response();
-        }
-        let answer = if method == axum::http::Method::DELETE {
-            json!({ "id": stripe_id, "object": "subscription", "status": "canceled" })
-        } else {
-            json!({
-                "id": stripe_id,
-                "object": "subscription",
-                "status": "active",
-                "cancel_at_period_end": get("cancel_at_period_end") == "true",
-            })
-        };
-        return Json(answer).into_response();
+    let expand: Vec<String> = form
+        .iter()
+        .filter(|(k, _)| k == "expand[]")
+        .map(|(_, v)| v.clone())
+        .collect();
+    // From 2025-03-31 on an invoice has no `payment_intent` to expand.
+    if expand.iter().any(|e| e == "latest_invoice.payment_intent") {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "This property cannot be expanded (latest_invoice.payment_intent).",
+        );
     }
-    let answer = match path.as_str() {
-        "/v1/customers" => json!({ "id": id_for("cus", &idem), "object": "customer" }),
-        "/v1/payment_intents" => {
-            let id = id_for("pi", &idem);
+    let mut objects = stub.objects.lock().unwrap();
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    let answer = match (method.clone(), segments.as_slice()) {
+        (M::POST, ["customers"]) => {
+            let id = id_for("cus", &idem);
+            objects
+                .customers
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    json!({
+                        "id": id,
+                        "object": "customer",
+                        "metadata": { "account_id": get("metadata[account_id]") },
+                        "invoice_settings": { "default_payment_method": null },
+                    })
+                })
+                .clone()
+        }
+        (M::POST, ["customers", id]) => {
+            let Some(customer) = objects.customers.get_mut(*id) else {
+                return missing(id);
+            };
+            let default = get("invoice_settings[default_payment_method]");
+            if !default.is_empty() {
+                customer["invoice_settings"]["default_payment_method"] = json!(default);
+            }
+            customer.clone()
+        }
+        (M::GET, ["customers", id]) => match objects.customers.get(*id) {
+            Some(customer) => customer.clone(),
+            None => return missing(id),
+        },
+        (M::POST, ["setup_intents"]) => {
+            let customer = get("customer");
+            if !objects.customers.contains_key(&customer) {
+                return missing(&customer);
+            }
+            let id = id_for("seti", &idem);
             json!({
                 "id": id,
-                "object": "payment_intent",
-                "amount": get("amount").parse::<i64>().unwrap_or(-1),
-                "currency": get("currency"),
+                "object": "setup_intent",
+                "customer": customer,
                 "client_secret": format!("{id}_secret_stub"),
                 "status": "requires_payment_method",
+                "usage": get("usage"),
             })
         }
-        "/v1/subscriptions" => {
-            json!({ "id": id_for("sub", &idem), "object": "subscription", "status": "incomplete" })
+        (M::GET, ["payment_methods"]) => {
+            let customer = get("customer");
+            let data: Vec<Value> = objects
+                .payment_methods
+                .iter()
+                .filter(|pm| pm["customer"] == customer.as_str() && pm["type"] == get("type"))
+                .cloned()
+                .collect();
+            json!({ "object": "list", "data": data, "has_more": false })
         }
-        "/v1/refunds" => json!({ "id": id_for("re", &idem), "object": "refund", "status": "succeeded" }),
-        _ => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "error": { "type": "invalid_request_error", "message": "Unrecognized request URL" } })),
-            )
-                .into_response()
+        (M::GET, ["payment_methods", id]) => {
+            match objects.payment_methods.iter().find(|pm| pm["id"] == *id) {
+                Some(pm) => pm.clone(),
+                None => return missing(id),
+            }
         }
+        (M::POST, ["payment_methods", id, "detach"]) => {
+            match objects
+                .payment_methods
+                .iter_mut()
+                .find(|pm| pm["id"] == *id)
+            {
+                Some(pm) => {
+                    pm["customer"] = Value::Null;
+                    pm.clone()
+                }
+                None => return missing(id),
+            }
+        }
+        (M::POST, ["payment_intents"]) => {
+            let id = id_for("pi", &idem);
+            objects
+                .payment_intents
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    json!({
+                        "id": id,
+                        "object": "payment_intent",
+                        "amount": get("amount").parse::<i64>().unwrap_or(-1),
+                        "currency": get("currency"),
+                        "client_secret": format!("{id}_secret_stub"),
+                        "status": "requires_payment_method",
+                        "metadata": {
+                            "payment_id": get("metadata[payment_id]"),
+                            "invoice_id": get("metadata[invoice_id]"),
+                            "account_id": get("metadata[account_id]"),
+                        },
+                    })
+                })
+                .clone()
+        }
+        (M::GET, ["payment_intents", id]) => match objects.payment_intents.get(*id) {
+            Some(pi) => pi.clone(),
+            None => return missing(id),
+        },
+        (M::POST, ["subscriptions"]) => {
+            let id = id_for("sub", &idem);
+            let customer = get("customer");
+            let sub = objects
+                .subscriptions
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    let invoice = id_for("in", &idem);
+                    json!({
+                        "id": id,
+                        "object": "subscription",
+                        "status": "incomplete",
+                        "customer": customer,
+                        "cancel_at_period_end": false,
+                        "metadata": { "subscription_id": get("metadata[subscription_id]") },
+                        "items": { "object": "list", "data": [ {
+                            "id": id_for("si", &idem),
+                            "object": "subscription_item",
+                            "price": { "id": get("items[0][price]") },
+                        } ] },
+                        "latest_invoice": {
+                            "id": invoice,
+                            "object": "invoice",
+                            "status": "open",
+                            "amount_due": 2900,
+                            "amount_paid": 0,
+                            "currency": "usd",
+                            "parent": { "subscription_details": { "subscription": id } },
+                            "confirmation_secret": {
+                                "client_secret": format!("{invoice}_secret_stub"),
+                                "type": "payment_intent",
+                            },
+                        },
+                    })
+                })
+                .clone();
+            expanded(&sub, &expand)
+        }
+        (M::GET, ["subscriptions", id]) => match objects.subscriptions.get(*id) {
+            Some(sub) => expanded(sub, &expand),
+            None => return missing(id),
+        },
+        (_, ["subscriptions", stripe_id]) => {
+            let refuse = stub.refuse_subscription_changes.load(Ordering::SeqCst);
+            if refuse != 0 {
+                return stripe_error(StatusCode::from_u16(refuse).unwrap(), "refused by the stub");
+            }
+            let stored = objects.subscriptions.get_mut(*stripe_id);
+            if method == M::DELETE {
+                if let Some(sub) = stored {
+                    sub["status"] = json!("canceled");
+                }
+                json!({ "id": stripe_id, "object": "subscription", "status": "canceled" })
+            } else {
+                let Some(sub) = stored else {
+                    return missing(stripe_id);
+                };
+                if !get("cancel_at_period_end").is_empty() {
+                    sub["cancel_at_period_end"] = json!(get("cancel_at_period_end") == "true");
+                }
+                if !get("items[0][price]").is_empty() {
+                    if sub["items"]["data"][0]["id"] != get("items[0][id]").as_str() {
+                        return stripe_error(StatusCode::BAD_REQUEST, "No such subscription item");
+                    }
+                    sub["items"]["data"][0]["price"]["id"] = json!(get("items[0][price]"));
+                }
+                expanded(sub, &expand)
+            }
+        }
+        (M::POST, ["refunds"]) => {
+            json!({ "id": id_for("re", &idem), "object": "refund", "status": "succeeded" })
+        }
+        _ => return stripe_error(StatusCode::NOT_FOUND, "Unrecognized request URL"),
     };
     Json(answer).into_response()
 }
@@ -187,7 +440,10 @@ async fn stub_handler(
 async fn start_stub() -> (Stub, String) {
     let stub = Stub::default();
     let app = Router::new()
-        .route("/v1/{*rest}", post(stub_handler).delete(stub_handler))
+        .route(
+            "/v1/{*rest}",
+            post(stub_handler).delete(stub_handler).get(stub_handler),
+        )
         .with_state(stub.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -573,28 +829,33 @@ with_stripe!(a_failed_payment_intent_fails_the_payment_with_its_reason);
 
 /// Gives the starter plan a Stripe price.
 async fn price_the_starter_plan(api: &Api) {
+    price_plan(api, "starter", PRICE_ID).await;
+}
+
+/// Gives plan `slug` the Stripe price `price_id`.
+async fn price_plan(api: &Api, slug: &str, price_id: &str) {
     let plans = api.get("/v1/plans", &api.developer()).await;
-    let starter = plans.expect(200)["items"]
+    let plan = plans.expect(200)["items"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["slug"] == "starter")
+        .find(|p| p["slug"] == slug)
         .unwrap()
         .clone();
     let mut body = json!({
-        "name": starter["name"],
-        "price": starter["price"],
-        "billing_cycle": starter["billing_cycle"],
-        "included_credits": starter["included_credits"],
-        "allow_credit_topup": starter["allow_credit_topup"],
-        "limits": starter["limits"],
-        "features": starter["features"],
-        "stripe_price_id": PRICE_ID,
+        "name": plan["name"],
+        "price": plan["price"],
+        "billing_cycle": plan["billing_cycle"],
+        "included_credits": plan["included_credits"],
+        "allow_credit_topup": plan["allow_credit_topup"],
+        "limits": plan["limits"],
+        "features": plan["features"],
+        "stripe_price_id": price_id,
     });
-    if !starter["extra_credit_price"].is_null() {
-        body["extra_credit_price"] = starter["extra_credit_price"].clone();
+    if !plan["extra_credit_price"].is_null() {
+        body["extra_credit_price"] = plan["extra_credit_price"].clone();
     }
-    api.put("/v1/admin/plans/starter", &api.developer(), body)
+    api.put(&format!("/v1/admin/plans/{slug}"), &api.developer(), body)
         .await
         .expect(200);
     // The catalog cache follows the change.
@@ -604,13 +865,13 @@ async fn price_the_starter_plan(api: &Api) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["slug"] == "starter" && p["stripe_price_id"] == PRICE_ID)
+            .any(|p| p["slug"] == slug && p["stripe_price_id"] == price_id)
         {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the starter plan never showed its Stripe price");
+    panic!("the {slug} plan never showed its Stripe price");
 }
 
 async fn stripe_subscription(ctx: &Ctx, account: &str) -> Value {
@@ -630,11 +891,67 @@ async fn a_stripe_subscription_is_activated_by_invoice_paid_once(ctx: &Ctx) {
     let api = &ctx.api;
     price_the_starter_plan(api).await;
     let account = api.open_account().await;
-    let created = stripe_subscription(ctx, &account).await;
+    let idem = key();
+    let body = json!({ "plan": "starter", "method": "stripe" });
+    let create = |body: Value| {
+        let idem = idem.clone();
+        let account = account.clone();
+        async move {
+            api.post(
+                "/v1/billing/subscriptions/create",
+                &api.owner(&account),
+                Some(&idem),
+                body,
+            )
+            .await
+        }
+    };
+    let created = create(body.clone()).await.expect(201).clone();
     assert_eq!(created["status"], "incomplete");
     assert_eq!(created["method"], "stripe");
     let stripe_id = created["stripe_subscription_id"].as_str().unwrap();
     assert!(stripe_id.starts_with("sub_"), "{stripe_id}");
+
+    // The first payment's secret is the latest invoice's confirmation
+    // secret, asked for with `expand[]` on a `default_incomplete` create.
+    let secret = created["client_secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("in_") && secret.ends_with("_secret_stub"),
+        "{secret}"
+    );
+    let subs = ctx.stub.requests("/v1/subscriptions");
+    assert_eq!(subs.len(), 1);
+    assert_eq!(
+        subs[0].field("payment_behavior"),
+        Some("default_incomplete")
+    );
+    assert_eq!(
+        subs[0].fields("expand[]"),
+        ["latest_invoice.confirmation_secret"]
+    );
+    // A replay answers the same secret (read again from Stripe, never
+    // stored) and creates nothing more.
+    let again = create(body).await;
+    let mut replayed = again.expect(201).clone();
+    // The position answered is the log's at the time, not the first's.
+    replayed["position"] = created["position"].clone();
+    assert_eq!(replayed, created);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(ctx.stub.requests("/v1/subscriptions").len(), 1);
+    let read = ctx.stub.requests(&format!("/v1/subscriptions/{stripe_id}"));
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0].method, "GET");
+    assert_eq!(
+        read[0].fields("expand[]"),
+        ["latest_invoice.confirmation_secret"]
+    );
+    // Every call to Stripe carried the pinned version (the stub refuses
+    // any other).
+    assert!(ctx
+        .stub
+        .all_requests()
+        .iter()
+        .all(|s| s.stripe_version == app::gateway::stripe::STRIPE_API_VERSION));
 
     let customers = ctx.stub.requests("/v1/customers");
     assert_eq!(customers.len(), 1);
@@ -927,37 +1244,547 @@ async fn a_cancel_stripe_refuses_writes_nothing(ctx: &Ctx) {
 }
 with_stripe!(a_cancel_stripe_refuses_writes_nothing);
 
-async fn a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing(ctx: &Ctx) {
-    let api = &ctx.api;
-    let (account, _, stripe_id) = active_stripe_subscription(ctx).await;
-    let before = subscription(api, &account).await;
-    let invoices_before = invoices(api, &account).await;
-    let balance_before = api.balance_now(&account).await;
-    for plan in ["professional", "free"] {
-        let r = api
-            .post(
-                "/v1/billing/subscriptions/upgrade",
-                &api.owner(&account),
-                Some(&key()),
-                json!({ "plan": plan }),
-            )
-            .await;
-        r.expect_error(409, "conflict");
-        assert!(
-            r.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("plan changes of a Stripe subscription are not supported yet"),
-            "{}",
-            r.text
-        );
-    }
-    assert_eq!(subscription(api, &account).await, before);
-    assert_eq!(invoices(api, &account).await, invoices_before);
-    assert_eq!(api.balance_now(&account).await, balance_before);
-    assert!(changes_seen(ctx, &stripe_id).is_empty());
+async fn change_plan(api: &Api, account: &str, idem: &str, plan: &str) -> common::Resp {
+    api.post(
+        "/v1/billing/subscriptions/upgrade",
+        &api.owner(account),
+        Some(idem),
+        json!({ "plan": plan }),
+    )
+    .await
 }
-with_stripe!(a_plan_change_of_a_stripe_subscription_is_refused_and_writes_nothing);
+
+/// The POSTs the stub saw that change Stripe's subscription `stripe_id`.
+fn posts_seen(ctx: &Ctx, stripe_id: &str) -> Vec<Seen> {
+    changes_seen(ctx, stripe_id)
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect()
+}
+
+async fn a_stripe_plan_change_updates_the_item_with_proration_and_the_webhook_pays_ours(ctx: &Ctx) {
+    let api = &ctx.api;
+    let (account, id, stripe_id) = active_stripe_subscription(ctx).await;
+    price_plan(api, "professional", "price_professional_monthly").await;
+    let item = ctx.stub.objects.lock().unwrap().subscriptions[&stripe_id]["items"]["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(api.balance_now(&account).await, 1_000);
+
+    // A plan without a Stripe price: 503 before anything is sent or written.
+    let before = subscription(api, &account).await;
+    change_plan(api, &account, &key(), "enterprise")
+        .await
+        .expect_error(503, "unavailable");
+    assert_eq!(subscription(api, &account).await, before);
+    assert!(posts_seen(ctx, &stripe_id).is_empty());
+
+    // Upgrade: the item gets the professional price, prorated by Stripe.
+    let idem = key();
+    let up = change_plan(api, &account, &idem, "professional").await;
+    let up = up.expect(200).clone();
+    assert_eq!(up["change"]["kind"], "upgrade");
+    assert_eq!(up["subscription"]["plan"], "professional");
+    let seen = changes_seen(ctx, &stripe_id);
+    assert_eq!(
+        seen.iter().map(|s| s.method.as_str()).collect::<Vec<_>>(),
+        ["GET", "POST"],
+        "the item is looked up, then changed: {seen:?}"
+    );
+    let post = &seen[1];
+    assert_eq!(post.field("items[0][id]"), Some(item.as_str()));
+    assert_eq!(
+        post.field("items[0][price]"),
+        Some("price_professional_monthly")
+    );
+    assert_eq!(post.field("proration_behavior"), Some("create_prorations"));
+    assert_eq!(post.idempotency_key, format!("plan-change-{id}-{idem}"));
+    assert_eq!(
+        ctx.stub.objects.lock().unwrap().subscriptions[&stripe_id]["items"]["data"][0]["price"]
+            ["id"],
+        "price_professional_monthly"
+    );
+    // A retry replays without changing Stripe again.
+    let again = change_plan(api, &account, &idem, "professional").await;
+    assert_eq!(again.expect(200)["change"], up["change"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(posts_seen(ctx, &stripe_id).len(), 1);
+
+    // Our prorated invoice and its credits follow Stripe's invoice.paid.
+    let invoice = &up["change"]["invoice"];
+    let invoice_id = invoice["id"].as_str().unwrap();
+    let prorated = up["change"]["prorated_credits"].as_i64().unwrap();
+    assert!(prorated > 0, "{up}");
+    assert_eq!(
+        api.balance_now(&account).await,
+        1_000,
+        "not before it is paid"
+    );
+    let ours = api.invoice_now(&account, invoice_id).await;
+    assert_eq!(ours["status"], "pending");
+    let total_cents: i64 = common::decimal(&ours["total"])
+        .checked_mul(rust_decimal::Decimal::from(100))
+        .unwrap()
+        .trunc()
+        .to_string()
+        .parse()
+        .unwrap();
+    let paid = event(
+        &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        "invoice.paid",
+        json!({
+            "id": format!("in_{}", uuid::Uuid::new_v4().simple()), "object": "invoice",
+            "subscription": stripe_id, "amount_paid": total_cents, "currency": "usd",
+        }),
+    );
+    assert_eq!(deliver(api, &paid).await.expect(200)["handled"], true);
+    assert_eq!(
+        api.invoice_now(&account, invoice_id).await["status"],
+        "paid"
+    );
+    assert_eq!(api.balance_now(&account).await, 1_000 + prorated);
+
+    // Downgrade: scheduled at the period end here, the new price from the
+    // next period at Stripe (no proration).
+    price_the_starter_plan(api).await;
+    let down = change_plan(api, &account, &key(), "starter").await;
+    assert_eq!(down.expect(200)["change"]["kind"], "downgrade_scheduled");
+    let posts = posts_seen(ctx, &stripe_id);
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[1].field("items[0][price]"), Some(PRICE_ID));
+    assert_eq!(posts[1].field("proration_behavior"), Some("none"));
+    // A change the subscription refuses (the same downgrade again) is not
+    // sent to Stripe.
+    change_plan(api, &account, &key(), "starter")
+        .await
+        .expect_error(409, "conflict");
+    assert_eq!(posts_seen(ctx, &stripe_id).len(), 2);
+
+    // Stripe refusing: nothing written.
+    price_plan(api, "enterprise", "price_enterprise_monthly").await;
+    let before = subscription(api, &account).await;
+    ctx.stub
+        .refuse_subscription_changes
+        .store(400, Ordering::SeqCst);
+    change_plan(api, &account, &key(), "enterprise")
+        .await
+        .expect_error(502, "unavailable");
+    ctx.stub
+        .refuse_subscription_changes
+        .store(0, Ordering::SeqCst);
+    assert_eq!(subscription(api, &account).await, before);
+}
+with_stripe!(a_stripe_plan_change_updates_the_item_with_proration_and_the_webhook_pays_ours);
+
+// ---------------------------------------------------------------------------
+// Saved cards
+// ---------------------------------------------------------------------------
+
+async fn payment_methods(api: &Api, account: &str) -> Value {
+    api.get("/v1/billing/payment-methods", &api.owner(account))
+        .await
+        .expect(200)
+        .clone()
+}
+
+async fn add_card(api: &Api, account: &str, body: Value) -> common::Resp {
+    api.post(
+        "/v1/billing/payment-methods",
+        &api.owner(account),
+        None,
+        body,
+    )
+    .await
+}
+
+async fn make_default(api: &Api, account: &str, card: &str) -> common::Resp {
+    api.post_empty(
+        &format!("/v1/billing/payment-methods/{card}/default"),
+        &api.owner(account),
+        None,
+    )
+    .await
+}
+
+async fn detach(api: &Api, account: &str, card: &str) -> common::Resp {
+    api.send(
+        reqwest::Method::DELETE,
+        &format!("/v1/billing/payment-methods/{card}"),
+        Some(&api.owner(account)),
+        None,
+        None,
+    )
+    .await
+}
+
+/// The Stripe customer the stub saw a SetupIntent made for, for `account`.
+fn customer_of(ctx: &Ctx, account: &str) -> String {
+    ctx.stub
+        .requests("/v1/setup_intents")
+        .iter()
+        .find(|s| s.field("metadata[account_id]") == Some(account))
+        .and_then(|s| s.field("customer"))
+        .expect("a SetupIntent for the account")
+        .to_owned()
+}
+
+fn card_ids(list: &Value) -> Vec<(String, bool)> {
+    list["saved_cards"]
+        .as_array()
+        .expect("saved_cards is a list")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["default"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn a_saved_card_is_set_up_listed_made_default_and_detached(ctx: &Ctx) {
+    let api = &ctx.api;
+    let account = starter_account(api).await;
+
+    // No customer yet: nothing saved, and listing creates none.
+    let before = payment_methods(api, &account).await;
+    assert_eq!(before["saved_cards"], json!([]));
+    assert!(before["items"].as_array().is_some_and(|i| !i.is_empty()));
+    assert!(ctx.stub.requests("/v1/customers").is_empty());
+
+    // A SetupIntent for a customer created once.
+    let setup = add_card(api, &account, json!({})).await;
+    let setup = setup.expect(201).clone();
+    let seti = setup["setup_intent_id"].as_str().unwrap();
+    assert!(seti.starts_with("seti_"), "{seti}");
+    assert_eq!(setup["client_secret"], format!("{seti}_secret_stub"));
+    assert_eq!(setup["type"], "card");
+    let customers = ctx.stub.requests("/v1/customers");
+    assert_eq!(customers.len(), 1);
+    assert_eq!(customers[0].idempotency_key, format!("customer-{account}"));
+    let customer = customer_of(ctx, &account);
+    assert!(customer.starts_with("cus_"), "{customer}");
+    let intents = ctx.stub.requests("/v1/setup_intents");
+    assert_eq!(intents[0].field("payment_method_types[]"), Some("card"));
+    assert_eq!(intents[0].field("usage"), Some("off_session"));
+    // Again (`type: card`): the same customer, not created again.
+    add_card(api, &account, json!({ "type": "card" }))
+        .await
+        .expect(201);
+    assert_eq!(ctx.stub.requests("/v1/customers").len(), 1);
+    let intents = ctx.stub.requests("/v1/setup_intents");
+    assert_eq!(intents.len(), 2);
+    assert_eq!(intents[1].field("customer"), Some(customer.as_str()));
+    assert_ne!(intents[1].idempotency_key, intents[0].idempotency_key);
+    // Another kind of method, or another field: 422, nothing asked of Stripe.
+    for bad in [json!({ "type": "sepa_debit" }), json!({ "kind": "card" })] {
+        add_card(api, &account, bad)
+            .await
+            .expect_error(422, "invalid_request");
+    }
+    assert_eq!(ctx.stub.requests("/v1/setup_intents").len(), 2);
+    // Viewers and editors do not manage cards.
+    api.post(
+        "/v1/billing/payment-methods",
+        &api.editor(&account),
+        None,
+        json!({}),
+    )
+    .await
+    .expect_error(403, "forbidden");
+
+    // The browser confirms the SetupIntents: two cards are saved.
+    let visa = ctx.stub.save_card(&customer, "visa", "4242");
+    let mastercard = ctx.stub.save_card(&customer, "mastercard", "4444");
+    let listed = payment_methods(api, &account).await;
+    assert_eq!(
+        card_ids(&listed),
+        [(visa.clone(), false), (mastercard.clone(), false)]
+    );
+    assert_eq!(
+        listed["saved_cards"][0],
+        json!({ "id": visa, "brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030, "default": false })
+    );
+    assert_eq!(listed["items"], before["items"], "the methods stay listed");
+
+    // The mastercard becomes the default.
+    let changed = make_default(api, &account, &mastercard).await;
+    let changed = changed.expect(200).clone();
+    assert_eq!(changed["change"], "default");
+    assert_eq!(
+        card_ids(&changed),
+        [(visa.clone(), false), (mastercard.clone(), true)]
+    );
+    let updates = ctx.stub.requests(&format!("/v1/customers/{customer}"));
+    let update = updates.iter().find(|s| s.method == "POST").unwrap();
+    assert_eq!(
+        update.field("invoice_settings[default_payment_method]"),
+        Some(mastercard.as_str())
+    );
+    assert_eq!(
+        card_ids(&payment_methods(api, &account).await),
+        [(visa.clone(), false), (mastercard.clone(), true)]
+    );
+
+    // Another tenant's card cannot be touched: 404, and Stripe is asked
+    // to change nothing.
+    let other = starter_account(api).await;
+    add_card(api, &other, json!({})).await.expect(201);
+    let theirs = ctx
+        .stub
+        .save_card(&customer_of(ctx, &other), "amex", "0005");
+    let changes_before = ctx
+        .stub
+        .all_requests()
+        .iter()
+        .filter(|s| s.method != "GET")
+        .count();
+    make_default(api, &account, &theirs)
+        .await
+        .expect_error(404, "not_found");
+    detach(api, &account, &theirs)
+        .await
+        .expect_error(404, "not_found");
+    // Nor one Stripe does not know, nor one of an account without a
+    // customer; an id that is not Stripe's is 422.
+    make_default(api, &account, "pm_unknown")
+        .await
+        .expect_error(404, "not_found");
+    let stranger = starter_account(api).await;
+    detach(api, &stranger, &visa)
+        .await
+        .expect_error(404, "not_found");
+    detach(api, &account, "pm%20x")
+        .await
+        .expect_error(422, "invalid_request");
+    let changes_after = ctx
+        .stub
+        .all_requests()
+        .iter()
+        .filter(|s| s.method != "GET")
+        .count();
+    assert_eq!(
+        changes_after, changes_before,
+        "no change was sent to Stripe"
+    );
+    assert_eq!(
+        card_ids(&payment_methods(api, &other).await),
+        [(theirs.clone(), false)]
+    );
+
+    // Detaching the visa leaves the default.
+    let left = detach(api, &account, &visa).await;
+    let left = left.expect(200).clone();
+    assert_eq!(left["change"], "detached");
+    assert_eq!(card_ids(&left), [(mastercard.clone(), true)]);
+    assert_eq!(
+        ctx.stub
+            .requests(&format!("/v1/payment_methods/{visa}/detach"))
+            .len(),
+        1
+    );
+    assert_eq!(
+        card_ids(&payment_methods(api, &account).await),
+        [(mastercard.clone(), true)]
+    );
+
+    // A Stripe subscription of the account uses the same customer.
+    price_the_starter_plan(api).await;
+    let created = api
+        .post(
+            "/v1/billing/subscriptions/create",
+            &api.owner(&account),
+            Some(&key()),
+            json!({ "plan": "starter", "method": "stripe" }),
+        )
+        .await;
+    created.expect(201);
+    let subs = ctx.stub.requests("/v1/subscriptions");
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].field("customer"), Some(customer.as_str()));
+    assert_eq!(
+        ctx.stub
+            .requests("/v1/customers")
+            .iter()
+            .filter(|s| s.idempotency_key == format!("customer-{account}"))
+            .count(),
+        1,
+        "the customer was created once"
+    );
+}
+with_stripe!(a_saved_card_is_set_up_listed_made_default_and_detached);
+
+// ---------------------------------------------------------------------------
+// Sync after a missed webhook
+// ---------------------------------------------------------------------------
+
+async fn sync(api: &Api, body: Value) -> common::Resp {
+    api.post(
+        "/v1/admin/billing/stripe/sync",
+        &api.developer(),
+        None,
+        body,
+    )
+    .await
+}
+
+async fn a_sync_applies_a_missed_subscription_webhook_once(ctx: &Ctx) {
+    let api = &ctx.api;
+    price_the_starter_plan(api).await;
+    let account = api.open_account().await;
+    let created = stripe_subscription(ctx, &account).await;
+    let stripe_id = created["stripe_subscription_id"].as_str().unwrap();
+
+    // Nothing is missing yet: Stripe's invoice is open.
+    let nothing = sync(api, json!({ "subscription_id": stripe_id })).await;
+    let nothing = nothing.expect(200).clone();
+    assert_eq!(nothing["object"], "subscription");
+    assert_eq!(nothing["status"], "incomplete");
+    assert_eq!(nothing["applied"], json!([]));
+
+    // Stripe collects the first invoice; its invoice.paid never arrives.
+    let stripe_invoice = ctx.stub.pay_latest_invoice(stripe_id);
+    let synced = sync(api, json!({ "subscription_id": stripe_id })).await;
+    let synced = synced.expect(200).clone();
+    assert_eq!(synced["applied"], json!(["invoice.paid"]), "{synced}");
+    assert_eq!(synced["status"], "active");
+    assert_eq!(subscription(api, &account).await["status"], "active");
+    assert_eq!(api.balance_now(&account).await, 1_000);
+    let invoice_id = created["open_invoices"][0]["id"].as_str().unwrap();
+    assert_eq!(
+        api.invoice_now(&account, invoice_id).await["status"],
+        "paid"
+    );
+    let read = changes_seen(ctx, stripe_id);
+    assert!(read.iter().all(|s| s.method == "GET"), "{read:?}");
+    assert_eq!(
+        read.last().unwrap().fields("expand[]"),
+        ["latest_invoice.confirmation_secret"]
+    );
+
+    // Twice: nothing more.
+    let head = api.head().await;
+    let again = sync(api, json!({ "subscription_id": stripe_id })).await;
+    assert_eq!(again.expect(200)["applied"], json!([]));
+    assert_eq!(api.head().await, head, "nothing was written");
+    assert_eq!(api.balance_now(&account).await, 1_000);
+
+    // The webhook arriving late changes nothing either.
+    let late = event(
+        "evt_late_invoice_paid",
+        "invoice.paid",
+        stripe_invoice.clone(),
+    );
+    deliver(api, &late).await.expect(200);
+    assert_eq!(api.balance_now(&account).await, 1_000);
+
+    // A cancel made in Stripe's dashboard, its webhook missed.
+    ctx.stub
+        .objects
+        .lock()
+        .unwrap()
+        .subscriptions
+        .get_mut(stripe_id)
+        .unwrap()["cancel_at_period_end"] = json!(true);
+    let canceled = sync(api, json!({ "subscription_id": stripe_id })).await;
+    assert_eq!(
+        canceled.expect(200)["applied"],
+        json!(["customer.subscription.updated"])
+    );
+    assert_eq!(
+        subscription(api, &account).await["cancel_at_period_end"],
+        true
+    );
+    let again = sync(api, json!({ "subscription_id": stripe_id })).await;
+    assert_eq!(again.expect(200)["applied"], json!([]));
+
+    // Only staff sync; exactly one id; a Stripe id; Stripe's 404 is 502;
+    // a Stripe object that is not ours is 404.
+    api.post(
+        "/v1/admin/billing/stripe/sync",
+        &api.owner(&account),
+        None,
+        json!({ "subscription_id": stripe_id }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    for bad in [
+        json!({}),
+        json!({ "subscription_id": stripe_id, "payment_intent_id": "pi_1" }),
+        json!({ "subscription_id": "sub/../x" }),
+        json!({ "invoice_id": "in_1" }),
+    ] {
+        sync(api, bad).await.expect_error(422, "invalid_request");
+    }
+    sync(api, json!({ "subscription_id": "sub_unknown" }))
+        .await
+        .expect(502);
+    let theirs = ctx
+        .stub
+        .objects
+        .lock()
+        .unwrap()
+        .subscriptions
+        .get(stripe_id)
+        .cloned()
+        .unwrap();
+    let mut stranger = theirs;
+    stranger["id"] = json!("sub_not_ours");
+    ctx.stub
+        .objects
+        .lock()
+        .unwrap()
+        .subscriptions
+        .insert("sub_not_ours".into(), stranger);
+    sync(api, json!({ "subscription_id": "sub_not_ours" }))
+        .await
+        .expect_error(404, "not_found");
+}
+with_stripe!(a_sync_applies_a_missed_subscription_webhook_once);
+
+async fn a_sync_applies_a_missed_payment_intent_webhook_once(ctx: &Ctx) {
+    let api = &ctx.api;
+    let account = starter_account(api).await;
+    let bought = stripe_purchase(api, &account).await;
+    let intent = bought["payment"]["gateway_ref"].as_str().unwrap();
+    let invoice_id = bought["invoice"]["id"].as_str().unwrap();
+
+    let pending = sync(api, json!({ "payment_intent_id": intent })).await;
+    let pending = pending.expect(200).clone();
+    assert_eq!(pending["object"], "payment_intent");
+    assert_eq!(pending["status"], "requires_payment_method");
+    assert_eq!(pending["applied"], json!([]));
+    assert_eq!(api.balance_now(&account).await, 0);
+
+    // The payment succeeds at Stripe; its webhook never arrives.
+    ctx.stub.succeed_intent(intent);
+    let synced = sync(api, json!({ "payment_intent_id": intent })).await;
+    assert_eq!(
+        synced.expect(200)["applied"],
+        json!(["payment_intent.succeeded"]),
+        "{}",
+        synced.text
+    );
+    assert_eq!(api.balance_now(&account).await, 2_000);
+    assert_eq!(
+        api.invoice_now(&account, invoice_id).await["status"],
+        "paid"
+    );
+    let row = payment_row(api, bought["payment"]["id"].as_str().unwrap(), &account).await;
+    assert_eq!(row["status"], "succeeded");
+
+    // Twice: nothing more; nor the webhook arriving late.
+    let head = api.head().await;
+    let again = sync(api, json!({ "payment_intent_id": intent })).await;
+    assert_eq!(again.expect(200)["applied"], json!([]));
+    assert_eq!(api.head().await, head, "nothing was written");
+    deliver(api, &intent_succeeded("evt_late_pi", &bought))
+        .await
+        .expect(200);
+    assert_eq!(api.balance_now(&account).await, 2_000, "granted once");
+}
+with_stripe!(a_sync_applies_a_missed_payment_intent_webhook_once);
 
 // ---------------------------------------------------------------------------
 // Signatures and event types
@@ -1291,6 +2118,17 @@ async fn without_a_key_stripe_is_unavailable_and_nothing_is_written(api: &Api) {
         !stripe_offered(api, &account).await,
         "without a key stripe is listed but not available"
     );
+    // No saved cards without Stripe, and none can be saved.
+    assert_eq!(
+        payment_methods(api, &account).await["saved_cards"],
+        json!([])
+    );
+    add_card(api, &account, json!({}))
+        .await
+        .expect_error(503, "unavailable");
+    detach(api, &account, "pm_1")
+        .await
+        .expect_error(503, "unavailable");
     let r = api
         .post(
             "/v1/billing/credits/purchase",

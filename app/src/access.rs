@@ -59,6 +59,8 @@ pub const PAY_MANUALLY: &[Role] = &[Owner, Admin, Developer];
 pub const SUBSCRIBE: &[Role] = &[Owner, Admin, Developer];
 pub const ADMIN_BILLING: &[Role] = STAFF;
 pub const RUN_PERIODS: &[Role] = STAFF;
+/// Pulling a Stripe object and applying what its missed webhooks would have.
+pub const SYNC_STRIPE: &[Role] = STAFF;
 pub const REVOKE_TOKENS: &[Role] = STAFF;
 /// The account's own invoices and their PDFs.
 pub const READ_INVOICES: &[Role] = BILLING;
@@ -66,6 +68,8 @@ pub const READ_INVOICES: &[Role] = BILLING;
 pub const BUY_PACKAGE: &[Role] = BILLING;
 /// The payment methods offered to the account.
 pub const READ_PAYMENT_METHODS: &[Role] = BILLING;
+/// Saving, listing, choosing the default of and detaching saved cards.
+pub const MANAGE_SAVED_CARDS: &[Role] = BILLING;
 /// Invoice and payment lists over every tenant, void, uncollectible,
 /// approval, rejection and refunds of payments.
 pub const MANAGE_INVOICES: &[Role] = ADMIN_BILLING;

@@ -567,6 +567,215 @@ async fn charge_refunded(
     Ok(handled)
 }
 
+// ---------------------------------------------------------------------------
+// Sync: what a missed webhook would have applied
+// ---------------------------------------------------------------------------
+
+/// `POST /admin/billing/stripe/sync`: one of the two.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// A Stripe subscription of ours (`sub_…`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9_]+$")
+    )]
+    pub subscription_id: Option<String>,
+    /// A PaymentIntent of one of our payments (`pi_…`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9_]+$")
+    )]
+    pub payment_intent_id: Option<String>,
+}
+
+/// What a sync found at Stripe and applied.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Synced {
+    /// `subscription` or `payment_intent`.
+    pub object: String,
+    /// Stripe's id.
+    pub id: String,
+    /// Stripe's status of the object.
+    pub status: String,
+    /// The webhook types whose effect was missing and is now applied
+    /// (empty: nothing was missing).
+    pub applied: Vec<String>,
+    /// The event-log head after the sync.
+    pub position: i64,
+}
+
+fn stripe_id_field<'a>(field: &str, raw: &'a str) -> Result<&'a str, AppError> {
+    if valid_event_id(raw) {
+        Ok(raw)
+    } else {
+        Err(AppError::invalid_field(
+            field,
+            format!("{field} is a Stripe id: 1 to 255 letters, digits and _"),
+        ))
+    }
+}
+
+/// Pulls a subscription or a PaymentIntent from Stripe and applies what
+/// its webhooks would have, through the same handlers ([`handle`]), only
+/// where our state lacks it: a second sync applies nothing. Staff only.
+pub async fn sync(
+    app: &App,
+    caller: &crate::caller::Caller,
+    input: crate::input::Input<SyncRequest>,
+) -> Result<Synced, AppError> {
+    caller.require(crate::access::SYNC_STRIPE)?;
+    let req = input.parse()?.value;
+    let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
+    let actor = Actor::system("stripe-sync");
+    let now = now();
+    let (object, id, status, applied) = match (&req.subscription_id, &req.payment_intent_id) {
+        (Some(sub), None) => {
+            let sub = stripe_id_field("subscription_id", sub)?;
+            let at_stripe = gateway.get_subscription(sub).await?;
+            let applied = sync_subscription(app, &actor, sub, &at_stripe.raw, now).await?;
+            ("subscription", sub, at_stripe.status, applied)
+        }
+        (None, Some(pi)) => {
+            let pi = stripe_id_field("payment_intent_id", pi)?;
+            let raw = gateway.get_payment_intent(pi).await?;
+            let applied = sync_payment_intent(app, &actor, pi, &raw, now).await?;
+            let status = raw["status"].as_str().unwrap_or("").to_owned();
+            ("payment_intent", pi, status, applied)
+        }
+        _ => {
+            return Err(AppError::invalid_field(
+                "subscription_id",
+                "give exactly one of subscription_id and payment_intent_id",
+            ))
+        }
+    };
+    info!(object, id, ?applied, "stripe sync");
+    Ok(Synced {
+        object: object.into(),
+        id: id.to_owned(),
+        status,
+        applied: applied.into_iter().map(str::to_owned).collect(),
+        position: app.store.head_position().await?,
+    })
+}
+
+/// A subscription: its latest invoice paid (`invoice.paid`) unless ours is
+/// paid already, then its status and cancel flag
+/// (`customer.subscription.updated`), which apply only a change.
+async fn sync_subscription(
+    app: &App,
+    actor: &Actor,
+    stripe_id: &str,
+    object: &Value,
+    now: DateTime<Utc>,
+) -> Result<Vec<&'static str>, AppError> {
+    app.fresh_read_models().await?;
+    let Some(ours) = subscriptions::by_stripe_id(app, stripe_id).await? else {
+        return Err(AppError::NotFound(format!(
+            "no subscription of ours is Stripe's {stripe_id}"
+        )));
+    };
+    let mut applied = Vec::new();
+    let invoice = &object["latest_invoice"];
+    if invoice["status"].as_str() == Some("paid") && !stripe_invoice_settled(app, invoice).await? {
+        if handle(app, actor, "invoice.paid", invoice, now).await? {
+            applied.push("invoice.paid");
+        } else {
+            warn!(subscription = %ours, stripe_id, "Stripe's paid invoice pays nothing of ours");
+        }
+    }
+    let changed = subscriptions::on_stripe_subscription_updated(
+        app,
+        actor,
+        ours,
+        object["status"].as_str().unwrap_or(""),
+        object["cancel_at_period_end"].as_bool().unwrap_or(false),
+        now,
+    )
+    .await?;
+    if changed.is_some() {
+        applied.push("customer.subscription.updated");
+    }
+    Ok(applied)
+}
+
+/// Whether the Stripe invoice `object` already paid an invoice of ours
+/// (the reservation a settle takes, and that invoice paid).
+async fn stripe_invoice_settled(app: &App, object: &Value) -> Result<bool, AppError> {
+    let Some(stripe_invoice) = object["id"].as_str().filter(|id| valid_event_id(id)) else {
+        return Ok(false);
+    };
+    let Some(owner) = app
+        .store
+        .reservation_owner(STRIPE_INVOICE_SCOPE, stripe_invoice)
+        .await?
+        .and_then(|owner| Uuid::parse_str(&owner).ok())
+    else {
+        return Ok(false);
+    };
+    let invoice = app
+        .store
+        .load::<Invoice>(&owner.to_string())
+        .await?
+        .aggregate;
+    Ok(invoice.status() == Some(events::InvoiceStatus::Paid))
+}
+
+/// A PaymentIntent: succeeded (`payment_intent.succeeded`) unless our
+/// payment succeeded and its invoice is paid, or failed
+/// (`payment_intent.payment_failed`) unless our payment failed already.
+async fn sync_payment_intent(
+    app: &App,
+    actor: &Actor,
+    intent_id: &str,
+    object: &Value,
+    now: DateTime<Utc>,
+) -> Result<Vec<&'static str>, AppError> {
+    let Some((_, payment)) = our_payment(app, intent_id, object).await? else {
+        return Err(AppError::NotFound(format!(
+            "no payment of ours is Stripe's {intent_id}"
+        )));
+    };
+    let invoice_paid = match payment.invoice_id() {
+        Some(invoice) => {
+            app.store
+                .load::<Invoice>(&invoice.to_string())
+                .await?
+                .aggregate
+                .status()
+                == Some(events::InvoiceStatus::Paid)
+        }
+        None => false,
+    };
+    let status = payment.status();
+    let event_type = match object["status"].as_str() {
+        Some("succeeded")
+            if !(invoice_paid
+                && matches!(
+                    status,
+                    Some(events::PaymentStatus::Succeeded | events::PaymentStatus::Refunded)
+                )) =>
+        {
+            "payment_intent.succeeded"
+        }
+        Some("requires_payment_method" | "canceled")
+            if !object["last_payment_error"].is_null()
+                && status == Some(events::PaymentStatus::Processing) =>
+        {
+            "payment_intent.payment_failed"
+        }
+        _ => return Ok(Vec::new()),
+    };
+    Ok(if handle(app, actor, event_type, object, now).await? {
+        vec![event_type]
+    } else {
+        Vec::new()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,6 +107,11 @@ impl PaymentGateway for StubGateway {
         Ok(GatewaySubscription {
             id: format!("sub_{}", req.subscription_id.replace('-', "")),
             status: "incomplete".into(),
+            client_secret: Some(format!(
+                "pi_{}_secret",
+                req.subscription_id.replace('-', "")
+            )),
+            ..GatewaySubscription::default()
         })
     }
 

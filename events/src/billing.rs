@@ -18,6 +18,10 @@ pub const PAYMENT_AGGREGATE_TYPE: &str = "payment";
 /// The aggregate type of the Stripe webhook log: one stream per Stripe
 /// event id (`stripe-{evt_id}`), so each event is applied once.
 pub const STRIPE_EVENT_AGGREGATE_TYPE: &str = "stripe_event";
+/// The aggregate type of an account's Stripe customer: one stream per
+/// account (`stripe-customer-{account_id}`), so the customer is created
+/// once and reused.
+pub const STRIPE_CUSTOMER_AGGREGATE_TYPE: &str = "stripe_customer";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -398,6 +402,39 @@ impl StripeEvent {
 }
 
 impl DomainEvent for StripeEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
+
+/// The account's Stripe customer (`cus_…`) was created and is the one every
+/// later Stripe call for the account uses (subscriptions, saved cards).
+/// Its stream is `stripe-customer-{account_id}`; the first link stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StripeCustomerLinked {
+    pub account_id: AccountId,
+    /// Stripe's customer id (`cus_…`).
+    pub customer_id: String,
+    pub linked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StripeCustomerEvent {
+    StripeCustomerLinked(StripeCustomerLinked),
+}
+
+impl StripeCustomerEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::StripeCustomerLinked(_) => "StripeCustomerLinked",
+        }
+    }
+}
+
+impl DomainEvent for StripeCustomerEvent {
     fn event_type(&self) -> String {
         self.type_name().to_owned()
     }

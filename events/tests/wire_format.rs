@@ -519,6 +519,22 @@ fn stripe_variant(e: &events::StripeEvent) -> &'static str {
     }
 }
 
+fn stripe_customer_samples() -> Vec<events::StripeCustomerEvent> {
+    vec![events::StripeCustomerEvent::StripeCustomerLinked(
+        events::StripeCustomerLinked {
+            account_id: AccountId::from_uuid(id(0xA1)),
+            customer_id: "cus_Nffrfeuf0CJNPb".into(),
+            linked_at: at(3, 12),
+        },
+    )]
+}
+
+fn stripe_customer_variant(e: &events::StripeCustomerEvent) -> &'static str {
+    match e {
+        events::StripeCustomerEvent::StripeCustomerLinked(_) => "StripeCustomerLinked",
+    }
+}
+
 fn paypal_samples() -> Vec<events::PaypalEvent> {
     vec![events::PaypalEvent::PaypalEventReceived(
         events::PaypalEventReceived {
@@ -604,6 +620,12 @@ fn every_billing_event_survives_a_serde_round_trip_with_its_literal_type() {
     assert_eq!(issued["InvoiceIssued"]["status"], json!("pending"));
     for sample in stripe_samples() {
         let name = stripe_variant(&sample);
+        assert_round_trips(&sample, name);
+        assert_eq!(sample.event_type(), name);
+        assert_eq!(sample.event_version(), "1.0");
+    }
+    for sample in stripe_customer_samples() {
+        let name = stripe_customer_variant(&sample);
         assert_round_trips(&sample, name);
         assert_eq!(sample.event_type(), name);
         assert_eq!(sample.event_version(), "1.0");
@@ -818,6 +840,13 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
     for sample in stripe_samples() {
         check_fixture(stripe_variant(&sample), &sample, stripe_variant);
     }
+    for sample in stripe_customer_samples() {
+        check_fixture(
+            stripe_customer_variant(&sample),
+            &sample,
+            stripe_customer_variant,
+        );
+    }
     for sample in paypal_samples() {
         check_fixture(paypal_variant(&sample), &sample, paypal_variant);
     }
@@ -832,6 +861,11 @@ fn every_stored_fixture_reads_and_writes_back_unchanged_and_none_is_missing() {
         .chain(payment_samples().iter().map(payment_variant))
         .chain(subscription_samples().iter().map(subscription_variant))
         .chain(stripe_samples().iter().map(stripe_variant))
+        .chain(
+            stripe_customer_samples()
+                .iter()
+                .map(stripe_customer_variant),
+        )
         .chain(paypal_samples().iter().map(paypal_variant))
         .chain(team_samples().iter().map(team_variant))
         .map(|n| format!("{n}.json"))

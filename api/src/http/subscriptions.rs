@@ -1,6 +1,7 @@
 //! Subscription routes (docs/adr/0012-subscriptions.md): list, create,
-//! upgrade, cancel, and the staff's `run-periods`. Each handler extracts,
-//! calls `app::subscriptions`, renders.
+//! upgrade, cancel, reactivate, and the staff's `run-periods` and Stripe
+//! sync (`app::stripe_events::sync`). Each handler extracts, calls
+//! `app::subscriptions`, renders.
 
 use app::subscriptions::lifecycle::{CancelRequest, CreateRequest, ListQuery, UpgradeRequest};
 use app::subscriptions::periods::RunPeriodsRequest;
@@ -18,7 +19,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 #[derive(OpenApi)]
-#[openapi(paths(list, create, upgrade, cancel, reactivate, run_periods))]
+#[openapi(paths(list, create, upgrade, cancel, reactivate, run_periods, stripe_sync))]
 pub struct Api;
 
 pub fn routes() -> Router<AppState> {
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/billing/subscriptions/cancel", post(cancel))
         .route("/billing/subscriptions/reactivate", post(reactivate))
         .route("/admin/billing/run-periods", post(run_periods))
+        .route("/admin/billing/stripe/sync", post(stripe_sync))
 }
 
 #[utoipa::path(
@@ -62,7 +64,7 @@ pub async fn list(
     params(("Idempotency-Key" = String, Header, description = "Required. A retry with the same key and body replays the first response; another body is 409 idempotency_key_reused")),
     request_body = CreateRequest,
     responses(
-        (status = 201, description = "The subscription and its first invoice", body = Object, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
+        (status = 201, description = "The subscription and its first invoice; a Stripe subscription also carries `client_secret`, the first payment's secret for Stripe.js (from Stripe's latest invoice's `confirmation_secret`), and `stripe_subscription_id`", body = Object, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such active plan", body = doc::ErrorBody),
         (status = 409, description = "`conflict`: the account already has an open subscription; `idempotency_key_reused`", body = doc::ErrorBody),
@@ -86,14 +88,17 @@ pub async fn create(
     path = "/v1/billing/subscriptions/upgrade",
     tag = "billing",
     summary = "Change plan: upgrade now with a prorated pending invoice, or schedule a downgrade at the period end",
+    description = "A Stripe subscription's item gets the new plan's Stripe price first (`proration_behavior=create_prorations` for an upgrade, `none` for a downgrade); our prorated invoice is then paid by Stripe's `invoice.paid` like any other Stripe invoice.",
     params(("Idempotency-Key" = String, Header, description = "Required. A retry with the same key and body replays the first response; another body is 409 idempotency_key_reused")),
     request_body = UpgradeRequest,
     responses(
         (status = 200, description = "The change (`upgrade` with the proration figures and invoice, or `downgrade_scheduled`) and the subscription", body = Object, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such plan, or no open subscription", body = doc::ErrorBody),
-        (status = 409, description = "`conflict`: the same plan, a downgrade already scheduled, the subscription is not active, or it is a Stripe subscription (plan changes at Stripe are not supported yet)", body = doc::ErrorBody),
+        (status = 409, description = "`conflict`: the same plan, a downgrade already scheduled, or the subscription is not active", body = doc::ErrorBody),
         (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+        (status = 502, description = "`unavailable`: Stripe refused to change the Stripe subscription; nothing was written", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: Stripe is unreachable or not configured, or the plan has no Stripe price; nothing was written", body = doc::ErrorBody),
     ),
 )]
 pub async fn upgrade(
@@ -175,4 +180,28 @@ pub async fn run_periods(
 ) -> Result<Response, ApiError> {
     let run = app::subscriptions::periods::run_periods(&state, &principal, body.input()).await?;
     render::ok(&run)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/billing/stripe/sync",
+    tag = "admin",
+    summary = "Pull a Stripe subscription or PaymentIntent and apply what its missed webhooks would have (idempotent)",
+    description = "Give exactly one of `subscription_id` and `payment_intent_id`. The object is read from Stripe and applied through the webhook handlers, only where our state lacks it: a paid latest invoice (`invoice.paid`), a status or cancel change (`customer.subscription.updated`), a succeeded or failed PaymentIntent. A second call applies nothing (`applied` is empty).",
+    request_body = app::stripe_events::SyncRequest,
+    responses(
+        (status = 200, description = "What Stripe has and what was applied", body = app::stripe_events::Synced),
+        (status = 403, description = "`forbidden`: not a developer", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: Stripe's object is not one of ours", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: not exactly one id, or not a Stripe id; `details.field` names it", body = doc::ErrorBody),
+        (status = 502, description = "`unavailable`: Stripe refused (e.g. no such object); nothing was applied", body = doc::ErrorBody),
+        (status = 503, description = "`unavailable`: Stripe is not configured or unreachable", body = doc::ErrorBody),
+    ),
+)]
+pub async fn stripe_sync(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Body<app::stripe_events::SyncRequest>,
+) -> Result<Response, ApiError> {
+    render::ok(&app::stripe_events::sync(&state, &principal, body.input()).await?)
 }

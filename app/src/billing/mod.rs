@@ -16,6 +16,7 @@ pub mod payments;
 pub mod pdf;
 pub mod purchases;
 pub mod refunds;
+pub mod saved_cards;
 pub mod settle;
 pub mod stats;
 

@@ -178,6 +178,10 @@ pub struct OfferedMethods {
     pub country: String,
     /// Enabled methods, by sort order.
     pub items: Vec<OfferedMethod>,
+    /// The cards the account saved at Stripe (`POST
+    /// /v1/billing/payment-methods`); empty without Stripe or before the
+    /// first card.
+    pub saved_cards: Vec<super::saved_cards::SavedCardView>,
 }
 
 /// One (country, method) row.
@@ -244,7 +248,8 @@ pub struct OfferedQuery {
 }
 
 /// The payment methods enabled for the caller's account's country, by sort
-/// order, with instructions and (manual methods) bank details.
+/// order, with instructions and (manual methods) bank details, and the
+/// account's saved cards.
 pub async fn offered(
     app: &App,
     caller: &Caller,
@@ -263,9 +268,17 @@ pub async fn offered(
         .filter(|c| c.enabled)
         .map(|c| OfferedMethod::new(app, c))
         .collect();
+    // Stripe away does not take the configured methods with it.
+    let saved_cards = super::saved_cards::cards(app, account)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "saved cards not listed");
+            Vec::new()
+        });
     Ok(OfferedMethods {
         country: holder.country,
         items,
+        saved_cards,
     })
 }
 

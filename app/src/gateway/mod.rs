@@ -78,10 +78,21 @@ pub struct SubscriptionRequest {
     pub idempotency_key: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GatewaySubscription {
     pub id: String,
     pub status: String,
+    /// What the browser confirms the first payment with (Stripe: the
+    /// latest invoice's `confirmation_secret.client_secret`, or its
+    /// PaymentIntent's `client_secret` in older API versions).
+    pub client_secret: Option<String>,
+    /// The gateway's customer (`cus_…`).
+    pub customer_id: Option<String>,
+    /// The subscription's (first) item (`si_…`), whose price a plan change
+    /// replaces.
+    pub item_id: Option<String>,
+    /// The object as the gateway answered it (what a sync applies).
+    pub raw: serde_json::Value,
 }
 
 /// Ending one of our subscriptions at the gateway: at the end of the paid
@@ -103,6 +114,46 @@ pub struct ResumeSubscriptionRequest {
     pub gateway_subscription_id: String,
     /// Our subscription's id.
     pub subscription_id: String,
+    pub idempotency_key: String,
+}
+
+/// A card saved at the gateway for a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCard {
+    /// The gateway's payment method id (`pm_…`).
+    pub id: String,
+    /// The customer it is attached to (none once detached).
+    pub customer_id: Option<String>,
+    /// `visa`, `mastercard`, …
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+}
+
+/// A SetupIntent: what the browser confirms to save a card for later
+/// payments without paying now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupIntent {
+    pub id: String,
+    pub client_secret: Option<String>,
+    pub status: String,
+}
+
+/// Changing the price of a gateway subscription's item (a plan change),
+/// with the gateway's own proration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangePriceRequest {
+    /// The gateway's subscription id (`sub_…`).
+    pub gateway_subscription_id: String,
+    /// The item whose price changes (`si_…`).
+    pub item_id: String,
+    /// The new plan's price at the gateway (`price_…`).
+    pub price_id: String,
+    /// Bill the difference for the rest of the period (an upgrade), or
+    /// charge the new price from the next period on (a downgrade, which
+    /// takes effect at the period end).
+    pub prorate: bool,
     pub idempotency_key: String,
 }
 
@@ -173,6 +224,73 @@ pub trait PaymentGateway: Send + Sync {
         req: &SubscriptionRequest,
     ) -> Result<GatewaySubscription, GatewayError>;
     async fn refund(&self, req: &RefundRequest) -> Result<Refund, GatewayError>;
+    /// The subscription `gateway_subscription_id` as the gateway has it now,
+    /// with its latest invoice. Gateways without subscriptions refuse it.
+    async fn get_subscription(
+        &self,
+        gateway_subscription_id: &str,
+    ) -> Result<GatewaySubscription, GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "{} has no subscription {gateway_subscription_id}",
+            self.name()
+        )))
+    }
+    /// Changes the price of a subscription's item, prorated by the
+    /// gateway. Gateways without subscriptions refuse it.
+    async fn change_subscription_price(
+        &self,
+        _req: &ChangePriceRequest,
+    ) -> Result<GatewaySubscription, GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "{} has no subscriptions to change",
+            self.name()
+        )))
+    }
+    /// A one-off payment (`pi_…`) as the gateway has it now, as it answered.
+    async fn get_payment_intent(&self, id: &str) -> Result<serde_json::Value, GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "{} has no payment intent {id}",
+            self.name()
+        )))
+    }
+    /// A SetupIntent for `customer_id` to save a card with.
+    async fn create_setup_intent(
+        &self,
+        _customer_id: &str,
+        _account_id: &str,
+        _idempotency_key: &str,
+    ) -> Result<SetupIntent, GatewayError> {
+        Err(no_saved_cards(self.name()))
+    }
+    /// The cards saved for `customer_id` (at most [`SAVED_CARDS_MAX`]).
+    async fn list_cards(&self, _customer_id: &str) -> Result<Vec<SavedCard>, GatewayError> {
+        Err(no_saved_cards(self.name()))
+    }
+    /// One saved card, with the customer it is attached to.
+    async fn get_card(&self, _card_id: &str) -> Result<SavedCard, GatewayError> {
+        Err(no_saved_cards(self.name()))
+    }
+    /// The card `customer_id` pays invoices with by default, if any.
+    async fn default_card(&self, _customer_id: &str) -> Result<Option<String>, GatewayError> {
+        Err(no_saved_cards(self.name()))
+    }
+    /// Makes `card_id` the card `customer_id` pays invoices with.
+    async fn set_default_card(
+        &self,
+        _customer_id: &str,
+        _card_id: &str,
+        _idempotency_key: &str,
+    ) -> Result<(), GatewayError> {
+        Err(no_saved_cards(self.name()))
+    }
+    /// Detaches `card_id` from its customer: it can no longer be charged.
+    async fn detach_card(
+        &self,
+        _card_id: &str,
+        _idempotency_key: &str,
+    ) -> Result<(), GatewayError> {
+        Err(no_saved_cards(self.name()))
+    }
     /// Cancels a subscription made by [`Self::create_subscription`], at the
     /// period end or now.
     async fn cancel_subscription(
@@ -190,6 +308,13 @@ pub trait PaymentGateway: Send + Sync {
             self.name()
         )))
     }
+}
+
+/// Most saved cards listed for one customer (Stripe's page limit).
+pub const SAVED_CARDS_MAX: usize = 100;
+
+fn no_saved_cards(gateway: &str) -> GatewayError {
+    GatewayError::Refused(format!("{gateway} keeps no saved cards"))
 }
 
 /// Capturing an approved PayPal order.

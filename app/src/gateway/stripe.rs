@@ -1,6 +1,7 @@
 //! Stripe over its HTTP API: form-encoded bodies, `Authorization: Bearer
-//! <secret key>`, an `Idempotency-Key` on every create, bounded timeouts
-//! and bounded response bodies. Also the webhook signature check
+//! <secret key>`, the pinned `Stripe-Version` ([`STRIPE_API_VERSION`]) on
+//! every call, an `Idempotency-Key` on every create, bounded timeouts and
+//! bounded response bodies. Also the webhook signature check
 //! ([`verify_signature`]).
 
 use std::time::Duration;
@@ -11,12 +12,21 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::{
-    minor_units, CancelSubscriptionRequest, CustomerRequest, GatewayError, GatewaySubscription,
-    PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund, RefundRequest,
-    SubscriptionRequest,
+    minor_units, CancelSubscriptionRequest, ChangePriceRequest, CustomerRequest, GatewayError,
+    GatewaySubscription, PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund,
+    RefundRequest, SavedCard, SetupIntent, SubscriptionRequest, SAVED_CARDS_MAX,
 };
 use crate::settings::Secret;
 
+/// The Stripe API version this gateway is written against, sent as
+/// `Stripe-Version` on every call so that a change of the account's
+/// default version at Stripe cannot change the shapes we read. From
+/// 2025-03-31 ("basil") on, an invoice's payment is confirmed with
+/// `confirmation_secret.client_secret` and `invoice.payment_intent` is
+/// gone (docs/adr/0011-payments-gateway.md).
+pub const STRIPE_API_VERSION: &str = "2025-03-31.basil";
+/// The first API version whose invoices carry `confirmation_secret`.
+pub const CONFIRMATION_SECRET_SINCE: &str = "2025-03-31";
 /// Time to connect to Stripe.
 pub const CONNECT_TIMEOUT_SECONDS: u64 = 5;
 /// Time for a whole Stripe call.
@@ -76,27 +86,47 @@ impl StripeGateway {
                 "application/x-www-form-urlencoded",
             )
             .body(body);
-        self.send(request, idempotency_key).await
+        self.send(request, Some(idempotency_key)).await
     }
 
     /// `DELETE {base}{path}` without a body; the JSON object Stripe returns.
     async fn delete(&self, path: &str, idempotency_key: &str) -> Result<Value, GatewayError> {
         let request = self.http.delete(format!("{}{path}", self.base));
-        self.send(request, idempotency_key).await
+        self.send(request, Some(idempotency_key)).await
     }
 
-    /// Sends `request` with our key and `idempotency_key`; Stripe's answer
-    /// read (bounded) and mapped: unreachable, 5xx and 429 are
-    /// [`GatewayError::Unreachable`], another non-2xx or an answer that is
-    /// not JSON [`GatewayError::Refused`].
+    /// `GET {base}{path}?{query}`; the JSON object Stripe returns. Reads
+    /// create nothing, so they carry no idempotency key.
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, GatewayError> {
+        let mut url = format!("{}{path}", self.base);
+        if !query.is_empty() {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+            url.push('?');
+            url.push_str(&q.finish());
+        }
+        self.send(self.http.get(url), None).await
+    }
+
+    /// Sends `request` with our key, the pinned [`STRIPE_API_VERSION`] and
+    /// `idempotency_key` (if any); Stripe's answer read (bounded) and
+    /// mapped: unreachable, 5xx and 429 are [`GatewayError::Unreachable`],
+    /// another non-2xx or an answer that is not JSON
+    /// [`GatewayError::Refused`].
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
-        idempotency_key: &str,
+        idempotency_key: Option<&str>,
     ) -> Result<Value, GatewayError> {
-        let response = request
+        let mut request = request
             .bearer_auth(self.key.expose())
-            .header("Idempotency-Key", idempotency_key)
+            .header("Stripe-Version", STRIPE_API_VERSION);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| GatewayError::Unreachable(without_url(&e)))?;
@@ -168,6 +198,77 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Gatewa
     Ok(bytes)
 }
 
+/// `id` as one path segment of Stripe's API (Stripe's ids are letters,
+/// digits and `_`; anything else is escaped, never a path of its own).
+fn segment(id: &str) -> String {
+    form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+/// What a subscription is expanded with so that its first payment's
+/// secret comes back in the same answer: `latest_invoice.confirmation_secret`
+/// from [`CONFIRMATION_SECRET_SINCE`] on, `latest_invoice.payment_intent`
+/// before (a version that has one does not accept the other).
+pub fn subscription_expansions(api_version: &str) -> [&'static str; 1] {
+    let date = api_version.get(..10).unwrap_or(api_version);
+    if date < CONFIRMATION_SECRET_SINCE {
+        ["latest_invoice.payment_intent"]
+    } else {
+        ["latest_invoice.confirmation_secret"]
+    }
+}
+
+/// The first payment's secret of a subscription answered with its latest
+/// invoice expanded: `latest_invoice.confirmation_secret.client_secret`,
+/// else (older API versions) `latest_invoice.payment_intent.client_secret`.
+pub fn first_payment_secret(subscription: &Value) -> Option<String> {
+    let invoice = &subscription["latest_invoice"];
+    invoice["confirmation_secret"]["client_secret"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .or(invoice["payment_intent"]["client_secret"]
+            .as_str()
+            .filter(|s| !s.is_empty()))
+        .map(str::to_owned)
+}
+
+/// A Stripe subscription object read into the port's shape.
+fn subscription_from(json: Value) -> Result<GatewaySubscription, GatewayError> {
+    let first_item = &json["items"]["data"][0];
+    Ok(GatewaySubscription {
+        id: text(&json, "id")?,
+        status: json["status"].as_str().unwrap_or("incomplete").to_owned(),
+        client_secret: first_payment_secret(&json),
+        customer_id: json["customer"]
+            .as_str()
+            .or(json["customer"]["id"].as_str())
+            .map(str::to_owned),
+        item_id: first_item["id"].as_str().map(str::to_owned),
+        raw: json,
+    })
+}
+
+/// A Stripe card payment method read into the port's shape.
+fn card_from(json: &Value) -> Result<SavedCard, GatewayError> {
+    let card = &json["card"];
+    let number = |field: &str| {
+        card[field]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    Ok(SavedCard {
+        id: text(json, "id")?,
+        customer_id: json["customer"]
+            .as_str()
+            .or(json["customer"]["id"].as_str())
+            .map(str::to_owned),
+        brand: truncate(card["brand"].as_str().unwrap_or("unknown"), 32).to_owned(),
+        last4: truncate(card["last4"].as_str().unwrap_or(""), 4).to_owned(),
+        exp_month: number("exp_month"),
+        exp_year: number("exp_year"),
+    })
+}
+
 fn text(json: &Value, field: &str) -> Result<String, GatewayError> {
     json[field]
         .as_str()
@@ -225,21 +326,172 @@ impl PaymentGateway for StripeGateway {
         &self,
         req: &SubscriptionRequest,
     ) -> Result<GatewaySubscription, GatewayError> {
-        let form = vec![
+        let mut form = vec![
             ("customer", req.customer_id.clone()),
             ("items[0][price]", req.price_id.clone()),
             ("payment_behavior", "default_incomplete".into()),
+            (
+                "payment_settings[save_default_payment_method]",
+                "on_subscription".into(),
+            ),
             ("metadata[subscription_id]", req.subscription_id.clone()),
             ("metadata[account_id]", req.account_id.clone()),
             ("metadata[invoice_id]", req.first_invoice_id.clone()),
         ];
+        for expand in subscription_expansions(STRIPE_API_VERSION) {
+            form.push(("expand[]", expand.to_owned()));
+        }
         let json = self
             .post("/v1/subscriptions", &form, &req.idempotency_key)
             .await?;
-        Ok(GatewaySubscription {
+        subscription_from(json)
+    }
+
+    async fn get_subscription(
+        &self,
+        gateway_subscription_id: &str,
+    ) -> Result<GatewaySubscription, GatewayError> {
+        let query: Vec<(&str, String)> = subscription_expansions(STRIPE_API_VERSION)
+            .into_iter()
+            .map(|e| ("expand[]", e.to_owned()))
+            .collect();
+        let json = self
+            .get(
+                &format!("/v1/subscriptions/{}", segment(gateway_subscription_id)),
+                &query,
+            )
+            .await?;
+        subscription_from(json)
+    }
+
+    async fn change_subscription_price(
+        &self,
+        req: &ChangePriceRequest,
+    ) -> Result<GatewaySubscription, GatewayError> {
+        let mut form = vec![
+            ("items[0][id]", req.item_id.clone()),
+            ("items[0][price]", req.price_id.clone()),
+            (
+                "proration_behavior",
+                if req.prorate {
+                    "create_prorations"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
+        ];
+        for expand in subscription_expansions(STRIPE_API_VERSION) {
+            form.push(("expand[]", expand.to_owned()));
+        }
+        let json = self
+            .post(
+                &format!(
+                    "/v1/subscriptions/{}",
+                    segment(&req.gateway_subscription_id)
+                ),
+                &form,
+                &req.idempotency_key,
+            )
+            .await?;
+        subscription_from(json)
+    }
+
+    async fn get_payment_intent(&self, id: &str) -> Result<Value, GatewayError> {
+        self.get(&format!("/v1/payment_intents/{}", segment(id)), &[])
+            .await
+    }
+
+    async fn create_setup_intent(
+        &self,
+        customer_id: &str,
+        account_id: &str,
+        idempotency_key: &str,
+    ) -> Result<SetupIntent, GatewayError> {
+        let form = vec![
+            ("customer", customer_id.to_owned()),
+            ("payment_method_types[]", "card".into()),
+            ("usage", "off_session".into()),
+            ("metadata[account_id]", account_id.to_owned()),
+        ];
+        let json = self
+            .post("/v1/setup_intents", &form, idempotency_key)
+            .await?;
+        Ok(SetupIntent {
             id: text(&json, "id")?,
-            status: json["status"].as_str().unwrap_or("incomplete").to_owned(),
+            client_secret: json["client_secret"].as_str().map(str::to_owned),
+            status: truncate(
+                json["status"].as_str().unwrap_or("requires_payment_method"),
+                64,
+            )
+            .to_owned(),
         })
+    }
+
+    async fn list_cards(&self, customer_id: &str) -> Result<Vec<SavedCard>, GatewayError> {
+        let json = self
+            .get(
+                "/v1/payment_methods",
+                &[
+                    ("customer", customer_id.to_owned()),
+                    ("type", "card".into()),
+                    ("limit", SAVED_CARDS_MAX.to_string()),
+                ],
+            )
+            .await?;
+        json["data"]
+            .as_array()
+            .ok_or_else(|| GatewayError::Refused("stripe's answer has no data".into()))?
+            .iter()
+            .take(SAVED_CARDS_MAX)
+            .map(card_from)
+            .collect()
+    }
+
+    async fn get_card(&self, card_id: &str) -> Result<SavedCard, GatewayError> {
+        let json = self
+            .get(&format!("/v1/payment_methods/{}", segment(card_id)), &[])
+            .await?;
+        card_from(&json)
+    }
+
+    async fn default_card(&self, customer_id: &str) -> Result<Option<String>, GatewayError> {
+        let json = self
+            .get(&format!("/v1/customers/{}", segment(customer_id)), &[])
+            .await?;
+        let default = &json["invoice_settings"]["default_payment_method"];
+        Ok(default
+            .as_str()
+            .or(default["id"].as_str())
+            .map(str::to_owned))
+    }
+
+    async fn set_default_card(
+        &self,
+        customer_id: &str,
+        card_id: &str,
+        idempotency_key: &str,
+    ) -> Result<(), GatewayError> {
+        self.post(
+            &format!("/v1/customers/{}", segment(customer_id)),
+            &[(
+                "invoice_settings[default_payment_method]",
+                card_id.to_owned(),
+            )],
+            idempotency_key,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn detach_card(&self, card_id: &str, idempotency_key: &str) -> Result<(), GatewayError> {
+        self.post(
+            &format!("/v1/payment_methods/{}/detach", segment(card_id)),
+            &[],
+            idempotency_key,
+        )
+        .await?;
+        Ok(())
     }
 
     async fn cancel_subscription(
@@ -248,8 +500,7 @@ impl PaymentGateway for StripeGateway {
     ) -> Result<(), GatewayError> {
         let path = format!(
             "/v1/subscriptions/{}",
-            form_urlencoded::byte_serialize(req.gateway_subscription_id.as_bytes())
-                .collect::<String>()
+            segment(&req.gateway_subscription_id)
         );
         if req.at_period_end {
             self.post(
@@ -270,8 +521,7 @@ impl PaymentGateway for StripeGateway {
     ) -> Result<(), GatewayError> {
         let path = format!(
             "/v1/subscriptions/{}",
-            form_urlencoded::byte_serialize(req.gateway_subscription_id.as_bytes())
-                .collect::<String>()
+            segment(&req.gateway_subscription_id)
         );
         self.post(
             &path,
@@ -396,6 +646,65 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "whsec_test";
+
+    #[test]
+    fn the_pinned_version_expands_the_confirmation_secret_and_older_ones_the_payment_intent() {
+        assert!(STRIPE_API_VERSION.get(..10).unwrap() >= CONFIRMATION_SECRET_SINCE);
+        assert_eq!(
+            subscription_expansions(STRIPE_API_VERSION),
+            ["latest_invoice.confirmation_secret"]
+        );
+        assert_eq!(
+            subscription_expansions("2025-03-31.basil"),
+            ["latest_invoice.confirmation_secret"]
+        );
+        assert_eq!(
+            subscription_expansions("2024-06-20"),
+            ["latest_invoice.payment_intent"]
+        );
+        assert_eq!(
+            subscription_expansions("2025-02-24.acacia"),
+            ["latest_invoice.payment_intent"]
+        );
+    }
+
+    #[test]
+    fn the_first_payment_secret_comes_from_the_confirmation_secret_else_the_payment_intent() {
+        let both = serde_json::json!({ "latest_invoice": {
+            "confirmation_secret": { "client_secret": "pi_1_secret_new" },
+            "payment_intent": { "client_secret": "pi_1_secret_old" },
+        }});
+        assert_eq!(
+            first_payment_secret(&both).as_deref(),
+            Some("pi_1_secret_new")
+        );
+        let old = serde_json::json!({ "latest_invoice": {
+            "payment_intent": { "id": "pi_2", "client_secret": "pi_2_secret_old" },
+        }});
+        assert_eq!(
+            first_payment_secret(&old).as_deref(),
+            Some("pi_2_secret_old")
+        );
+        // Not expanded (a string id), or no invoice: no secret.
+        let unexpanded = serde_json::json!({ "latest_invoice": "in_1" });
+        assert_eq!(first_payment_secret(&unexpanded), None);
+        assert_eq!(first_payment_secret(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn a_subscription_answer_gives_its_customer_item_and_secret() {
+        let sub = subscription_from(serde_json::json!({
+            "id": "sub_1", "status": "incomplete", "customer": "cus_1",
+            "items": { "data": [ { "id": "si_1", "price": { "id": "price_1" } } ] },
+            "latest_invoice": { "confirmation_secret": { "client_secret": "s_1" } },
+        }))
+        .unwrap();
+        assert_eq!(sub.id, "sub_1");
+        assert_eq!(sub.customer_id.as_deref(), Some("cus_1"));
+        assert_eq!(sub.item_id.as_deref(), Some("si_1"));
+        assert_eq!(sub.client_secret.as_deref(), Some("s_1"));
+        assert!(subscription_from(serde_json::json!({ "status": "active" })).is_err());
+    }
 
     #[test]
     fn a_signature_of_the_body_within_the_tolerance_verifies() {

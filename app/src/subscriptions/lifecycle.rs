@@ -1,6 +1,7 @@
 //! A subscription's life as its customer sees it: list, create (manual or
-//! at Stripe), change plan (upgrade now, prorated; downgrade at the period
-//! end) and cancel (at the period end or now, Stripe told first).
+//! at Stripe, answering the first payment's `client_secret`), change plan
+//! (upgrade now, prorated; downgrade at the period end; Stripe told first)
+//! and cancel (at the period end or now, Stripe told first).
 
 use chrono::{DateTime, Duration, Utc};
 use events::{CancelReason, PaymentMethod, SubscriptionEvent, SubscriptionStatus};
@@ -73,7 +74,8 @@ pub struct CreateRequest {
     pub plan: String,
     /// `bank_transfer` or `local_wallet` (pay the first invoice with
     /// `POST /v1/billing/payments/manual`), or `stripe` (a Stripe
-    /// subscription; its `invoice.paid` webhook pays ours); `stripe`
+    /// subscription; the answer's `client_secret` confirms its first
+    /// payment, and its `invoice.paid` webhook pays ours); `stripe`
     /// answers 503 while no Stripe key is configured, `paypal` always. Not
     /// needed for a free plan; required for a paid one.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::CustomerPaymentMethod>))]
@@ -100,15 +102,17 @@ fn subscription_method(raw: &str) -> Result<PaymentMethod, AppError> {
 
 /// Starts the subscription at Stripe (docs/adr/0011-payments-gateway.md):
 /// a customer for the account and a subscription to the plan's Stripe
-/// price, both created under idempotency keys derived from our ids, and
-/// records their ids on `subscription` (so `SubscriptionCreated` keeps
-/// them). Called only for `method: "stripe"`, before anything is written;
-/// without a Stripe key it answers 503, and a plan without a Stripe price
-/// 503 too (nothing to subscribe to at Stripe).
+/// price (`payment_behavior=default_incomplete`, its latest invoice
+/// expanded so that the first payment's `client_secret` comes back), both
+/// created under idempotency keys derived from our ids, and records their
+/// ids on `subscription` (so `SubscriptionCreated` keeps them). Called only
+/// for `method: "stripe"`, before anything is written; without a Stripe
+/// key it answers 503, and a plan without a Stripe price 503 too (nothing
+/// to subscribe to at Stripe). Answers Stripe's subscription.
 pub async fn start_stripe_subscription(
     app: &App,
     subscription: &mut CreateSubscription,
-) -> Result<Option<String>, AppError> {
+) -> Result<crate::gateway::GatewaySubscription, AppError> {
     let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
     let catalog = app.catalog.get().await;
     let price_id = catalog
@@ -121,16 +125,15 @@ pub async fn start_stripe_subscription(
                 subscription.plan.slug
             ))
         })?;
-    let holder = billing_account(app, subscription.account_id).await?;
     let account = subscription.account_id.to_string();
-    let customer = gateway
-        .create_customer(&crate::gateway::CustomerRequest {
-            account_id: account.clone(),
-            name: holder.name.clone(),
-            email: Some(holder.billing_email.clone()),
-            idempotency_key: format!("customer-{account}"),
-        })
-        .await?;
+    // The account's one Stripe customer (created once, shared with its
+    // saved cards).
+    let customer = crate::billing::saved_cards::stripe_customer(
+        app,
+        gateway.as_ref(),
+        subscription.account_id,
+    )
+    .await?;
     let created = gateway
         .create_subscription(&crate::gateway::SubscriptionRequest {
             customer_id: customer.clone(),
@@ -142,7 +145,27 @@ pub async fn start_stripe_subscription(
         })
         .await?;
     subscription.stripe_customer_id = Some(customer);
-    Ok(Some(created.id))
+    subscription.stripe_subscription_id = Some(created.id.clone());
+    Ok(created)
+}
+
+/// The first payment's `client_secret` of a Stripe subscription: from the
+/// answer that created it, else (a replay, or a retry after the create
+/// answered) read again from Stripe. The secret is never stored in the
+/// log.
+async fn first_payment_secret(
+    app: &App,
+    sub: &Subscription,
+    created: Option<crate::gateway::GatewaySubscription>,
+) -> Result<Option<String>, AppError> {
+    let Some(stripe_id) = sub.stripe_subscription_id() else {
+        return Ok(None);
+    };
+    if let Some(secret) = created.and_then(|c| c.client_secret) {
+        return Ok(Some(secret));
+    }
+    let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
+    Ok(gateway.get_subscription(stripe_id).await?.client_secret)
 }
 
 /// Subscribes to a plan: incomplete with a pending first invoice (active
@@ -194,6 +217,7 @@ pub async fn create(
     };
     let existing = load(app, id).await?;
     let mut reservations = Vec::new();
+    let mut at_stripe = None;
     if existing.status().is_none() {
         // One open subscription per account: the n-th subscription takes the
         // slot `{account}/{n}` in its own append, so of two concurrent
@@ -214,7 +238,7 @@ pub async fn create(
             value: format!("{account}/{count}"),
         });
         if method == PaymentMethod::Stripe && !free {
-            command.stripe_subscription_id = start_stripe_subscription(app, &mut command).await?;
+            at_stripe = Some(start_stripe_subscription(app, &mut command).await?);
         }
     }
     let done = match execute(
@@ -237,6 +261,9 @@ pub async fn create(
     let sub = load(app, id).await?;
     let followed = follow_up(app, &actor, &sub, now).await?;
     let mut value = subscription_json(&sub);
+    if sub.stripe_subscription_id().is_some() {
+        value["client_secret"] = json!(first_payment_secret(app, &sub, at_stripe).await?);
+    }
     value["position"] = json!(max_position(done.position(), followed));
     Ok(Written {
         value,
@@ -283,16 +310,10 @@ pub async fn upgrade(
         .ok_or_else(|| AppError::NotFound(format!("no active plan {:?}", req.plan)))?
         .clone();
     let id = open_subscription(app, account).await?;
-    if load(app, id).await?.stripe_subscription_id().is_some() {
-        return Err(AppError::Conflict(
-            "plan changes of a Stripe subscription are not supported yet; \
-             cancel and subscribe again"
-                .into(),
-        ));
-    }
     let claim = claim(&key, "subscriptions/upgrade", &body.canonical);
     let now = now();
     let actor = caller.actor();
+    change_at_stripe(app, &load(app, id).await?, id, &plan, key.as_str(), now).await?;
     let done = execute(
         app,
         &actor,
@@ -515,6 +536,57 @@ async fn cancel_at_stripe(
                     "now"
                 }
             ),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Tells Stripe first when `sub` lives there (docs/adr/0011-payments-gateway.md):
+/// the subscription's item (found with `GET /v1/subscriptions/{id}`) gets
+/// the new plan's Stripe price, under an idempotency key derived from our
+/// id and the request's key. An upgrade is prorated by Stripe
+/// (`proration_behavior=create_prorations`); a downgrade, which takes
+/// effect here at the period end, is not (`none`: Stripe charges the new
+/// price from the next period on). A change this subscription refuses is
+/// not sent (the local command then answers the refusal, or replays the
+/// first answer under this key); a Stripe failure answers before anything
+/// is written.
+async fn change_at_stripe(
+    app: &App,
+    sub: &Subscription,
+    id: Uuid,
+    plan: &events::Plan,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let Some(stripe_id) = sub.stripe_subscription_id() else {
+        return Ok(());
+    };
+    let Ok(upgrade) = sub.plan_change_is_upgrade(&terms(plan), now) else {
+        return Ok(());
+    };
+    let price_id = plan
+        .stripe_price_id
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            AppError::Unavailable(format!(
+                "the {} plan has no Stripe price; set its stripe_price_id first",
+                plan.slug
+            ))
+        })?;
+    let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
+    let current = gateway.get_subscription(stripe_id).await?;
+    let item_id = current.item_id.ok_or_else(|| {
+        AppError::BadGateway(format!("the Stripe subscription {stripe_id} has no item"))
+    })?;
+    gateway
+        .change_subscription_price(&crate::gateway::ChangePriceRequest {
+            gateway_subscription_id: stripe_id.to_owned(),
+            item_id,
+            price_id,
+            prorate: upgrade,
+            idempotency_key: format!("plan-change-{id}-{key}"),
         })
         .await?;
     Ok(())

@@ -6,9 +6,11 @@
 //! payment takes refunds whose sum never exceeds its amount.
 //! [`StripeEventLog`] records each Stripe webhook event once,
 //! [`PaypalEventLog`] each PayPal one (docs/adr/0018-paypal.md).
+//! [`StripeCustomer`] keeps an account's Stripe customer, created once.
 
 mod aggregate;
 mod paypal_event;
+mod stripe_customer;
 mod stripe_event;
 #[cfg(test)]
 mod tests;
@@ -20,6 +22,10 @@ pub use aggregate::{
 pub use paypal_event::{
     paypal_event_stream, PaypalEventCommand, PaypalEventError, PaypalEventLog,
     PAYPAL_EVENT_TEXT_BYTES_MAX, PAYPAL_REFUSAL_BYTES_MAX,
+};
+pub use stripe_customer::{
+    stripe_customer_stream, StripeCustomer, StripeCustomerCommand, StripeCustomerError,
+    STRIPE_CUSTOMER_ID_BYTES_MAX,
 };
 pub use stripe_event::{
     stripe_event_stream, StripeEventCommand, StripeEventError, StripeEventLog,

@@ -599,3 +599,72 @@ mod stripe_events {
         assert_eq!(stripe_event_stream("evt_1"), "stripe-evt_1");
     }
 }
+
+mod stripe_customers {
+    use super::super::*;
+    use super::at;
+    use cqrs_es::test::TestFramework;
+    use events::{AccountId, StripeCustomerEvent, StripeCustomerLinked};
+    use uuid::Uuid;
+
+    fn account() -> AccountId {
+        AccountId::from_uuid(Uuid::from_u128(7))
+    }
+
+    fn link(customer: &str) -> StripeCustomerCommand {
+        StripeCustomerCommand::Link {
+            account_id: account(),
+            customer_id: customer.into(),
+            now: at(1),
+        }
+    }
+
+    fn linked(customer: &str) -> StripeCustomerEvent {
+        StripeCustomerEvent::StripeCustomerLinked(StripeCustomerLinked {
+            account_id: account(),
+            customer_id: customer.into(),
+            linked_at: at(1),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_customer_is_linked_once_and_the_first_link_stays() {
+        TestFramework::<StripeCustomer>::with(())
+            .given_no_previous_events()
+            .when_async(link("cus_1"))
+            .await
+            .then_expect_events(vec![linked("cus_1")]);
+        TestFramework::<StripeCustomer>::with(())
+            .given(vec![linked("cus_1")])
+            .when_async(link("cus_1"))
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<StripeCustomer>::with(())
+            .given(vec![linked("cus_1")])
+            .when_async(link("cus_2"))
+            .await
+            .then_expect_events(vec![]);
+        let mut state = StripeCustomer::default();
+        cqrs_es::Aggregate::apply(&mut state, linked("cus_1"));
+        assert_eq!(state.customer_id(), Some("cus_1"));
+    }
+
+    #[tokio::test]
+    async fn an_empty_huge_or_spaced_customer_id_is_refused() {
+        for bad in [
+            String::new(),
+            "c".repeat(STRIPE_CUSTOMER_ID_BYTES_MAX + 1),
+            "cus 1".to_owned(),
+        ] {
+            TestFramework::<StripeCustomer>::with(())
+                .given_no_previous_events()
+                .when_async(link(&bad))
+                .await
+                .then_expect_error(StripeCustomerError::InvalidCustomerId);
+        }
+        assert_eq!(
+            stripe_customer_stream(&account()),
+            "stripe-customer-00000000-0000-0000-0000-000000000007"
+        );
+    }
+}

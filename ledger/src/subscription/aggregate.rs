@@ -423,13 +423,15 @@ impl Subscription {
         Ok(events)
     }
 
-    fn change_plan(
+    /// What a change to `to` at `now` would be, with the same refusals as
+    /// `ChangePlan`: `Ok(true)` an upgrade now, `Ok(false)` a downgrade
+    /// scheduled at the period end. Lets a caller tell a gateway first
+    /// only about a change this subscription will accept.
+    pub fn plan_change_is_upgrade(
         &self,
-        to: PlanTerms,
-        proration_invoice_id: Uuid,
-        invoice_due_at: DateTime<Utc>,
+        to: &PlanTerms,
         now: DateTime<Utc>,
-    ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
+    ) -> Result<bool, SubscriptionError> {
         let status = self.current()?;
         if !matches!(
             status,
@@ -437,25 +439,38 @@ impl Subscription {
         ) {
             return Err(Self::illegal(status, "changed to another plan"));
         }
-        Self::check_plan(&to)?;
-        let from = self.plan.clone().ok_or(SubscriptionError::NotFound)?;
+        Self::check_plan(to)?;
+        let from = self.plan.as_ref().ok_or(SubscriptionError::NotFound)?;
         if to.slug == from.slug {
-            return Err(SubscriptionError::SamePlan(to.slug));
+            return Err(SubscriptionError::SamePlan(to.slug.clone()));
         }
         if to.price.currency != from.price.currency || to.billing_cycle != from.billing_cycle {
-            return Err(SubscriptionError::IncompatiblePlan(to.slug));
+            return Err(SubscriptionError::IncompatiblePlan(to.slug.clone()));
         }
-        let (start, end) = self.period().ok_or(SubscriptionError::NotFound)?;
+        let (_, end) = self.period().ok_or(SubscriptionError::NotFound)?;
         if now >= end {
             return Err(SubscriptionError::PeriodEnded);
         }
         let upgrade = to.price.amount > from.price.amount
             || (to.price.amount == from.price.amount
                 && to.included_credits > from.included_credits);
+        if !upgrade && self.scheduled.as_ref().is_some_and(|s| s.slug == to.slug) {
+            return Err(SubscriptionError::AlreadyScheduled(to.slug.clone()));
+        }
+        Ok(upgrade)
+    }
+
+    fn change_plan(
+        &self,
+        to: PlanTerms,
+        proration_invoice_id: Uuid,
+        invoice_due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
+        let upgrade = self.plan_change_is_upgrade(&to, now)?;
+        let from = self.plan.clone().ok_or(SubscriptionError::NotFound)?;
+        let (start, end) = self.period().ok_or(SubscriptionError::NotFound)?;
         if !upgrade {
-            if self.scheduled.as_ref().is_some_and(|s| s.slug == to.slug) {
-                return Err(SubscriptionError::AlreadyScheduled(to.slug));
-            }
             return Ok(vec![SubscriptionEvent::SubscriptionDowngradeScheduled(
                 SubscriptionDowngradeScheduled {
                     from: from.slug,

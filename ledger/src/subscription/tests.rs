@@ -315,6 +315,28 @@ async fn a_lower_plan_is_a_downgrade_scheduled_at_the_period_end() {
 }
 
 #[tokio::test]
+async fn a_plan_change_is_told_apart_before_it_runs_with_the_same_refusals() {
+    let given = active_starter().await;
+    let s = fold(&given);
+    assert_eq!(s.plan_change_is_upgrade(&professional(), at(10)), Ok(true));
+    assert_eq!(s.plan_change_is_upgrade(&free(), at(10)), Ok(false));
+    assert_eq!(
+        s.plan_change_is_upgrade(&starter(), at(10)),
+        Err(SubscriptionError::SamePlan("starter".into()))
+    );
+    assert_eq!(
+        s.plan_change_is_upgrade(&professional(), at(30) + Duration::days(2)),
+        Err(SubscriptionError::PeriodEnded)
+    );
+    let mut scheduled = given.clone();
+    scheduled.extend(events_of(&given, change(free(), at(10))).await);
+    assert_eq!(
+        fold(&scheduled).plan_change_is_upgrade(&free(), at(11)),
+        Err(SubscriptionError::AlreadyScheduled("free".into()))
+    );
+}
+
+#[tokio::test]
 async fn changing_to_the_same_plan_another_currency_an_incomplete_or_an_ended_period_is_refused() {
     let given = active_starter().await;
     assert_eq!(
