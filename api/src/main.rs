@@ -9,8 +9,23 @@ use tokio::net::TcpListener;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack of each runtime thread: debug builds keep every await point's
+/// locals on the stack, and a deep request (a capture that loads the
+/// account, through the committer and the store) came close to tokio's
+/// 2 MiB default under load (a stack overflow seen once in the
+/// two-instance test). Release builds need far less.
+const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+        .context("starting the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     api::install_crypto_provider();
     let command = cli.command.unwrap_or(Command::Serve);
