@@ -308,8 +308,9 @@ pub struct TokenArgs {
     pub ttl: Duration,
 
     /// Subject (`sub` claim), recorded as the actor of the events the token
-    /// causes. Default: for an owner token, the account's owner (the roster
-    /// check accepts it); otherwise `cli`.
+    /// causes. Default: for owner, admin, editor and viewer tokens, the
+    /// account's owner (the roster check accepts it, and the token acts
+    /// with the role it claims, never more); otherwise `cli`.
     #[arg(long)]
     pub sub: Option<String>,
 }

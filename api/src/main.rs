@@ -72,12 +72,30 @@ async fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String>
     }
     let sub = match (&args.sub, args.role, args.account) {
         (Some(sub), _, _) => sub.clone(),
-        (None, Role::Owner, Some(account)) => {
-            let store = api::open_store(config).await?;
-            app::team::current_owner(&store, account)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .with_context(|| format!("no account {account}: give --sub to mint anyway"))?
+        // The account's current owner, so that the roster check accepts
+        // the token (which acts with the role it claims, never more). An
+        // account that cannot be looked up gets `cli`, which the roster
+        // check refuses.
+        (None, Role::Owner | Role::Admin | Role::Editor | Role::Viewer, Some(account)) => {
+            let owner = match api::open_store(config).await {
+                Ok(store) => app::team::current_owner(&store, account)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}")),
+                Err(e) => Err(e),
+            };
+            match owner {
+                Ok(Some(owner)) => owner,
+                Ok(None) => {
+                    eprintln!("warning: no account {account} in the store; the token's sub is cli");
+                    "cli".to_owned()
+                }
+                Err(e) => {
+                    eprintln!(
+                        "warning: the account's owner could not be looked up ({e:#}); the token's sub is cli"
+                    );
+                    "cli".to_owned()
+                }
+            }
         }
         (None, _, _) => "cli".to_owned(),
     };

@@ -1573,3 +1573,26 @@ async fn a_teams_history_verifies_clean_on_postgres() {
 async fn a_teams_history_verifies_clean_on_sqlite() {
     a_teams_history_verifies_clean(Backend::Sqlite).await;
 }
+
+/// A token never acts above its claim: a viewer token minted for the
+/// account's owner reads like a viewer (least privilege), while the
+/// owner's own owner token manages the team.
+async fn a_token_claiming_less_than_the_roster_acts_with_its_claim(api: &Api) {
+    let acct = open(api, "starter").await;
+    let as_viewer = acct.token(api, &acct.owner_sub, Role::Viewer);
+    let head = api.head().await;
+    api.get(
+        &format!("{}?min_position={head}", acct.path("/balance")),
+        &as_viewer,
+    )
+    .await
+    .expect(200);
+    api.get(&acct.path("/team"), &as_viewer)
+        .await
+        .expect_error(403, "forbidden");
+    invite(api, &acct, &as_viewer, &acct.email("bob"), "viewer")
+        .await
+        .expect_error(403, "forbidden");
+    api.get(&acct.path("/team"), &acct.owner).await.expect(200);
+}
+team_test!(a_token_claiming_less_than_the_roster_acts_with_its_claim);

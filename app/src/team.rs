@@ -135,6 +135,32 @@ fn role_of(role: MemberRole) -> Role {
     }
 }
 
+/// Strength of a roster role: owner 3 … viewer 0.
+fn rank(role: MemberRole) -> u8 {
+    match role {
+        MemberRole::Owner => 3,
+        MemberRole::Admin => 2,
+        MemberRole::Editor => 1,
+        MemberRole::Viewer => 0,
+    }
+}
+
+/// The weaker of two roles: a token acts with its member's roster role, or
+/// with less when it claims less (least privilege: a viewer token minted
+/// for an owner reads like a viewer; an admin claim of a viewer member
+/// acts as a viewer).
+fn weaker(a: MemberRole, b: Option<MemberRole>) -> MemberRole {
+    match b {
+        Some(b) if rank(b) < rank(a) => b,
+        _ => a,
+    }
+}
+
+/// The role a token claims, as a roster role.
+fn claimed(caller: &Caller) -> Option<MemberRole> {
+    roster_role(caller)
+}
+
 /// The caller's roster role, for the rules on the owner role (None for
 /// staff and bots, who are not on rosters).
 fn roster_role(caller: &Caller) -> Option<MemberRole> {
@@ -202,7 +228,8 @@ pub async fn admit(app: &App, caller: Caller) -> Result<Caller, AppError> {
     if stale && app.rosters.due_seen(account, caller.sub()) {
         note_seen(app, account, caller.sub().to_owned());
     }
-    Ok(caller.with_role(role_of(role)))
+    let acting = weaker(role, claimed(&caller));
+    Ok(caller.with_role(role_of(acting)))
 }
 
 /// Records, in the background, that a member used the API.
@@ -1270,6 +1297,23 @@ mod tests {
             overrides_json(&o),
             json!({"max_users": 4, "max_sites": null})
         );
+    }
+
+    #[test]
+    fn a_token_acts_with_the_weaker_of_its_claim_and_the_roster() {
+        use MemberRole::{Admin, Editor, Owner, Viewer};
+        assert_eq!(
+            weaker(Viewer, Some(Admin)),
+            Viewer,
+            "roster below the claim"
+        );
+        assert_eq!(
+            weaker(Owner, Some(Viewer)),
+            Viewer,
+            "claim below the roster"
+        );
+        assert_eq!(weaker(Editor, Some(Editor)), Editor);
+        assert_eq!(weaker(Admin, None), Admin);
     }
 
     #[test]
