@@ -194,15 +194,12 @@ impl Outcome {
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.
-fn cut(mut s: String, max: usize) -> String {
+fn cut(s: String, max: usize) -> String {
     if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+        crate::gateway::truncate(&s, max).to_owned()
+    } else {
+        s
     }
-    s
 }
 
 /// A webhook delivery: the `PAYPAL-*` headers and the body as received.

@@ -528,6 +528,54 @@ pub fn from_minor_units(minor: i64, currency: &Currency) -> Decimal {
     Decimal::new(minor, currency.minor_unit_digits())
 }
 
+/// Most bytes read of a gateway's answer.
+pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+
+/// A reqwest error without its URL (which names the gateway or a test
+/// stub; no secret, but no use either).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A gateway's answer, read whole up to [`RESPONSE_BYTES_MAX`].
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    gateway: &str,
+) -> Result<Vec<u8>, GatewayError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| GatewayError::Unreachable(without_url(&e)))?
+    {
+        if bytes.len() + chunk.len() > RESPONSE_BYTES_MAX {
+            return Err(GatewayError::Refused(format!(
+                "{gateway}'s answer is larger than expected"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! timeouts and bounded answers; an answer we cannot read is an error,
 //! never a panic.
 
+use super::{read_bounded, truncate, without_url};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,6 @@ use crate::settings::Secret;
 pub const CONNECT_TIMEOUT_SECONDS: u64 = 5;
 /// Time for a whole PayPal call.
 pub const REQUEST_TIMEOUT_SECONDS: u64 = 20;
-/// Largest PayPal answer read.
-pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// A token is renewed this long before PayPal says it expires (or half
 /// its life, for a token that lives shorter than twice this).
 pub const TOKEN_RENEW_MARGIN_SECONDS: u64 = 300;
@@ -122,7 +121,7 @@ impl PaypalGateway {
             .await
             .map_err(|e| GatewayError::Unreachable(without_url(&e)))?;
         let status = response.status();
-        let bytes = read_bounded(response).await?;
+        let bytes = read_bounded(response, "paypal").await?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(GatewayError::Refused(
                 "paypal refused the client credentials (PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET)"
@@ -186,7 +185,7 @@ impl PaypalGateway {
                 renewed = true;
                 continue;
             }
-            let bytes = read_bounded(response).await?;
+            let bytes = read_bounded(response, "paypal").await?;
             return answer(status, &bytes);
         }
     }
@@ -244,46 +243,6 @@ fn describe(status: StatusCode, json: Option<&Value>) -> String {
         line.push_str(truncate(issue, 100));
     }
     line
-}
-
-/// A reqwest error without its URL (which names PayPal or our stub; no
-/// secret, but no use either).
-fn without_url(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else {
-        "request failed".into()
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, GatewayError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| GatewayError::Unreachable(without_url(&e)))?
-    {
-        if bytes.len() + chunk.len() > RESPONSE_BYTES_MAX {
-            return Err(GatewayError::Refused(
-                "paypal's answer is larger than expected".into(),
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
 }
 
 /// Whether `id` looks like a PayPal id (letters, digits, `-`, `_`): only

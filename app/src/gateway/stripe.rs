@@ -4,6 +4,7 @@
 //! bounded response bodies. Also the webhook signature check
 //! ([`verify_signature`]).
 
+use super::{read_bounded, truncate, without_url};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,8 +32,6 @@ pub const CONFIRMATION_SECRET_SINCE: &str = "2025-03-31";
 pub const CONNECT_TIMEOUT_SECONDS: u64 = 5;
 /// Time for a whole Stripe call.
 pub const REQUEST_TIMEOUT_SECONDS: u64 = 20;
-/// Largest Stripe response read.
-pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// Stripe's default tolerance between a webhook's `t` and our clock.
 pub const SIGNATURE_TOLERANCE_SECONDS: i64 = 300;
 /// Most `v1=` signatures looked at in one header.
@@ -131,7 +130,7 @@ impl StripeGateway {
             .await
             .map_err(|e| GatewayError::Unreachable(without_url(&e)))?;
         let status = response.status();
-        let bytes = read_bounded(response).await?;
+        let bytes = read_bounded(response, "stripe").await?;
         let json: Value = serde_json::from_slice(&bytes).map_err(|_| {
             GatewayError::Refused(format!(
                 "stripe answered {status} with a body that is not JSON"
@@ -156,46 +155,6 @@ impl StripeGateway {
         }
         Ok(json)
     }
-}
-
-/// A reqwest error without its URL (which names our stub or Stripe; no
-/// secret, but no use either).
-fn without_url(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else {
-        "request failed".into()
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, GatewayError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| GatewayError::Unreachable(without_url(&e)))?
-    {
-        if bytes.len() + chunk.len() > RESPONSE_BYTES_MAX {
-            return Err(GatewayError::Refused(
-                "stripe's answer is larger than expected".into(),
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
 }
 
 /// `id` as one path segment of Stripe's API (Stripe's ids are letters,
