@@ -156,11 +156,6 @@ fn weaker(a: MemberRole, b: Option<MemberRole>) -> MemberRole {
     }
 }
 
-/// The role a token claims, as a roster role.
-fn claimed(caller: &Caller) -> Option<MemberRole> {
-    roster_role(caller)
-}
-
 /// The caller's roster role, for the rules on the owner role (None for
 /// staff and bots, who are not on rosters).
 fn roster_role(caller: &Caller) -> Option<MemberRole> {
@@ -228,7 +223,7 @@ pub async fn admit(app: &App, caller: Caller) -> Result<Caller, AppError> {
     if stale && app.rosters.due_seen(account, caller.sub()) {
         note_seen(app, account, caller.sub().to_owned());
     }
-    let acting = weaker(role, claimed(&caller));
+    let acting = weaker(role, roster_role(&caller));
     Ok(caller.with_role(role_of(acting)))
 }
 
@@ -271,14 +266,7 @@ async fn load_or_seed(
     if team.started() {
         return Ok(Some((team, None)));
     }
-    let id = account.to_string();
-    let mut view = app.read_models.account(&id).await?;
-    if view.is_none() {
-        // Opened a moment ago, perhaps: let the read models catch up once.
-        app.fresh_read_models().await?;
-        view = app.read_models.account(&id).await?;
-    }
-    Ok(view.map(|v| {
+    Ok(account_view(app, account).await?.map(|v| {
         (
             team,
             Some(Seed {
@@ -288,6 +276,21 @@ async fn load_or_seed(
             }),
         )
     }))
+}
+
+/// The account's row; when it is not there yet (an account opened a
+/// moment ago, perhaps), after the read models caught up once. None when
+/// there is no such account.
+async fn account_view(
+    app: &App,
+    account: AccountId,
+) -> Result<Option<projections::AccountView>, AppError> {
+    let id = account.to_string();
+    if let Some(v) = app.read_models.account(&id).await? {
+        return Ok(Some(v));
+    }
+    app.fresh_read_models().await?;
+    Ok(app.read_models.account(&id).await?)
 }
 
 async fn load(app: &App, account: AccountId) -> Result<(Team, Option<Seed>), AppError> {
@@ -563,14 +566,9 @@ async fn seat_limit(
     if fresh {
         app.fresh_read_models().await?;
     }
-    let id = account.to_string();
-    let mut view = app.read_models.account(&id).await?;
-    if view.is_none() && !fresh {
-        // Opened a moment ago, perhaps: let the read models catch up once.
-        app.fresh_read_models().await?;
-        view = app.read_models.account(&id).await?;
-    }
-    let view = view.ok_or_else(|| AppError::NotFound("account not found".into()))?;
+    let view = account_view(app, account)
+        .await?
+        .ok_or_else(|| AppError::NotFound("account not found".into()))?;
     let catalog = app.catalog.get().await;
     Ok(catalog
         .plan(&view.plan)
