@@ -430,19 +430,12 @@ where
         ],
     )
     .await;
-    let outcome = tokio::spawn(body(Ctx {
+    let body = body(Ctx {
         api: server.api.clone(),
         stub,
         store: server.db().store.clone(),
-    }))
-    .await;
-    server.stop().await;
-    if let Err(e) = outcome {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("the test body was cancelled: {e}");
-    }
+    });
+    server.run_and_stop(body).await;
 }
 
 macro_rules! with_paypal {

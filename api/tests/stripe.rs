@@ -480,18 +480,11 @@ where
         ],
     )
     .await;
-    let outcome = tokio::spawn(body(Ctx {
+    let body = body(Ctx {
         api: server.api.clone(),
         stub,
-    }))
-    .await;
-    server.stop().await;
-    if let Err(e) = outcome {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("the test body was cancelled: {e}");
-    }
+    });
+    server.run_and_stop(body).await;
 }
 
 macro_rules! with_stripe {

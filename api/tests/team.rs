@@ -32,14 +32,8 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let server = Server::start_with(backend, flags).await;
-    let outcome = tokio::spawn(body(server.api.clone())).await;
-    server.stop().await;
-    if let Err(e) = outcome {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("the test body was cancelled: {e}");
-    }
+    let body = body(server.api.clone());
+    server.run_and_stop(body).await;
 }
 
 /// Runs `async fn $body(api: &Api)` (or, with `shared`, `$body(Arc<Api>)`)
@@ -1557,11 +1551,7 @@ async fn a_teams_history_verifies_clean(backend: Backend) {
         let report = common::assert_verify_clean(&store).await;
         assert!(report.read_model_rows_checked > 0, "{report:?}");
     };
-    let outcome = tokio::spawn(body).await;
-    server.stop().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    server.run_and_stop(body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -186,6 +186,23 @@ impl Server {
         self.db.as_ref().expect("the database is held until stop")
     }
 
+    /// Runs `body` on a task of its own, then stops the server and drops
+    /// its database whatever became of the body, re-raising its panic
+    /// afterwards.
+    pub async fn run_and_stop<Fut>(self, body: Fut)
+    where
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(body).await;
+        self.stop().await;
+        if let Err(e) = outcome {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            panic!("the test body was cancelled: {e}");
+        }
+    }
+
     /// Shuts the server down (waiting for it), then drops the database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -263,14 +280,8 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let server = Server::start(backend).await;
-    let outcome = tokio::spawn(body(server.api.clone(), server.db().store.clone())).await;
-    server.stop().await;
-    if let Err(e) = outcome {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("the test body was cancelled: {e}");
-    }
+    let body = body(server.api.clone(), server.db().store.clone());
+    server.run_and_stop(body).await;
 }
 
 /// A response, read whole.
