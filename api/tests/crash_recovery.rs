@@ -695,6 +695,7 @@ async fn write_backlog(store: &Store) {
                 credit_limit: 0,
                 low_balance_threshold: 10,
                 tax_rate: rust_decimal::Decimal::ZERO,
+                currency: None,
                 now: now(),
             }))
             .await;

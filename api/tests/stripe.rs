@@ -152,6 +152,9 @@ impl Stub {
     }
 }
 
+/// What the stub's Stripe invoices for any upgrade, in cents.
+const STRIPE_PRORATION_CENTS: i64 = 1234;
+
 /// A stable id for an idempotency key, as Stripe answers the same object
 /// to the same key.
 fn id_for(prefix: &str, key: &str) -> String {
@@ -424,6 +427,21 @@ async fn stub_handler(
                         return stripe_error(StatusCode::BAD_REQUEST, "No such subscription item");
                     }
                     sub["items"]["data"][0]["price"]["id"] = json!(get("items[0][price]"));
+                }
+                // An upgrade invoiced at once: Stripe's own proration
+                // (12.34 here), the subscription's latest invoice.
+                if get("proration_behavior") == "always_invoice" {
+                    let invoice = id_for("in", &idem);
+                    sub["latest_invoice"] = json!({
+                        "id": invoice,
+                        "object": "invoice",
+                        "status": "open",
+                        "billing_reason": "subscription_update",
+                        "amount_due": STRIPE_PRORATION_CENTS,
+                        "amount_paid": 0,
+                        "currency": "usd",
+                        "parent": { "subscription_details": { "subscription": stripe_id } },
+                    });
                 }
                 expanded(sub, &expand)
             }
@@ -1009,6 +1027,44 @@ with_stripe!(a_stripe_subscription_is_activated_by_invoice_paid_once);
 
 /// A Stripe invoice that collected less than ours (here nothing), or in
 /// another currency, pays nothing of ours: acknowledged, not applied.
+async fn a_stripe_subscription_in_another_currency_asks_stripe_for_it(ctx: &Ctx) {
+    let api = &ctx.api;
+    api.put(
+        "/v1/admin/plans/starter",
+        &api.developer(),
+        json!({
+            "name": "Starter",
+            "price": { "amount": "29.00", "currency": "USD" },
+            "prices": { "EUR": "27.00" },
+            "billing_cycle": "monthly",
+            "included_credits": 1000,
+            "allow_credit_topup": true,
+            "stripe_price_id": PRICE_ID,
+        }),
+    )
+    .await
+    .expect(200);
+    let de = api
+        .open_account_on(json!({ "plan": "free", "country": "DE" }))
+        .await;
+    let created = stripe_subscription(ctx, &de).await;
+    assert_eq!(
+        (created["currency"].as_str(), created["price"].as_str()),
+        (Some("EUR"), Some("27.00"))
+    );
+    let us = api.open_account().await;
+    let created_us = stripe_subscription(ctx, &us).await;
+    assert_eq!(created_us["currency"], "USD");
+    let subs = ctx.stub.requests("/v1/subscriptions");
+    let currencies: Vec<Option<&str>> = subs.iter().map(|s| s.field("currency")).collect();
+    assert_eq!(
+        currencies,
+        [Some("eur"), None],
+        "the price's currency option, else its own"
+    );
+}
+with_stripe!(a_stripe_subscription_in_another_currency_asks_stripe_for_it);
+
 async fn a_stripe_invoice_paying_another_amount_or_currency_is_not_applied(ctx: &Ctx) {
     let api = &ctx.api;
     price_the_starter_plan(api).await;
@@ -1291,7 +1347,7 @@ async fn a_stripe_plan_change_updates_the_item_with_proration_and_the_webhook_pa
         post.field("items[0][price]"),
         Some("price_professional_monthly")
     );
-    assert_eq!(post.field("proration_behavior"), Some("create_prorations"));
+    assert_eq!(post.field("proration_behavior"), Some("always_invoice"));
     assert_eq!(post.idempotency_key, format!("plan-change-{id}-{idem}"));
     assert_eq!(
         ctx.stub.objects.lock().unwrap().subscriptions[&stripe_id]["items"]["data"][0]["price"]
@@ -1314,22 +1370,17 @@ async fn a_stripe_plan_change_updates_the_item_with_proration_and_the_webhook_pa
         1_000,
         "not before it is paid"
     );
+    // Ours takes the amount Stripe invoiced for the change, so that
+    // Stripe's payment pays it exactly.
     let ours = api.invoice_now(&account, invoice_id).await;
     assert_eq!(ours["status"], "pending");
-    let total_cents: i64 = common::decimal(&ours["total"])
-        .checked_mul(rust_decimal::Decimal::from(100))
-        .unwrap()
-        .trunc()
-        .to_string()
-        .parse()
-        .unwrap();
+    assert_eq!(ours["total"], "12.34");
+    let stripe_invoice = ctx.stub.pay_latest_invoice(&stripe_id);
+    assert_eq!(stripe_invoice["amount_paid"], STRIPE_PRORATION_CENTS);
     let paid = event(
         &format!("evt_{}", uuid::Uuid::new_v4().simple()),
         "invoice.paid",
-        json!({
-            "id": format!("in_{}", uuid::Uuid::new_v4().simple()), "object": "invoice",
-            "subscription": stripe_id, "amount_paid": total_cents, "currency": "usd",
-        }),
+        stripe_invoice,
     );
     assert_eq!(deliver(api, &paid).await.expect(200)["handled"], true);
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Opening, reading and administering accounts.
 
 use chrono::{DateTime, Utc};
-use events::{AccountEvent, AccountId, AccountStatus, BillingAddress, CountryCode};
+use events::{AccountEvent, AccountId, AccountStatus, BillingAddress, CountryCode, Currency};
 use ledger::account::{AccountPatch, OpenAccount};
 use ledger::{AccountCommand, CreditAccount};
 use projections::{AccountFilter, AccountView, Page};
@@ -86,6 +86,10 @@ fn country(raw: &str) -> Result<CountryCode, AppError> {
     CountryCode::parse(raw).map_err(|e| AppError::invalid_field("country", e.reason))
 }
 
+fn currency(raw: &str) -> Result<Currency, AppError> {
+    Currency::parse(raw).map_err(|e| AppError::invalid_field("currency", e.reason))
+}
+
 /// `POST /accounts`.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -139,6 +143,13 @@ pub struct OpenRequest {
     /// A percent between 0 and 100, as a decimal string.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)$"))]
     pub tax_rate: Option<Decimal>,
+    /// ISO 4217: the currency to bill the account in; absent, the
+    /// country's (`DE` → `EUR`, `GB` → `GBP`, unknown → `USD`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Z]{3}$", min_length = 3, max_length = 3)
+    )]
+    pub currency: Option<String>,
 }
 
 fn free() -> String {
@@ -164,6 +175,12 @@ pub struct OpenedAccount {
     pub low_balance_threshold: i64,
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax_rate: Decimal,
+    /// The currency the account is billed in.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub currency: Currency,
+    /// Staff's choice of currency; `null` bills in the country's.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub currency_override: Option<Currency>,
     pub created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(required = true, value_type = i64))]
@@ -184,6 +201,11 @@ fn opened(done: &Executed<CreditAccount>) -> Result<Written<OpenedAccount>, AppE
             credit_limit: o.credit_limit,
             low_balance_threshold: o.low_balance_threshold,
             tax_rate: o.tax_rate,
+            currency: o
+                .currency
+                .clone()
+                .unwrap_or_else(|| Currency::for_country(&o.country)),
+            currency_override: o.currency.clone(),
             created_at: o.opened_at,
             position,
         }),
@@ -213,6 +235,7 @@ pub async fn open(
     let country = country(&req.country)?;
     let tax_rate = req.tax_rate.unwrap_or(Decimal::ZERO);
     check_tax_rate(tax_rate)?;
+    let currency = req.currency.as_deref().map(currency).transpose()?;
     if matches!(
         req.status,
         Some(AccountStatus::Suspended | AccountStatus::Cancelled)
@@ -244,6 +267,7 @@ pub async fn open(
             .low_balance_threshold
             .unwrap_or(plan.included_credits / 10),
         tax_rate,
+        currency,
         now: now(),
     });
     let slug = req.slug;
@@ -390,6 +414,22 @@ pub struct PatchRequest {
     pub credit_limit: Option<i64>,
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub low_balance_threshold: Option<i64>,
+    /// Developer only. ISO 4217: bill the account in this currency from
+    /// now on; `null` bills it in its country's again.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, pattern = r"^[A-Z]{3}$", nullable)
+    )]
+    pub currency: Option<Option<String>>,
+}
+
+/// A field that is present reads as `Some`, even when it is `null`.
+fn present<'de, D>(d: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// Updates an account's settings; answers the account as the read models
@@ -421,7 +461,8 @@ pub async fn update(
         && req.tax_rate.is_none()
         && req.country.is_none()
         && req.credit_limit.is_none()
-        && req.low_balance_threshold.is_none();
+        && req.low_balance_threshold.is_none()
+        && req.currency.is_none();
     if empty {
         return Err(AppError::bad_request(
             "the patch changes nothing: name at least one field",
@@ -445,15 +486,20 @@ pub async fn update(
             "only a developer may change the credit limit".into(),
         ));
     }
-    // Tax rate and country decide the tax on every invoice: the seller's.
-    if (req.tax_rate.is_some() || req.country.is_some())
+    // Tax rate, country and currency decide every invoice: the seller's.
+    if (req.tax_rate.is_some() || req.country.is_some() || req.currency.is_some())
         && !access::SET_TAX.contains(&caller.role())
     {
         return Err(AppError::Forbidden(
-            "only a developer may change the tax rate or the country".into(),
+            "only a developer may change the tax rate, the country or the currency".into(),
         ));
     }
     let country = req.country.as_deref().map(country).transpose()?;
+    let currency = match req.currency {
+        Some(Some(c)) => Some(Some(currency(&c)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     let command = AccountCommand::UpdateAccount {
         patch: AccountPatch {
             name: req.name,
@@ -464,6 +510,7 @@ pub async fn update(
             country,
             credit_limit: req.credit_limit,
             low_balance_threshold: req.low_balance_threshold,
+            currency,
         },
         now: now(),
     };

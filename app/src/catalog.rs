@@ -2,8 +2,11 @@
 //! active rows, staff change them; every change is a catalog event, so the
 //! table is versioned and audited.
 
+use std::collections::BTreeMap;
+
 use events::{
-    BillingCycle, CostUnit, CreditPackage, Money, OperationKey, Plan, PlanLimits, CATALOG_ID,
+    BillingCycle, CostUnit, CreditPackage, Currency, Money, OperationKey, Plan, PlanLimits,
+    CATALOG_ID,
 };
 use ledger::{Catalog, CatalogCommand};
 use rust_decimal::Decimal;
@@ -68,17 +71,48 @@ pub async fn seed(app: &App) -> Result<usize, AppError> {
 }
 
 /// `value` as JSON with the `position` of the write that made it.
-fn with_position<T: serde::Serialize>(value: &T, position: i64) -> Result<Value, AppError> {
-    let mut body = serde_json::to_value(value).map_err(|_| AppError::Internal)?;
+fn with_position(mut body: Value, position: i64) -> Result<Value, AppError> {
     body["position"] = json!(position);
     Ok(body)
+}
+
+/// A plan or package as JSON, its `prices` listing every currency it is
+/// sold in (the base price's included).
+fn priced<T: serde::Serialize>(
+    value: &T,
+    prices: BTreeMap<Currency, Decimal>,
+) -> Result<Value, AppError> {
+    let mut body = serde_json::to_value(value).map_err(|_| AppError::Internal)?;
+    body["prices"] = serde_json::to_value(prices).map_err(|_| AppError::Internal)?;
+    Ok(body)
+}
+
+pub fn plan_json(plan: &Plan) -> Result<Value, AppError> {
+    priced(plan, plan.all_prices())
+}
+
+pub fn package_json(package: &CreditPackage) -> Result<Value, AppError> {
+    priced(package, package.all_prices())
+}
+
+/// Other-currency prices of a request: each a valid amount (422 naming
+/// `prices.{currency}` otherwise).
+fn check_prices(prices: &BTreeMap<Currency, Decimal>) -> Result<(), AppError> {
+    for (currency, amount) in prices {
+        crate::input::money(&format!("prices.{}", currency.as_str()), *amount, false)?;
+    }
+    Ok(())
 }
 
 /// Plans: the active ones, or every one for staff.
 pub async fn plans(app: &App, caller: &Caller) -> Result<Value, AppError> {
     let catalog = app.catalog.get().await;
     let all = access::SEE_INACTIVE_CATALOG.contains(&caller.role());
-    let items: Vec<&Plan> = catalog.plans().filter(|p| all || p.active).collect();
+    let items = catalog
+        .plans()
+        .filter(|p| all || p.active)
+        .map(plan_json)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(json!({ "items": items, "next_cursor": null }))
 }
 
@@ -90,6 +124,11 @@ pub struct PlanRequest {
     pub name: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Money))]
     pub price: Money,
+    /// The price in other currencies, by ISO 4217 code (`{"EUR": "27.00"}`):
+    /// an account billed in one of them pays that price.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
+    pub prices: BTreeMap<Currency, Decimal>,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::BillingCycle))]
     pub billing_cycle: BillingCycle,
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
@@ -124,6 +163,7 @@ pub async fn put_plan(
     caller.require(access::EDIT_CATALOG)?;
     let r = input.parse()?.value;
     crate::input::money("price.amount", r.price.amount, false)?;
+    check_prices(&r.prices)?;
     if let Some(extra) = &r.extra_credit_price {
         crate::input::money("extra_credit_price.amount", extra.amount, false)?;
     }
@@ -131,6 +171,7 @@ pub async fn put_plan(
         slug,
         name: r.name,
         price: r.price,
+        prices: r.prices,
         billing_cycle: r.billing_cycle,
         included_credits: r.included_credits,
         extra_credit_price: r.extra_credit_price,
@@ -152,14 +193,18 @@ pub async fn put_plan(
     )
     .await?;
     let position = app.position_of(&done).await?;
-    with_position(&plan, position)
+    with_position(plan_json(&plan)?, position)
 }
 
 /// Credit packages: the active ones, or every one for staff.
 pub async fn packages(app: &App, caller: &Caller) -> Result<Value, AppError> {
     let catalog = app.catalog.get().await;
     let all = access::SEE_INACTIVE_CATALOG.contains(&caller.role());
-    let items: Vec<&CreditPackage> = catalog.packages().filter(|p| all || p.active).collect();
+    let items = catalog
+        .packages()
+        .filter(|p| all || p.active)
+        .map(package_json)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(json!({ "items": items, "next_cursor": null }))
 }
 
@@ -173,6 +218,10 @@ pub struct PackageRequest {
     pub credits: i64,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Money))]
     pub price: Money,
+    /// The price in other currencies, by ISO 4217 code.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
+    pub prices: BTreeMap<Currency, Decimal>,
     /// A percent between 0 and 100.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)$"))]
@@ -197,11 +246,13 @@ pub async fn put_package(
     caller.require(access::EDIT_CATALOG)?;
     let r = input.parse()?.value;
     crate::input::money("price.amount", r.price.amount, false)?;
+    check_prices(&r.prices)?;
     let package = CreditPackage {
         slug,
         name: r.name,
         credits: r.credits,
         price: r.price,
+        prices: r.prices,
         discount_percent: r.discount_percent,
         active: r.active,
         featured: r.featured,
@@ -219,7 +270,7 @@ pub async fn put_package(
     )
     .await?;
     let position = app.position_of(&done).await?;
-    with_position(&package, position)
+    with_position(package_json(&package)?, position)
 }
 
 /// `clustering` → `Clustering`, `idea_generation` → `Idea generation`: the
@@ -330,7 +381,7 @@ pub async fn put_cost(
     let catalog = done.state.as_ref().ok_or(AppError::Internal)?;
     let entry = catalog.cost(&operation).ok_or(AppError::Internal)?;
     with_position(
-        &cost_json(entry, &catalog.cost_details(&operation)),
+        cost_json(entry, &catalog.cost_details(&operation)),
         position,
     )
 }

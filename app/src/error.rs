@@ -318,6 +318,7 @@ impl From<CatalogError> for AppError {
             e @ CatalogError::InvalidSlug => field("slug", e),
             e @ CatalogError::Negative { field: f } => field(f, e),
             e @ CatalogError::InvalidDiscount => field("discount_percent", e),
+            e @ CatalogError::InvalidPrices => field("prices", e),
             e @ CatalogError::InvalidCost { .. } => field("cost", e),
             e @ CatalogError::NewCostNeedsPrice => field("cost", e),
             e @ CatalogError::InvalidCountry => field("country", e),

@@ -320,8 +320,10 @@ fn invoice_subscription(object: &Value) -> Option<&str> {
         .or(object["parent"]["subscription_details"]["subscription"].as_str())
 }
 
-/// Our invoice a Stripe invoice pays: named in its metadata, else the
-/// oldest open invoice of our subscription that Stripe's belongs to.
+/// Our invoice a Stripe invoice pays: named in its metadata, else an open
+/// invoice of our subscription that Stripe's belongs to: a proration
+/// invoice for Stripe's invoice of a plan change (`billing_reason`
+/// `subscription_update`), else the oldest other one.
 async fn our_invoice(app: &App, object: &Value) -> Result<Option<Uuid>, AppError> {
     if let Some(id) = metadata_uuid(object, "invoice_id") {
         let exists = app
@@ -342,7 +344,8 @@ async fn our_invoice(app: &App, object: &Value) -> Result<Option<Uuid>, AppError
     let Some(sub) = subscriptions::by_stripe_id(app, stripe_sub).await? else {
         return Ok(None);
     };
-    subscriptions::open_invoice(app, sub).await
+    let proration = object["billing_reason"].as_str() == Some("subscription_update");
+    subscriptions::open_invoice(app, sub, proration).await
 }
 
 /// Our payment behind the PaymentIntent `object` (its `id`), if any.

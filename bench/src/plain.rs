@@ -66,6 +66,7 @@ pub(crate) fn open(id: AccountId, slug: String) -> anyhow::Result<AccountCommand
         credit_limit: 0,
         low_balance_threshold: 0,
         tax_rate: Decimal::ZERO,
+        currency: None,
         now: chrono::Utc::now(),
     }))
 }

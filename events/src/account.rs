@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::types::{
-    AccountId, AccountStatus, BillingAddress, CountryCode, GrantSource, IdempotencyKey,
+    AccountId, AccountStatus, BillingAddress, CountryCode, Currency, GrantSource, IdempotencyKey,
     OperationKey, ReleaseReason,
 };
 use crate::EVENT_VERSION_1;
@@ -50,6 +50,10 @@ pub struct AccountOpened {
     pub credit_limit: i64,
     pub low_balance_threshold: i64,
     pub tax_rate: Decimal,
+    /// The currency staff chose to bill the account in; `None` bills in
+    /// the country's ([`Currency::for_country`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
     pub opened_at: DateTime<Utc>,
 }
 
@@ -64,7 +68,24 @@ pub struct AccountUpdated {
     pub country: Option<CountryCode>,
     pub credit_limit: Option<i64>,
     pub low_balance_threshold: Option<i64>,
+    /// `Some(Some(c))` bills the account in `c` from now on, `Some(None)`
+    /// in its country's currency again; `None` leaves it.
+    #[serde(
+        default,
+        deserialize_with = "present_currency",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub currency: Option<Option<Currency>>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A `currency` that is present reads as `Some`, even when it is `null`,
+/// so that "unchanged" and "back to the country's" stay apart.
+fn present_currency<'de, D>(d: D) -> Result<Option<Option<Currency>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<Currency>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

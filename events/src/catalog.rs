@@ -2,13 +2,15 @@
 //! credit cost table, and the payment methods offered per country (one
 //! stream, id [`CATALOG_ID`]).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::billing::PaymentMethod;
-use crate::types::{CostUnit, Money, OperationKey};
+use crate::types::{CostUnit, Currency, Money, OperationKey};
 use crate::EVENT_VERSION_1;
 
 /// The aggregate type under which the catalog stream is stored.
@@ -37,6 +39,10 @@ pub struct Plan {
     pub slug: String,
     pub name: String,
     pub price: Money,
+    /// The plan's price in other currencies than `price`'s: an account
+    /// billed in one of them pays this price (never a conversion).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<Currency, Decimal>,
     pub billing_cycle: BillingCycle,
     pub included_credits: i64,
     /// Price of one credit beyond the included ones, if top-ups are sold.
@@ -49,12 +55,68 @@ pub struct Plan {
     pub stripe_price_id: Option<String>,
 }
 
+/// The price in `currency` out of a base price and its other currencies:
+/// the base price if it is in `currency`, else the listed one, else none.
+fn price_in(
+    base: &Money,
+    others: &BTreeMap<Currency, Decimal>,
+    currency: &Currency,
+) -> Option<Money> {
+    if &base.currency == currency {
+        return Some(base.clone());
+    }
+    others
+        .get(currency)
+        .map(|amount| Money::new(*amount, currency.clone()))
+}
+
+impl Plan {
+    /// The plan's price in `currency`, if it is sold in it.
+    pub fn price_in(&self, currency: &Currency) -> Option<Money> {
+        price_in(&self.price, &self.prices, currency)
+    }
+    /// What an account billed in `currency` pays: the price in its
+    /// currency, else the base price in the base currency.
+    pub fn price_for(&self, currency: &Currency) -> Money {
+        self.price_in(currency)
+            .unwrap_or_else(|| self.price.clone())
+    }
+    /// Every currency the plan is sold in and its price there, the base
+    /// currency included.
+    pub fn all_prices(&self) -> BTreeMap<Currency, Decimal> {
+        let mut all = self.prices.clone();
+        all.insert(self.price.currency.clone(), self.price.amount);
+        all
+    }
+}
+
+impl CreditPackage {
+    /// The package's price in `currency`, if it is sold in it.
+    pub fn price_in(&self, currency: &Currency) -> Option<Money> {
+        price_in(&self.price, &self.prices, currency)
+    }
+    /// What an account billed in `currency` pays (see [`Plan::price_for`]).
+    pub fn price_for(&self, currency: &Currency) -> Money {
+        self.price_in(currency)
+            .unwrap_or_else(|| self.price.clone())
+    }
+    /// Every currency the package is sold in and its price there.
+    pub fn all_prices(&self) -> BTreeMap<Currency, Decimal> {
+        let mut all = self.prices.clone();
+        all.insert(self.price.currency.clone(), self.price.amount);
+        all
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreditPackage {
     pub slug: String,
     pub name: String,
     pub credits: i64,
     pub price: Money,
+    /// The package's price in other currencies than `price`'s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<Currency, Decimal>,
     pub discount_percent: Decimal,
     pub active: bool,
     pub featured: bool,

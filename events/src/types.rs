@@ -162,9 +162,31 @@ impl fmt::Display for OperationKey {
 }
 
 /// An ISO 4217 currency code, upper case (`USD`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
+
+/// Countries whose currency is not the US dollar, by ISO 3166-1 alpha-2
+/// code: the currency an account of the country is billed in unless staff
+/// chose another. Any other country bills in USD.
+#[rustfmt::skip]
+const COUNTRY_CURRENCIES: &[(&str, &str)] = &[
+    ("AD", "EUR"), ("AE", "AED"), ("AR", "ARS"), ("AT", "EUR"), ("AU", "AUD"),
+    ("BD", "BDT"), ("BE", "EUR"), ("BG", "BGN"), ("BR", "BRL"), ("CA", "CAD"),
+    ("CH", "CHF"), ("CL", "CLP"), ("CN", "CNY"), ("CO", "COP"), ("CY", "EUR"),
+    ("CZ", "CZK"), ("DE", "EUR"), ("DK", "DKK"), ("EE", "EUR"), ("EG", "EGP"),
+    ("ES", "EUR"), ("FI", "EUR"), ("FR", "EUR"), ("GB", "GBP"), ("GR", "EUR"),
+    ("HK", "HKD"), ("HR", "EUR"), ("HU", "HUF"), ("ID", "IDR"), ("IE", "EUR"),
+    ("IL", "ILS"), ("IN", "INR"), ("IS", "ISK"), ("IT", "EUR"), ("JP", "JPY"),
+    ("KE", "KES"), ("KR", "KRW"), ("LI", "CHF"), ("LK", "LKR"), ("LT", "EUR"),
+    ("LU", "EUR"), ("LV", "EUR"), ("MA", "MAD"), ("MC", "EUR"), ("ME", "EUR"),
+    ("MT", "EUR"), ("MX", "MXN"), ("MY", "MYR"), ("NG", "NGN"), ("NL", "EUR"),
+    ("NO", "NOK"), ("NP", "NPR"), ("NZ", "NZD"), ("PE", "PEN"), ("PH", "PHP"),
+    ("PK", "PKR"), ("PL", "PLN"), ("PT", "EUR"), ("RO", "RON"), ("RS", "RSD"),
+    ("SA", "SAR"), ("SE", "SEK"), ("SG", "SGD"), ("SI", "EUR"), ("SK", "EUR"),
+    ("SM", "EUR"), ("TH", "THB"), ("TR", "TRY"), ("TW", "TWD"), ("UA", "UAH"),
+    ("VA", "EUR"), ("VN", "VND"), ("ZA", "ZAR"),
+];
 
 impl Currency {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
@@ -179,6 +201,14 @@ impl Currency {
     }
     pub fn usd() -> Self {
         Self("USD".to_owned())
+    }
+    /// The currency an account in `country` is billed in by default: the
+    /// country's own where the table knows it, else USD.
+    pub fn for_country(country: &CountryCode) -> Self {
+        COUNTRY_CURRENCIES
+            .binary_search_by(|(c, _)| (*c).cmp(country.as_str()))
+            .map(|i| Self(COUNTRY_CURRENCIES[i].1.to_owned()))
+            .unwrap_or_else(|_| Self::usd())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -380,6 +410,23 @@ mod tests {
         assert_eq!(v["currency"], "USD");
         let back: Money = serde_json::from_value(v).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_country_picks_its_currency_and_any_other_bills_in_usd() {
+        assert!(
+            COUNTRY_CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0),
+            "the table is sorted for binary search"
+        );
+        let of = |c: &str| Currency::for_country(&CountryCode::parse(c).unwrap());
+        assert_eq!(of("DE").as_str(), "EUR");
+        assert_eq!(of("gb").as_str(), "GBP");
+        assert_eq!(of("JP").as_str(), "JPY");
+        assert_eq!(of("US").as_str(), "USD");
+        assert_eq!(of("ZZ").as_str(), "USD");
+        for (_, code) in COUNTRY_CURRENCIES {
+            assert!(Currency::parse(code).is_ok(), "{code}");
+        }
     }
 
     #[test]

@@ -558,6 +558,7 @@ fn arb_account_event() -> impl Strategy<Value = AccountEvent> {
                     credit_limit: cl,
                     low_balance_threshold: lbt,
                     tax_rate,
+                    currency: None,
                     opened_at,
                 })
             },
@@ -595,6 +596,7 @@ fn arb_account_event() -> impl Strategy<Value = AccountEvent> {
                     country: None,
                     credit_limit,
                     low_balance_threshold: None,
+                    currency: None,
                     updated_at,
                 })
             },

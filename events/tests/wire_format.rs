@@ -91,6 +91,7 @@ fn plan(slug: &str, cents: i64) -> Plan {
         slug: slug.into(),
         name: "Starter".into(),
         price: usd(cents),
+        prices: Default::default(),
         billing_cycle: BillingCycle::Monthly,
         included_credits: 1_000,
         extra_credit_price: Some(Money::usd(Decimal::new(30, 3))),
@@ -114,6 +115,7 @@ fn package(cents: i64) -> CreditPackage {
         name: "Pro".into(),
         credits: 2_000,
         price: usd(cents),
+        prices: Default::default(),
         discount_percent: Decimal::new(100, 1),
         active: true,
         featured: true,
@@ -145,6 +147,7 @@ fn account_samples() -> Vec<AccountEvent> {
             credit_limit: 50,
             low_balance_threshold: 100,
             tax_rate: Decimal::new(1900, 2),
+            currency: None,
             opened_at: at(1, 0),
         }),
         AccountEvent::AccountUpdated(AccountUpdated {
@@ -163,6 +166,7 @@ fn account_samples() -> Vec<AccountEvent> {
             country: Some(CountryCode::parse("AT").unwrap()),
             credit_limit: Some(75),
             low_balance_threshold: None,
+            currency: None,
             updated_at: at(1, 1),
         }),
         AccountEvent::PlanChanged(PlanChanged {

@@ -166,6 +166,7 @@ impl Run {
             credit_limit,
             low_balance_threshold: 0,
             tax_rate: Decimal::ZERO,
+            currency: None,
             now,
         }));
         assert!(opened.is_ok(), "opening failed: {opened:?}");

@@ -125,6 +125,7 @@ impl Table {
                 "opened_at",
                 "updated_at",
                 "last_position",
+                "currency",
             ],
             Self::Balances => &[
                 "account_id",
@@ -252,10 +253,15 @@ pub fn row_key(table: Table, row: &Value) -> String {
 }
 
 /// A stored event decoded once, for every fold that needs it.
+/// Account events, nearly every event of a log, are kept inline (boxing
+/// them would allocate once per event); the rare, large catalog ones are
+/// boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Decoded {
     Account(AccountEvent),
-    Catalog(CatalogEvent),
+    /// Boxed: catalog events are rare and large (plans with their prices).
+    Catalog(Box<CatalogEvent>),
     /// Another aggregate type: the read models skip it.
     Other,
 }
@@ -269,7 +275,9 @@ impl Decoded {
         };
         Ok(match e.aggregate_type.as_str() {
             ACCOUNT_AGGREGATE_TYPE => Self::Account(serde_json::from_str(&e.payload).map_err(bad)?),
-            CATALOG_AGGREGATE_TYPE => Self::Catalog(serde_json::from_str(&e.payload).map_err(bad)?),
+            CATALOG_AGGREGATE_TYPE => {
+                Self::Catalog(Box::new(serde_json::from_str(&e.payload).map_err(bad)?))
+            }
             _ => Self::Other,
         })
     }
@@ -292,6 +300,8 @@ struct AccountRow {
     opened_at: String,
     updated_at: String,
     last_position: i64,
+    /// Staff's choice of billing currency, if any.
+    currency: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -557,6 +567,7 @@ impl ReadModelFold {
                         opened_at: t(13)?,
                         updated_at: t(14)?,
                         last_position: n(15)?,
+                        currency: ot(16)?,
                     },
                 );
             }
@@ -614,7 +625,10 @@ impl ReadModelFold {
     pub fn apply(&mut self, stored: &RawEvent, decoded: &Decoded) -> Result<(), ProjectionError> {
         match decoded {
             Decoded::Account(event) => self.apply_account(stored, event),
-            Decoded::Catalog(CatalogEvent::CreditCostSet(e)) => {
+            Decoded::Catalog(c) if matches!(**c, CatalogEvent::CreditCostSet(_)) => {
+                let CatalogEvent::CreditCostSet(e) = &**c else {
+                    return Ok(());
+                };
                 self.cost_history.push(vec![
                     i64::try_from(e.entry.version).unwrap_or(i64::MAX).into(),
                     e.entry.operation.to_string().into(),
@@ -715,6 +729,7 @@ impl ReadModelFold {
                         opened_at: opened.clone(),
                         updated_at: opened.clone(),
                         last_position: position,
+                        currency: e.currency.as_ref().map(|c| c.as_str().to_owned()),
                     },
                 );
                 self.balances.insert(
@@ -750,6 +765,9 @@ impl ReadModelFold {
                     }
                     if let Some(v) = &e.country {
                         a.country = v.as_str().to_owned();
+                    }
+                    if let Some(v) = &e.currency {
+                        a.currency = v.as_ref().map(|c| c.as_str().to_owned());
                     }
                     if let Some(v) = e.credit_limit {
                         a.credit_limit = v;
@@ -1011,6 +1029,7 @@ impl ReadModelFold {
                         a.opened_at.clone().into(),
                         a.updated_at.clone().into(),
                         a.last_position.into(),
+                        a.currency.clone().into(),
                     ]
                 })
                 .collect(),

@@ -85,12 +85,19 @@ pub struct AccountView {
     pub tax_rate: Decimal,
     pub credit_limit: i64,
     pub low_balance_threshold: i64,
+    /// The currency the account is billed in: staff's choice, else the
+    /// country's.
+    pub currency: String,
+    /// Staff's choice of billing currency (`null`: the country's).
+    pub currency_override: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl AccountView {
     fn from_row(r: &SqlRow) -> Result<Self, ProjectionError> {
+        let country = r.text("country")?;
+        let currency_override = r.opt_text("currency")?;
         Ok(Self {
             account_id: r.text("account_id")?,
             name: r.text("name")?,
@@ -98,13 +105,20 @@ impl AccountView {
             owner_user_id: r.text("owner_user_id")?,
             plan: r.text("plan")?,
             status: r.text("status")?,
-            country: r.text("country")?,
+            country: country.clone(),
             billing_email: r.text("billing_email")?,
             billing_address: json(r, "billing_address")?,
             tax_id: r.opt_text("tax_id")?,
             tax_rate: decimal(r, "tax_rate")?,
             credit_limit: r.i64("credit_limit")?,
             low_balance_threshold: r.i64("low_balance_threshold")?,
+            currency: match &currency_override {
+                Some(c) => c.clone(),
+                None => events::CountryCode::parse(&country)
+                    .map(|c| events::Currency::for_country(&c).as_str().to_owned())
+                    .unwrap_or_else(|_| "USD".to_owned()),
+            },
+            currency_override,
             created_at: r.text("opened_at")?,
             updated_at: r.text("updated_at")?,
         })
@@ -113,7 +127,7 @@ impl AccountView {
 
 const ACCOUNT_COLUMNS: &str = "account_id, name, slug, owner_user_id, plan, status, country, \
     billing_email, billing_address, tax_id, tax_rate, credit_limit, low_balance_threshold, \
-    opened_at, updated_at";
+    currency, opened_at, updated_at";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeriodView {

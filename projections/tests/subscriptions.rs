@@ -120,6 +120,7 @@ async fn subscription_rows_rebuild_to_the_rows_projected_live(store: &Store) {
             to: terms("starter", 2_900, 1_000),
             proration_invoice_id: Uuid::now_v7(),
             invoice_due_at: at("2026-03-20T00:00:00Z"),
+            gateway_proration: None,
             now: at("2026-03-05T00:00:00Z"),
         },
     )

@@ -287,7 +287,7 @@ impl Verifier {
                             Some((state.balance(), state.held(), state.credit_limit()));
                     }
                 }
-                (Folded::Catalog(state), Decoded::Catalog(event)) => state.apply(event.clone()),
+                (Folded::Catalog(state), Decoded::Catalog(event)) => state.apply((**event).clone()),
                 _ => {}
             }
         }

@@ -67,6 +67,9 @@ pub struct Plan {
     pub slug: String,
     pub name: String,
     pub price: Money,
+    /// Every currency the plan is sold in (ISO 4217 → amount as a decimal
+    /// string), the base price's included.
+    pub prices: std::collections::BTreeMap<String, String>,
     pub billing_cycle: BillingCycle,
     pub included_credits: i64,
     /// Price of one credit beyond the included ones, if top-ups are sold.
@@ -85,6 +88,9 @@ pub struct CreditPackage {
     pub name: String,
     pub credits: i64,
     pub price: Money,
+    /// Every currency the package is sold in (ISO 4217 → amount as a
+    /// decimal string), the base price's included.
+    pub prices: std::collections::BTreeMap<String, String>,
     /// Percent, 0 to 100, as a decimal string.
     pub discount_percent: Decimal,
     pub active: bool,
@@ -113,6 +119,11 @@ pub struct Account {
     pub tax_rate: Decimal,
     pub credit_limit: i64,
     pub low_balance_threshold: i64,
+    /// ISO 4217: the currency the account is billed in (staff's choice,
+    /// else its country's).
+    pub currency: String,
+    /// Staff's choice of currency; `null` bills in the country's.
+    pub currency_override: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

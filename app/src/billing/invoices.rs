@@ -410,7 +410,7 @@ pub struct NewInvoiceRequest {
     pub account_id: String,
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub lines: Vec<NewInvoiceLine>,
-    /// ISO 4217; default USD.
+    /// ISO 4217; default the account's billing currency.
     pub currency: Option<String>,
     /// Days from finalizing to the due date (0 to 365; default 14).
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 365))]
@@ -495,11 +495,16 @@ pub async fn create(
             unit_price,
         });
     }
-    let currency = events::Currency::parse(req.currency.as_deref().unwrap_or("USD"))
+    let currency = req
+        .currency
+        .as_deref()
+        .map(events::Currency::parse)
+        .transpose()
         .map_err(|e| AppError::invalid_field("currency", e.reason))?;
     let days = due_days(req.due_in_days)?;
     let notes = crate::credits::text("notes", req.notes)?;
     let holder = super::billing_account(app, account).await?;
+    let currency = currency.unwrap_or_else(|| super::account_currency(&holder));
     let at = now();
     let invoice_id = match &key.0 {
         Some(k) => super::derived_id(&["admin-invoice", caller.sub(), k.as_str()]),

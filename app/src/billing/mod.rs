@@ -68,6 +68,12 @@ pub async fn billing_account(app: &App, account: AccountId) -> Result<AccountVie
         .ok_or_else(|| AppError::NotFound("account not found".into()))
 }
 
+/// The currency an account is billed in (its read model's `currency`:
+/// staff's choice, else the country's).
+pub fn account_currency(view: &AccountView) -> events::Currency {
+    events::Currency::parse(&view.currency).unwrap_or_else(|_| events::Currency::usd())
+}
+
 /// The higher of two optional log positions.
 pub(crate) fn max_position(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     a.max(b)

@@ -116,7 +116,10 @@ pub async fn buy_package(
     let terms = super::payment_methods::method_terms(app, account, method, payment_id).await?;
     let claim = claim(&key, "credits/purchase", &body.canonical);
     let ctx = CommandContext::new(caller.actor());
-    let currency = package.price.currency.clone();
+    // The package's price in the account's currency, else its own price:
+    // never a conversion.
+    let price = package.price_for(&super::account_currency(&holder));
+    let currency = price.currency.clone();
     let issued = issue_invoice(
         app,
         &ctx,
@@ -138,7 +141,7 @@ pub async fn buy_package(
                     package.name, package.credits
                 ),
                 quantity: 1,
-                unit_price: package.price.amount,
+                unit_price: price.amount,
             }],
             tax_rate: holder.tax_rate,
             currency: currency.clone(),

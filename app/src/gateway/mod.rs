@@ -72,6 +72,9 @@ pub struct SubscriptionRequest {
     pub customer_id: String,
     /// The gateway's price of the plan (`price_…`).
     pub price_id: String,
+    /// The currency to bill in when it is not the price's own (a Stripe
+    /// price with `currency_options`); `None`: the price's.
+    pub currency: Option<Currency>,
     pub subscription_id: String,
     pub account_id: String,
     pub first_invoice_id: String,
@@ -91,6 +94,10 @@ pub struct GatewaySubscription {
     /// The subscription's (first) item (`si_…`), whose price a plan change
     /// replaces.
     pub item_id: Option<String>,
+    /// The amount the gateway invoiced for a plan change it prorated at
+    /// once (Stripe: the latest invoice, when its `billing_reason` is
+    /// `subscription_update`).
+    pub proration: Option<events::Money>,
     /// The object as the gateway answered it (what a sync applies).
     pub raw: serde_json::Value,
 }

@@ -13,8 +13,8 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::{
-    minor_units, CancelSubscriptionRequest, ChangePriceRequest, CustomerRequest, GatewayError,
-    GatewaySubscription, PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund,
+    from_minor_units, minor_units, CancelSubscriptionRequest, ChangePriceRequest, CustomerRequest,
+    GatewayError, GatewaySubscription, PaymentGateway, PaymentIntent, PaymentIntentRequest, Refund,
     RefundRequest, SavedCard, SetupIntent, SubscriptionRequest, SAVED_CARDS_MAX,
 };
 use crate::settings::Secret;
@@ -202,8 +202,25 @@ fn subscription_from(json: Value) -> Result<GatewaySubscription, GatewayError> {
             .or(json["customer"]["id"].as_str())
             .map(str::to_owned),
         item_id: first_item["id"].as_str().map(str::to_owned),
+        proration: proration_invoiced(&json["latest_invoice"]),
         raw: json,
     })
+}
+
+/// What Stripe invoiced for a plan change (`proration_behavior=
+/// always_invoice`): the latest invoice's `amount_due` in its currency,
+/// when that invoice is the change's (`billing_reason` `subscription_update`).
+fn proration_invoiced(invoice: &Value) -> Option<events::Money> {
+    if invoice["billing_reason"].as_str() != Some("subscription_update") {
+        return None;
+    }
+    let currency =
+        events::Currency::parse(&invoice["currency"].as_str()?.to_ascii_uppercase()).ok()?;
+    let minor = invoice["amount_due"].as_i64()?;
+    Some(events::Money::new(
+        from_minor_units(minor, &currency),
+        currency,
+    ))
 }
 
 /// A Stripe card payment method read into the port's shape.
@@ -297,6 +314,9 @@ impl PaymentGateway for StripeGateway {
             ("metadata[account_id]", req.account_id.clone()),
             ("metadata[invoice_id]", req.first_invoice_id.clone()),
         ];
+        if let Some(currency) = &req.currency {
+            form.push(("currency", currency.as_str().to_ascii_lowercase()));
+        }
         for expand in subscription_expansions(STRIPE_API_VERSION) {
             form.push(("expand[]", expand.to_owned()));
         }
@@ -332,8 +352,11 @@ impl PaymentGateway for StripeGateway {
             ("items[0][price]", req.price_id.clone()),
             (
                 "proration_behavior",
+                // An upgrade is invoiced (and charged) at once, alone: its
+                // invoice.paid pays our proration invoice, of the same
+                // amount (docs/adr/0011).
                 if req.prorate {
-                    "create_prorations"
+                    "always_invoice"
                 } else {
                     "none"
                 }

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::{
     acting_account, apply_and_follow, execute, follow_up, grant_once, invoice_json, load,
-    open_subscription, subscription_json, terms, Grant, SUBSCRIPTION_INVOICE_DUE_DAYS,
-    SUBSCRIPTION_SLOT_SCOPE,
+    open_subscription, sub_currency, subscription_json, terms, Grant,
+    SUBSCRIPTION_INVOICE_DUE_DAYS, SUBSCRIPTION_SLOT_SCOPE,
 };
 use crate::access;
 use crate::billing::{billing_account, derived_id, max_position};
@@ -115,8 +115,12 @@ pub async fn start_stripe_subscription(
 ) -> Result<crate::gateway::GatewaySubscription, AppError> {
     let gateway = app.gateways.for_method(PaymentMethod::Stripe)?;
     let catalog = app.catalog.get().await;
-    let price_id = catalog
-        .plan(&subscription.plan.slug)
+    let plan = catalog.plan(&subscription.plan.slug);
+    // Billed in another currency than the plan's own: the Stripe price's
+    // currency option of that currency.
+    let currency = Some(subscription.plan.price.currency.clone())
+        .filter(|c| plan.is_some_and(|p| &p.price.currency != c));
+    let price_id = plan
         .and_then(|p| p.stripe_price_id.clone())
         .filter(|p| !p.is_empty())
         .ok_or_else(|| {
@@ -138,6 +142,7 @@ pub async fn start_stripe_subscription(
         .create_subscription(&crate::gateway::SubscriptionRequest {
             customer_id: customer.clone(),
             price_id,
+            currency,
             subscription_id: subscription.subscription_id.to_string(),
             account_id: account,
             first_invoice_id: subscription.first_invoice_id.to_string(),
@@ -181,8 +186,9 @@ pub async fn create(
     let key = key.required()?;
     let req = body.value;
     let account = acting_account(caller, req.account_id.as_deref())?;
-    // The account must exist before its subscription does.
-    billing_account(app, account).await?;
+    // The account must exist before its subscription does; its currency
+    // picks the plan's price.
+    let currency = crate::billing::account_currency(&billing_account(app, account).await?);
     let catalog = app.catalog.get().await;
     let plan = catalog
         .plan(&req.plan)
@@ -207,7 +213,7 @@ pub async fn create(
     let mut command = CreateSubscription {
         subscription_id: id,
         account_id: account,
-        plan: terms(&plan),
+        plan: terms(&plan, &currency),
         method,
         first_invoice_id: derived_id(&["subscription-invoice", &id.to_string(), "initial"]),
         first_invoice_due_at: now + Duration::days(SUBSCRIPTION_INVOICE_DUE_DAYS),
@@ -313,13 +319,18 @@ pub async fn upgrade(
     let claim = claim(&key, "subscriptions/upgrade", &body.canonical);
     let now = now();
     let actor = caller.actor();
-    change_at_stripe(app, &load(app, id).await?, id, &plan, key.as_str(), now).await?;
+    let current = load(app, id).await?;
+    // The new plan's price in the subscription's currency.
+    let currency = sub_currency(&current);
+    // Stripe's invoice for the upgrade, if it lives there: ours takes its
+    // amount, so that Stripe's payment pays ours exactly.
+    let gateway_proration = change_at_stripe(app, &current, id, &plan, key.as_str(), now).await?;
     let done = execute(
         app,
         &actor,
         id,
         SubscriptionCommand::ChangePlan {
-            to: terms(&plan),
+            to: terms(&plan, &currency),
             proration_invoice_id: derived_id(&[
                 "subscription-invoice",
                 &id.to_string(),
@@ -327,6 +338,7 @@ pub async fn upgrade(
                 key.as_str(),
             ]),
             invoice_due_at: now + Duration::days(SUBSCRIPTION_INVOICE_DUE_DAYS),
+            gateway_proration,
             now,
         },
         Some(&claim),
@@ -544,13 +556,14 @@ async fn cancel_at_stripe(
 /// Tells Stripe first when `sub` lives there (docs/adr/0011-payments-gateway.md):
 /// the subscription's item (found with `GET /v1/subscriptions/{id}`) gets
 /// the new plan's Stripe price, under an idempotency key derived from our
-/// id and the request's key. An upgrade is prorated by Stripe
-/// (`proration_behavior=create_prorations`); a downgrade, which takes
-/// effect here at the period end, is not (`none`: Stripe charges the new
-/// price from the next period on). A change this subscription refuses is
-/// not sent (the local command then answers the refusal, or replays the
-/// first answer under this key); a Stripe failure answers before anything
-/// is written.
+/// id and the request's key. An upgrade is prorated and invoiced by Stripe
+/// at once (`proration_behavior=always_invoice`), and that invoice's amount
+/// is answered: our proration invoice takes it. A downgrade, which takes
+/// effect here at the period end, is not prorated (`none`: Stripe charges
+/// the new price from the next period on). A change this subscription
+/// refuses is not sent (the local command then answers the refusal, or
+/// replays the first answer under this key); a Stripe failure answers
+/// before anything is written.
 async fn change_at_stripe(
     app: &App,
     sub: &Subscription,
@@ -558,12 +571,12 @@ async fn change_at_stripe(
     plan: &events::Plan,
     key: &str,
     now: DateTime<Utc>,
-) -> Result<(), AppError> {
+) -> Result<Option<events::Money>, AppError> {
     let Some(stripe_id) = sub.stripe_subscription_id() else {
-        return Ok(());
+        return Ok(None);
     };
-    let Ok(upgrade) = sub.plan_change_is_upgrade(&terms(plan), now) else {
-        return Ok(());
+    let Ok(upgrade) = sub.plan_change_is_upgrade(&terms(plan, &sub_currency(sub)), now) else {
+        return Ok(None);
     };
     let price_id = plan
         .stripe_price_id
@@ -580,7 +593,7 @@ async fn change_at_stripe(
     let item_id = current.item_id.ok_or_else(|| {
         AppError::BadGateway(format!("the Stripe subscription {stripe_id} has no item"))
     })?;
-    gateway
+    let changed = gateway
         .change_subscription_price(&crate::gateway::ChangePriceRequest {
             gateway_subscription_id: stripe_id.to_owned(),
             item_id,
@@ -589,7 +602,7 @@ async fn change_at_stripe(
             idempotency_key: format!("plan-change-{id}-{key}"),
         })
         .await?;
-    Ok(())
+    Ok(changed.proration.filter(|_| upgrade))
 }
 
 /// Tells Stripe first when `sub` lives there: its `cancel_at_period_end`

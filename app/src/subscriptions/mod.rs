@@ -50,15 +50,24 @@ pub const SUBSCRIPTION_INVOICE_DUE_DAYS: i64 = crate::billing::INVOICE_DUE_DAYS;
 /// n-th subscription of an account reserves `{account}/{n}`.
 pub const SUBSCRIPTION_SLOT_SCOPE: &str = "subscription_slot";
 
-/// The catalog's facts of a plan, as the subscription records them.
-fn terms(plan: &Plan) -> PlanTerms {
+/// The catalog's facts of a plan, as the subscription records them: its
+/// price in `currency` (the account's, or the subscription's on a plan
+/// change), else its own price (never a conversion).
+fn terms(plan: &Plan, currency: &events::Currency) -> PlanTerms {
     PlanTerms {
         slug: plan.slug.clone(),
         name: plan.name.clone(),
-        price: plan.price.clone(),
+        price: plan.price_for(currency),
         billing_cycle: plan.billing_cycle,
         included_credits: plan.included_credits,
     }
+}
+
+/// The currency a subscription is billed in (USD before it has a plan).
+fn sub_currency(sub: &Subscription) -> events::Currency {
+    sub.plan()
+        .map(|p| p.price.currency.clone())
+        .unwrap_or_else(events::Currency::usd)
 }
 
 async fn load(app: &App, id: Uuid) -> Result<Subscription, AppError> {
@@ -544,15 +553,24 @@ pub async fn by_stripe_id(
         .and_then(|id| Uuid::parse_str(&id).ok()))
 }
 
-/// The oldest pending invoice of a subscription (what a Stripe
-/// `invoice.paid` for it pays).
-pub async fn open_invoice(app: &App, subscription_id: Uuid) -> Result<Option<Uuid>, AppError> {
+/// The pending invoice of a subscription a Stripe `invoice.paid` for it
+/// pays: the oldest proration invoice for Stripe's invoice of a plan change
+/// (`proration`), else the oldest other one; the oldest of any kind when
+/// there is none of the kind.
+pub async fn open_invoice(
+    app: &App,
+    subscription_id: Uuid,
+    proration: bool,
+) -> Result<Option<Uuid>, AppError> {
     let sub = load(app, subscription_id).await?;
-    Ok(sub
-        .open_invoices()
-        .iter()
-        .min_by_key(|i| i.due_at)
-        .map(|i| i.invoice_id))
+    let open = sub.open_invoices();
+    let oldest = |kind: Option<bool>| {
+        open.iter()
+            .filter(|i| kind.is_none_or(|p| (i.purpose == events::InvoicePurpose::Proration) == p))
+            .min_by_key(|i| i.due_at)
+            .map(|i| i.invoice_id)
+    };
+    Ok(oldest(Some(proration)).or_else(|| oldest(None)))
 }
 
 /// Stripe `customer.subscription.updated`: `status` is Stripe's

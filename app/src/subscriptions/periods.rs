@@ -14,7 +14,8 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{
-    ensure_invoices, execute, follow_up, load, terms, void_invoices, SUBSCRIPTION_INVOICE_DUE_DAYS,
+    ensure_invoices, execute, follow_up, load, sub_currency, terms, void_invoices,
+    SUBSCRIPTION_INVOICE_DUE_DAYS,
 };
 use crate::access;
 use crate::billing::derived_id;
@@ -174,12 +175,15 @@ async fn process_one(
             },
             Step::Renew { plan } => {
                 let (_, end) = sub.period().ok_or(AppError::Internal)?;
-                // Today's catalog terms of the plan, else the ones recorded.
+                // Today's catalog terms of the plan in the subscription's
+                // currency, else the ones recorded (a renewal never
+                // changes the currency).
                 let catalog = app.catalog.get().await;
+                let currency = sub_currency(&sub);
                 let terms = catalog
                     .plan(&plan)
-                    .filter(|p| p.active)
-                    .map(terms)
+                    .filter(|p| p.active && p.price_in(&currency).is_some())
+                    .map(|p| terms(p, &currency))
                     .or_else(|| {
                         sub.scheduled_plan()
                             .filter(|p| p.slug == plan)

@@ -7,8 +7,8 @@ use events::{
     AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus,
     AccountStatusChanged, AccountSuspended, AccountUpdated, BillingAddress, CountryCode,
     CreditsAdjusted, CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded,
-    HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, OperationKey, PlanChanged, RefundedLot,
-    ReleaseReason, Usage, ACCOUNT_AGGREGATE_TYPE,
+    Currency, HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, OperationKey, PlanChanged,
+    RefundedLot, ReleaseReason, Usage, ACCOUNT_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,9 @@ struct Profile {
     tax_id: Option<String>,
     tax_rate: Decimal,
     low_balance_threshold: i64,
+    /// Staff's choice of billing currency, if any.
+    #[serde(default)]
+    currency: Option<Currency>,
 }
 
 /// One tenant's credits. Built only by folding its events.
@@ -107,6 +110,15 @@ impl CreditAccount {
     }
     pub fn plan(&self) -> &str {
         &self.profile.plan
+    }
+    /// The currency the account is billed in: staff's choice, else its
+    /// country's.
+    pub fn currency(&self) -> Currency {
+        match (&self.profile.currency, &self.profile.country) {
+            (Some(c), _) => c.clone(),
+            (None, Some(country)) => Currency::for_country(country),
+            (None, None) => Currency::usd(),
+        }
     }
     pub fn balance(&self) -> i64 {
         self.balance
@@ -763,6 +775,7 @@ impl Aggregate for CreditAccount {
                     credit_limit: c.credit_limit,
                     low_balance_threshold: c.low_balance_threshold,
                     tax_rate: c.tax_rate,
+                    currency: c.currency,
                     opened_at: c.now,
                 }),
                 self,
@@ -809,6 +822,7 @@ impl Aggregate for CreditAccount {
                         country: patch.country,
                         credit_limit: patch.credit_limit,
                         low_balance_threshold: patch.low_balance_threshold,
+                        currency: patch.currency,
                         updated_at: now,
                     }),
                     self,
@@ -919,6 +933,7 @@ impl Aggregate for CreditAccount {
                     tax_id: None,
                     tax_rate: e.tax_rate,
                     low_balance_threshold: e.low_balance_threshold,
+                    currency: e.currency,
                 };
             }
             AccountEvent::AccountUpdated(e) => {
@@ -940,6 +955,9 @@ impl Aggregate for CreditAccount {
                 }
                 if let Some(v) = e.country {
                     p.country = Some(v);
+                }
+                if let Some(v) = e.currency {
+                    p.currency = v;
                 }
                 if let Some(v) = e.low_balance_threshold {
                     p.low_balance_threshold = v;

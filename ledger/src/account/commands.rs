@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use events::{
-    AccountId, AccountStatus, BillingAddress, CostEntry, CountryCode, GrantSource, IdempotencyKey,
-    LotDraw, Usage,
+    AccountId, AccountStatus, BillingAddress, CostEntry, CountryCode, Currency, GrantSource,
+    IdempotencyKey, LotDraw, Usage,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,8 @@ pub struct OpenAccount {
     pub credit_limit: i64,
     pub low_balance_threshold: i64,
     pub tax_rate: Decimal,
+    /// Staff's choice of billing currency; `None` bills in the country's.
+    pub currency: Option<Currency>,
     pub now: DateTime<Utc>,
 }
 
@@ -48,6 +50,8 @@ pub struct AccountPatch {
     pub country: Option<CountryCode>,
     pub credit_limit: Option<i64>,
     pub low_balance_threshold: Option<i64>,
+    /// `Some(None)`: back to the country's currency.
+    pub currency: Option<Option<Currency>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,7 @@ fn opened_event(status: AccountStatus, credit_limit: i64) -> AccountEvent {
         credit_limit,
         low_balance_threshold: 100,
         tax_rate: Decimal::ZERO,
+        currency: None,
         opened_at: at(1, 0),
     })
 }
@@ -224,6 +225,7 @@ fn open_command(credit_limit: i64, low_balance_threshold: i64) -> AccountCommand
         credit_limit,
         low_balance_threshold,
         tax_rate: Decimal::ZERO,
+        currency: None,
         now: at(1, 0),
     })
 }
@@ -519,8 +521,55 @@ async fn updating_an_account_records_only_the_given_fields() {
             country: None,
             credit_limit: None,
             low_balance_threshold: Some(25),
+            currency: None,
             updated_at: at(2, 0),
         })]);
+}
+
+#[test]
+fn the_billing_currency_follows_the_country_until_staff_choose_one() {
+    let mut events = vec![opened(0)];
+    assert_eq!(fold(&events).currency().as_str(), "USD");
+    let country = |c: &str| {
+        AccountEvent::AccountUpdated(AccountUpdated {
+            country: Some(CountryCode::parse(c).unwrap()),
+            ..updated_at(at(2, 0))
+        })
+    };
+    let currency = |c: Option<&str>| {
+        AccountEvent::AccountUpdated(AccountUpdated {
+            currency: Some(c.map(|c| events::Currency::parse(c).unwrap())),
+            ..updated_at(at(3, 0))
+        })
+    };
+    events.push(country("DE"));
+    assert_eq!(fold(&events).currency().as_str(), "EUR");
+    events.push(currency(Some("GBP")));
+    assert_eq!(fold(&events).currency().as_str(), "GBP");
+    // A later country change leaves staff's choice alone.
+    events.push(country("JP"));
+    assert_eq!(fold(&events).currency().as_str(), "GBP");
+    // Back to the country's.
+    events.push(currency(None));
+    assert_eq!(fold(&events).currency().as_str(), "JPY");
+}
+
+#[test]
+fn a_currency_patch_keeps_absent_and_null_apart_on_the_wire() {
+    let set = AccountUpdated {
+        currency: Some(Some(events::Currency::parse("EUR").unwrap())),
+        ..updated_at(at(2, 0))
+    };
+    let back = AccountUpdated {
+        currency: Some(None),
+        ..updated_at(at(2, 0))
+    };
+    let none = updated_at(at(2, 0));
+    for e in [set, back, none] {
+        let json = serde_json::to_value(&e).unwrap();
+        let again: AccountUpdated = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(again, e, "{json}");
+    }
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub const COST_MAX: i64 = 1_000_000;
 /// Longest display name or description of an operation.
 pub const COST_TEXT_BYTES_MAX: usize = 1_024;
 const SLUG_BYTES_MAX: usize = 64;
+/// Most currencies a plan or package may be priced in besides its own.
+pub const PRICES_MAX: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
@@ -75,6 +77,8 @@ pub enum CatalogError {
     InvalidSlug,
     #[error("{field} must not be negative")]
     Negative { field: &'static str },
+    #[error("prices may name at most {PRICES_MAX} currencies, and not the base price's with another amount")]
+    InvalidPrices,
     #[error("discount percent must be between 0 and 100")]
     InvalidDiscount,
     #[error("cost must be between 0 and {COST_MAX} credits per unit, got {cost}")]
@@ -205,11 +209,30 @@ impl Catalog {
         }
     }
 
+    /// Other-currency prices: none negative, at most [`PRICES_MAX`], and
+    /// the base currency's (if listed) equal to the base price.
+    fn check_prices(
+        base: &events::Money,
+        prices: &BTreeMap<events::Currency, Decimal>,
+    ) -> Result<(), CatalogError> {
+        if prices.values().any(|p| *p < Decimal::ZERO) {
+            return Err(CatalogError::Negative { field: "prices" });
+        }
+        let conflict = prices
+            .get(&base.currency)
+            .is_some_and(|p| *p != base.amount);
+        if prices.len() > PRICES_MAX || conflict {
+            return Err(CatalogError::InvalidPrices);
+        }
+        Ok(())
+    }
+
     fn check_plan(plan: &Plan) -> Result<(), CatalogError> {
         Self::check_slug(&plan.slug)?;
         if plan.price.amount < Decimal::ZERO {
             return Err(CatalogError::Negative { field: "price" });
         }
+        Self::check_prices(&plan.price, &plan.prices)?;
         if plan.included_credits < 0 {
             return Err(CatalogError::Negative {
                 field: "included_credits",
@@ -235,6 +258,7 @@ impl Catalog {
         if package.price.amount < Decimal::ZERO {
             return Err(CatalogError::Negative { field: "price" });
         }
+        Self::check_prices(&package.price, &package.prices)?;
         if package.discount_percent < Decimal::ZERO
             || package.discount_percent > Decimal::ONE_HUNDRED
         {

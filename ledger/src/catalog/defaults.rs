@@ -35,6 +35,7 @@ fn plan(
         slug: slug.to_owned(),
         name: name.to_owned(),
         price: usd(cents),
+        prices: Default::default(),
         billing_cycle: BillingCycle::Monthly,
         included_credits: credits,
         // Extra credits are priced in tenths of a cent, hence scale 3.
@@ -116,6 +117,7 @@ fn package(
         name: name.to_owned(),
         credits,
         price: usd(cents),
+        prices: Default::default(),
         discount_percent: Decimal::from(discount),
         active: true,
         featured,

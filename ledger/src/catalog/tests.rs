@@ -88,6 +88,7 @@ fn custom_plan() -> Plan {
         slug: "agency".into(),
         name: "Agency".into(),
         price: usd(49_900),
+        prices: Default::default(),
         billing_cycle: BillingCycle::Annual,
         included_credits: 50_000,
         extra_credit_price: Some(Money::usd(Decimal::new(15, 3))),
@@ -111,6 +112,7 @@ fn custom_package() -> CreditPackage {
         name: "Mega".into(),
         credits: 100_000,
         price: usd(99_900),
+        prices: Default::default(),
         discount_percent: Decimal::new(255, 1),
         active: true,
         featured: false,
@@ -512,11 +514,76 @@ async fn a_plan_slug_of_sixty_four_characters_with_dashes_and_underscores_is_acc
 async fn a_plan_with_a_negative_price_is_refused() {
     let plan = Plan {
         price: usd(-1),
+        prices: Default::default(),
         ..custom_plan()
     };
     when(vec![], upsert_plan(plan))
         .await
         .then_expect_error(CatalogError::Negative { field: "price" });
+}
+
+fn eur() -> events::Currency {
+    events::Currency::parse("EUR").unwrap()
+}
+
+#[tokio::test]
+async fn a_plan_priced_in_other_currencies_answers_each_and_falls_back_to_its_own() {
+    let plan = Plan {
+        prices: [(eur(), Decimal::new(45_900, 2))].into_iter().collect(),
+        ..custom_plan()
+    };
+    when(vec![], upsert_plan(plan.clone()))
+        .await
+        .then_expect_events(vec![plan_upserted(plan.clone(), None)]);
+    assert_eq!(
+        plan.price_for(&eur()),
+        Money::new(Decimal::new(45_900, 2), eur())
+    );
+    assert_eq!(plan.price_for(&events::Currency::usd()), usd(49_900));
+    let gbp = events::Currency::parse("GBP").unwrap();
+    assert_eq!(plan.price_in(&gbp), None);
+    assert_eq!(
+        plan.price_for(&gbp),
+        usd(49_900),
+        "never converted: the base price"
+    );
+    assert_eq!(plan.all_prices().len(), 2);
+}
+
+#[tokio::test]
+async fn other_currency_prices_that_are_negative_too_many_or_contradict_the_base_are_refused() {
+    let negative = Plan {
+        prices: [(eur(), Decimal::new(-1, 0))].into_iter().collect(),
+        ..custom_plan()
+    };
+    when(vec![], upsert_plan(negative))
+        .await
+        .then_expect_error(CatalogError::Negative { field: "prices" });
+    let contradicting = Plan {
+        prices: [(events::Currency::usd(), Decimal::new(1, 0))]
+            .into_iter()
+            .collect(),
+        ..custom_plan()
+    };
+    when(vec![], upsert_plan(contradicting))
+        .await
+        .then_expect_error(CatalogError::InvalidPrices);
+    let many = CreditPackage {
+        prices: (0..=super::aggregate::PRICES_MAX)
+            .map(|i| {
+                let code = format!(
+                    "X{}{}",
+                    (b'A' + (i / 26) as u8) as char,
+                    (b'A' + (i % 26) as u8) as char
+                );
+                (events::Currency::parse(&code).unwrap(), Decimal::ONE)
+            })
+            .collect(),
+        ..custom_package()
+    };
+    when(vec![], upsert_package(many))
+        .await
+        .then_expect_error(CatalogError::InvalidPrices);
 }
 
 #[tokio::test]
@@ -636,6 +703,7 @@ async fn a_package_with_negative_credits_is_refused() {
 async fn a_package_with_a_negative_price_is_refused() {
     let package = CreditPackage {
         price: usd(-100),
+        prices: Default::default(),
         ..custom_package()
     };
     when(vec![], upsert_package(package))

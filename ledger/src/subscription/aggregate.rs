@@ -104,6 +104,10 @@ pub enum SubscriptionCommand {
         to: PlanTerms,
         proration_invoice_id: Uuid,
         invoice_due_at: DateTime<Utc>,
+        /// The gateway's own proration of this upgrade (Stripe's proration
+        /// invoice), taken instead of ours so that its payment pays ours
+        /// exactly; ignored unless in the new price's currency.
+        gateway_proration: Option<events::Money>,
         now: DateTime<Utc>,
     },
     /// Cancel now, or (active subscriptions) at the period end.
@@ -465,6 +469,7 @@ impl Subscription {
         to: PlanTerms,
         proration_invoice_id: Uuid,
         invoice_due_at: DateTime<Utc>,
+        gateway_proration: Option<events::Money>,
         now: DateTime<Utc>,
     ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
         let upgrade = self.plan_change_is_upgrade(&to, now)?;
@@ -480,7 +485,12 @@ impl Subscription {
                 },
             )]);
         }
-        let p = prorate(&from, &to, start, end, now).ok_or(SubscriptionError::Overflow)?;
+        let mut p = prorate(&from, &to, start, end, now).ok_or(SubscriptionError::Overflow)?;
+        if let Some(theirs) = gateway_proration
+            .filter(|m| m.currency == to.price.currency && m.amount >= Decimal::ZERO)
+        {
+            p.amount = theirs.amount;
+        }
         let proration_invoice = if p.amount > Decimal::ZERO {
             if self.open_invoices.len() >= OPEN_INVOICES_MAX {
                 return Err(SubscriptionError::TooManyOpenInvoices);
@@ -657,8 +667,15 @@ impl Aggregate for Subscription {
                 to,
                 proration_invoice_id,
                 invoice_due_at,
+                gateway_proration,
                 now,
-            } => self.change_plan(to, proration_invoice_id, invoice_due_at, now)?,
+            } => self.change_plan(
+                to,
+                proration_invoice_id,
+                invoice_due_at,
+                gateway_proration,
+                now,
+            )?,
             SubscriptionCommand::Cancel {
                 at_period_end,
                 reason,

@@ -256,6 +256,7 @@ fn change(to: PlanTerms, now: DateTime<Utc>) -> SubscriptionCommand {
         to,
         proration_invoice_id: PRORATION,
         invoice_due_at: now + Duration::days(14),
+        gateway_proration: None,
         now,
     }
 }
@@ -289,6 +290,50 @@ async fn an_upgrade_changes_the_plan_now_with_a_prorated_invoice_whose_payment_g
     assert_eq!(paid.len(), 1, "no status change: {paid:?}");
     assert!(
         matches!(&paid[0], SubscriptionEvent::SubscriptionInvoicePaid(p) if p.credits == 2_000 && p.purpose == InvoicePurpose::Proration)
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_takes_the_gateways_proration_in_its_currency_and_ours_otherwise() {
+    let given = active_starter().await;
+    let with = |m: events::Money| match change(professional(), at(16)) {
+        SubscriptionCommand::ChangePlan {
+            to,
+            proration_invoice_id,
+            invoice_due_at,
+            now,
+            ..
+        } => SubscriptionCommand::ChangePlan {
+            to,
+            proration_invoice_id,
+            invoice_due_at,
+            gateway_proration: Some(m),
+            now,
+        },
+        _ => unreachable!(),
+    };
+    let amount_of = |events: Vec<SubscriptionEvent>| match &events[0] {
+        SubscriptionEvent::SubscriptionPlanChanged(c) => (
+            c.prorated_amount.to_string(),
+            c.prorated_credits,
+            c.proration_invoice
+                .as_ref()
+                .map(|i| i.amount.amount.to_string()),
+        ),
+        e => panic!("{e:?}"),
+    };
+    // Stripe's 34.99 instead of our 35.00; the credits stay ours.
+    let theirs = events_of(&given, with(events::Money::usd(dec!(34.99)))).await;
+    assert_eq!(
+        amount_of(theirs),
+        ("34.99".into(), 2_000, Some("34.99".into()))
+    );
+    // Another currency than the plan's: ours.
+    let eur = events::Money::new(dec!(1), events::Currency::parse("EUR").unwrap());
+    let ours = events_of(&given, with(eur)).await;
+    assert_eq!(
+        amount_of(ours),
+        ("35.00".into(), 2_000, Some("35.00".into()))
     );
 }
 
@@ -676,6 +721,7 @@ async fn open_invoices_are_bounded() {
             to: p.clone(),
             proration_invoice_id: Uuid::from_u128(100 + i as u128),
             invoice_due_at: at(20),
+            gateway_proration: None,
             now: at(5),
         };
         given.extend(events_of(&given, cmd).await);

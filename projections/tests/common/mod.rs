@@ -74,6 +74,7 @@ pub fn open_cmd(id: AccountId, o: &Opening<'_>, now: DateTime<Utc>) -> AccountCo
         credit_limit: 0,
         low_balance_threshold: 100,
         tax_rate: Decimal::ZERO,
+        currency: None,
         now,
     })
 }
@@ -445,6 +446,13 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
                 name: Some(format!("{name} GmbH")),
                 tax_id: Some(format!("DE{index:09}")),
                 credit_limit: Some(50),
+                // Every other account gets staff's currency, one of them
+                // cleared again: the three forms of the field.
+                currency: match index % 3 {
+                    0 => Some(Some(events::Currency::parse("EUR").unwrap())),
+                    1 => Some(None),
+                    _ => None,
+                },
                 ..AccountPatch::default()
             };
             script.run(id, update_cmd(patch, t(r, 58))).await;

@@ -170,6 +170,7 @@ async fn account(store: &Store, index: u32, events: u64) -> anyhow::Result<u64> 
             credit_limit: 0,
             low_balance_threshold: 0,
             tax_rate: Decimal::ZERO,
+            currency: None,
             now: t0,
         }),
         t0,

@@ -37,6 +37,7 @@ pub fn open(id: AccountId, slug: &str, now: DateTime<Utc>) -> AccountCommand {
         credit_limit: 0,
         low_balance_threshold: 10,
         tax_rate: Decimal::ZERO,
+        currency: None,
         now,
     })
 }

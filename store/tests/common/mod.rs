@@ -51,6 +51,7 @@ pub fn open(id: AccountId) -> AccountCommand {
         credit_limit: 0,
         low_balance_threshold: 100,
         tax_rate: Decimal::ZERO,
+        currency: None,
         now: now(),
     })
 }
