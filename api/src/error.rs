@@ -31,6 +31,12 @@ pub enum ApiError {
         available: i64,
         required: i64,
     },
+    BudgetExceeded {
+        monthly_credits: i64,
+        used: i64,
+        held: i64,
+        required: i64,
+    },
     UnknownOperation(String),
     OperationInactive(String),
     PlanLimit {
@@ -109,6 +115,17 @@ impl From<AppError> for ApiError {
                 available,
                 required,
             },
+            AppError::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
+                required,
+            } => Self::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
+                required,
+            },
             AppError::UnknownOperation(op) => Self::UnknownOperation(op),
             AppError::OperationInactive(op) => Self::OperationInactive(op),
             AppError::PlanLimit { limit, used } => Self::PlanLimit { limit, used },
@@ -151,6 +168,17 @@ impl From<ApiError> for AppError {
             } => Self::InsufficientCredits {
                 balance,
                 available,
+                required,
+            },
+            ApiError::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
+                required,
+            } => Self::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
                 required,
             },
             ApiError::UnknownOperation(op) => Self::UnknownOperation(op),

@@ -877,6 +877,46 @@ async fn events_reach_jetstream_once_in_log_order_with_low_balance_alerts(
 }
 on_both!(events_reach_jetstream_once_in_log_order_with_low_balance_alerts);
 
+async fn a_budget_threshold_reaches_nats_once_as_an_alert(
+    api: Arc<Api>,
+    nats: NatsServer,
+    _db: Arc<TestDbRef>,
+) -> NatsServer {
+    let client = nats.client().await;
+    let (account, _) = api.funded_account(1_000).await;
+    api.put(
+        &format!("/v1/accounts/{account}/budget"),
+        &api.owner(&account),
+        json!({ "monthly_credits": 100, "thresholds_percent": [50, 100] }),
+    )
+    .await
+    .expect(200);
+    let mut last = 0;
+    // 10 a deduction: 50 % at the fifth, nothing more until 100 %.
+    for _ in 0..7 {
+        last = api
+            .deduct(&account, json!({ "operation": "clustering" }))
+            .await
+            .position();
+    }
+    wait_outbox(&api, last).await;
+    let alerts = read_stream(
+        &client,
+        "LEDGER_ALERTS",
+        &format!("ledger.alerts.{account}.budget"),
+        1,
+    )
+    .await;
+    assert_eq!(alerts.len(), 1);
+    let alert: Value = serde_json::from_slice(&alerts[0].payload).unwrap();
+    assert_eq!(alert["percent"], 50, "{alert}");
+    assert_eq!(alert["used"], 50, "{alert}");
+    assert_eq!(alert["monthly_credits"], 100, "{alert}");
+    assert_eq!(alert["event_type"], "BudgetThresholdReached");
+    nats
+}
+on_both!(a_budget_threshold_reaches_nats_once_as_an_alert);
+
 async fn http_keeps_serving_through_a_nats_outage_and_the_outbox_catches_up(
     api: Arc<Api>,
     mut nats: NatsServer,

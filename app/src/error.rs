@@ -57,6 +57,13 @@ pub enum AppError {
         available: i64,
         required: i64,
     },
+    /// A hard monthly budget would be exceeded (402 `budget_exceeded`).
+    BudgetExceeded {
+        monthly_credits: i64,
+        used: i64,
+        held: i64,
+        required: i64,
+    },
     UnknownOperation(String),
     /// The operation exists but staff turned it off (422).
     OperationInactive(String),
@@ -107,7 +114,9 @@ impl AppError {
             Self::Forbidden(_) | Self::AccountSuspended => status::FORBIDDEN,
             Self::NotFound(_) => status::NOT_FOUND,
             Self::Conflict(_) | Self::IdempotencyKeyReused => status::CONFLICT,
-            Self::InsufficientCredits { .. } => status::PAYMENT_REQUIRED,
+            Self::InsufficientCredits { .. } | Self::BudgetExceeded { .. } => {
+                status::PAYMENT_REQUIRED
+            }
             Self::UnknownOperation(_) | Self::OperationInactive(_) => status::UNPROCESSABLE_ENTITY,
             Self::PlanLimit { .. } => status::CONFLICT,
             Self::InvitationExpired(_) => status::GONE,
@@ -134,6 +143,7 @@ impl AppError {
             Self::Conflict(_) => "conflict",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::InsufficientCredits { .. } => "insufficient_credits",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::UnknownOperation(_) => "unknown_operation",
             Self::OperationInactive(_) => "operation_inactive",
             Self::PlanLimit { .. } => "plan_limit",
@@ -179,6 +189,23 @@ impl AppError {
             } => (
                 format!("insufficient credits: {available} available, {required} required"),
                 json!({ "balance": balance, "available": available, "required": required }),
+            ),
+            Self::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
+                required,
+            } => (
+                format!(
+                    "the monthly budget of {monthly_credits} credits is reached: {used} used and \
+                     {held} held this month, {required} more asked"
+                ),
+                json!({
+                    "monthly_credits": monthly_credits,
+                    "used": used,
+                    "held": held,
+                    "required": required,
+                }),
             ),
             Self::UnknownOperation(op) => (
                 format!("unknown operation {op:?}"),
@@ -273,6 +300,18 @@ impl From<AccountError> for AppError {
                 available,
                 required,
             },
+            AccountError::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
+                required,
+            } => AppError::BudgetExceeded {
+                monthly_credits,
+                used,
+                held,
+                required,
+            },
+            e @ AccountError::InvalidBudget { .. } => field("budget", e),
             e @ AccountError::InvalidCredits { .. } => field("credits", e),
             e @ AccountError::CreditLimitOutOfRange { .. } => field("credit_limit", e),
             e @ AccountError::CreditLimitBelowUsage { .. } => field("credit_limit", e),

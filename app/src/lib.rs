@@ -27,6 +27,7 @@ pub mod telemetry;
 
 pub mod accounts;
 pub mod billing;
+pub mod budget;
 pub mod catalog;
 pub mod credits;
 pub mod paypal_events;

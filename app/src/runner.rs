@@ -206,10 +206,18 @@ pub fn written<T>(
     render: impl Fn(&AccountEvent, Option<i64>) -> Option<T>,
 ) -> Result<Written<T>, AppError> {
     let event = done.outcome().ok_or(AppError::Internal)?;
-    let value = render(event, done.position()).ok_or_else(|| {
-        error!(?event, "command answered with an unexpected event");
-        AppError::Internal
-    })?;
+    // The answer is the last event the renderer knows: follow-ups written
+    // after it by the same command (a budget threshold reached) are not.
+    let value = done
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| render(&e.event, done.position()))
+        .or_else(|| render(event, done.position()))
+        .ok_or_else(|| {
+            error!(?event, "command answered with an unexpected event");
+            AppError::Internal
+        })?;
     Ok(Written {
         value,
         replayed: done.replayed.is_some(),

@@ -243,6 +243,38 @@ pub struct CreditsExpired {
     pub expired_at: DateTime<Utc>,
 }
 
+/// A monthly credit budget (issue 17): thresholds alert once per calendar
+/// month (UTC) each; with `hard_cap`, deductions and holds beyond
+/// `monthly_credits` are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    pub monthly_credits: i64,
+    /// Percents of `monthly_credits`, ascending and distinct.
+    pub thresholds_percent: Vec<u32>,
+    pub hard_cap: bool,
+}
+
+/// The account's budget was set (`Some`) or removed (`None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSet {
+    pub budget: Option<Budget>,
+    pub set_at: DateTime<Utc>,
+}
+
+/// The credits used this month reached `percent` of the budget: written
+/// once per month and threshold, with the command that reached it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetThresholdReached {
+    /// The calendar month (UTC), `YYYY-MM`.
+    pub period: String,
+    pub percent: u32,
+    pub monthly_credits: i64,
+    /// Credits used this month when it was reached.
+    pub used: i64,
+    pub hard_cap: bool,
+    pub reached_at: DateTime<Utc>,
+}
+
 /// Available credits fell below an account's low-balance threshold
 /// ([`AccountEvent::low_balance_crossing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +301,8 @@ pub enum AccountEvent {
     CreditsAdjusted(CreditsAdjusted),
     CreditsExpired(CreditsExpired),
     AccountStatusChanged(AccountStatusChanged),
+    BudgetSet(BudgetSet),
+    BudgetThresholdReached(BudgetThresholdReached),
 }
 
 impl AccountEvent {
@@ -289,6 +323,8 @@ impl AccountEvent {
             Self::CreditsAdjusted(_) => "CreditsAdjusted",
             Self::CreditsExpired(_) => "CreditsExpired",
             Self::AccountStatusChanged(_) => "AccountStatusChanged",
+            Self::BudgetSet(_) => "BudgetSet",
+            Self::BudgetThresholdReached(_) => "BudgetThresholdReached",
         }
     }
 
@@ -391,6 +427,8 @@ impl AccountEvent {
             Self::CreditsAdjusted(e) => e.adjusted_at,
             Self::CreditsExpired(e) => e.expired_at,
             Self::AccountStatusChanged(e) => e.changed_at,
+            Self::BudgetSet(e) => e.set_at,
+            Self::BudgetThresholdReached(e) => e.reached_at,
         }
     }
 }

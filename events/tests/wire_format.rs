@@ -271,6 +271,22 @@ fn account_samples() -> Vec<AccountEvent> {
             reason: "subscription past_due".into(),
             changed_at: at(31, 23),
         }),
+        AccountEvent::BudgetSet(events::BudgetSet {
+            budget: Some(events::Budget {
+                monthly_credits: 5_000,
+                thresholds_percent: vec![50, 80, 100],
+                hard_cap: true,
+            }),
+            set_at: at(31, 23),
+        }),
+        AccountEvent::BudgetThresholdReached(events::BudgetThresholdReached {
+            period: "2026-03".into(),
+            percent: 80,
+            monthly_credits: 5_000,
+            used: 4_010,
+            hard_cap: true,
+            reached_at: at(31, 23),
+        }),
     ]
 }
 
@@ -352,10 +368,12 @@ fn account_variant(e: &AccountEvent) -> &'static str {
         AccountEvent::CreditsAdjusted(_) => "CreditsAdjusted",
         AccountEvent::CreditsExpired(_) => "CreditsExpired",
         AccountEvent::AccountStatusChanged(_) => "AccountStatusChanged",
+        AccountEvent::BudgetSet(_) => "BudgetSet",
+        AccountEvent::BudgetThresholdReached(_) => "BudgetThresholdReached",
     }
 }
 
-const ACCOUNT_VARIANTS: usize = 14;
+const ACCOUNT_VARIANTS: usize = 16;
 
 fn catalog_variant(e: &CatalogEvent) -> &'static str {
     match e {
@@ -707,6 +725,8 @@ fn account_event_types_and_versions_are_the_literal_stored_strings() {
         "CreditsAdjusted",
         "CreditsExpired",
         "AccountStatusChanged",
+        "BudgetSet",
+        "BudgetThresholdReached",
     ];
     let samples = account_samples();
     assert_eq!(samples.len(), expected.len());

@@ -417,6 +417,10 @@ impl Touched {
                     | AccountEvent::CreditsRefunded(_)
                     | AccountEvent::CreditsAdjusted(_)
                     | AccountEvent::CreditsExpired(_) => (false, true),
+                    // Budgets live in the aggregate; no read model row.
+                    AccountEvent::BudgetSet(_) | AccountEvent::BudgetThresholdReached(_) => {
+                        (false, false)
+                    }
                 };
                 if account {
                     self.accounts.insert(stored.aggregate_id.clone());
@@ -801,6 +805,7 @@ impl ReadModelFold {
                 },
                 position,
             ),
+            AccountEvent::BudgetSet(_) | AccountEvent::BudgetThresholdReached(_) => {}
             AccountEvent::CreditsHeld(e) => {
                 self.move_balance(id, event, 0, 0, position)?;
                 self.schedule(id, e.hold_id, e.expires_at);

@@ -103,6 +103,24 @@ fn reference_and_description(e: &AccountEvent) -> (String, String) {
         ),
         AccountEvent::CreditsAdjusted(x) => (x.adjustment_id.to_string(), x.reason.clone()),
         AccountEvent::CreditsExpired(x) => (x.lot_id.to_string(), "credits expired".into()),
+        AccountEvent::BudgetSet(x) => (
+            String::new(),
+            match &x.budget {
+                Some(b) => format!(
+                    "budget {} credits a month{}",
+                    b.monthly_credits,
+                    if b.hard_cap { ", hard cap" } else { "" }
+                ),
+                None => "budget removed".into(),
+            },
+        ),
+        AccountEvent::BudgetThresholdReached(x) => (
+            x.period.clone(),
+            format!(
+                "budget {} % reached: {} of {} credits",
+                x.percent, x.used, x.monthly_credits
+            ),
+        ),
     }
 }
 

@@ -225,6 +225,7 @@ fn is_admin(command: &AccountCommand) -> bool {
             | AccountCommand::ChangePlan { .. }
             | AccountCommand::Suspend { .. }
             | AccountCommand::Reactivate { .. }
+            | AccountCommand::SetBudget { .. }
     )
 }
 

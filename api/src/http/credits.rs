@@ -27,7 +27,7 @@ use crate::AppState;
     request_body = app::credits::DeductRequest,
     responses(
         (status = 201, description = "The deduction", body = app::credits::Deduction, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
-        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required; `budget_exceeded`: a hard monthly budget would be passed (`details`: monthly_credits, used, held, required)", body = doc::ErrorBody),
         (status = 403, description = "`forbidden`: the token's role may not call this; `account_suspended`: the account is suspended", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),
@@ -64,7 +64,7 @@ pub async fn deduct(
     request_body = app::credits::HoldRequest,
     responses(
         (status = 201, description = "The hold", body = app::credits::Hold, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
-        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required; `budget_exceeded`: a hard monthly budget would be passed (`details`: monthly_credits, used, held, required)", body = doc::ErrorBody),
         (status = 403, description = "`forbidden`: the token's role may not call this; `account_suspended`: the account is suspended", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
         (status = 409, description = "`conflict`: too many open holds, or the account is cancelled; `idempotency_key_reused`", body = doc::ErrorBody),
@@ -102,7 +102,7 @@ pub async fn hold(
     request_body = app::credits::CaptureRequest,
     responses(
         (status = 200, description = "The capture and the deduction it made", body = app::credits::Capture, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
-        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required; `budget_exceeded`: a hard monthly budget would be passed (`details`: monthly_credits, used, held, required)", body = doc::ErrorBody),
         (status = 403, description = "`forbidden`: the token's role may not call this; `account_suspended`: the account is suspended", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such account or hold", body = doc::ErrorBody),
         (status = 409, description = "`conflict`: the hold is no longer open; `idempotency_key_reused`", body = doc::ErrorBody),
@@ -253,7 +253,7 @@ pub async fn grant(
     request_body = app::credits::AdjustRequest,
     responses(
         (status = 201, description = "The adjustment", body = app::credits::Adjustment, headers(("Idempotent-Replayed" = String, description = "`true` on a replay of an earlier request with the same Idempotency-Key"))),
-        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required", body = doc::ErrorBody),
+        (status = 402, description = "`insufficient_credits`: `details` has balance, available and required; `budget_exceeded`: a hard monthly budget would be passed (`details`: monthly_credits, used, held, required)", body = doc::ErrorBody),
         (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
         (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `conflict`: the account is cancelled", body = doc::ErrorBody),

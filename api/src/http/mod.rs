@@ -11,6 +11,7 @@ mod accounts;
 mod admin_billing;
 mod billing;
 mod billing_stats;
+mod budget;
 mod catalog;
 mod credits;
 mod docs;
@@ -68,6 +69,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/accounts/{account_id}/limits", get(accounts::limits))
         .route("/account/limits", get(accounts::limits_own))
+        .route(
+            "/accounts/{account_id}/budget",
+            get(budget::get_budget).put(budget::put_budget),
+        )
+        .route(
+            "/account/budget",
+            get(budget::get_budget_own).put(budget::put_budget_own),
+        )
         // Credits.
         .route("/accounts/{account_id}/deductions", post(credits::deduct))
         .route("/accounts/{account_id}/holds", post(credits::hold))

@@ -44,6 +44,7 @@ pub enum ErrorCode {
     Conflict,
     IdempotencyKeyReused,
     InsufficientCredits,
+    BudgetExceeded,
     UnknownOperation,
     OperationInactive,
     PlanLimit,
@@ -126,6 +127,29 @@ pub struct Account {
     pub currency_override: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A monthly budget and this month's usage (issue 17).
+#[derive(Serialize, ToSchema)]
+pub struct BudgetView {
+    pub account_id: Uuid,
+    /// `null` when no budget is set.
+    pub monthly_credits: Option<i64>,
+    pub thresholds_percent: Vec<u32>,
+    pub hard_cap: bool,
+    /// The calendar month (UTC), `YYYY-MM`.
+    pub period: String,
+    /// Credits used this month: deductions and captures less refunds.
+    pub used: i64,
+    /// Credits held now (they count against a hard cap).
+    pub held: i64,
+    /// `monthly_credits - used`, never below 0; `null` without a budget.
+    pub remaining: Option<i64>,
+    /// The thresholds reached this month.
+    pub thresholds_reached: Vec<u32>,
+    /// The log position of the write (on `PUT`).
+    #[schema(required = false)]
+    pub position: Option<i64>,
 }
 
 /// The account after an update, and the position the update reached.

@@ -260,6 +260,9 @@ impl Outbox {
             if let Some(alert) = low_balance_alert(e, &thresholds) {
                 acks.push(alert_publish(js, e, &id, alert).await?);
             }
+            if let Some(reached) = budget_alert(e) {
+                acks.push(budget_publish(js, e, &id, reached).await?);
+            }
         }
         for ack in acks {
             ack.await?;
@@ -348,6 +351,43 @@ async fn alert_publish(
     let publish = Publish::build()
         .payload(body.to_string().into())
         .message_id(format!("{id}:low_balance"));
+    Ok(js.send_publish(subject, publish).await?)
+}
+
+/// A budget threshold the event says was reached, if it is one.
+fn budget_alert(e: &StoredEvent) -> Option<events::BudgetThresholdReached> {
+    if e.aggregate_type != ACCOUNT_AGGREGATE_TYPE || e.event_type != "BudgetThresholdReached" {
+        return None;
+    }
+    match decode(e)? {
+        AccountEvent::BudgetThresholdReached(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// `ledger.alerts.{account_id}.budget`: one per threshold and month (the
+/// event is written once), deduplicated by JetStream on `{event id}:budget`.
+async fn budget_publish(
+    js: &jetstream::Context,
+    e: &StoredEvent,
+    id: &str,
+    reached: events::BudgetThresholdReached,
+) -> Result<jetstream::context::PublishAckFuture, async_nats::Error> {
+    let body = json!({
+        "account_id": e.aggregate_id,
+        "event_id": id,
+        "event_type": e.event_type,
+        "position": e.position,
+        "period": reached.period,
+        "percent": reached.percent,
+        "monthly_credits": reached.monthly_credits,
+        "used": reached.used,
+        "hard_cap": reached.hard_cap,
+    });
+    let subject = format!("ledger.alerts.{}.budget", token(&e.aggregate_id));
+    let publish = Publish::build()
+        .payload(body.to_string().into())
+        .message_id(format!("{id}:budget"));
     Ok(js.send_publish(subject, publish).await?)
 }
 

@@ -5,10 +5,11 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
     AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus,
-    AccountStatusChanged, AccountSuspended, AccountUpdated, BillingAddress, CountryCode,
-    CreditsAdjusted, CreditsDeducted, CreditsExpired, CreditsGranted, CreditsHeld, CreditsRefunded,
-    Currency, HoldCaptured, HoldReleased, IdempotencyKey, LotDraw, OperationKey, PlanChanged,
-    RefundedLot, ReleaseReason, Usage, ACCOUNT_AGGREGATE_TYPE,
+    AccountStatusChanged, AccountSuspended, AccountUpdated, BillingAddress, Budget, BudgetSet,
+    BudgetThresholdReached, CountryCode, CreditsAdjusted, CreditsDeducted, CreditsExpired,
+    CreditsGranted, CreditsHeld, CreditsRefunded, Currency, HoldCaptured, HoldReleased,
+    IdempotencyKey, LotDraw, OperationKey, PlanChanged, RefundedLot, ReleaseReason, Usage,
+    ACCOUNT_AGGREGATE_TYPE,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,38 @@ pub struct CreditAccount {
     /// The latest instant any event carried; command clocks are clamped to it
     /// so that the stream's time never runs backwards.
     last_at: Option<DateTime<Utc>>,
+    /// The monthly budget, if any (issue 17).
+    #[serde(default)]
+    budget: Option<Budget>,
+    /// Credits used in the latest month that saw usage, and the budget
+    /// thresholds reached in it: counted whether or not a budget is set,
+    /// so a budget set mid-month knows the month's usage.
+    #[serde(default)]
+    budget_usage: BudgetUsage,
+}
+
+/// Most thresholds a budget may have.
+pub const BUDGET_THRESHOLDS_MAX: usize = 10;
+/// Highest threshold, in percent of the monthly credits.
+pub const BUDGET_THRESHOLD_PERCENT_MAX: u32 = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct BudgetUsage {
+    /// `year * 100 + month` (UTC) of the counts; 0 before any usage.
+    period: u32,
+    used: i64,
+    reached: Vec<u32>,
+}
+
+/// The calendar month (UTC) of `at`, as `year * 100 + month`.
+fn period_of(at: DateTime<Utc>) -> u32 {
+    use chrono::Datelike;
+    u32::try_from(at.year()).unwrap_or(0) * 100 + at.month()
+}
+
+/// `YYYY-MM` of a [`period_of`].
+fn period_text(period: u32) -> String {
+    format!("{:04}-{:02}", period / 100, period % 100)
 }
 
 impl CreditAccount {
@@ -134,6 +167,27 @@ impl CreditAccount {
     }
     pub fn credit_limit(&self) -> i64 {
         self.credit_limit
+    }
+    /// The monthly budget, if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+    /// Credits used in the month (UTC) of `now`: deductions and captures,
+    /// less the refunds made in it.
+    pub fn used_in_month(&self, now: DateTime<Utc>) -> i64 {
+        if self.budget_usage.period == period_of(now) {
+            self.budget_usage.used
+        } else {
+            0
+        }
+    }
+    /// The budget thresholds reached in the month (UTC) of `now`.
+    pub fn thresholds_reached(&self, now: DateTime<Utc>) -> &[u32] {
+        if self.budget_usage.period == period_of(now) {
+            &self.budget_usage.reached
+        } else {
+            &[]
+        }
     }
     pub fn low_balance_threshold(&self) -> i64 {
         self.profile.low_balance_threshold
@@ -174,6 +228,90 @@ impl CreditAccount {
             AccountStatus::Cancelled => Err(AccountError::AccountCancelled),
             _ => Ok(()),
         }
+    }
+
+    /// Counts `credits` (negative: a refund) as used in the month of `at`,
+    /// starting the month's counts afresh when it is a new one.
+    fn count_usage(&mut self, at: DateTime<Utc>, credits: i64) {
+        let period = period_of(at);
+        if self.budget_usage.period != period {
+            if credits <= 0 {
+                // A refund in a month without usage changes nothing.
+                return;
+            }
+            self.budget_usage = BudgetUsage {
+                period,
+                used: 0,
+                reached: Vec::new(),
+            };
+        }
+        let used = self.budget_usage.used.saturating_add(credits);
+        self.budget_usage.used = used.max(0);
+    }
+
+    /// A hard cap refuses what would take the month's usage and the open
+    /// holds past the monthly credits.
+    fn ensure_within_budget(&self, credits: i64, now: DateTime<Utc>) -> Result<(), AccountError> {
+        let Some(budget) = self.budget.as_ref().filter(|b| b.hard_cap) else {
+            return Ok(());
+        };
+        let used = self.used_in_month(now);
+        let total = i128::from(used) + i128::from(self.held) + i128::from(credits);
+        if total > i128::from(budget.monthly_credits) {
+            return Err(AccountError::BudgetExceeded {
+                monthly_credits: budget.monthly_credits,
+                used,
+                held: self.held,
+                required: credits,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes one `BudgetThresholdReached` for each threshold the month's
+    /// usage has reached and no event of this month has named yet.
+    async fn budget_crossings(&mut self, now: DateTime<Utc>, sink: &EventSink<Self>) {
+        let Some(budget) = self.budget.clone() else {
+            return;
+        };
+        let used = self.used_in_month(now);
+        for percent in budget.thresholds_percent {
+            let reached =
+                i128::from(used) * 100 >= i128::from(budget.monthly_credits) * i128::from(percent);
+            if reached && !self.thresholds_reached(now).contains(&percent) {
+                sink.write(
+                    AccountEvent::BudgetThresholdReached(BudgetThresholdReached {
+                        period: period_text(period_of(now)),
+                        percent,
+                        monthly_credits: budget.monthly_credits,
+                        used,
+                        hard_cap: budget.hard_cap,
+                        reached_at: now,
+                    }),
+                    self,
+                )
+                .await;
+            }
+        }
+    }
+
+    fn check_budget(budget: &Budget) -> Result<(), AccountError> {
+        if !(1..=CREDITS_PER_COMMAND_MAX).contains(&budget.monthly_credits) {
+            return Err(AccountError::InvalidBudget {
+                reason: "monthly_credits must be between 1 and 1000000000000",
+            });
+        }
+        let t = &budget.thresholds_percent;
+        if t.len() > BUDGET_THRESHOLDS_MAX
+            || t.iter()
+                .any(|p| !(1..=BUDGET_THRESHOLD_PERCENT_MAX).contains(p))
+            || t.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(AccountError::InvalidBudget {
+                reason: "thresholds_percent takes at most 10 distinct percents between 1 and 1000",
+            });
+        }
+        Ok(())
     }
 
     fn clamp(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -404,6 +542,7 @@ impl CreditAccount {
                 let now = self.clamp(c.now);
                 self.ensure_may_spend()?;
                 let credits = price(&c.cost, c.usage.units)?;
+                self.ensure_within_budget(credits, now)?;
                 self.ensure_can_spend(credits)?;
                 let (draws, overdraft, balance_after) = self.spend(credits)?;
                 let usage = Usage {
@@ -426,6 +565,7 @@ impl CreditAccount {
                     self,
                 )
                 .await;
+                self.budget_crossings(now, sink).await;
             }
             AccountCommand::HoldCredits(c) => {
                 let now = self.clamp(c.now);
@@ -443,6 +583,7 @@ impl CreditAccount {
                         max: OPEN_HOLDS_MAX,
                     });
                 }
+                self.ensure_within_budget(credits, now)?;
                 self.ensure_can_spend(credits)?;
                 let ttl = i64::try_from(c.ttl_seconds).map_err(|_| AccountError::Overflow)?;
                 let (operation, units, cost_version) = match priced {
@@ -479,8 +620,12 @@ impl CreditAccount {
                     .get(&c.hold_id)
                     .cloned()
                     .ok_or_else(|| self.hold_state(c.hold_id))?;
-                // Capturing more than was held needs the extra to be available.
+                // Capturing more than was held needs the extra to be
+                // available, and within a hard budget.
                 let extra = (captured - hold.credits).max(0);
+                if extra > 0 {
+                    self.ensure_within_budget(extra, now)?;
+                }
                 if extra > self.headroom() {
                     return Err(AccountError::InsufficientCredits {
                         balance: self.balance,
@@ -520,6 +665,7 @@ impl CreditAccount {
                     self,
                 )
                 .await;
+                self.budget_crossings(now, sink).await;
                 self.expire_due(now, sink).await;
             }
             AccountCommand::ReleaseHold(c) => {
@@ -905,6 +1051,24 @@ impl Aggregate for CreditAccount {
                     .await;
                 }
             }
+            AccountCommand::SetBudget { budget, now } => {
+                if let Some(b) = &budget {
+                    Self::check_budget(b)?;
+                }
+                if budget != self.budget {
+                    let now = self.clamp(now);
+                    sink.write(
+                        AccountEvent::BudgetSet(BudgetSet {
+                            budget,
+                            set_at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                    // A budget below this month's usage is reached at once.
+                    self.budget_crossings(now, sink).await;
+                }
+            }
             credit => self.handle_credit_command(credit, sink).await?,
         }
         Ok(())
@@ -988,6 +1152,7 @@ impl Aggregate for CreditAccount {
             }
             AccountEvent::CreditsDeducted(e) => {
                 self.take_from_lots(&e.draws, e.overdraft);
+                self.count_usage(e.recorded_at, e.credits);
             }
             AccountEvent::CreditsHeld(e) => {
                 self.holds.insert(
@@ -1002,6 +1167,7 @@ impl Aggregate for CreditAccount {
             AccountEvent::HoldCaptured(e) => {
                 self.take_from_lots(&e.draws, e.overdraft);
                 self.close_hold(e.hold_id, HoldState::Captured);
+                self.count_usage(e.captured_at, e.captured);
             }
             AccountEvent::HoldReleased(e) => {
                 let state = match e.reason {
@@ -1011,6 +1177,7 @@ impl Aggregate for CreditAccount {
                 self.close_hold(e.hold_id, state);
             }
             AccountEvent::CreditsRefunded(e) => {
+                self.count_usage(e.refunded_at, -e.credits);
                 *self.refunded.entry(e.deduction_id).or_default() += e.credits;
                 self.debt -= e.debt_repaid;
                 if e.lots.is_empty() {
@@ -1036,6 +1203,18 @@ impl Aggregate for CreditAccount {
                     }],
                     0,
                 );
+            }
+            AccountEvent::BudgetSet(e) => self.budget = e.budget,
+            AccountEvent::BudgetThresholdReached(e) => {
+                let period = period_of(e.reached_at);
+                if self.budget_usage.period != period {
+                    self.budget_usage = BudgetUsage {
+                        period,
+                        used: 0,
+                        reached: Vec::new(),
+                    };
+                }
+                self.budget_usage.reached.push(e.percent);
             }
         }
         debug_assert_eq!(

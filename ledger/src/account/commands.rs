@@ -170,6 +170,11 @@ pub enum AccountCommand {
     ExpireDue {
         now: DateTime<Utc>,
     },
+    /// Set (`Some`) or remove (`None`) the monthly budget.
+    SetBudget {
+        budget: Option<events::Budget>,
+        now: DateTime<Utc>,
+    },
 }
 
 impl AccountCommand {
@@ -195,6 +200,7 @@ impl AccountCommand {
             | Self::Suspend { now, .. }
             | Self::Reactivate { now }
             | Self::SetBillingStatus { now, .. }
+            | Self::SetBudget { now, .. }
             | Self::ExpireDue { now } => *now,
             Self::GrantCredits(c) => c.now,
             Self::DeductCredits(c) => c.now,
@@ -223,6 +229,7 @@ impl AccountCommand {
             Self::RefundDeduction(_) => "refund_deduction",
             Self::AdjustCredits(_) => "adjust_credits",
             Self::ExpireDue { .. } => "expire_due",
+            Self::SetBudget { .. } => "set_budget",
         }
     }
 }

@@ -35,6 +35,17 @@ pub enum AccountError {
     },
     #[error("credits must be between 1 and {max}, got {credits}")]
     InvalidCredits { credits: i64, max: i64 },
+    #[error(
+        "the monthly budget of {monthly_credits} credits is reached: {used} used and {held} held this month, {required} more asked"
+    )]
+    BudgetExceeded {
+        monthly_credits: i64,
+        used: i64,
+        held: i64,
+        required: i64,
+    },
+    #[error("{reason}")]
+    InvalidBudget { reason: &'static str },
     #[error("credit limit must be between 0 and {max}, got {credit_limit}")]
     CreditLimitOutOfRange { credit_limit: i64, max: i64 },
     #[error(

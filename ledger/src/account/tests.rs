@@ -2472,3 +2472,157 @@ async fn the_stream_time_never_runs_backwards_across_a_command() {
     sorted.sort();
     assert_eq!(times, sorted, "events: {all:#?}");
 }
+
+// ---------------------------------------------------------------------------
+// Budgets (issue 17)
+// ---------------------------------------------------------------------------
+
+fn set_budget(
+    monthly: i64,
+    thresholds: &[u32],
+    hard_cap: bool,
+    now: DateTime<Utc>,
+) -> AccountCommand {
+    AccountCommand::SetBudget {
+        budget: Some(events::Budget {
+            monthly_credits: monthly,
+            thresholds_percent: thresholds.to_vec(),
+            hard_cap,
+        }),
+        now,
+    }
+}
+
+/// Runs `command` on `history` and appends what it wrote.
+async fn run(history: &mut Vec<AccountEvent>, command: AccountCommand) -> Vec<AccountEvent> {
+    let events = when(history.clone(), command)
+        .await
+        .inspect_result()
+        .expect("the command succeeds");
+    history.extend(events.clone());
+    events
+}
+
+fn reached(events: &[AccountEvent]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AccountEvent::BudgetThresholdReached(r) => Some(r.percent),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_budget_threshold_is_reached_once_a_month_with_the_command_that_reaches_it() {
+    let mut h = vec![opened(0)];
+    run(&mut h, grant(L1, 10_000, None, at(1, 1))).await;
+    run(&mut h, set_budget(100, &[50, 80, 100], false, at(1, 2))).await;
+    // 40 used: nothing; 60: 50 %; 90: 80 %; 130 (soft): 100 %.
+    assert_eq!(
+        reached(&run(&mut h, deduct(D1, 4, at(2, 0))).await),
+        [0_u32; 0]
+    );
+    assert_eq!(reached(&run(&mut h, deduct(D2, 2, at(2, 1))).await), [50]);
+    let e = run(&mut h, deduct(203, 3, at(2, 2))).await;
+    assert_eq!(reached(&e), [80]);
+    match e.last().unwrap() {
+        AccountEvent::BudgetThresholdReached(r) => {
+            assert_eq!(
+                (r.period.as_str(), r.used, r.monthly_credits),
+                ("2026-03", 90, 100)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reached(&run(&mut h, deduct(204, 4, at(2, 3))).await), [100]);
+    // Nothing more this month, even far beyond.
+    assert_eq!(
+        reached(&run(&mut h, deduct(205, 10, at(3, 0))).await),
+        [0_u32; 0]
+    );
+    assert_eq!(fold(&h).used_in_month(at(3, 0)), 230);
+    // A new month counts afresh.
+    let april = Utc.with_ymd_and_hms(2026, 4, 2, 0, 0, 0).unwrap();
+    assert_eq!(fold(&h).used_in_month(april), 0);
+    assert_eq!(reached(&run(&mut h, deduct(206, 6, april)).await), [50]);
+}
+
+#[tokio::test]
+async fn a_hard_cap_refuses_deductions_holds_and_extra_captures_beyond_the_month() {
+    let mut h = vec![opened(0)];
+    run(&mut h, grant(L1, 10_000, None, at(1, 1))).await;
+    run(&mut h, set_budget(100, &[100], true, at(1, 2))).await;
+    run(&mut h, deduct(D1, 5, at(2, 0))).await; // 50 used
+    run(&mut h, hold(H1, 30, 86_400, at(2, 1))).await; // 30 held
+    let refused = when(h.clone(), deduct(D2, 3, at(2, 2)))
+        .await
+        .inspect_result();
+    assert_eq!(
+        refused.unwrap_err(),
+        AccountError::BudgetExceeded {
+            monthly_credits: 100,
+            used: 50,
+            held: 30,
+            required: 30,
+        }
+    );
+    assert!(matches!(
+        when(h.clone(), hold(H2, 21, 86_400, at(2, 2)))
+            .await
+            .inspect_result(),
+        Err(AccountError::BudgetExceeded { .. })
+    ));
+    // Capturing 40 of the 30 held needs 10 more: 50 + 30 + 10 = 90 fits.
+    let e = run(&mut h, capture(H1, D2, 40, at(2, 3))).await;
+    assert_eq!(fold(&h).used_in_month(at(2, 3)), 90);
+    assert!(reached(&e).is_empty());
+    // The last 10 fit exactly and reach 100 %; one more credit does not.
+    assert_eq!(reached(&run(&mut h, deduct(203, 1, at(2, 4))).await), [100]);
+    assert!(matches!(
+        when(h.clone(), deduct(204, 1, at(2, 5)))
+            .await
+            .inspect_result(),
+        Err(AccountError::BudgetExceeded { .. })
+    ));
+    // A refund gives room back; removing the budget lifts the cap.
+    run(&mut h, refund_of(Some(10), R1, 203, None, at(2, 6))).await;
+    run(&mut h, deduct(205, 1, at(2, 7))).await;
+    run(
+        &mut h,
+        AccountCommand::SetBudget {
+            budget: None,
+            now: at(2, 8),
+        },
+    )
+    .await;
+    run(&mut h, deduct(206, 50, at(2, 9))).await;
+    assert_eq!(fold(&h).budget(), None);
+}
+
+#[tokio::test]
+async fn a_budget_set_below_the_months_usage_is_reached_at_once_and_bad_budgets_are_refused() {
+    let mut h = vec![opened(0)];
+    run(&mut h, grant(L1, 10_000, None, at(1, 1))).await;
+    run(&mut h, deduct(D1, 7, at(2, 0))).await;
+    let e = run(&mut h, set_budget(100, &[50, 80], false, at(2, 1))).await;
+    assert_eq!(reached(&e), [50]);
+    // The same budget again writes nothing.
+    assert!(run(&mut h, set_budget(100, &[50, 80], false, at(2, 2)))
+        .await
+        .is_empty());
+    for (monthly, thresholds) in [
+        (0, vec![50]),
+        (100, vec![80, 50]),
+        (100, vec![50, 50]),
+        (100, vec![0]),
+        (100, vec![1001]),
+    ] {
+        assert!(matches!(
+            when(h.clone(), set_budget(monthly, &thresholds, false, at(2, 3)))
+                .await
+                .inspect_result(),
+            Err(AccountError::InvalidBudget { .. })
+        ));
+    }
+}

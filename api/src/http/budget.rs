@@ -1,0 +1,102 @@
+//! Budget routes (issue 17): `GET|PUT /v1/accounts/{id}/budget` and the
+//! token's-account alias `/v1/account/budget`. Each handler extracts,
+//! calls `app::budget`, renders.
+
+use app::budget::BudgetRequest;
+use app::caller::Target;
+use axum::extract::{Path, State};
+use axum::response::Response;
+
+use super::extract::{account_id, Body};
+use super::render;
+use super::schemas as doc;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::AppState;
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/budget",
+    tag = "accounts",
+    summary = "The monthly budget and this month's usage",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The budget (`monthly_credits` null when none is set), the credits used and held this month and the thresholds reached", body = doc::BudgetView),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+    ),
+)]
+pub async fn get_budget(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(account): Path<String>,
+) -> Result<Response, ApiError> {
+    let target = Target::Account(account_id(&account)?);
+    render::ok(&app::budget::get(&state, &principal, target).await?)
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{account_id}/budget",
+    tag = "accounts",
+    summary = "Set (or, with monthly_credits null, remove) the monthly budget",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+    ),
+    request_body = app::budget::BudgetRequest,
+    responses(
+        (status = 200, description = "The budget as set, with the `position` it reached", body = doc::BudgetView),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid; `details.field` names it", body = doc::ErrorBody),
+    ),
+)]
+pub async fn put_budget(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(account): Path<String>,
+    body: Body<BudgetRequest>,
+) -> Result<Response, ApiError> {
+    let target = Target::Account(account_id(&account)?);
+    render::ok(&app::budget::put(&state, &principal, target, body.input()).await?)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/account/budget",
+    tag = "accounts",
+    summary = "The monthly budget of the token's account",
+    responses(
+        (status = 200, description = "The budget and this month's usage", body = doc::BudgetView),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account", body = doc::ErrorBody),
+    ),
+)]
+pub async fn get_budget_own(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    render::ok(&app::budget::get(&state, &principal, Target::Own).await?)
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/account/budget",
+    tag = "accounts",
+    summary = "Set the monthly budget of the token's account",
+    request_body = app::budget::BudgetRequest,
+    responses(
+        (status = 200, description = "The budget as set", body = doc::BudgetView),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: a value is invalid, or the token names no account", body = doc::ErrorBody),
+    ),
+)]
+pub async fn put_budget_own(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Body<BudgetRequest>,
+) -> Result<Response, ApiError> {
+    render::ok(&app::budget::put(&state, &principal, Target::Own, body.input()).await?)
+}
