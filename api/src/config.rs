@@ -162,6 +162,64 @@ pub struct Config {
     /// the signing secret can be rotated without downtime.
     #[arg(long, env = "LEDGER_JWT_KEYS", hide_env_values = true, global = true)]
     pub jwt_keys: Option<Secret>,
+
+    #[command(flatten)]
+    pub notify: Notify,
+}
+
+/// Emails and outgoing webhooks (docs/adr/0021-notifications.md).
+#[derive(Debug, Clone, Args)]
+pub struct Notify {
+    /// SMTP server for notification emails: `smtp://host:port` (plain,
+    /// or STARTTLS when offered), `smtps://user:pass@host` (TLS). Unset:
+    /// messages are written as `.eml` files to `<data dir>/mail/`.
+    #[arg(long, env = "LEDGER_SMTP_URL", hide_env_values = true, global = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// The sender of notification emails.
+    #[arg(
+        long,
+        env = "LEDGER_MAIL_FROM",
+        default_value = "Ledger <ledger@localhost>",
+        global = true
+    )]
+    pub mail_from: String,
+
+    /// Where the staff's messages go (a payment awaiting approval). Unset:
+    /// none are sent.
+    #[arg(long, env = "LEDGER_STAFF_EMAIL", global = true)]
+    pub staff_email: Option<String>,
+
+    /// The server's public base URL, for links in emails.
+    #[arg(
+        long,
+        env = "LEDGER_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub public_url: String,
+
+    /// Let webhook endpoints be link-local or cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, metadata.google.internal…). Off.
+    #[arg(
+        long,
+        env = "LEDGER_WEBHOOK_ALLOW_LINK_LOCAL",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        global = true
+    )]
+    pub webhook_allow_link_local: bool,
+
+    /// Timeout of one webhook POST, in milliseconds.
+    #[arg(long, env = "LEDGER_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000), global = true)]
+    pub webhook_timeout_ms: u64,
+
+    /// The pause before a failed delivery's first retry, in milliseconds;
+    /// doubled on each further retry (at most an hour).
+    #[arg(long, env = "LEDGER_NOTIFY_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(i64).range(100..=600_000), global = true)]
+    pub notify_retry_base_ms: i64,
 }
 
 /// What one caller or connection may take of the server (SECURITY.md).

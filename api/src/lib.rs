@@ -220,6 +220,26 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 .collect(),
             roster_check: config.roster_check,
             invitation_key: Some(app::Secret::from(hex::encode(&jwt_secret))),
+            notify: app::notify::NotifySettings {
+                smtp_url: config
+                    .notify
+                    .smtp_url
+                    .as_ref()
+                    .map(|s| app::Secret::from(s.expose().to_owned())),
+                mail_from: config.notify.mail_from.clone(),
+                mail_dir: config.data_dir().join("mail"),
+                public_url: config.notify.public_url.clone(),
+                staff_email: config
+                    .notify
+                    .staff_email
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                webhook_allow_link_local: config.notify.webhook_allow_link_local,
+                webhook_timeout_millis: config.notify.webhook_timeout_ms,
+                retry_base_millis: config.notify.notify_retry_base_ms,
+            },
         }),
         rosters: Default::default(),
     };
@@ -306,6 +326,10 @@ pub async fn serve(
         state.app.clone(),
         stopped(stop_rx.clone()),
     ));
+    let notifier_task = tokio::spawn(app::notify::run_notifier(
+        state.app.clone(),
+        stopped(stop_rx.clone()),
+    ));
     // NATS commands call the same use cases as HTTP (app::credits), so both
     // transports share one implementation (docs/adr/0014-app-layer.md).
     let nats_task = nats.map(|nats| {
@@ -330,7 +354,8 @@ pub async fn serve(
         catalog_task,
         sweeper_task,
         periods_task,
-        revocations_task
+        revocations_task,
+        notifier_task
     );
     served
 }

@@ -97,5 +97,8 @@ pub const READ_USERS: &[Role] = STAFF;
 pub const REPORT_COUNTS: &[Role] = WORKERS;
 /// A plan limit overridden for one account.
 pub const OVERRIDE_LIMITS: &[Role] = STAFF;
+/// Register, list and delete outgoing webhook endpoints; read their
+/// deliveries and redeliver.
+pub const MANAGE_WEBHOOKS: &[Role] = STAFF;
 /// Read and set the monthly budget (issue 17).
 pub const MANAGE_BUDGET: &[Role] = MANAGERS;

@@ -30,6 +30,7 @@ pub mod billing;
 pub mod budget;
 pub mod catalog;
 pub mod credits;
+pub mod notify;
 pub mod paypal_events;
 pub mod reads;
 pub mod stripe_events;

@@ -50,6 +50,8 @@ pub struct Settings {
     /// secret); without one they are random, and a retried invite cannot
     /// show its token again.
     pub invitation_key: Option<Secret>,
+    /// Emails and outgoing webhooks (docs/adr/0021-notifications.md).
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// A subject as compared for approvals: trimmed and case-folded, so that

@@ -530,7 +530,7 @@ fn token_hash(token: &str) -> String {
 /// The invitation's secret: an HMAC of its id under the server's key (so a
 /// retry with the same Idempotency-Key can answer it again, and only its
 /// hash is ever stored), or random bytes when no key is configured.
-fn invitation_token(app: &App, account: AccountId, member_id: Uuid) -> String {
+pub(crate) fn invitation_token(app: &App, account: AccountId, member_id: Uuid) -> String {
     let bytes = match &app.settings.invitation_key {
         Some(key) => match Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) {
             Ok(mut mac) => {

@@ -12,6 +12,7 @@
 pub mod audit;
 mod committer;
 mod error;
+pub mod notifications;
 mod outbox;
 mod postgres;
 mod service;

@@ -18,6 +18,7 @@ mod docs;
 pub mod extract;
 pub mod guard;
 pub mod listener;
+mod notify;
 pub mod openapi;
 mod payment_methods;
 mod reads;
@@ -69,6 +70,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/accounts/{account_id}/limits", get(accounts::limits))
         .route("/account/limits", get(accounts::limits_own))
+        // Notifications.
+        .route(
+            "/admin/webhook-endpoints",
+            get(notify::list).post(notify::create),
+        )
+        .route(
+            "/admin/webhook-endpoints/{endpoint_id}",
+            get(notify::get).delete(notify::delete),
+        )
+        .route(
+            "/admin/webhook-endpoints/{endpoint_id}/deliveries",
+            get(notify::deliveries),
+        )
+        .route(
+            "/admin/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+            post(notify::redeliver),
+        )
         .route(
             "/accounts/{account_id}/budget",
             get(budget::get_budget).put(budget::put_budget),

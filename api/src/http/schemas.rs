@@ -491,3 +491,76 @@ pub struct ProjectorStatus {
     /// the read models last reached it.
     pub lag_ms: i64,
 }
+
+// ---------------------------------------------------------------------------
+// Notifications (issue 17).
+
+/// A webhook endpoint (its secret is shown only when it is created).
+#[derive(Serialize, ToSchema)]
+pub struct WebhookEndpoint {
+    /// `we_…`
+    pub id: String,
+    pub url: String,
+    /// Event types, or `["*"]`.
+    pub events: Vec<String>,
+    /// Only this account's events; `null`: every account's.
+    pub account_id: Option<Uuid>,
+    pub description: Option<String>,
+    pub created_by: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// A webhook endpoint as created, with its signing secret (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct WebhookEndpointCreated {
+    #[serde(flatten)]
+    pub endpoint: WebhookEndpoint,
+    /// `whsec_…`: the key of `Ledger-Signature`'s HMAC.
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookEndpointPage {
+    pub items: Vec<WebhookEndpoint>,
+    pub next_cursor: Option<String>,
+}
+
+/// One delivery of a notification (a webhook POST or an email).
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    pub id: String,
+    /// The event's id: `Ledger-Event-Id`, the same on every retry.
+    pub event_id: String,
+    pub event_type: String,
+    pub position: i64,
+    pub account_id: Option<String>,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// The endpoint's id, or the email address.
+    pub target: String,
+    /// The event type (webhooks) or the message kind (emails).
+    pub kind: String,
+    /// `pending`, `delivered` or `failed` (no more retries).
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last attempt.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A deleted resource.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}

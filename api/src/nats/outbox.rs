@@ -123,10 +123,7 @@ pub fn event_subject(e: &StoredEvent) -> String {
 /// The event id the outbox deduplicates by; the position when metadata
 /// lacks one (never for events the ledger wrote).
 fn event_id(e: &StoredEvent) -> String {
-    e.metadata
-        .get("event_id")
-        .and_then(|v| v.as_str())
-        .map_or_else(|| format!("position-{}", e.position), str::to_owned)
+    app::notify::event_id(e)
 }
 
 pub struct Outbox {
@@ -241,16 +238,8 @@ impl Outbox {
         let thresholds = self.thresholds(&events).await?;
         let mut acks = Vec::with_capacity(events.len());
         for e in &events {
-            let body = json!({
-                "position": e.position,
-                "aggregate_type": e.aggregate_type,
-                "aggregate_id": e.aggregate_id,
-                "sequence": e.sequence,
-                "event_type": e.event_type,
-                "event_version": e.event_version,
-                "payload": e.payload,
-                "metadata": e.metadata,
-            });
+            // The same body a webhook delivery carries.
+            let body = app::notify::event_body(e);
             let id = event_id(e);
             let publish = Publish::build()
                 .payload(body.to_string().into())

@@ -181,6 +181,11 @@ impl Server {
         }
     }
 
+    /// The server's data directory (`mail/` holds its `.eml` files).
+    pub fn data_dir(&self) -> &Path {
+        self._data_dir.path()
+    }
+
     /// The server's database.
     pub fn db(&self) -> &TestDb {
         self.db.as_ref().expect("the database is held until stop")

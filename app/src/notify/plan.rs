@@ -1,0 +1,97 @@
+//! Planning: which deliveries a batch of the log asks for.
+
+use chrono::Utc;
+use events::{
+    ACCOUNT_AGGREGATE_TYPE, INVOICE_AGGREGATE_TYPE, PAYMENT_AGGREGATE_TYPE,
+    SUBSCRIPTION_AGGREGATE_TYPE, TEAM_AGGREGATE_TYPE,
+};
+use store::notifications::NewDelivery;
+use store::StoredEvent;
+use uuid::Uuid;
+
+use super::{event_body, event_fields, event_id, mail, PLANNER_NAME, PLAN_BATCH_EVENTS_MAX};
+use crate::error::AppError;
+use crate::App;
+
+/// The account an event is about: its stream's for account and team
+/// streams, the payload's `account_id` where it names one, else the read
+/// model's row of the invoice, payment or subscription.
+pub async fn event_account(app: &App, e: &StoredEvent) -> Result<Option<String>, AppError> {
+    if e.aggregate_type == ACCOUNT_AGGREGATE_TYPE || e.aggregate_type == TEAM_AGGREGATE_TYPE {
+        return Ok(Some(e.aggregate_id.clone()));
+    }
+    if let Some(a) = event_fields(e).get("account_id").and_then(|v| v.as_str()) {
+        return Ok(Some(a.to_owned()));
+    }
+    let rm = &app.read_models;
+    Ok(match e.aggregate_type.as_str() {
+        INVOICE_AGGREGATE_TYPE => rm.invoice(&e.aggregate_id).await?.map(|i| i.account_id),
+        PAYMENT_AGGREGATE_TYPE => rm.payment(&e.aggregate_id).await?.map(|p| p.account_id),
+        SUBSCRIPTION_AGGREGATE_TYPE => rm
+            .subscription(&e.aggregate_id)
+            .await?
+            .map(|s| s.account_id),
+        _ => None,
+    })
+}
+
+/// Plans the next batch after the checkpoint (up to the projector): its
+/// deliveries and the checkpoint's move, in one transaction. Returns how
+/// many events it planned.
+pub async fn plan_round(app: &App) -> Result<usize, AppError> {
+    let projected = app.projector.position();
+    let from = app.store.outbox_checkpoint(PLANNER_NAME).await?;
+    if projected <= from {
+        return Ok(0);
+    }
+    let mut events = app.store.read_after(from, PLAN_BATCH_EVENTS_MAX).await?;
+    events.retain(|e| e.position <= projected);
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(0);
+    };
+    let endpoints = app.store.webhook_endpoints().await?;
+    let now = Utc::now().timestamp_millis();
+    let mut deliveries = Vec::new();
+    for e in &events {
+        let account = event_account(app, e).await?;
+        let id = event_id(e);
+        let delivery = |channel: &str, target: &str, kind: &str, payload: String| NewDelivery {
+            id: Uuid::now_v7().to_string(),
+            position: e.position,
+            event_id: id.clone(),
+            event_type: e.event_type.clone(),
+            account_id: account.clone(),
+            channel: channel.into(),
+            target: target.into(),
+            kind: kind.into(),
+            payload,
+            created_ms: now,
+        };
+        let wanted = endpoints
+            .iter()
+            .filter(|ep| ep.wants(&e.event_type, account.as_deref()));
+        let mut body = None;
+        for endpoint in wanted {
+            let body = body.get_or_insert_with(|| event_body(e).to_string());
+            deliveries.push(delivery(
+                "webhook",
+                &endpoint.id,
+                &e.event_type,
+                body.clone(),
+            ));
+        }
+        for m in mail::messages_for(app, e, account.as_deref()).await? {
+            deliveries.push(delivery(
+                "email",
+                &m.to,
+                m.kind.as_str(),
+                m.params.to_string(),
+            ));
+        }
+    }
+    let planned = app
+        .store
+        .plan_notifications(PLANNER_NAME, from, last, &deliveries)
+        .await?;
+    Ok(if planned { events.len() } else { 0 })
+}
