@@ -53,6 +53,115 @@ pub fn page_request(limit: Option<u32>, cursor: Option<String>) -> Result<PageRe
     })
 }
 
+/// Days of usage the longer burn rate averages.
+pub const BURN_DAYS_LONG: i64 = 30;
+/// Days of usage the shorter burn rate averages.
+pub const BURN_DAYS_SHORT: i64 = 7;
+/// Days a forecast projects.
+pub const FORECAST_DAYS: i64 = 30;
+
+/// How fast an account spends: the credits its usage took over the last
+/// 7 and 30 days (today included), per day; when it runs out at that pace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Burn {
+    pub used_7d: i64,
+    pub used_30d: i64,
+    pub rate_7d: rust_decimal::Decimal,
+    pub rate_30d: rust_decimal::Decimal,
+    /// Credits that may still be spent: available + credit limit.
+    pub spendable: i64,
+    /// The 7-day rate, else the 30-day one; zero when not burning.
+    pub rate: rust_decimal::Decimal,
+    pub runs_out_at: Option<DateTime<Utc>>,
+}
+
+/// A decimal as a JSON number, rounded to 2 places (a rate for people to
+/// read, never money nor a credit count).
+fn number(d: rust_decimal::Decimal) -> Value {
+    serde_json::from_str(&d.round_dp(2).normalize().to_string()).unwrap_or(Value::Null)
+}
+
+impl Burn {
+    /// The figures every balance, analytics and forecast answer carries.
+    pub fn fields(&self) -> Value {
+        json!({
+            "burn_rate_7d": number(self.rate_7d),
+            "burn_rate_30d": number(self.rate_30d),
+            "credits_used_7d": self.used_7d,
+            "credits_used_30d": self.used_30d,
+            "runs_out_at": self.runs_out_at,
+            "days_left": self.days_left(),
+        })
+    }
+
+    /// Whole days of spending left at `rate`; `None` when not burning.
+    pub fn days_left(&self) -> Option<i64> {
+        use rust_decimal::prelude::ToPrimitive;
+        if self.rate.is_zero() {
+            return None;
+        }
+        (rust_decimal::Decimal::from(self.spendable.max(0)) / self.rate)
+            .floor()
+            .to_i64()
+    }
+}
+
+/// The burn of `account` as of `now`, from the daily usage read model.
+pub async fn burn(
+    app: &App,
+    account: &str,
+    spendable: i64,
+    now: DateTime<Utc>,
+) -> Result<Burn, AppError> {
+    use rust_decimal::prelude::ToPrimitive;
+    use rust_decimal::Decimal;
+    let today = now.date_naive();
+    let day = |back: i64| {
+        today
+            .checked_sub_signed(Duration::days(back))
+            .unwrap_or(today)
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let (from_long, from_short, to) = (day(BURN_DAYS_LONG - 1), day(BURN_DAYS_SHORT - 1), day(0));
+    let rows = app
+        .read_models
+        .usage_analytics(account, GroupBy::Day, &from_long, &to)
+        .await?;
+    let sum = |from: &str| {
+        rows.iter()
+            .filter(|r| r.key.as_str() >= from)
+            .try_fold(0_i64, |t, r| t.checked_add(r.credits))
+            .ok_or(AppError::Internal)
+    };
+    let used_30d = sum(&from_long)?.max(0);
+    let used_7d = sum(&from_short)?.max(0);
+    let rate_7d = Decimal::from(used_7d) / Decimal::from(BURN_DAYS_SHORT);
+    let rate_30d = Decimal::from(used_30d) / Decimal::from(BURN_DAYS_LONG);
+    let rate = if rate_7d.is_zero() { rate_30d } else { rate_7d };
+    let runs_out_at = if rate.is_zero() {
+        None
+    } else {
+        // Seconds left at `rate` credits a day, from now (now when nothing
+        // is left to spend).
+        let seconds = (Decimal::from(spendable.max(0)) * Decimal::from(86_400) / rate)
+            .floor()
+            .to_i64()
+            .unwrap_or(i64::MAX);
+        // Past the year 9999 it does not run out in any useful sense.
+        Duration::try_seconds(seconds).and_then(|d| now.checked_add_signed(d))
+    };
+    Ok(Burn {
+        used_7d,
+        used_30d,
+        rate_7d,
+        rate_30d,
+        spendable,
+        rate,
+        runs_out_at,
+    })
+}
+
 /// The account's balance, held and available credits, plan and current
 /// period; `position` is how far the read models have read the log (for
 /// read-your-writes), `account_position` this account's last event.
@@ -72,6 +181,64 @@ pub async fn balance(
     let mut body = serde_json::to_value(&view).map_err(|_| AppError::Internal)?;
     body["account_position"] = json!(view.position);
     body["position"] = json!(app.projector.position());
+    let spendable = view.available.saturating_add(view.credit_limit);
+    let burn = burn(app, &view.account_id, spendable, Utc::now()).await?;
+    merge(&mut body, burn.fields());
+    Ok(body)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+/// The next 30 days at the account's burn rate: the credits left each day
+/// (never below the overdraft floor), and when they run out.
+pub async fn forecast(
+    app: &App,
+    caller: &Caller,
+    target: Target,
+    min_position: Option<i64>,
+) -> Result<Value, AppError> {
+    use rust_decimal::prelude::ToPrimitive;
+    let account = caller.target(access::READ_USAGE, target)?;
+    app.wait_for(min_position).await?;
+    let now = Utc::now();
+    let view = app
+        .read_models
+        .balance(&account.to_string(), now)
+        .await?
+        .ok_or_else(not_found)?;
+    let spendable = view.available.saturating_add(view.credit_limit);
+    let burn = burn(app, &view.account_id, spendable, now).await?;
+    let today = now.date_naive();
+    let days: Vec<Value> = (1..=FORECAST_DAYS)
+        .map(|i| {
+            let spent = (burn.rate * rust_decimal::Decimal::from(i))
+                .ceil()
+                .to_i64()
+                .unwrap_or(i64::MAX);
+            let available = view.available.saturating_sub(spent).max(-view.credit_limit);
+            json!({
+                "date": today
+                    .checked_add_signed(Duration::days(i))
+                    .map(|d| d.format("%Y-%m-%d").to_string()),
+                "available": available,
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "account_id": account,
+        "balance": view.balance,
+        "held": view.held,
+        "available": view.available,
+        "credit_limit": view.credit_limit,
+        "basis": if burn.rate.is_zero() { Value::Null } else if burn.rate == burn.rate_7d { json!("7d") } else { json!("30d") },
+        "days": days,
+        "position": app.projector.position(),
+    });
+    merge(&mut body, burn.fields());
     Ok(body)
 }
 
@@ -284,12 +451,27 @@ pub async fn analytics(
         .iter()
         .try_fold(0_i64, |t, r| t.checked_add(r.count))
         .ok_or_else(overflow)?;
-    Ok(json!({
+    let mut body = json!({
         "account_id": account,
         "group_by": q.group_by.unwrap_or_else(|| "day".into()),
         "from": from_s,
         "to": to_s,
         "items": rows,
         "totals": { "credits": total_credits, "cost_usd": total_cost, "count": total_count },
-    }))
+    });
+    // The account's burn now, whatever the range.
+    if let Some(view) = app
+        .read_models
+        .balance(&account.to_string(), Utc::now())
+        .await?
+    {
+        let spendable = view.available.saturating_add(view.credit_limit);
+        merge(
+            &mut body,
+            burn(app, &view.account_id, spendable, Utc::now())
+                .await?
+                .fields(),
+        );
+    }
+    Ok(body)
 }

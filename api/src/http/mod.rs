@@ -130,6 +130,8 @@ pub fn router(state: AppState) -> Router {
             get(reads::analytics),
         )
         .route("/account/usage/analytics", get(reads::analytics_own))
+        .route("/accounts/{account_id}/forecast", get(reads::forecast))
+        .route("/account/forecast", get(reads::forecast_own))
         // Catalog.
         .route("/plans", get(catalog::plans))
         .route("/admin/plans/{slug}", put(catalog::put_plan))

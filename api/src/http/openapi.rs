@@ -106,6 +106,8 @@ pub const TAGS: [&str; 8] = [
         super::reads::usage_own,
         super::reads::analytics,
         super::reads::analytics_own,
+        super::reads::forecast,
+        super::reads::forecast_own,
         super::catalog::plans,
         super::catalog::put_plan,
         super::catalog::packages,

@@ -221,3 +221,50 @@ pub async fn analytics_own(
         app::reads::analytics(&state, &principal, Target::Own, fresh.0, query.query()).await?;
     render::ok(&answer)
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}/forecast",
+    tag = "reads",
+    summary = "The next 30 days at the account's burn rate",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "Burn rates, when the credits run out, and the available credits expected each day", body = doc::Forecast),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: no such account, or another tenant's", body = doc::ErrorBody),
+    ),
+)]
+pub async fn forecast(
+    State(state): State<AppState>,
+    principal: Principal,
+    fresh: Fresh,
+    Path(account): Path<String>,
+) -> Result<Response, ApiError> {
+    let target = Target::Account(account_id(&account)?);
+    render::ok(&app::reads::forecast(&state, &principal, target, fresh.0).await?)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/account/forecast",
+    tag = "reads",
+    summary = "The forecast of the token's account",
+    params(
+        ("min_position" = Option<i64>, Query, description = "Wait (at most 5 s) until the read models reach this event-log position; 503 when they do not"),
+    ),
+    responses(
+        (status = 200, description = "Burn rates, when the credits run out, and the available credits expected each day", body = doc::Forecast),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: the token names no account", body = doc::ErrorBody),
+    ),
+)]
+pub async fn forecast_own(
+    State(state): State<AppState>,
+    principal: Principal,
+    fresh: Fresh,
+) -> Result<Response, ApiError> {
+    render::ok(&app::reads::forecast(&state, &principal, Target::Own, fresh.0).await?)
+}

@@ -274,6 +274,53 @@ pub struct Balance {
     pub position: i64,
     /// The log position of this account's last projected event.
     pub account_position: i64,
+    #[serde(flatten)]
+    pub burn: Burn,
+}
+
+/// How fast the account spends (issue 17): its usage over the last 7 and
+/// 30 days (today included) per day, and when it runs out at that pace.
+#[derive(Serialize, ToSchema)]
+pub struct Burn {
+    /// Credits a day over the last 7 days (2 decimals).
+    #[schema(value_type = f64)]
+    pub burn_rate_7d: serde_json::Value,
+    /// Credits a day over the last 30 days (2 decimals).
+    #[schema(value_type = f64)]
+    pub burn_rate_30d: serde_json::Value,
+    pub credits_used_7d: i64,
+    pub credits_used_30d: i64,
+    /// When available credits (and the credit limit) run out at the 7-day
+    /// rate (the 30-day one when the last 7 days used nothing); `null` when
+    /// not burning.
+    pub runs_out_at: Option<DateTime<Utc>>,
+    /// Whole days left at that rate; `null` when not burning.
+    pub days_left: Option<i64>,
+}
+
+/// One day of a forecast.
+#[derive(Serialize, ToSchema)]
+pub struct ForecastDay {
+    pub date: NaiveDate,
+    /// Available credits expected at the end of the day (never below
+    /// `-credit_limit`).
+    pub available: i64,
+}
+
+/// The next 30 days at the account's burn rate.
+#[derive(Serialize, ToSchema)]
+pub struct Forecast {
+    pub account_id: Uuid,
+    pub balance: i64,
+    pub held: i64,
+    pub available: i64,
+    pub credit_limit: i64,
+    /// `7d` or `30d`: the rate the projection uses; `null` when not burning.
+    pub basis: Option<String>,
+    pub days: Vec<ForecastDay>,
+    pub position: i64,
+    #[serde(flatten)]
+    pub burn: Burn,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -339,6 +386,9 @@ pub struct Analytics {
     pub to: NaiveDate,
     pub items: Vec<AnalyticsRow>,
     pub totals: AnalyticsTotals,
+    /// The account's burn now, whatever the range.
+    #[serde(flatten)]
+    pub burn: Burn,
 }
 
 #[derive(Serialize, ToSchema)]

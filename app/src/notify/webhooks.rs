@@ -337,7 +337,17 @@ pub async fn list(app: &App, caller: &Caller) -> Result<Value, AppError> {
     Ok(json!({ "items": items, "next_cursor": null }))
 }
 
+/// Whether `id` has an endpoint id's shape (`we_` and 32 hex digits):
+/// anything else is no endpoint, without asking the store.
+fn endpoint_shaped(id: &str) -> bool {
+    id.strip_prefix("we_")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 async fn endpoint(app: &App, id: &str) -> Result<EndpointRow, AppError> {
+    if !endpoint_shaped(id) {
+        return Err(AppError::NotFound("webhook endpoint not found".into()));
+    }
     app.store
         .webhook_endpoint(id)
         .await?
@@ -353,7 +363,7 @@ pub async fn get(app: &App, caller: &Caller, id: &str) -> Result<Value, AppError
 /// Deletes an endpoint; its pending deliveries fail.
 pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<Value, AppError> {
     caller.require(access::MANAGE_WEBHOOKS)?;
-    if !app.store.delete_webhook_endpoint(id).await? {
+    if !endpoint_shaped(id) || !app.store.delete_webhook_endpoint(id).await? {
         return Err(AppError::NotFound("webhook endpoint not found".into()));
     }
     Ok(json!({ "id": id, "deleted": true }))
@@ -402,7 +412,10 @@ pub async fn deliveries(
         Some(c) => {
             let (p, id) = c
                 .split_once(':')
-                .and_then(|(p, id)| p.parse::<i64>().ok().map(|p| (p, id.to_owned())))
+                .and_then(|(p, id)| {
+                    let id = Uuid::parse_str(id).ok()?.to_string();
+                    p.parse::<i64>().ok().map(|p| (p, id))
+                })
                 .ok_or_else(|| AppError::invalid_field("cursor", "not a cursor of this list"))?;
             Some((p, id))
         }
@@ -427,9 +440,12 @@ pub async fn redeliver(
 ) -> Result<Value, AppError> {
     caller.require(access::MANAGE_WEBHOOKS)?;
     endpoint(app, endpoint_id).await?;
+    let delivery_id = Uuid::parse_str(delivery_id)
+        .map_err(|_| AppError::NotFound("delivery not found".into()))?
+        .to_string();
     let found = app
         .store
-        .notification(delivery_id)
+        .notification(&delivery_id)
         .await?
         .filter(|d| d.channel == "webhook" && d.target == endpoint_id)
         .ok_or_else(|| AppError::NotFound("delivery not found".into()))?;
