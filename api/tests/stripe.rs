@@ -338,6 +338,20 @@ async fn stub_handler(
         }
         (M::POST, ["payment_intents"]) => {
             let id = id_for("pi", &idem);
+            // A saved card charged off-session: a card whose last four
+            // digits are 0002 is declined, as Stripe's test card is.
+            if get("confirm") == "true" && get("payment_method").ends_with("_0002") {
+                return (
+                    StatusCode::PAYMENT_REQUIRED,
+                    Json(json!({ "error": {
+                        "type": "card_error",
+                        "code": "card_declined",
+                        "message": "Your card was declined.",
+                    } })),
+                )
+                    .into_response();
+            }
+            let confirmed = get("confirm") == "true";
             objects
                 .payment_intents
                 .entry(id.clone())
@@ -348,7 +362,7 @@ async fn stub_handler(
                         "amount": get("amount").parse::<i64>().unwrap_or(-1),
                         "currency": get("currency"),
                         "client_secret": format!("{id}_secret_stub"),
-                        "status": "requires_payment_method",
+                        "status": if confirmed { "succeeded" } else { "requires_payment_method" },
                         "metadata": {
                             "payment_id": get("metadata[payment_id]"),
                             "invoice_id": get("metadata[invoice_id]"),
@@ -1658,6 +1672,133 @@ async fn a_saved_card_is_set_up_listed_made_default_and_detached(ctx: &Ctx) {
     );
 }
 with_stripe!(a_saved_card_is_set_up_listed_made_default_and_detached);
+
+/// A purchase-shaped view of an off-session charge the stub saw (what
+/// `intent_succeeded` reads).
+fn charge_intent(charge: &Seen) -> Value {
+    json!({
+        "payment": {
+            "gateway_ref": id_for("pi", &charge.idempotency_key),
+            "id": charge.field("metadata[payment_id]"),
+            "account_id": charge.field("metadata[account_id]"),
+        },
+        "invoice": { "id": charge.field("metadata[invoice_id]") },
+    })
+}
+
+/// Waits until the account's automatic top-up shows `check`.
+async fn top_up_until(api: &Api, account: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = api
+            .get(
+                &format!("/v1/accounts/{account}/auto-top-up"),
+                &api.owner(account),
+            )
+            .await
+            .expect(200)
+            .clone();
+        if check(&got) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "auto top-up: {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn an_automatic_top_up_charges_the_saved_card_off_session_and_turns_off_after_three_failures(
+    ctx: &Ctx,
+) {
+    let api = &ctx.api;
+    let account = starter_account(api).await;
+    add_card(api, &account, json!({})).await.expect(201);
+    let customer = customer_of(ctx, &account);
+    let card = ctx.stub.save_card(&customer, "visa", "4242");
+    api.grant(&account, 100).await.expect(201);
+    let set = api
+        .put(
+            &format!("/v1/accounts/{account}/auto-top-up"),
+            &api.owner(&account),
+            json!({ "threshold": 50, "package": "pro", "method": "stripe" }),
+        )
+        .await;
+    let body = set.expect(200);
+    assert_eq!(
+        (body["enabled"].as_bool(), body["daily_limit"].as_i64()),
+        (Some(true), Some(3))
+    );
+    // 100 → 40: the crossing; the card is charged off-session.
+    for _ in 0..6 {
+        api.deduct(&account, json!({ "operation": "clustering" }))
+            .await
+            .expect(201);
+    }
+    top_up_until(api, &account, |t| t["triggered_today"] == 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let charge = loop {
+        let charges: Vec<Seen> = ctx
+            .stub
+            .requests("/v1/payment_intents")
+            .into_iter()
+            .filter(|s| s.field("off_session") == Some("true"))
+            .collect();
+        if let Some(c) = charges.first() {
+            assert_eq!(charges.len(), 1, "one charge per crossing");
+            break c.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no off-session charge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(charge.field("confirm"), Some("true"));
+    assert_eq!(charge.field("customer"), Some(customer.as_str()));
+    assert_eq!(charge.field("payment_method"), Some(card.as_str()));
+    // 29.00 + 19 % tax.
+    assert_eq!(charge.field("amount"), Some("3451"));
+    // Stripe's webhook settles it: the package's credits arrive.
+    let intent = charge_intent(&charge);
+    let paid = intent_succeeded(&format!("evt_{}", uuid::Uuid::new_v4().simple()), &intent);
+    assert_eq!(deliver(api, &paid).await.expect(200)["handled"], true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while api.balance_now(&account).await != 40 + 2_000 {
+        assert!(std::time::Instant::now() < deadline, "the top-up's credits");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A declined card: each crossing fails; the third turns it off.
+    let declined = ctx.stub.save_card(&customer, "visa", "0002");
+    api.post_empty(
+        &format!("/v1/billing/payment-methods/{declined}/default"),
+        &api.owner(&account),
+        None,
+    )
+    .await
+    .expect(200);
+    api.put(
+        &format!("/v1/accounts/{account}/auto-top-up"),
+        &api.owner(&account),
+        json!({ "threshold": 2_000, "package": "pro", "method": "stripe", "daily_limit": 10 }),
+    )
+    .await
+    .expect(200);
+    for failures in 1..=3 {
+        // Down across the threshold (2,040 → 1,990), then back above.
+        for _ in 0..5 {
+            api.deduct(&account, json!({ "operation": "clustering" }))
+                .await
+                .expect(201);
+        }
+        top_up_until(api, &account, |t| t["consecutive_failures"] == failures).await;
+        api.grant(&account, 50).await.expect(201);
+    }
+    let off = top_up_until(api, &account, |t| t["enabled"] == false).await;
+    assert_eq!(off["consecutive_failures"], 3);
+}
+with_stripe!(
+    an_automatic_top_up_charges_the_saved_card_off_session_and_turns_off_after_three_failures
+);
 
 // ---------------------------------------------------------------------------
 // Sync after a missed webhook

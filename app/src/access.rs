@@ -100,5 +100,7 @@ pub const OVERRIDE_LIMITS: &[Role] = STAFF;
 /// Register, list and delete outgoing webhook endpoints; read their
 /// deliveries and redeliver.
 pub const MANAGE_WEBHOOKS: &[Role] = STAFF;
+/// Read and set the automatic top-up (issue 17).
+pub const MANAGE_AUTO_TOP_UP: &[Role] = MANAGERS;
 /// Read and set the monthly budget (issue 17).
 pub const MANAGE_BUDGET: &[Role] = MANAGERS;

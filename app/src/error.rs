@@ -312,6 +312,7 @@ impl From<AccountError> for AppError {
                 required,
             },
             e @ AccountError::InvalidBudget { .. } => field("budget", e),
+            e @ AccountError::InvalidAutoTopUp { .. } => field("auto_top_up", e),
             e @ AccountError::InvalidCredits { .. } => field("credits", e),
             e @ AccountError::CreditLimitOutOfRange { .. } => field("credit_limit", e),
             e @ AccountError::CreditLimitBelowUsage { .. } => field("credit_limit", e),

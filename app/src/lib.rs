@@ -26,6 +26,7 @@ pub mod settings;
 pub mod telemetry;
 
 pub mod accounts;
+pub mod auto_top_up;
 pub mod billing;
 pub mod budget;
 pub mod catalog;

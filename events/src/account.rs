@@ -275,6 +275,62 @@ pub struct BudgetThresholdReached {
     pub reached_at: DateTime<Utc>,
 }
 
+/// Automatic top-up (issue 17): when available credits fall below
+/// `threshold`, buy `package` with `method` (`stripe`: the saved card,
+/// off-session; `bank_transfer`: an invoice), at most `daily_limit` times
+/// a day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoTopUp {
+    pub enabled: bool,
+    pub threshold: i64,
+    pub package: String,
+    pub method: crate::billing::PaymentMethod,
+    pub daily_limit: u32,
+}
+
+/// The account's automatic top-up was set (`Some`) or removed (`None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoTopUpSet {
+    pub config: Option<AutoTopUp>,
+    pub set_at: DateTime<Utc>,
+}
+
+/// Available credits crossed below the top-up threshold: the package is
+/// to be bought, once for this crossing. `trigger_id` is the id of the
+/// deduction, hold or capture that crossed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoTopUpTriggered {
+    pub trigger_id: Uuid,
+    pub package: String,
+    pub method: crate::billing::PaymentMethod,
+    pub threshold: i64,
+    pub available_after: i64,
+    pub triggered_at: DateTime<Utc>,
+}
+
+/// The purchase of a trigger was made: an invoice and a payment (paid by
+/// the saved card, or awaiting a bank transfer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoTopUpSucceeded {
+    pub trigger_id: Uuid,
+    pub package: String,
+    pub invoice_id: Uuid,
+    pub payment_id: Uuid,
+    pub succeeded_at: DateTime<Utc>,
+}
+
+/// The purchase of a trigger failed; after `failures` in a row reach the
+/// limit the top-up is turned off (`disabled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoTopUpFailed {
+    pub trigger_id: Uuid,
+    pub package: String,
+    pub reason: String,
+    pub failures: u32,
+    pub disabled: bool,
+    pub failed_at: DateTime<Utc>,
+}
+
 /// Available credits fell below an account's low-balance threshold
 /// ([`AccountEvent::low_balance_crossing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +359,10 @@ pub enum AccountEvent {
     AccountStatusChanged(AccountStatusChanged),
     BudgetSet(BudgetSet),
     BudgetThresholdReached(BudgetThresholdReached),
+    AutoTopUpSet(AutoTopUpSet),
+    AutoTopUpTriggered(AutoTopUpTriggered),
+    AutoTopUpSucceeded(AutoTopUpSucceeded),
+    AutoTopUpFailed(AutoTopUpFailed),
 }
 
 impl AccountEvent {
@@ -325,6 +385,10 @@ impl AccountEvent {
             Self::AccountStatusChanged(_) => "AccountStatusChanged",
             Self::BudgetSet(_) => "BudgetSet",
             Self::BudgetThresholdReached(_) => "BudgetThresholdReached",
+            Self::AutoTopUpSet(_) => "AutoTopUpSet",
+            Self::AutoTopUpTriggered(_) => "AutoTopUpTriggered",
+            Self::AutoTopUpSucceeded(_) => "AutoTopUpSucceeded",
+            Self::AutoTopUpFailed(_) => "AutoTopUpFailed",
         }
     }
 
@@ -429,6 +493,10 @@ impl AccountEvent {
             Self::AccountStatusChanged(e) => e.changed_at,
             Self::BudgetSet(e) => e.set_at,
             Self::BudgetThresholdReached(e) => e.reached_at,
+            Self::AutoTopUpSet(e) => e.set_at,
+            Self::AutoTopUpTriggered(e) => e.triggered_at,
+            Self::AutoTopUpSucceeded(e) => e.succeeded_at,
+            Self::AutoTopUpFailed(e) => e.failed_at,
         }
     }
 }

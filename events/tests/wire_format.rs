@@ -287,6 +287,39 @@ fn account_samples() -> Vec<AccountEvent> {
             hard_cap: true,
             reached_at: at(31, 23),
         }),
+        AccountEvent::AutoTopUpSet(events::AutoTopUpSet {
+            config: Some(events::AutoTopUp {
+                enabled: true,
+                threshold: 500,
+                package: "pro".into(),
+                method: PaymentMethod::Stripe,
+                daily_limit: 3,
+            }),
+            set_at: at(31, 23),
+        }),
+        AccountEvent::AutoTopUpTriggered(events::AutoTopUpTriggered {
+            trigger_id: id(0x7001),
+            package: "pro".into(),
+            method: PaymentMethod::Stripe,
+            threshold: 500,
+            available_after: 490,
+            triggered_at: at(31, 23),
+        }),
+        AccountEvent::AutoTopUpSucceeded(events::AutoTopUpSucceeded {
+            trigger_id: id(0x7001),
+            package: "pro".into(),
+            invoice_id: id(0x7002),
+            payment_id: id(0x7003),
+            succeeded_at: at(31, 23),
+        }),
+        AccountEvent::AutoTopUpFailed(events::AutoTopUpFailed {
+            trigger_id: id(0x7004),
+            package: "pro".into(),
+            reason: "card declined".into(),
+            failures: 3,
+            disabled: true,
+            failed_at: at(31, 23),
+        }),
     ]
 }
 
@@ -370,10 +403,14 @@ fn account_variant(e: &AccountEvent) -> &'static str {
         AccountEvent::AccountStatusChanged(_) => "AccountStatusChanged",
         AccountEvent::BudgetSet(_) => "BudgetSet",
         AccountEvent::BudgetThresholdReached(_) => "BudgetThresholdReached",
+        AccountEvent::AutoTopUpSet(_) => "AutoTopUpSet",
+        AccountEvent::AutoTopUpTriggered(_) => "AutoTopUpTriggered",
+        AccountEvent::AutoTopUpSucceeded(_) => "AutoTopUpSucceeded",
+        AccountEvent::AutoTopUpFailed(_) => "AutoTopUpFailed",
     }
 }
 
-const ACCOUNT_VARIANTS: usize = 16;
+const ACCOUNT_VARIANTS: usize = 20;
 
 fn catalog_variant(e: &CatalogEvent) -> &'static str {
     match e {
@@ -727,6 +764,10 @@ fn account_event_types_and_versions_are_the_literal_stored_strings() {
         "AccountStatusChanged",
         "BudgetSet",
         "BudgetThresholdReached",
+        "AutoTopUpSet",
+        "AutoTopUpTriggered",
+        "AutoTopUpSucceeded",
+        "AutoTopUpFailed",
     ];
     let samples = account_samples();
     assert_eq!(samples.len(), expected.len());

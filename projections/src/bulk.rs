@@ -418,9 +418,12 @@ impl Touched {
                     | AccountEvent::CreditsAdjusted(_)
                     | AccountEvent::CreditsExpired(_) => (false, true),
                     // Budgets live in the aggregate; no read model row.
-                    AccountEvent::BudgetSet(_) | AccountEvent::BudgetThresholdReached(_) => {
-                        (false, false)
-                    }
+                    AccountEvent::BudgetSet(_)
+                    | AccountEvent::BudgetThresholdReached(_)
+                    | AccountEvent::AutoTopUpSet(_)
+                    | AccountEvent::AutoTopUpTriggered(_)
+                    | AccountEvent::AutoTopUpSucceeded(_)
+                    | AccountEvent::AutoTopUpFailed(_) => (false, false),
                 };
                 if account {
                     self.accounts.insert(stored.aggregate_id.clone());
@@ -805,7 +808,12 @@ impl ReadModelFold {
                 },
                 position,
             ),
-            AccountEvent::BudgetSet(_) | AccountEvent::BudgetThresholdReached(_) => {}
+            AccountEvent::BudgetSet(_)
+            | AccountEvent::BudgetThresholdReached(_)
+            | AccountEvent::AutoTopUpSet(_)
+            | AccountEvent::AutoTopUpTriggered(_)
+            | AccountEvent::AutoTopUpSucceeded(_)
+            | AccountEvent::AutoTopUpFailed(_) => {}
             AccountEvent::CreditsHeld(e) => {
                 self.move_balance(id, event, 0, 0, position)?;
                 self.schedule(id, e.hold_id, e.expires_at);

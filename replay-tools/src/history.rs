@@ -114,6 +114,31 @@ fn reference_and_description(e: &AccountEvent) -> (String, String) {
                 None => "budget removed".into(),
             },
         ),
+        AccountEvent::AutoTopUpSet(x) => (
+            String::new(),
+            match &x.config {
+                Some(c) => format!(
+                    "auto top-up {}: {} by {} below {} credits",
+                    if c.enabled { "on" } else { "off" },
+                    c.package,
+                    c.method.as_str(),
+                    c.threshold
+                ),
+                None => "auto top-up removed".into(),
+            },
+        ),
+        AccountEvent::AutoTopUpTriggered(x) => (
+            x.trigger_id.to_string(),
+            format!("auto top-up triggered: {} below {}", x.package, x.threshold),
+        ),
+        AccountEvent::AutoTopUpSucceeded(x) => (
+            x.invoice_id.to_string(),
+            format!("auto top-up bought {}", x.package),
+        ),
+        AccountEvent::AutoTopUpFailed(x) => (
+            x.trigger_id.to_string(),
+            format!("auto top-up failed ({}): {}", x.failures, x.reason),
+        ),
         AccountEvent::BudgetThresholdReached(x) => (
             x.period.clone(),
             format!(

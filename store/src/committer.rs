@@ -226,6 +226,7 @@ fn is_admin(command: &AccountCommand) -> bool {
             | AccountCommand::Suspend { .. }
             | AccountCommand::Reactivate { .. }
             | AccountCommand::SetBudget { .. }
+            | AccountCommand::SetAutoTopUp { .. }
     )
 }
 

@@ -95,6 +95,14 @@ pub fn router(state: AppState) -> Router {
             "/account/budget",
             get(budget::get_budget_own).put(budget::put_budget_own),
         )
+        .route(
+            "/accounts/{account_id}/auto-top-up",
+            get(budget::get_auto_top_up).put(budget::put_auto_top_up),
+        )
+        .route(
+            "/account/auto-top-up",
+            get(budget::get_auto_top_up_own).put(budget::put_auto_top_up_own),
+        )
         // Credits.
         .route("/accounts/{account_id}/deductions", post(credits::deduct))
         .route("/accounts/{account_id}/holds", post(credits::hold))

@@ -152,6 +152,26 @@ pub struct BudgetView {
     pub position: Option<i64>,
 }
 
+/// An automatic top-up (issue 17).
+#[derive(Serialize, ToSchema)]
+pub struct AutoTopUpView {
+    pub account_id: Uuid,
+    pub enabled: bool,
+    /// `null` when none is set.
+    pub threshold: Option<i64>,
+    pub package: Option<String>,
+    /// `stripe` or `bank_transfer`.
+    pub method: Option<String>,
+    pub daily_limit: Option<u32>,
+    /// Top-ups triggered today (UTC).
+    pub triggered_today: u32,
+    /// Failed top-ups in a row (three turn it off).
+    pub consecutive_failures: u32,
+    /// The log position of the write (on `PUT`).
+    #[schema(required = false)]
+    pub position: Option<i64>,
+}
+
 /// The account after an update, and the position the update reached.
 #[derive(Serialize, ToSchema)]
 pub struct UpdatedAccount {

@@ -82,6 +82,20 @@ pub async fn buy_package(
 ) -> Result<Written<Value>, AppError> {
     caller.require(access::BUY_PACKAGE)?;
     let account = caller.own_account()?;
+    purchase_for(app, caller, account, key, input, None).await
+}
+
+/// A purchase for `account` (the caller's checks made): what
+/// [`buy_package`] does, and what an automatic top-up does with
+/// `off_session` (a saved card charged without the payer).
+pub(crate) async fn purchase_for(
+    app: &App,
+    caller: &Caller,
+    account: AccountId,
+    key: Key,
+    input: Input<PurchaseRequest>,
+    off_session: Option<crate::gateway::OffSession>,
+) -> Result<Written<Value>, AppError> {
     let body = input.parse()?;
     let key = key.required()?;
     let req = body.value;
@@ -173,6 +187,7 @@ pub async fn buy_package(
             total: &total,
             package: &package.slug,
             credits: package.credits,
+            off_session: off_session.as_ref(),
         };
         let (value, payment_replayed) = gateway_purchase(
             app,
@@ -241,6 +256,7 @@ struct GatewayPurchase<'a> {
     total: &'a Money,
     package: &'a str,
     credits: i64,
+    off_session: Option<&'a crate::gateway::OffSession>,
 }
 
 /// The gateway side of a purchase: a PaymentIntent (Stripe) or an order
@@ -271,6 +287,7 @@ async fn gateway_purchase(
                 PaymentMethod::Paypal => format!("order-{}", p.payment_id),
                 _ => format!("payment-intent-{}", p.payment_id),
             },
+            off_session: p.off_session.cloned(),
         })
         .await?;
     let reservations: Vec<Reservation> = match p.method {

@@ -52,6 +52,18 @@ pub struct PaymentIntentRequest {
     pub account_id: String,
     pub description: String,
     pub idempotency_key: String,
+    /// Charge a saved card now, without the payer (an automatic top-up):
+    /// Stripe's `off_session=true, confirm=true`.
+    pub off_session: Option<OffSession>,
+}
+
+/// A saved card to charge without the payer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffSession {
+    /// The gateway's customer (`cus_…`).
+    pub customer_id: String,
+    /// The card (`pm_…`).
+    pub payment_method_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

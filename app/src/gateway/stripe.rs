@@ -278,15 +278,26 @@ impl PaymentGateway for StripeGateway {
         req: &PaymentIntentRequest,
     ) -> Result<PaymentIntent, GatewayError> {
         let amount = minor_units(req.amount, &req.currency)?;
-        let form = vec![
+        let mut form = vec![
             ("amount", amount.to_string()),
             ("currency", req.currency.as_str().to_ascii_lowercase()),
             ("description", req.description.clone()),
-            ("automatic_payment_methods[enabled]", "true".into()),
             ("metadata[invoice_id]", req.invoice_id.clone()),
             ("metadata[payment_id]", req.payment_id.clone()),
             ("metadata[account_id]", req.account_id.clone()),
         ];
+        match &req.off_session {
+            // A saved card charged now, without the payer: confirmed in
+            // this call; a card that needs the payer fails (402).
+            Some(o) => {
+                form.push(("customer", o.customer_id.clone()));
+                form.push(("payment_method", o.payment_method_id.clone()));
+                form.push(("payment_method_types[]", "card".into()));
+                form.push(("off_session", "true".into()));
+                form.push(("confirm", "true".into()));
+            }
+            None => form.push(("automatic_payment_methods[enabled]", "true".into())),
+        }
         let json = self
             .post("/v1/payment_intents", &form, &req.idempotency_key)
             .await?;

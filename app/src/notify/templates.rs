@@ -241,13 +241,20 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                     )],
                 )
             } else {
+                let mut paragraphs = vec![format!(
+                    "buying the {package} package automatically failed: {}. Check your payment method.",
+                    str_of(&event, "reason")
+                )];
+                if event["disabled"] == true {
+                    paragraphs.push(format!(
+                        "After {} failures in a row, automatic top-up is now off; turn it on again once the payment method works.",
+                        event["failures"]
+                    ));
+                }
                 message(
                     format!("Auto top-up failed: the {package} package"),
                     &greeting,
-                    &[format!(
-                        "buying the {package} package automatically failed: {}. Check your payment method.",
-                        str_of(&event, "reason")
-                    )],
+                    &paragraphs,
                 )
             }
         }

@@ -5,7 +5,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use events::{
     AccountEvent, AccountId, AccountOpened, AccountReactivated, AccountStatus,
-    AccountStatusChanged, AccountSuspended, AccountUpdated, BillingAddress, Budget, BudgetSet,
+    AccountStatusChanged, AccountSuspended, AccountUpdated, AutoTopUp, AutoTopUpFailed,
+    AutoTopUpSet, AutoTopUpSucceeded, AutoTopUpTriggered, BillingAddress, Budget, BudgetSet,
     BudgetThresholdReached, CountryCode, CreditsAdjusted, CreditsDeducted, CreditsExpired,
     CreditsGranted, CreditsHeld, CreditsRefunded, Currency, HoldCaptured, HoldReleased,
     IdempotencyKey, LotDraw, OperationKey, PlanChanged, RefundedLot, ReleaseReason, Usage,
@@ -105,6 +106,36 @@ pub struct CreditAccount {
     /// so a budget set mid-month knows the month's usage.
     #[serde(default)]
     budget_usage: BudgetUsage,
+    /// The automatic top-up and its counts (issue 17).
+    #[serde(default)]
+    auto_top_up: Option<AutoTopUp>,
+    #[serde(default)]
+    top_ups: TopUpCounts,
+}
+
+/// Failures in a row after which an automatic top-up turns itself off.
+pub const AUTO_TOP_UP_FAILURES_MAX: u32 = 3;
+/// Most automatic top-ups a day the configuration may allow.
+pub const AUTO_TOP_UP_DAILY_LIMIT_MAX: u32 = 24;
+/// Recorded triggers remembered, so that a repeated record is a no-op.
+const TOP_UP_RECORDS_KEPT: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct TopUpCounts {
+    /// `year * 10000 + month * 100 + day` (UTC) of `today`.
+    day: u32,
+    /// Triggers on `day`.
+    today: u32,
+    /// Failures in a row.
+    failures: u32,
+    /// The latest triggers whose outcome was recorded.
+    recorded: VecDeque<Uuid>,
+}
+
+/// The calendar day (UTC) of `at`, as `year * 10000 + month * 100 + day`.
+fn day_of(at: DateTime<Utc>) -> u32 {
+    use chrono::Datelike;
+    u32::try_from(at.year()).unwrap_or(0) * 10_000 + at.month() * 100 + at.day()
 }
 
 /// Most thresholds a budget may have.
@@ -167,6 +198,22 @@ impl CreditAccount {
     }
     pub fn credit_limit(&self) -> i64 {
         self.credit_limit
+    }
+    /// The automatic top-up, if any.
+    pub fn auto_top_up(&self) -> Option<&AutoTopUp> {
+        self.auto_top_up.as_ref()
+    }
+    /// Automatic top-ups triggered on the day (UTC) of `now`.
+    pub fn top_ups_on(&self, now: DateTime<Utc>) -> u32 {
+        if self.top_ups.day == day_of(now) {
+            self.top_ups.today
+        } else {
+            0
+        }
+    }
+    /// Failed automatic top-ups in a row.
+    pub fn top_up_failures(&self) -> u32 {
+        self.top_ups.failures
     }
     /// The monthly budget, if any.
     pub fn budget(&self) -> Option<&Budget> {
@@ -295,6 +342,57 @@ impl CreditAccount {
         }
     }
 
+    /// Writes `AutoTopUpTriggered` when this command took available credits
+    /// from at or above the top-up threshold to below it, within the day's
+    /// limit: once per crossing.
+    async fn top_up_crossing(
+        &mut self,
+        available_before: i64,
+        trigger_id: Uuid,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let Some(c) = self.auto_top_up.as_ref().filter(|c| c.enabled) else {
+            return;
+        };
+        let crossed = available_before >= c.threshold && self.available() < c.threshold;
+        if !crossed || self.top_ups_on(now) >= c.daily_limit {
+            return;
+        }
+        let event = AutoTopUpTriggered {
+            trigger_id,
+            package: c.package.clone(),
+            method: c.method,
+            threshold: c.threshold,
+            available_after: self.available(),
+            triggered_at: now,
+        };
+        sink.write(AccountEvent::AutoTopUpTriggered(event), self)
+            .await;
+    }
+
+    fn check_auto_top_up(c: &AutoTopUp) -> Result<(), AccountError> {
+        if !(0..=CREDITS_PER_COMMAND_MAX).contains(&c.threshold) {
+            return Err(AccountError::InvalidAutoTopUp {
+                reason: "threshold must be between 0 and 1000000000000",
+            });
+        }
+        if !(1..=AUTO_TOP_UP_DAILY_LIMIT_MAX).contains(&c.daily_limit) {
+            return Err(AccountError::InvalidAutoTopUp {
+                reason: "daily_limit must be between 1 and 24",
+            });
+        }
+        if !matches!(
+            c.method,
+            events::PaymentMethod::Stripe | events::PaymentMethod::BankTransfer
+        ) {
+            return Err(AccountError::InvalidAutoTopUp {
+                reason: "method must be stripe or bank_transfer",
+            });
+        }
+        Ok(())
+    }
+
     fn check_budget(budget: &Budget) -> Result<(), AccountError> {
         if !(1..=CREDITS_PER_COMMAND_MAX).contains(&budget.monthly_credits) {
             return Err(AccountError::InvalidBudget {
@@ -312,6 +410,13 @@ impl CreditAccount {
             });
         }
         Ok(())
+    }
+
+    fn remember_top_up(&mut self, trigger: Uuid) {
+        if self.top_ups.recorded.len() >= TOP_UP_RECORDS_KEPT {
+            self.top_ups.recorded.pop_front();
+        }
+        self.top_ups.recorded.push_back(trigger);
     }
 
     fn clamp(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -544,6 +649,7 @@ impl CreditAccount {
                 let credits = price(&c.cost, c.usage.units)?;
                 self.ensure_within_budget(credits, now)?;
                 self.ensure_can_spend(credits)?;
+                let available_before = self.available();
                 let (draws, overdraft, balance_after) = self.spend(credits)?;
                 let usage = Usage {
                     operation: Some(c.cost.operation.clone()),
@@ -566,6 +672,8 @@ impl CreditAccount {
                 )
                 .await;
                 self.budget_crossings(now, sink).await;
+                self.top_up_crossing(available_before, c.deduction_id, now, sink)
+                    .await;
             }
             AccountCommand::HoldCredits(c) => {
                 let now = self.clamp(c.now);
@@ -585,6 +693,7 @@ impl CreditAccount {
                 }
                 self.ensure_within_budget(credits, now)?;
                 self.ensure_can_spend(credits)?;
+                let available_before = self.available();
                 let ttl = i64::try_from(c.ttl_seconds).map_err(|_| AccountError::Overflow)?;
                 let (operation, units, cost_version) = match priced {
                     Some(p) => (Some(p.operation), Some(p.units), Some(p.cost_version)),
@@ -605,6 +714,8 @@ impl CreditAccount {
                     self,
                 )
                 .await;
+                self.top_up_crossing(available_before, c.hold_id, now, sink)
+                    .await;
             }
             AccountCommand::CaptureHold(c) => {
                 let now = self.clamp(c.now);
@@ -633,6 +744,7 @@ impl CreditAccount {
                         required: captured,
                     });
                 }
+                let available_before = self.available();
                 let (draws, overdraft, balance_after) = self.spend(captured)?;
                 let mut usage = c.usage;
                 match priced {
@@ -666,6 +778,8 @@ impl CreditAccount {
                 )
                 .await;
                 self.budget_crossings(now, sink).await;
+                self.top_up_crossing(available_before, c.deduction_id, now, sink)
+                    .await;
                 self.expire_due(now, sink).await;
             }
             AccountCommand::ReleaseHold(c) => {
@@ -1069,6 +1183,61 @@ impl Aggregate for CreditAccount {
                     self.budget_crossings(now, sink).await;
                 }
             }
+            AccountCommand::SetAutoTopUp { config, now } => {
+                if let Some(c) = &config {
+                    Self::check_auto_top_up(c)?;
+                }
+                if config != self.auto_top_up {
+                    let now = self.clamp(now);
+                    sink.write(
+                        AccountEvent::AutoTopUpSet(AutoTopUpSet {
+                            config,
+                            set_at: now,
+                        }),
+                        self,
+                    )
+                    .await;
+                }
+            }
+            AccountCommand::RecordAutoTopUp {
+                trigger_id,
+                outcome,
+                now,
+            } => {
+                if self.top_ups.recorded.contains(&trigger_id) {
+                    return Ok(());
+                }
+                let now = self.clamp(now);
+                let package = self
+                    .auto_top_up
+                    .as_ref()
+                    .map(|c| c.package.clone())
+                    .unwrap_or_default();
+                let event = match outcome {
+                    Ok((invoice_id, payment_id)) => {
+                        AccountEvent::AutoTopUpSucceeded(AutoTopUpSucceeded {
+                            trigger_id,
+                            package,
+                            invoice_id,
+                            payment_id,
+                            succeeded_at: now,
+                        })
+                    }
+                    Err(reason) => {
+                        let failures = self.top_ups.failures.saturating_add(1);
+                        AccountEvent::AutoTopUpFailed(AutoTopUpFailed {
+                            trigger_id,
+                            package,
+                            reason,
+                            failures,
+                            disabled: failures >= AUTO_TOP_UP_FAILURES_MAX
+                                && self.auto_top_up.as_ref().is_some_and(|c| c.enabled),
+                            failed_at: now,
+                        })
+                    }
+                };
+                sink.write(event, self).await;
+            }
             credit => self.handle_credit_command(credit, sink).await?,
         }
         Ok(())
@@ -1205,6 +1374,31 @@ impl Aggregate for CreditAccount {
                 );
             }
             AccountEvent::BudgetSet(e) => self.budget = e.budget,
+            AccountEvent::AutoTopUpSet(e) => {
+                self.auto_top_up = e.config;
+                self.top_ups.failures = 0;
+            }
+            AccountEvent::AutoTopUpTriggered(e) => {
+                let day = day_of(e.triggered_at);
+                if self.top_ups.day != day {
+                    self.top_ups.day = day;
+                    self.top_ups.today = 0;
+                }
+                self.top_ups.today = self.top_ups.today.saturating_add(1);
+            }
+            AccountEvent::AutoTopUpSucceeded(e) => {
+                self.top_ups.failures = 0;
+                self.remember_top_up(e.trigger_id);
+            }
+            AccountEvent::AutoTopUpFailed(e) => {
+                self.top_ups.failures = e.failures;
+                if e.disabled {
+                    if let Some(c) = self.auto_top_up.as_mut() {
+                        c.enabled = false;
+                    }
+                }
+                self.remember_top_up(e.trigger_id);
+            }
             AccountEvent::BudgetThresholdReached(e) => {
                 let period = period_of(e.reached_at);
                 if self.budget_usage.period != period {

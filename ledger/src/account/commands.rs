@@ -175,6 +175,18 @@ pub enum AccountCommand {
         budget: Option<events::Budget>,
         now: DateTime<Utc>,
     },
+    /// Set (`Some`) or remove (`None`) the automatic top-up.
+    SetAutoTopUp {
+        config: Option<events::AutoTopUp>,
+        now: DateTime<Utc>,
+    },
+    /// Record how the purchase of a top-up trigger went (once per trigger):
+    /// `Ok((invoice_id, payment_id))`, or why it failed.
+    RecordAutoTopUp {
+        trigger_id: Uuid,
+        outcome: Result<(Uuid, Uuid), String>,
+        now: DateTime<Utc>,
+    },
 }
 
 impl AccountCommand {
@@ -201,6 +213,8 @@ impl AccountCommand {
             | Self::Reactivate { now }
             | Self::SetBillingStatus { now, .. }
             | Self::SetBudget { now, .. }
+            | Self::SetAutoTopUp { now, .. }
+            | Self::RecordAutoTopUp { now, .. }
             | Self::ExpireDue { now } => *now,
             Self::GrantCredits(c) => c.now,
             Self::DeductCredits(c) => c.now,
@@ -230,6 +244,8 @@ impl AccountCommand {
             Self::AdjustCredits(_) => "adjust_credits",
             Self::ExpireDue { .. } => "expire_due",
             Self::SetBudget { .. } => "set_budget",
+            Self::SetAutoTopUp { .. } => "set_auto_top_up",
+            Self::RecordAutoTopUp { .. } => "record_auto_top_up",
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum AccountError {
     },
     #[error("{reason}")]
     InvalidBudget { reason: &'static str },
+    #[error("{reason}")]
+    InvalidAutoTopUp { reason: &'static str },
     #[error("credit limit must be between 0 and {max}, got {credit_limit}")]
     CreditLimitOutOfRange { credit_limit: i64, max: i64 },
     #[error(

@@ -2626,3 +2626,91 @@ async fn a_budget_set_below_the_months_usage_is_reached_at_once_and_bad_budgets_
         ));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Automatic top-up (issue 17)
+// ---------------------------------------------------------------------------
+
+fn set_top_up(threshold: i64, daily_limit: u32, now: DateTime<Utc>) -> AccountCommand {
+    AccountCommand::SetAutoTopUp {
+        config: Some(events::AutoTopUp {
+            enabled: true,
+            threshold,
+            package: "pro".into(),
+            method: events::PaymentMethod::BankTransfer,
+            daily_limit,
+        }),
+        now,
+    }
+}
+
+fn triggers(events: &[AccountEvent]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AccountEvent::AutoTopUpTriggered(t) => Some(t.trigger_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_top_up_triggers_once_per_crossing_below_its_threshold_within_the_daily_limit() {
+    let mut h = vec![opened(0)];
+    run(&mut h, grant(L1, 100, None, at(1, 1))).await;
+    run(&mut h, set_top_up(50, 2, at(1, 2))).await;
+    // 100 → 60: above; 60 → 40: the crossing, by this deduction.
+    assert!(triggers(&run(&mut h, deduct(D1, 4, at(2, 0))).await).is_empty());
+    assert_eq!(
+        triggers(&run(&mut h, deduct(D2, 2, at(2, 1))).await),
+        [id(D2)]
+    );
+    // Still below: no new crossing.
+    assert!(triggers(&run(&mut h, deduct(203, 1, at(2, 2))).await).is_empty());
+    // Back above (a purchase), then a hold crosses again.
+    run(&mut h, grant(L2, 100, None, at(2, 3))).await;
+    assert_eq!(
+        triggers(&run(&mut h, hold(H1, 90, 86_400, at(2, 4))).await),
+        [id(H1)]
+    );
+    assert_eq!(fold(&h).top_ups_on(at(2, 5)), 2);
+    // The day's limit is reached: the next crossing waits for tomorrow.
+    run(&mut h, release(H1, at(2, 5))).await;
+    assert!(triggers(&run(&mut h, deduct(204, 9, at(2, 6))).await).is_empty());
+    run(&mut h, grant(L3, 100, None, at(3, 0))).await;
+    assert_eq!(
+        triggers(&run(&mut h, deduct(205, 10, at(3, 1))).await),
+        [id(205)]
+    );
+}
+
+#[tokio::test]
+async fn top_up_outcomes_are_recorded_once_and_three_failures_turn_it_off() {
+    let mut h = vec![opened(0)];
+    run(&mut h, set_top_up(50, 5, at(1, 2))).await;
+    let record =
+        |trigger: u128, outcome: Result<(Uuid, Uuid), String>| AccountCommand::RecordAutoTopUp {
+            trigger_id: id(trigger),
+            outcome,
+            now: at(2, 0),
+        };
+    let ok = run(&mut h, record(1, Ok((id(10), id(11))))).await;
+    assert!(matches!(&ok[..], [AccountEvent::AutoTopUpSucceeded(s)] if s.invoice_id == id(10)));
+    // The same trigger again: nothing.
+    assert!(run(&mut h, record(1, Err("late".into()))).await.is_empty());
+    for (n, trigger) in [(1, 2), (2, 3)] {
+        let failed = run(&mut h, record(trigger, Err("card declined".into()))).await;
+        assert!(
+            matches!(&failed[..], [AccountEvent::AutoTopUpFailed(f)] if f.failures == n && !f.disabled),
+            "{failed:?}"
+        );
+    }
+    let third = run(&mut h, record(4, Err("card declined".into()))).await;
+    assert!(
+        matches!(&third[..], [AccountEvent::AutoTopUpFailed(f)] if f.failures == 3 && f.disabled)
+    );
+    assert!(!fold(&h).auto_top_up().unwrap().enabled);
+    // Turned off: a crossing triggers nothing.
+    run(&mut h, grant(L1, 100, None, at(2, 1))).await;
+    assert!(triggers(&run(&mut h, deduct(D1, 6, at(2, 2))).await).is_empty());
+}
