@@ -285,6 +285,9 @@ fn path_value(name: &str, t: &Tenant) -> Option<(String, bool)> {
         // configured (503 for everyone); a card id of another tenant is
         // refused in tests/stripe.rs against the Stripe stub.
         "payment_method_id" => ("pm_hostile".into(), false),
+        // Staff configuration, not a tenant's.
+        "endpoint_id" => (format!("we_{}", uuid::Uuid::new_v4().simple()), false),
+        "delivery_id" => (random_uuid(), false),
         _ => return None,
     })
 }
@@ -372,6 +375,15 @@ fn body_for(op: &str, t: &Tenant) -> Option<Value> {
         | "POST /v1/admin/payments/{payment_id}/cancel" => json!({ "reason": "hostile" }),
         "POST /v1/billing/subscriptions/reactivate" => json!({ "account_id": t.account }),
         "POST /v1/billing/payment-methods" => json!({ "type": "card" }),
+        "PUT /v1/accounts/{account_id}/budget" | "PUT /v1/account/budget" => {
+            json!({ "monthly_credits": 1, "hard_cap": true })
+        }
+        "PUT /v1/accounts/{account_id}/auto-top-up" | "PUT /v1/account/auto-top-up" => {
+            json!({ "threshold": 10, "package": "pro", "method": "bank_transfer" })
+        }
+        "POST /v1/admin/webhook-endpoints" => {
+            json!({ "url": "http://127.0.0.1:9/hostile", "account_id": t.account })
+        }
         _ => return None,
     })
 }
@@ -516,6 +528,8 @@ async fn snapshot(api: &Api, b: &Tenant) -> BTreeMap<String, Value> {
         // Invoices by id are the account's owner's and admin's to read.
         (format!("/v1/billing/invoices/{}", b.invoice), &owner),
         (format!("/v1/billing/invoices/{}", b.paid_invoice), &owner),
+        (format!("/v1/accounts/{a}/budget"), &developer),
+        (format!("/v1/accounts/{a}/auto-top-up"), &developer),
     ] {
         let sep = if path.contains('?') { '&' } else { '?' };
         let r = api
@@ -524,6 +538,8 @@ async fn snapshot(api: &Api, b: &Tenant) -> BTreeMap<String, Value> {
         let mut body = r.expect(200).clone();
         if let Some(o) = body.as_object_mut() {
             o.remove("position");
+            // A forecast moves with the clock, not with B's data.
+            o.remove("runs_out_at");
         }
         out.insert(path, body);
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use api::auth::Role;
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
-use common::{key, Api, Backend, Server};
+use common::{key, kill, wait_health, Api, Backend, Running, Server};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -1009,48 +1009,11 @@ fn spawn_server(
     data_dir: &std::path::Path,
     nats: Option<&str>,
 ) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger-server"));
-    cmd.env("LEDGER_DATABASE_URL", database_url)
-        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LEDGER_DATA_DIR", data_dir)
-        .env("LEDGER_JWT_SECRET", common::JWT_SECRET)
-        .env("LEDGER_LOG", "warn")
-        .env_remove("LEDGER_NATS_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    if let Some(url) = nats {
-        cmd.env("LEDGER_NATS_URL", url);
-    }
-    Running(cmd.spawn().expect("start ledger-server"))
-}
-
-async fn wait_health(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("{base}/health")).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ledger-server did not answer /health within 60 s");
-}
-
-/// A ledger-server process, killed (SIGKILL) when dropped, so that a
-/// failing test leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// SIGKILL: no graceful shutdown, no last checkpoint.
-fn kill(server: Running) {
-    drop(server);
+    let envs: Vec<(&str, &str)> = nats
+        .map(|url| ("LEDGER_NATS_URL", url))
+        .into_iter()
+        .collect();
+    common::spawn_ledger_server(database_url, port, data_dir, &envs)
 }
 
 async fn every_event_once_in_order_across_a_kill(backend: Backend) {

@@ -116,6 +116,29 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/admin/users"),
     ("put", "/v1/accounts/{account_id}/usage-counts"),
     ("put", "/v1/admin/accounts/{account_id}/limits"),
+    // Issue 17: budgets, automatic top-up, forecast, webhook endpoints.
+    ("get", "/v1/accounts/{account_id}/budget"),
+    ("put", "/v1/accounts/{account_id}/budget"),
+    ("get", "/v1/account/budget"),
+    ("put", "/v1/account/budget"),
+    ("get", "/v1/accounts/{account_id}/auto-top-up"),
+    ("put", "/v1/accounts/{account_id}/auto-top-up"),
+    ("get", "/v1/account/auto-top-up"),
+    ("put", "/v1/account/auto-top-up"),
+    ("get", "/v1/accounts/{account_id}/forecast"),
+    ("get", "/v1/account/forecast"),
+    ("post", "/v1/admin/webhook-endpoints"),
+    ("get", "/v1/admin/webhook-endpoints"),
+    ("get", "/v1/admin/webhook-endpoints/{endpoint_id}"),
+    ("delete", "/v1/admin/webhook-endpoints/{endpoint_id}"),
+    (
+        "get",
+        "/v1/admin/webhook-endpoints/{endpoint_id}/deliveries",
+    ),
+    (
+        "post",
+        "/v1/admin/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+    ),
 ];
 
 /// The `/v1` routes without a bearer token: Stripe signs the one, PayPal

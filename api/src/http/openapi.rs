@@ -430,6 +430,12 @@ mod tests {
                 available: 0,
                 required: 1,
             },
+            ApiError::BudgetExceeded {
+                monthly_credits: 1,
+                used: 1,
+                held: 0,
+                required: 1,
+            },
             ApiError::UnknownOperation("x".into()),
             ApiError::OperationInactive("x".into()),
             ApiError::PlanLimit { limit: 1, used: 1 },

@@ -647,3 +647,65 @@ pub fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
     .unwrap_or_else(|e| panic!("an RFC 3339 string, got {v}: {e}"))
     .with_timezone(&chrono::Utc)
 }
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `ledger-server` process, killed (SIGKILL) when dropped, so that a
+/// failing test leaves nothing running.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGKILL: no graceful shutdown, no last checkpoint.
+pub fn kill(server: Running) {
+    drop(server);
+}
+
+/// Starts the real `ledger-server` binary on `port` with the test secret
+/// and `envs` (each `(name, value)`; NATS off unless named).
+pub fn spawn_ledger_server(
+    database_url: &str,
+    port: u16,
+    data_dir: &Path,
+    envs: &[(&str, &str)],
+) -> Running {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ledger-server"));
+    cmd.env("LEDGER_DATABASE_URL", database_url)
+        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LEDGER_DATA_DIR", data_dir)
+        .env("LEDGER_JWT_SECRET", JWT_SECRET)
+        .env("LEDGER_LOG", "warn")
+        .env_remove("LEDGER_NATS_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Running(cmd.spawn().expect("start ledger-server"))
+}
+
+/// Waits (at most 60 s) until the server at `base` answers `/health`.
+pub async fn wait_health(base: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("{base}/health")).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ledger-server did not answer /health within 60 s");
+}
