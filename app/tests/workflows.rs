@@ -695,3 +695,47 @@ async fn a_subscription_renews_across_periods_granting_each_periods_credits_once
     );
 }
 on_both_stores!(a_subscription_renews_across_periods_granting_each_periods_credits_once);
+
+async fn a_subscription_that_renews_soon_gets_one_notice_per_period(h: &Harness) {
+    let account = h.open_account().await;
+    let created = lifecycle::create(
+        &h.app,
+        &h.owner(account),
+        key(),
+        Input::json(&json!({ "plan": "starter", "method": "bank_transfer" })),
+    )
+    .await
+    .expect("the subscription is created");
+    let subscription = uuid(&created.value["id"]);
+    let first = uuid(&created.value["open_invoices"][0]["id"]);
+    let payment = h.pay_manually(account, first).await;
+    h.approve(payment).await.expect("approved");
+    h.app
+        .fresh_read_models()
+        .await
+        .expect("the read models catch up");
+    let end = period_end(h, subscription).await;
+    let scan = |at: DateTime<Utc>| app::notify::plan::plan_renewal_notices(&h.app, at);
+    // A week before: too early; two days before: one notice, once.
+    assert_eq!(scan(end - chrono::Duration::days(7)).await.unwrap(), 0);
+    assert_eq!(scan(end - chrono::Duration::days(2)).await.unwrap(), 1);
+    assert_eq!(scan(end - chrono::Duration::days(1)).await.unwrap(), 0);
+    let queued = h.app.store.notifications_of("email", 50).await.unwrap();
+    let notice = queued
+        .iter()
+        .find(|d| d.kind == "subscription_renewing")
+        .expect("the renewal notice is queued");
+    assert_eq!(
+        notice.account_id.as_deref(),
+        Some(account.to_string().as_str())
+    );
+    let message = app::notify::mail::build(&h.app, notice)
+        .await
+        .expect("the notice renders");
+    let text = String::from_utf8(message.formatted()).unwrap();
+    assert!(
+        text.contains("Subject: Your starter subscription renews on"),
+        "{text}"
+    );
+}
+on_both_stores!(a_subscription_that_renews_soon_gets_one_notice_per_period);

@@ -297,6 +297,30 @@ impl ReadModels {
             .map_err(Into::into)
     }
 
+    /// Running subscriptions that renew (their period ends, no cancel
+    /// scheduled) after `from` and at or before `to` (RFC 3339 text), after
+    /// `after` in id order, at most `limit`.
+    pub async fn subscriptions_renewing(
+        &self,
+        from: &str,
+        to: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SubscriptionView>, ProjectionError> {
+        let rows = self
+            .store
+            .fetch_all(
+                "SELECT * FROM rm_subscriptions \
+                 WHERE subscription_id > $3 AND status IN ('active', 'trialing') \
+                   AND cancel_at_period_end = 0 \
+                   AND current_period_end > $1 AND current_period_end <= $2 \
+                 ORDER BY subscription_id LIMIT $4",
+                &[from.into(), to.into(), after.into(), limit.into()],
+            )
+            .await?;
+        rows.iter().map(SubscriptionView::from_row).collect()
+    }
+
     /// Subscriptions with something due at `now` (RFC 3339 text), after
     /// `after` in id order, at most `limit`: running ones whose period
     /// ended, past_due ones since `grace_start` or earlier, and running or

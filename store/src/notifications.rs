@@ -245,6 +245,36 @@ impl Store {
         Ok(true)
     }
 
+    /// Queues deliveries that no log batch plans (clock-driven notices),
+    /// each at most once. Returns how many were new.
+    pub async fn queue_notifications(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
+        let mut new = 0;
+        for d in deliveries {
+            new += self
+                .execute(
+                    "INSERT INTO notification_deliveries \
+                     (id, position, event_id, event_type, account_id, channel, target, kind, \
+                      payload, status, attempts, next_attempt_ms, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
+                     ON CONFLICT (event_id, channel, target, kind) DO NOTHING",
+                    &[
+                        d.id.clone().into(),
+                        d.position.into(),
+                        d.event_id.clone().into(),
+                        d.event_type.clone().into(),
+                        d.account_id.clone().into(),
+                        d.channel.clone().into(),
+                        d.target.clone().into(),
+                        d.kind.clone().into(),
+                        d.payload.clone().into(),
+                        d.created_ms.into(),
+                    ],
+                )
+                .await?;
+        }
+        Ok(new)
+    }
+
     /// Pending deliveries due by `now_ms`, oldest due first.
     pub async fn due_notifications(
         &self,

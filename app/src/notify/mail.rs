@@ -25,6 +25,7 @@ pub enum Kind {
     PaymentAwaitingApproval,
     SubscriptionPastDue,
     SubscriptionCanceled,
+    SubscriptionRenewing,
     LowBalance,
     BudgetThreshold,
     AutoTopUpDone,
@@ -33,13 +34,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::InvoiceIssued,
         Kind::PaymentReceived,
         Kind::PaymentFailed,
         Kind::PaymentAwaitingApproval,
         Kind::SubscriptionPastDue,
         Kind::SubscriptionCanceled,
+        Kind::SubscriptionRenewing,
         Kind::LowBalance,
         Kind::BudgetThreshold,
         Kind::AutoTopUpDone,
@@ -55,6 +57,7 @@ impl Kind {
             Kind::PaymentAwaitingApproval => "payment_awaiting_approval",
             Kind::SubscriptionPastDue => "subscription_past_due",
             Kind::SubscriptionCanceled => "subscription_canceled",
+            Kind::SubscriptionRenewing => "subscription_renewing",
             Kind::LowBalance => "low_balance",
             Kind::BudgetThreshold => "budget_threshold",
             Kind::AutoTopUpDone => "auto_top_up_done",
@@ -77,7 +80,10 @@ pub struct Planned {
 }
 
 /// The billing email of `account`, from the read models.
-async fn billing_email(app: &App, account: Option<&str>) -> Result<Option<String>, AppError> {
+pub(crate) async fn billing_email(
+    app: &App,
+    account: Option<&str>,
+) -> Result<Option<String>, AppError> {
     let Some(account) = account else {
         return Ok(None);
     };

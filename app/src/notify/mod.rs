@@ -54,6 +54,8 @@ pub const WEBHOOK_RETRY_WINDOW_MILLIS: i64 = 24 * 3_600_000;
 pub const EMAIL_ATTEMPTS_MAX: i64 = 8;
 /// The longest pause between two attempts.
 pub const RETRY_MILLIS_MAX: i64 = 3_600_000;
+/// How often the notifier looks for subscriptions that renew soon.
+const RENEWAL_SCAN_EVERY: Duration = Duration::from_secs(60);
 /// How often an idle notifier looks for work.
 const IDLE_POLL_MILLIS: u64 = 200;
 /// Longest error text kept on a delivery.
@@ -232,6 +234,7 @@ pub async fn run_notifier(app: App, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut ready = false;
     let mut failing = false;
+    let mut last_scan: Option<std::time::Instant> = None;
     loop {
         let round = async {
             if !ready {
@@ -239,6 +242,11 @@ pub async fn run_notifier(app: App, shutdown: impl Future<Output = ()>) {
                 ready = true;
             }
             let planned = plan::plan_round(&app).await?;
+            // The clock-driven notices, once a minute.
+            if last_scan.is_none_or(|at: std::time::Instant| at.elapsed() >= RENEWAL_SCAN_EVERY) {
+                plan::plan_renewal_notices(&app, Utc::now()).await?;
+                last_scan = Some(std::time::Instant::now());
+            }
             let sent = send_round(&app).await?;
             Ok::<usize, AppError>(planned + sent)
         };

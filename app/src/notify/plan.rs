@@ -95,3 +95,63 @@ pub async fn plan_round(app: &App) -> Result<usize, AppError> {
         .await?;
     Ok(if planned { events.len() } else { 0 })
 }
+
+/// How far ahead a renewal notice goes out.
+pub const RENEWAL_NOTICE_DAYS: i64 = 3;
+/// Subscriptions read per page of the renewal scan.
+const RENEWAL_PAGE: i64 = 200;
+
+/// Queues a "renews soon" email for each running subscription whose
+/// period ends within [`RENEWAL_NOTICE_DAYS`] of `now`: once per
+/// subscription and period (its delivery's event id names both), so a
+/// scan that runs again queues nothing new. Returns how many it queued.
+pub async fn plan_renewal_notices(app: &App, now: chrono::DateTime<Utc>) -> Result<u64, AppError> {
+    let from = projections::time_text(now);
+    let to = projections::time_text(now + chrono::Duration::days(RENEWAL_NOTICE_DAYS));
+    let created = now.timestamp_millis();
+    let mut after = String::new();
+    let mut queued = 0;
+    loop {
+        let subs = app
+            .read_models
+            .subscriptions_renewing(&from, &to, &after, RENEWAL_PAGE)
+            .await?;
+        let Some(last) = subs.last().map(|s| s.id.clone()) else {
+            break;
+        };
+        let mut deliveries = Vec::with_capacity(subs.len());
+        for s in &subs {
+            let Some(to) = mail::billing_email(app, Some(&s.account_id)).await? else {
+                continue;
+            };
+            let end = s.current_period_end.clone().unwrap_or_default();
+            let params = serde_json::json!({
+                "account_id": s.account_id,
+                "aggregate_id": s.id,
+                "event_type": "SubscriptionRenewalUpcoming",
+                "position": 0,
+                "event": {
+                    "plan": s.plan,
+                    "price": s.price,
+                    "currency": s.currency,
+                    "current_period_end": end,
+                },
+            });
+            deliveries.push(NewDelivery {
+                id: Uuid::now_v7().to_string(),
+                position: 0,
+                event_id: format!("renewal-notice:{}:{end}", s.id),
+                event_type: "SubscriptionRenewalUpcoming".into(),
+                account_id: Some(s.account_id.clone()),
+                channel: "email".into(),
+                target: to,
+                kind: mail::Kind::SubscriptionRenewing.as_str().into(),
+                payload: params.to_string(),
+                created_ms: created,
+            });
+        }
+        queued += app.store.queue_notifications(&deliveries).await?;
+        after = last;
+    }
+    Ok(queued)
+}

@@ -197,6 +197,23 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                 )
             }
         }
+        Kind::SubscriptionRenewing => {
+            let end = str_of(&event, "current_period_end");
+            let date = end.get(..10).unwrap_or(end);
+            let plan = str_of(&event, "plan");
+            message(
+                format!("Your {plan} subscription renews on {date}"),
+                &greeting,
+                &[
+                    format!(
+                        "your {plan} subscription renews on {date} for {} {}; its invoice follows then.",
+                        str_of(&event, "price"),
+                        str_of(&event, "currency")
+                    ),
+                    "To change or cancel it, use the billing page before that date.".into(),
+                ],
+            )
+        }
         Kind::LowBalance => message(
             format!(
                 "Low credit balance — {} credits available",
