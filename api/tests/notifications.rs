@@ -402,6 +402,22 @@ async fn billing_story(api: &Api) -> (String, String) {
     )
     .await
     .expect(200);
+    // An admin of the team gets the messages about credits too.
+    api.put(
+        &format!("/v1/admin/accounts/{account}/limits"),
+        &api.developer(),
+        json!({ "max_users": null }),
+    )
+    .await
+    .expect(200);
+    api.post(
+        &format!("/v1/accounts/{account}/team"),
+        &api.developer(),
+        Some(&key()),
+        json!({ "user_id": "carol", "email": "carol@team.example", "role": "admin" }),
+    )
+    .await
+    .expect(201);
     let bought = api
         .post(
             "/v1/billing/credits/purchase",
@@ -462,16 +478,21 @@ async fn every_message_reaches_the_smtp_sink_once(backend: Backend) {
         .run_and_stop(async move {
             let (_, email) = billing_story(&api).await;
             // invoice issued, payment awaiting approval, payment received,
-            // budget threshold, team invitation.
-            let messages = wait_messages(&sink, 5).await;
+            // budget threshold (to the billing email and the admin), team
+            // invitation.
+            let messages = wait_messages(&sink, 6).await;
             tokio::time::sleep(Duration::from_millis(1_500)).await;
             let messages_after = sink.messages.lock().unwrap().clone();
-            assert_eq!(messages_after.len(), 5, "each message once");
-            let by_subject = |prefix: &str| {
-                let found: Vec<&String> = messages
+            assert_eq!(messages_after.len(), 6, "each message once");
+            let all_by_subject = |prefix: &str| -> Vec<String> {
+                messages
                     .iter()
                     .filter(|m| subject(m).starts_with(prefix))
-                    .collect();
+                    .cloned()
+                    .collect()
+            };
+            let by_subject = |prefix: &str| {
+                let found = all_by_subject(prefix);
                 assert_eq!(
                     found.len(),
                     1,
@@ -491,8 +512,16 @@ async fn every_message_reaches_the_smtp_sink_once(backend: Backend) {
             assert!(mail_header(&staff, "To").contains("finance@ledger.example"));
             let paid = by_subject("Payment received");
             assert!(mail_header(&paid, "To").contains(&email));
-            let budget = by_subject("Budget 100 % reached");
-            assert!(mail_header(&budget, "To").contains(&email));
+            let budget: Vec<String> = all_by_subject("Budget 100 % reached")
+                .iter()
+                .map(|m| mail_header(m, "To"))
+                .collect();
+            assert_eq!(budget.len(), 2, "{budget:?}");
+            assert!(budget.iter().any(|to| to.contains(&email)), "{budget:?}");
+            assert!(
+                budget.iter().any(|to| to.contains("carol@team.example")),
+                "{budget:?}"
+            );
             let invite = by_subject("You are invited to join");
             assert!(mail_header(&invite, "To").contains("bob@invited.example"));
             assert!(invite.contains("inv_"), "the invitation carries its token");
@@ -517,7 +546,7 @@ async fn without_smtp_messages_are_eml_files_in_the_data_dir(backend: Backend) {
     server
         .run_and_stop(async move {
             billing_story(&api).await;
-            // No staff email configured: four messages.
+            // No staff email configured: five messages (the budget's twice).
             let deadline = Instant::now() + Duration::from_secs(30);
             let files = loop {
                 let files: Vec<_> = std::fs::read_dir(&mail)
@@ -528,13 +557,13 @@ async fn without_smtp_messages_are_eml_files_in_the_data_dir(backend: Backend) {
                             .collect()
                     })
                     .unwrap_or_default();
-                if files.len() >= 4 {
+                if files.len() >= 5 {
                     break files;
                 }
                 assert!(Instant::now() < deadline, "{} .eml files", files.len());
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
-            assert_eq!(files.len(), 4, "{files:?}");
+            assert_eq!(files.len(), 5, "{files:?}");
             let invoice = files
                 .iter()
                 .find(|p| p.to_string_lossy().ends_with("invoice_issued.eml"))

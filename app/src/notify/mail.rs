@@ -66,6 +66,20 @@ impl Kind {
         }
     }
 
+    /// Messages about the account's credits and plan, which its owners
+    /// and admins get besides the billing email.
+    pub fn goes_to_managers(self) -> bool {
+        matches!(
+            self,
+            Kind::SubscriptionPastDue
+                | Kind::SubscriptionCanceled
+                | Kind::LowBalance
+                | Kind::BudgetThreshold
+                | Kind::AutoTopUpDone
+                | Kind::AutoTopUpFailed
+        )
+    }
+
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -77,6 +91,31 @@ pub struct Planned {
     pub kind: Kind,
     pub to: String,
     pub params: Value,
+}
+
+/// The emails of the account's active owners and admins.
+async fn managers(app: &App, account: &str) -> Result<Vec<String>, AppError> {
+    let page = app
+        .read_models
+        .users(
+            &projections::team::UserFilter {
+                q: None,
+                role: None,
+                status: Some("active".into()),
+                account_id: Some(account.to_owned()),
+            },
+            &projections::PageRequest {
+                limit: projections::PAGE_LIMIT_MAX,
+                after: None,
+            },
+        )
+        .await?;
+    Ok(page
+        .items
+        .into_iter()
+        .filter(|m| matches!(m.role.as_str(), "owner" | "admin"))
+        .map(|m| m.email)
+        .collect())
 }
 
 /// The billing email of `account`, from the read models.
@@ -113,16 +152,26 @@ pub async fn messages_for(
         }
         p
     };
+    // The billing email; for the messages about the account's credits
+    // and plan, its active owners and admins too (each address once).
     let to_billing = |kind: Kind, extra: Value| async move {
+        let mut to: Vec<String> = billing_email(app, account).await?.into_iter().collect();
+        if kind.goes_to_managers() {
+            if let Some(account) = account {
+                for m in managers(app, account).await? {
+                    if !to.iter().any(|t| t.eq_ignore_ascii_case(&m)) {
+                        to.push(m);
+                    }
+                }
+            }
+        }
         Ok::<_, AppError>(
-            billing_email(app, account)
-                .await?
+            to.into_iter()
                 .map(|to| Planned {
                     kind,
                     to,
-                    params: params(extra),
+                    params: params(extra.clone()),
                 })
-                .into_iter()
                 .collect::<Vec<_>>(),
         )
     };
