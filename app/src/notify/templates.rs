@@ -98,7 +98,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                 &greeting,
                 &[
                     format!(
-                        "invoice {} for {} {} is issued and due on {due}. The PDF is attached.",
+                        "Invoice {} for {} {} is issued and due on {due}. The PDF is attached.",
                         invoice.number, invoice.total, invoice.currency
                     ),
                     format!(
@@ -131,7 +131,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                     format!("Payment received — {amount} for {number}"),
                     &greeting,
                     &[format!(
-                        "we received your payment of {amount} ({}) for invoice {number}. Thank you.",
+                        "We received your payment of {amount} ({}) for invoice {number}. Thank you.",
                         payment.method
                     )],
                 ),
@@ -142,7 +142,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                         &greeting,
                         &[
                             format!(
-                                "your payment of {amount} ({}) for invoice {number} did not go through{}.",
+                                "Your payment of {amount} ({}) for invoice {number} did not go through{}.",
                                 payment.method,
                                 if reason.is_empty() { String::new() } else { format!(": {reason}") }
                             ),
@@ -156,7 +156,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                     "Hello,",
                     &[
                         format!(
-                            "a {} payment of {amount} for invoice {number} (account {}) was submitted by {} with the reference {}.",
+                            "A {} payment of {amount} for invoice {number} (account {}) was submitted by {} with the reference {}.",
                             payment.method,
                             payment.account_id,
                             payment.submitted_by,
@@ -182,7 +182,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                     format!("Your {plan} subscription is past due"),
                     &greeting,
                     &[
-                        format!("the invoice of your {plan} subscription is past its due date."),
+                        format!("The invoice of your {plan} subscription is past its due date."),
                         "Please pay it to keep your plan; it is canceled if it stays unpaid."
                             .into(),
                     ],
@@ -192,7 +192,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                     format!("Your {plan} subscription is canceled"),
                     &greeting,
                     &[format!(
-                        "your {plan} subscription has ended. Your account is on the free plan from now on."
+                        "Your {plan} subscription has ended. Your account is on the free plan from now on."
                     )],
                 )
             }
@@ -206,7 +206,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                 &greeting,
                 &[
                     format!(
-                        "your {plan} subscription renews on {date} for {} {}; its invoice follows then.",
+                        "Your {plan} subscription renews on {date} for {} {}; its invoice follows then.",
                         str_of(&event, "price"),
                         str_of(&event, "currency")
                     ),
@@ -222,7 +222,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
             &greeting,
             &[
                 format!(
-                    "your available credits fell below {} (now {}).",
+                    "Your available credits fell below {} (now {}).",
                     params["threshold"], params["available_after"]
                 ),
                 "Buy a credit package or upgrade your plan to keep your AI operations running."
@@ -242,7 +242,7 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                 ),
                 &greeting,
                 &[format!(
-                    "your team has used {} of its {} monthly credits in {} ({} % of the budget).{cap}",
+                    "Your team has used {} of its {} monthly credits in {} ({} % of the budget).{cap}",
                     event["used"], event["monthly_credits"], str_of(&event, "period"), event["percent"]
                 )],
             )
@@ -254,12 +254,12 @@ pub async fn render(app: &App, kind: Kind, params: &Value) -> Result<Rendered, S
                     format!("Auto top-up: the {package} package was bought"),
                     &greeting,
                     &[format!(
-                        "your available credits fell below your threshold, so the {package} package was bought for you."
+                        "Your available credits fell below your threshold, so the {package} package was bought for you."
                     )],
                 )
             } else {
                 let mut paragraphs = vec![format!(
-                    "buying the {package} package automatically failed: {}. Check your payment method.",
+                    "Buying the {package} package automatically failed: {}. Check your payment method.",
                     str_of(&event, "reason")
                 )];
                 if event["disabled"] == true {
