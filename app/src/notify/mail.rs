@@ -93,6 +93,23 @@ pub struct Planned {
     pub params: Value,
 }
 
+/// The low-balance thresholds of the accounts a planning round met, read
+/// once per account and round (a round of deductions asks once, not once
+/// per deduction).
+#[derive(Debug, Default)]
+pub struct Thresholds(std::collections::HashMap<String, Option<i64>>);
+
+impl Thresholds {
+    async fn of(&mut self, app: &App, account: &str) -> Result<Option<i64>, AppError> {
+        if let Some(t) = self.0.get(account) {
+            return Ok(*t);
+        }
+        let t = app.read_models.low_balance_threshold(account).await?;
+        self.0.insert(account.to_owned(), t);
+        Ok(t)
+    }
+}
+
 /// The emails of the account's active owners and admins.
 async fn managers(app: &App, account: &str) -> Result<Vec<String>, AppError> {
     let page = app
@@ -138,6 +155,7 @@ pub async fn messages_for(
     app: &App,
     e: &StoredEvent,
     account: Option<&str>,
+    thresholds: &mut Thresholds,
 ) -> Result<Vec<Planned>, AppError> {
     let params = |extra: Value| {
         let mut p = json!({
@@ -218,7 +236,7 @@ pub async fn messages_for(
             let Some(account) = account else {
                 return Ok(vec![]);
             };
-            let Some(threshold) = app.read_models.low_balance_threshold(account).await? else {
+            let Some(threshold) = thresholds.of(app, account).await? else {
                 return Ok(vec![]);
             };
             let Ok(event) = serde_json::from_value::<events::AccountEvent>(e.payload.clone())

@@ -52,6 +52,7 @@ pub async fn plan_round(app: &App) -> Result<usize, AppError> {
     let endpoints = app.store.webhook_endpoints().await?;
     let now = Utc::now().timestamp_millis();
     let mut deliveries = Vec::new();
+    let mut thresholds = mail::Thresholds::default();
     for e in &events {
         let account = event_account(app, e).await?;
         let id = event_id(e);
@@ -80,7 +81,7 @@ pub async fn plan_round(app: &App) -> Result<usize, AppError> {
                 body.clone(),
             ));
         }
-        for m in mail::messages_for(app, e, account.as_deref()).await? {
+        for m in mail::messages_for(app, e, account.as_deref(), &mut thresholds).await? {
             deliveries.push(delivery(
                 "email",
                 &m.to,
