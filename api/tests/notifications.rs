@@ -379,6 +379,22 @@ async fn wait_messages(sink: &Sink, n: usize) -> Vec<String> {
     }
 }
 
+/// The owner buys the `pro` package by bank transfer; the payment's id.
+async fn buy_pro(api: &Api, account: &str) -> String {
+    let bought = api
+        .post(
+            "/v1/billing/credits/purchase",
+            &api.owner(account),
+            Some(&key()),
+            json!({ "package": "pro", "method": "bank_transfer" }),
+        )
+        .await;
+    bought.expect(201)["payment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Drives a purchase approved by staff, a budget threshold and a team
 /// invitation; answers the account and its billing email.
 async fn billing_story(api: &Api) -> (String, String) {
@@ -418,18 +434,7 @@ async fn billing_story(api: &Api) -> (String, String) {
     )
     .await
     .expect(201);
-    let bought = api
-        .post(
-            "/v1/billing/credits/purchase",
-            &api.owner(&account),
-            Some(&key()),
-            json!({ "package": "pro", "method": "bank_transfer" }),
-        )
-        .await;
-    let payment = bought.expect(201)["payment"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment = buy_pro(api, &account).await;
     api.post_empty(
         &format!("/v1/admin/payments/{payment}/approve"),
         &api.developer(),
@@ -537,6 +542,93 @@ async fn every_message_reaches_the_smtp_sink_once_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_message_reaches_the_smtp_sink_once_on_sqlite() {
     every_message_reaches_the_smtp_sink_once(Backend::Sqlite).await;
+}
+
+/// A low balance, a rejected payment and an automatic top-up: their
+/// messages reach the sink once each.
+async fn credit_messages_reach_the_smtp_sink_once(backend: Backend) {
+    let (sink, addr) = start_sink().await;
+    let smtp = format!("smtp://{addr}");
+    let server = Server::start_with(backend, &["--smtp-url", &smtp]).await;
+    let api = server.api.clone();
+    server
+        .run_and_stop(async move {
+            let account = api.open_account_on(json!({ "plan": "starter" })).await;
+            api.patch(
+                &format!("/v1/accounts/{account}"),
+                &api.developer(),
+                json!({ "low_balance_threshold": 500 }),
+            )
+            .await
+            .expect(200);
+            api.grant(&account, 600).await.expect(201);
+            // 600 → 490: below 500 once.
+            for _ in 0..11 {
+                api.deduct(&account, json!({ "operation": "clustering" }))
+                    .await
+                    .expect(201);
+            }
+            // A purchase whose transfer staff reject.
+            let payment = buy_pro(&api, &account).await;
+            api.post(
+                &format!("/v1/admin/payments/{payment}/reject"),
+                &api.developer(),
+                None,
+                json!({ "reason": "no transfer arrived" }),
+            )
+            .await
+            .expect(200);
+            // An automatic top-up crossing 400: a second invoice and the
+            // top-up's own message.
+            api.put(
+                &format!("/v1/accounts/{account}/auto-top-up"),
+                &api.owner(&account),
+                json!({ "threshold": 400, "package": "pro", "method": "bank_transfer" }),
+            )
+            .await
+            .expect(200);
+            for _ in 0..10 {
+                api.deduct(&account, json!({ "operation": "clustering" }))
+                    .await
+                    .expect(201);
+            }
+            let messages = wait_messages(&sink, 5).await;
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let subjects: Vec<String> = sink
+                .messages
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| subject(m))
+                .collect();
+            assert_eq!(subjects.len(), 5, "{subjects:?}");
+            let count = |prefix: &str| subjects.iter().filter(|s| s.starts_with(prefix)).count();
+            assert_eq!(count("Low credit balance"), 1, "{subjects:?}");
+            assert_eq!(count("Invoice INV-"), 2, "{subjects:?}");
+            assert_eq!(count("Payment failed"), 1, "{subjects:?}");
+            assert_eq!(
+                count("Auto top-up: the pro package was bought"),
+                1,
+                "{subjects:?}"
+            );
+            let failed = messages
+                .iter()
+                .find(|m| subject(m).starts_with("Payment failed"))
+                .unwrap();
+            let unfolded = failed.replace("=\r\n", "");
+            assert!(unfolded.contains("no transfer arrived"), "{failed}");
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credit_messages_reach_the_smtp_sink_once_on_postgres() {
+    credit_messages_reach_the_smtp_sink_once(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credit_messages_reach_the_smtp_sink_once_on_sqlite() {
+    credit_messages_reach_the_smtp_sink_once(Backend::Sqlite).await;
 }
 
 async fn without_smtp_messages_are_eml_files_in_the_data_dir(backend: Backend) {
