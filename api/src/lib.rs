@@ -330,10 +330,6 @@ pub async fn serve(
         state.app.clone(),
         stopped(stop_rx.clone()),
     ));
-    let top_up_task = tokio::spawn(app::auto_top_up::run(
-        state.app.clone(),
-        stopped(stop_rx.clone()),
-    ));
     // NATS commands call the same use cases as HTTP (app::credits), so both
     // transports share one implementation (docs/adr/0014-app-layer.md).
     let nats_task = nats.map(|nats| {
@@ -359,8 +355,7 @@ pub async fn serve(
         sweeper_task,
         periods_task,
         revocations_task,
-        notifier_task,
-        top_up_task
+        notifier_task
     );
     served
 }

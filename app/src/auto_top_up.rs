@@ -4,22 +4,20 @@
 //! The account aggregate decides the crossing: the deduction, hold or
 //! capture that takes available credits from at or above the threshold to
 //! below it writes `AutoTopUpTriggered` (once per crossing, within the
-//! day's limit, however many deductions run at once). This job reads the
-//! log after its checkpoint (`outbox_checkpoints.auto_top_up`), buys the
-//! package for each trigger under the idempotency key
-//! `auto-top-up-{trigger_id}` (a rerun after a crash finds the same
-//! invoice and payment), and records the outcome on the account
+//! day's limit, however many deductions run at once). The notifier's
+//! planner queues each trigger as a delivery of channel `top_up` (the one
+//! reader of the log for both, docs/adr/0021); its sender calls
+//! [`execute`], which buys the package under the idempotency key
+//! `auto-top-up-{trigger_id}` (a retry after a crash finds the same
+//! invoice and payment) and records the outcome on the account
 //! (`AutoTopUpSucceeded`/`AutoTopUpFailed`, once per trigger; three
 //! failures in a row turn the top-up off). The notifier emails both.
 
-use std::future::Future;
-use std::time::Duration;
-
-use events::{AccountEvent, AccountId, AutoTopUp, PaymentMethod, ACCOUNT_AGGREGATE_TYPE};
+use events::{AccountId, AutoTopUp, PaymentMethod};
 use ledger::AccountCommand;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::{debug, warn};
+use tracing::debug;
 use uuid::Uuid;
 
 use crate::access;
@@ -28,12 +26,8 @@ use crate::error::AppError;
 use crate::input::{Input, Key};
 use crate::{now, App};
 
-/// The checkpoint row of the top-up job.
-pub const JOB_NAME: &str = "auto_top_up";
 /// Top-ups a day when the configuration names no limit.
 pub const DAILY_LIMIT_DEFAULT: u32 = 3;
-const BATCH_EVENTS_MAX: u32 = 256;
-const IDLE_POLL_MILLIS: u64 = 250;
 
 /// `PUT /accounts/{id}/auto-top-up`.
 #[derive(Debug, Deserialize)]
@@ -232,88 +226,35 @@ async fn buy(
     }
 }
 
-/// One round: the triggers after the checkpoint (up to the projector, so
-/// the read models know the account) bought and recorded, then the
-/// checkpoint moved. Returns how many events it read.
-pub async fn round(app: &App) -> Result<usize, AppError> {
-    let projected = app.projector.position();
-    let from = app.store.outbox_checkpoint(JOB_NAME).await?;
-    if projected <= from {
-        return Ok(0);
+/// Carries out a queued top-up (a delivery of channel `top_up`, planned
+/// by the notifier from `AutoTopUpTriggered`): buys the package and
+/// records the outcome on the account. `Ok` once the outcome is recorded
+/// (a failed purchase included); `Err` to be tried again (the store).
+pub async fn execute(
+    app: &App,
+    d: &store::notifications::DeliveryRow,
+) -> Result<Option<i64>, (Option<i64>, String)> {
+    let trigger: events::AutoTopUpTriggered =
+        serde_json::from_str(&d.payload).map_err(|e| (None, format!("bad trigger: {e}")))?;
+    let account = AccountId::parse(&d.target).map_err(|_| (None, "bad account".to_string()))?;
+    let outcome = buy(app, account, &trigger)
+        .await
+        .map_err(|e| (None, e.to_string()))?;
+    if let Err(reason) = &outcome {
+        debug!(%account, %reason, "an automatic top-up failed");
     }
-    let mut events = app.store.read_after(from, BATCH_EVENTS_MAX).await?;
-    events.retain(|e| e.position <= projected);
-    let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(0);
-    };
-    for e in &events {
-        if e.aggregate_type != ACCOUNT_AGGREGATE_TYPE || e.event_type != "AutoTopUpTriggered" {
-            continue;
-        }
-        let Ok(AccountEvent::AutoTopUpTriggered(trigger)) =
-            serde_json::from_value::<AccountEvent>(e.payload.clone())
-        else {
-            continue;
-        };
-        let Ok(account) = AccountId::parse(&e.aggregate_id) else {
-            continue;
-        };
-        let outcome = buy(app, account, &trigger).await?;
-        if let Err(reason) = &outcome {
-            debug!(%account, %reason, "an automatic top-up failed");
-        }
-        app.run(
-            &Caller::system("auto-top-up"),
-            account,
-            AccountCommand::RecordAutoTopUp {
-                trigger_id: trigger.trigger_id,
-                outcome,
-                now: now(),
-            },
-            None,
-            &[],
-        )
-        .await?;
-    }
-    app.store
-        .advance_outbox_checkpoint(JOB_NAME, from, last)
-        .await?;
-    Ok(events.len())
-}
-
-/// Runs rounds until `shutdown` resolves.
-pub async fn run(app: App, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    let mut ready = false;
-    let mut failing = false;
-    loop {
-        let result = tokio::select! {
-            () = &mut shutdown => return,
-            r = async {
-                if !ready {
-                    app.store.create_outbox_checkpoint(JOB_NAME).await?;
-                    ready = true;
-                }
-                round(&app).await
-            } => r,
-        };
-        let pause = match result {
-            Ok(0) => IDLE_POLL_MILLIS,
-            Ok(_) => {
-                failing = false;
-                continue;
-            }
-            Err(e) => {
-                if !failing {
-                    warn!(error = %e, "automatic top-up round failed; retrying");
-                }
-                failing = true;
-                1_000
-            }
-        };
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(Duration::from_millis(pause)) => {}
-        }
-    }
+    app.run(
+        &Caller::system("auto-top-up"),
+        account,
+        AccountCommand::RecordAutoTopUp {
+            trigger_id: trigger.trigger_id,
+            outcome,
+            now: now(),
+        },
+        None,
+        &[],
+    )
+    .await
+    .map_err(|e| (None, e.to_string()))?;
+    Ok(None)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use store::notifications::DeliveryRow;
 use store::StoredEvent;
@@ -91,6 +92,53 @@ pub struct Planned {
     pub kind: Kind,
     pub to: String,
     pub params: Value,
+}
+
+/// What a deduction, hold or capture did to available credits, read from
+/// its stored fields without decoding the whole event (the planner sees
+/// every deduction of the log).
+#[derive(Debug, serde::Deserialize)]
+struct AvailableMove {
+    available_after: i64,
+    credits: Option<i64>,
+    held: Option<i64>,
+    captured: Option<i64>,
+}
+
+impl AvailableMove {
+    /// Available before the event: a deduction and a hold take `credits`;
+    /// a capture takes `captured` and gives back the `held` it settles.
+    fn before(&self, event_type: &str) -> Option<i64> {
+        let delta = match event_type {
+            "CreditsDeducted" | "CreditsHeld" => self.credits?.checked_neg()?,
+            "HoldCaptured" => self.held?.checked_sub(self.captured?)?,
+            _ => return None,
+        };
+        self.available_after.checked_sub(delta)
+    }
+}
+
+struct Move {
+    before: i64,
+    after: i64,
+}
+
+impl Move {
+    fn crossing(&self, threshold: i64) -> Option<events::LowBalanceCrossing> {
+        (self.before >= threshold && self.after < threshold).then_some(events::LowBalanceCrossing {
+            threshold,
+            available_before: self.before,
+            available_after: self.after,
+        })
+    }
+}
+
+fn available_move(e: &StoredEvent) -> Option<Move> {
+    let m = AvailableMove::deserialize(super::event_fields(e)).ok()?;
+    Some(Move {
+        before: m.before(&e.event_type)?,
+        after: m.available_after,
+    })
 }
 
 /// The low-balance thresholds of the accounts a planning round met, read
@@ -239,11 +287,7 @@ pub async fn messages_for(
             let Some(threshold) = thresholds.of(app, account).await? else {
                 return Ok(vec![]);
             };
-            let Ok(event) = serde_json::from_value::<events::AccountEvent>(e.payload.clone())
-            else {
-                return Ok(vec![]);
-            };
-            match event.low_balance_crossing(threshold) {
+            match available_move(e).and_then(|m| m.crossing(threshold)) {
                 Some(c) => {
                     to_billing(
                         Kind::LowBalance,
@@ -327,6 +371,89 @@ pub async fn deliver(app: &App, d: &DeliveryRow) -> Result<Option<i64>, (Option<
                 .await
                 .map_err(|e| (None, format!("writing to {}: {e}", dir.display())))?;
             Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::AccountEvent;
+
+    fn stored(event: &AccountEvent) -> StoredEvent {
+        StoredEvent {
+            position: 1,
+            aggregate_type: "account".into(),
+            aggregate_id: "a".into(),
+            sequence: 1,
+            event_type: event.type_name().into(),
+            event_version: "1.0".into(),
+            payload: serde_json::to_value(event).unwrap(),
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn the_light_read_of_a_move_agrees_with_the_event_s_own_crossing() {
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let deducted = |credits, after| {
+            AccountEvent::CreditsDeducted(events::CreditsDeducted {
+                deduction_id: uuid::Uuid::nil(),
+                credits,
+                usage: events::Usage::default(),
+                draws: vec![],
+                overdraft: 0,
+                balance_after: after,
+                available_after: after,
+                idempotency_key: None,
+                recorded_at: at,
+            })
+        };
+        let held = |credits, after| {
+            AccountEvent::CreditsHeld(events::CreditsHeld {
+                hold_id: uuid::Uuid::nil(),
+                credits,
+                operation: None,
+                units: None,
+                cost_version: None,
+                expires_at: at,
+                available_after: after,
+                idempotency_key: None,
+                held_at: at,
+            })
+        };
+        let captured = |held, captured, after| {
+            AccountEvent::HoldCaptured(events::HoldCaptured {
+                hold_id: uuid::Uuid::nil(),
+                deduction_id: uuid::Uuid::nil(),
+                held,
+                captured,
+                released: 0,
+                usage: events::Usage::default(),
+                draws: vec![],
+                overdraft: 0,
+                balance_after: after,
+                available_after: after,
+                idempotency_key: None,
+                captured_at: at,
+            })
+        };
+        for event in [
+            deducted(30, 80),
+            deducted(10, 100),
+            deducted(1, 99),
+            held(40, 90),
+            captured(50, 30, 120),
+            captured(10, 40, 95),
+        ] {
+            for threshold in [0, 90, 99, 100, 110] {
+                let light = available_move(&stored(&event)).and_then(|m| m.crossing(threshold));
+                assert_eq!(
+                    light,
+                    event.low_balance_crossing(threshold),
+                    "{event:?} at {threshold}"
+                );
+            }
         }
     }
 }

@@ -39,8 +39,8 @@ use crate::App;
 
 /// The checkpoint row of the notification planner.
 pub const PLANNER_NAME: &str = "notifications";
-/// Events planned per round.
-pub const PLAN_BATCH_EVENTS_MAX: u32 = 256;
+/// Events planned per round (a busy log is planned in big rounds).
+pub const PLAN_BATCH_EVENTS_MAX: u32 = 2_000;
 /// Deliveries attempted per round (concurrently).
 pub const SEND_BATCH_MAX: i64 = 16;
 /// How long a claimed email is someone's before another sender may retry
@@ -151,6 +151,8 @@ fn after_failure(
     let next_ms = now + backoff_millis(app.settings.notify.retry_base_millis, d.attempts);
     let exhausted = match d.channel.as_str() {
         "webhook" => next_ms - d.created_ms > WEBHOOK_RETRY_WINDOW_MILLIS,
+        // Emails and top-ups (whose failures are recorded, not retried:
+        // only the store's are).
         _ => attempts >= EMAIL_ATTEMPTS_MAX,
     };
     if exhausted {
@@ -169,6 +171,7 @@ async fn attempt(app: &App, d: DeliveryRow) -> Result<(), AppError> {
     let outcome = match d.channel.as_str() {
         "webhook" => webhooks::deliver(app, &d).await,
         "email" => mail::deliver(app, &d).await,
+        "top_up" => crate::auto_top_up::execute(app, &d).await,
         other => Err((None, format!("unknown channel {other}"))),
     };
     let now = now_ms();
@@ -235,13 +238,14 @@ pub async fn run_notifier(app: App, shutdown: impl Future<Output = ()>) {
     let mut ready = false;
     let mut failing = false;
     let mut last_scan: Option<std::time::Instant> = None;
+    let mut planned_up_to = 0_i64;
     loop {
         let round = async {
             if !ready {
                 app.store.create_outbox_checkpoint(PLANNER_NAME).await?;
                 ready = true;
             }
-            let planned = plan::plan_round(&app).await?;
+            let planned = plan::plan_round(&app, &mut planned_up_to).await?;
             // The clock-driven notices, once a minute.
             if last_scan.is_none_or(|at: std::time::Instant| at.elapsed() >= RENEWAL_SCAN_EVERY) {
                 plan::plan_renewal_notices(&app, Utc::now()).await?;

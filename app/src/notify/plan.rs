@@ -5,6 +5,7 @@ use events::{
     ACCOUNT_AGGREGATE_TYPE, INVOICE_AGGREGATE_TYPE, PAYMENT_AGGREGATE_TYPE,
     SUBSCRIPTION_AGGREGATE_TYPE, TEAM_AGGREGATE_TYPE,
 };
+use serde_json::Value;
 use store::notifications::NewDelivery;
 use store::StoredEvent;
 use uuid::Uuid;
@@ -37,10 +38,16 @@ pub async fn event_account(app: &App, e: &StoredEvent) -> Result<Option<String>,
 
 /// Plans the next batch after the checkpoint (up to the projector): its
 /// deliveries and the checkpoint's move, in one transaction. Returns how
-/// many events it planned.
-pub async fn plan_round(app: &App) -> Result<usize, AppError> {
+/// many events it planned. `planned` is how far this process last saw the
+/// checkpoint: while the projector has not passed it, nothing is asked of
+/// the store.
+pub async fn plan_round(app: &App, planned: &mut i64) -> Result<usize, AppError> {
     let projected = app.projector.position();
+    if projected <= *planned {
+        return Ok(0);
+    }
     let from = app.store.outbox_checkpoint(PLANNER_NAME).await?;
+    *planned = from;
     if projected <= from {
         return Ok(0);
     }
@@ -81,6 +88,16 @@ pub async fn plan_round(app: &App) -> Result<usize, AppError> {
                 body.clone(),
             ));
         }
+        if e.event_type == "AutoTopUpTriggered" {
+            if let Some(trigger) = event_fields(e).as_object() {
+                deliveries.push(delivery(
+                    "top_up",
+                    &e.aggregate_id,
+                    "auto_top_up",
+                    Value::Object(trigger.clone()).to_string(),
+                ));
+            }
+        }
         for m in mail::messages_for(app, e, account.as_deref(), &mut thresholds).await? {
             deliveries.push(delivery(
                 "email",
@@ -90,11 +107,14 @@ pub async fn plan_round(app: &App) -> Result<usize, AppError> {
             ));
         }
     }
-    let planned = app
+    let moved = app
         .store
         .plan_notifications(PLANNER_NAME, from, last, &deliveries)
         .await?;
-    Ok(if planned { events.len() } else { 0 })
+    if moved {
+        *planned = last;
+    }
+    Ok(if moved { events.len() } else { 0 })
 }
 
 /// How far ahead a renewal notice goes out.
