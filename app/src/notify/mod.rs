@@ -56,7 +56,7 @@ pub const EMAIL_ATTEMPTS_MAX: i64 = 8;
 pub const RETRY_MILLIS_MAX: i64 = 3_600_000;
 /// How often the notifier looks for subscriptions that renew soon.
 const RENEWAL_SCAN_EVERY: Duration = Duration::from_secs(60);
-/// How often an idle notifier looks for work.
+/// The pause between two rounds without a backlog.
 const IDLE_POLL_MILLIS: u64 = 200;
 /// Longest error text kept on a delivery.
 const ERROR_CHARS_MAX: usize = 500;
@@ -252,18 +252,23 @@ pub async fn run_notifier(app: App, shutdown: impl Future<Output = ()>) {
                 last_scan = Some(std::time::Instant::now());
             }
             let sent = send_round(&app).await?;
-            Ok::<usize, AppError>(planned + sent)
+            // Straight on only while there is a backlog (a full batch
+            // planned or sent); otherwise a pause, so that a busy log is
+            // planned a few times a second, not once per event.
+            let backlog = planned >= PLAN_BATCH_EVENTS_MAX as usize
+                || sent >= usize::try_from(SEND_BATCH_MAX).unwrap_or(usize::MAX);
+            Ok::<bool, AppError>(backlog)
         };
         let result = tokio::select! {
             () = &mut shutdown => return,
             r = round => r,
         };
         let pause = match result {
-            Ok(0) => {
+            Ok(false) => {
                 failing = false;
                 IDLE_POLL_MILLIS
             }
-            Ok(_) => {
+            Ok(true) => {
                 failing = false;
                 continue;
             }
