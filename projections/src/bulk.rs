@@ -23,7 +23,7 @@ use store::Store;
 use uuid::Uuid;
 
 use crate::billing::{self, BillingEvent};
-use crate::{add_i64, add_money, time_text, ProjectionError, PROJECTION_NAME};
+use crate::{add_i64, add_money, time_text, time_text_into, ProjectionError, PROJECTION_NAME};
 
 /// Most bind parameters in one multi-row statement on SQLite (it allows
 /// 32,766). Kept small on purpose: binding costs sqlx one
@@ -316,7 +316,7 @@ struct BalanceRow {
     updated_at: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct DailyRow {
     credits: i64,
     cost_usd: Decimal,
@@ -325,17 +325,224 @@ struct DailyRow {
 
 type DailyKey = (String, String, String, String);
 
+/// `rm_usage_daily` rows by account, day, operation and model: nested so
+/// that a usage record finds its row by borrowed strings, allocating only
+/// for a key it has not seen. Iterates in the order of the tuple key.
+#[derive(Debug, Default)]
+struct DailyMap(BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<String, DailyRow>>>>);
+
+/// Calls `f` with `m[k]`, inserting a default value first if there is none;
+/// the key is copied only then.
+fn with_entry<V: Default, R>(
+    m: &mut BTreeMap<String, V>,
+    k: &str,
+    f: impl FnOnce(&mut V) -> R,
+) -> R {
+    if let Some(v) = m.get_mut(k) {
+        return f(v);
+    }
+    f(m.entry(k.to_owned()).or_default())
+}
+
+impl DailyMap {
+    fn update<R>(
+        &mut self,
+        (account, day, operation, model): (&str, &str, &str, &str),
+        f: impl FnOnce(&mut DailyRow) -> R,
+    ) -> R {
+        with_entry(&mut self.0, account, |m| {
+            with_entry(m, day, |m| {
+                with_entry(m, operation, |m| with_entry(m, model, f))
+            })
+        })
+    }
+
+    fn insert(&mut self, (account, day, operation, model): DailyKey, row: DailyRow) {
+        self.0
+            .entry(account)
+            .or_default()
+            .entry(day)
+            .or_default()
+            .entry(operation)
+            .or_default()
+            .insert(model, row);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = ((&str, &str, &str, &str), &DailyRow)> {
+        self.0.iter().flat_map(|(a, m)| {
+            m.iter().flat_map(move |(d, m)| {
+                m.iter().flat_map(move |(o, m)| {
+                    m.iter().map(move |(model, row)| {
+                        ((a.as_str(), d.as_str(), o.as_str(), model.as_str()), row)
+                    })
+                })
+            })
+        })
+    }
+}
+
+/// The insert-only rows of one table, as the fold makes them: kept as rows
+/// (SQLite's INSERTs, `verify`'s diff), or written straight into
+/// PostgreSQL's COPY text, which spares an allocation per cell. The same
+/// row functions write both, so the two cannot differ.
+#[derive(Debug)]
+pub enum Streamed {
+    Rows(Vec<Row>),
+    Copy(Vec<u8>),
+}
+
+impl Default for Streamed {
+    fn default() -> Self {
+        Self::Rows(Vec::new())
+    }
+}
+
+impl Streamed {
+    /// Whether no row was written.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Rows(rows) => rows.is_empty(),
+            Self::Copy(text) => text.is_empty(),
+        }
+    }
+
+    /// Takes the rows written so far, leaving an empty one of the same kind.
+    fn take(&mut self) -> Self {
+        let empty = match self {
+            Self::Rows(_) => Self::Rows(Vec::new()),
+            Self::Copy(text) => Self::Copy(Vec::with_capacity(text.capacity())),
+        };
+        std::mem::replace(self, empty)
+    }
+
+    /// Starts a row; its cells follow in [`Table::columns`] order.
+    fn row(&mut self, columns: usize) -> RowWriter<'_> {
+        let row = match self {
+            Self::Rows(_) => Vec::with_capacity(columns),
+            Self::Copy(_) => Vec::new(),
+        };
+        RowWriter {
+            out: self,
+            row,
+            cells: 0,
+        }
+    }
+}
+
+/// One row being written into a [`Streamed`].
+struct RowWriter<'a> {
+    out: &'a mut Streamed,
+    /// The cells so far ([`Streamed::Rows`] only).
+    row: Row,
+    cells: usize,
+}
+
+impl RowWriter<'_> {
+    /// The COPY buffer, after the separator before this cell.
+    fn copy_cell(&mut self) -> Option<&mut Vec<u8>> {
+        self.cells += 1;
+        match self.out {
+            Streamed::Copy(buf) => {
+                if self.cells > 1 {
+                    buf.push(b'\t');
+                }
+                Some(buf)
+            }
+            Streamed::Rows(_) => None,
+        }
+    }
+
+    fn int(&mut self, v: i64) -> &mut Self {
+        match self.copy_cell() {
+            Some(buf) => push_i64(buf, v),
+            None => self.row.push(Arg::I64(v)),
+        }
+        self
+    }
+
+    fn opt_int(&mut self, v: Option<i64>) -> &mut Self {
+        match (self.copy_cell(), v) {
+            (Some(buf), Some(v)) => push_i64(buf, v),
+            (Some(buf), None) => buf.extend_from_slice(b"\\N"),
+            (None, v) => self.row.push(Arg::OptI64(v)),
+        }
+        self
+    }
+
+    fn opt_u64(&mut self, v: Option<u64>) -> &mut Self {
+        self.opt_int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn text(&mut self, v: &str) -> &mut Self {
+        match self.copy_cell() {
+            Some(buf) => push_escaped(buf, v),
+            None => self.row.push(Arg::Text(v.to_owned())),
+        }
+        self
+    }
+
+    fn opt_text(&mut self, v: Option<&str>) -> &mut Self {
+        match (self.copy_cell(), v) {
+            (Some(buf), Some(v)) => push_escaped(buf, v),
+            (Some(buf), None) => buf.extend_from_slice(b"\\N"),
+            (None, v) => self.row.push(Arg::OptText(v.map(str::to_owned))),
+        }
+        self
+    }
+
+    fn uuid(&mut self, v: Uuid) -> &mut Self {
+        match self.copy_cell() {
+            Some(buf) => {
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                buf.extend_from_slice(v.hyphenated().encode_lower(&mut text).as_bytes());
+            }
+            None => self.row.push(Arg::Text(v.to_string())),
+        }
+        self
+    }
+
+    fn opt_display(&mut self, v: Option<&dyn std::fmt::Display>) -> &mut Self {
+        use std::fmt::Write as _;
+        match (self.copy_cell(), v) {
+            (Some(buf), Some(v)) => {
+                // Writing to a Vec cannot fail.
+                let _ = write!(Escaping(buf), "{v}");
+            }
+            (Some(buf), None) => buf.extend_from_slice(b"\\N"),
+            (None, v) => self.row.push(Arg::OptText(v.map(|v| v.to_string()))),
+        }
+        self
+    }
+
+    fn end(&mut self) {
+        match self.out {
+            Streamed::Copy(buf) => buf.push(b'\n'),
+            Streamed::Rows(rows) => rows.push(std::mem::take(&mut self.row)),
+        }
+    }
+}
+
+/// Formats into COPY text, escaped.
+struct Escaping<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        push_escaped(self.0, s);
+        Ok(())
+    }
+}
+
 /// The read models of a prefix of the log, in memory.
 #[derive(Debug, Default)]
 pub struct ReadModelFold {
     accounts: BTreeMap<String, AccountRow>,
     balances: BTreeMap<String, BalanceRow>,
-    daily: BTreeMap<DailyKey, DailyRow>,
+    daily: DailyMap,
     expiry: BTreeMap<(String, String), String>,
     /// Insert-only rows made since the last [`ReadModelFold::take_streamed`].
-    transactions: Vec<Row>,
-    usage: Vec<Row>,
-    cost_history: Vec<Row>,
+    transactions: Streamed,
+    usage: Streamed,
+    cost_history: Streamed,
     /// Billing rows by (table, key), in [`billing`]'s column order.
     billing: BTreeMap<(&'static str, String), Row>,
     /// `time_text` of the event being applied, formatted once: its first
@@ -360,13 +567,13 @@ pub(crate) enum ExpiryOp {
 }
 
 /// `2026-03` of `2026-03-25T08:00:00.000000Z` (`%Y-%m`).
-fn month(at_text: &str) -> String {
-    at_text.get(..7).unwrap_or(at_text).to_owned()
+fn month(at_text: &str) -> &str {
+    at_text.get(..7).unwrap_or(at_text)
 }
 
 /// `2026-03-25` of `2026-03-25T08:00:00.000000Z` (`%Y-%m-%d`).
-fn day(at_text: &str) -> String {
-    at_text.get(..10).unwrap_or(at_text).to_owned()
+fn day(at_text: &str) -> &str {
+    at_text.get(..10).unwrap_or(at_text)
 }
 
 /// The `rm_usage_daily` row a usage record of `account` at `at_text`
@@ -374,13 +581,27 @@ fn day(at_text: &str) -> String {
 fn daily_key(account: &str, at_text: &str, usage: &Usage) -> DailyKey {
     (
         account.to_owned(),
-        day(at_text),
+        day(at_text).to_owned(),
         usage
             .operation
             .as_ref()
             .map(|o| o.to_string())
             .unwrap_or_default(),
         usage.model.clone().unwrap_or_default(),
+    )
+}
+
+/// The same key, borrowed.
+fn daily_key_ref<'a>(
+    account: &'a str,
+    at_text: &'a str,
+    usage: &'a Usage,
+) -> (&'a str, &'a str, &'a str, &'a str) {
+    (
+        account,
+        day(at_text),
+        usage.operation.as_ref().map_or("", |o| o.as_str()),
+        usage.model.as_deref().unwrap_or(""),
     )
 }
 
@@ -529,10 +750,6 @@ fn i64_at(row: &[Arg], table: Table, i: usize) -> Result<i64, ProjectionError> {
     }
 }
 
-fn opt_u64(v: Option<u64>) -> Arg {
-    Arg::OptI64(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
-}
-
 impl ReadModelFold {
     pub fn new() -> Self {
         Self::default()
@@ -636,20 +853,18 @@ impl ReadModelFold {
                 let CatalogEvent::CreditCostSet(e) = &**c else {
                     return Ok(());
                 };
-                self.cost_history.push(vec![
-                    i64::try_from(e.entry.version).unwrap_or(i64::MAX).into(),
-                    e.entry.operation.to_string().into(),
-                    e.entry.cost.into(),
-                    e.entry.unit.as_str().into(),
-                    e.previous.as_ref().map(|p| p.cost).into(),
-                    e.previous
-                        .as_ref()
-                        .map(|p| p.unit.as_str().to_owned())
-                        .into(),
-                    e.actor.clone().into(),
-                    time_text(e.at).into(),
-                    stored.position.into(),
-                ]);
+                self.cost_history
+                    .row(Table::CostHistory.columns().len())
+                    .int(i64::try_from(e.entry.version).unwrap_or(i64::MAX))
+                    .text(e.entry.operation.as_str())
+                    .int(e.entry.cost)
+                    .text(e.entry.unit.as_str())
+                    .opt_int(e.previous.as_ref().map(|p| p.cost))
+                    .opt_text(e.previous.as_ref().map(|p| p.unit.as_str()))
+                    .text(&e.actor)
+                    .text(&time_text(e.at))
+                    .int(stored.position)
+                    .end();
                 Ok(())
             }
             Decoded::Catalog(_) => Ok(()),
@@ -713,7 +928,7 @@ impl ReadModelFold {
     ) -> Result<(), ProjectionError> {
         let id = &stored.aggregate_id;
         let at = event.occurred_at();
-        self.at_text = time_text(at);
+        time_text_into(&mut self.at_text, at);
         let position = stored.position;
         match event {
             AccountEvent::AccountOpened(e) => {
@@ -745,7 +960,7 @@ impl ReadModelFold {
                         balance: 0,
                         held: 0,
                         credit_limit: e.credit_limit,
-                        period: month(&self.at_text),
+                        period: month(&self.at_text).to_owned(),
                         period_granted: 0,
                         period_used: 0,
                         last_position: position,
@@ -827,22 +1042,22 @@ impl ReadModelFold {
                 if let Some(expires_at) = e.expires_at {
                     self.schedule(id, e.grant_id, expires_at);
                 }
-                let description = e
-                    .description
-                    .clone()
-                    .or_else(|| Some(format!("{:?} grant", e.source).to_lowercase()));
-                self.entry(stored, event, "grant", e.grant_id, description)?;
+                let description = match &e.description {
+                    Some(d) => d.clone(),
+                    None => format!("{:?} grant", e.source).to_lowercase(),
+                };
+                self.entry(stored, event, "grant", e.grant_id, Some(&description))?;
             }
             AccountEvent::CreditsDeducted(e) => {
                 self.move_balance(id, event, 0, e.credits, position)?;
-                let description = e.usage.operation.as_ref().map(|o| o.to_string());
+                let description = e.usage.operation.as_ref().map(|o| o.as_str());
                 self.entry(stored, event, "deduction", e.deduction_id, description)?;
                 self.usage(stored, e.deduction_id, None, e.credits, &e.usage)?;
             }
             AccountEvent::HoldCaptured(e) => {
                 self.move_balance(id, event, 0, e.captured, position)?;
                 self.unschedule(id, e.hold_id);
-                let description = e.usage.operation.as_ref().map(|o| o.to_string());
+                let description = e.usage.operation.as_ref().map(|o| o.as_str());
                 self.entry(stored, event, "capture", e.deduction_id, description)?;
                 self.usage(
                     stored,
@@ -859,18 +1074,22 @@ impl ReadModelFold {
                         self.schedule(id, lot.lot_id, expires_at);
                     }
                 }
-                self.entry(stored, event, "refund", e.refund_id, Some(e.reason.clone()))?;
+                self.entry(stored, event, "refund", e.refund_id, Some(&e.reason))?;
             }
             AccountEvent::CreditsAdjusted(e) => {
                 self.move_balance(id, event, 0, 0, position)?;
-                let reason = Some(e.reason.clone());
-                self.entry(stored, event, "adjustment", e.adjustment_id, reason)?;
+                self.entry(
+                    stored,
+                    event,
+                    "adjustment",
+                    e.adjustment_id,
+                    Some(&e.reason),
+                )?;
             }
             AccountEvent::CreditsExpired(e) => {
                 self.move_balance(id, event, 0, 0, position)?;
                 self.unschedule(id, e.lot_id);
-                let description = Some("credits expired".to_owned());
-                self.entry(stored, event, "expiry", e.lot_id, description)?;
+                self.entry(stored, event, "expiry", e.lot_id, Some("credits expired"))?;
             }
         }
         Ok(())
@@ -928,7 +1147,7 @@ impl ReadModelFold {
             } else {
                 b.period_granted = granted;
                 b.period_used = used;
-                b.period = period;
+                b.period = period.to_owned();
             }
             b.last_position = position;
             b.updated_at.clone_from(&self.at_text);
@@ -942,7 +1161,7 @@ impl ReadModelFold {
         event: &AccountEvent,
         entry_type: &str,
         reference_id: Uuid,
-        description: Option<String>,
+        description: Option<&str>,
     ) -> Result<(), ProjectionError> {
         let balance_after = event
             .balance_after()
@@ -951,17 +1170,18 @@ impl ReadModelFold {
                 event_type: stored.event_type.clone(),
                 reason: "a ledger entry without balance_after".into(),
             })?;
-        self.transactions.push(vec![
-            stored.position.into(),
-            stored.aggregate_id.clone().into(),
-            stored.sequence.into(),
-            entry_type.into(),
-            reference_id.to_string().into(),
-            event.balance_delta().into(),
-            balance_after.into(),
-            description.into(),
-            self.at_text.clone().into(),
-        ]);
+        self.transactions
+            .row(Table::Transactions.columns().len())
+            .int(stored.position)
+            .text(&stored.aggregate_id)
+            .int(stored.sequence)
+            .text(entry_type)
+            .uuid(reference_id)
+            .int(event.balance_delta())
+            .int(balance_after)
+            .opt_text(description)
+            .text(&self.at_text)
+            .end();
         Ok(())
     }
 
@@ -973,48 +1193,68 @@ impl ReadModelFold {
         credits: i64,
         usage: &Usage,
     ) -> Result<(), ProjectionError> {
-        let operation = usage.operation.as_ref().map(|o| o.to_string());
-        self.usage.push(vec![
-            stored.position.into(),
-            stored.aggregate_id.clone().into(),
-            deduction_id.to_string().into(),
-            hold_id.map(|h| h.to_string()).into(),
-            operation.into(),
-            credits.into(),
-            opt_u64(Some(usage.units)),
-            opt_u64(usage.cost_version),
-            usage.cost_usd.map(|c| c.to_string()).into(),
-            usage.model.clone().into(),
-            opt_u64(usage.tokens_input),
-            opt_u64(usage.tokens_output),
-            usage.related_object_type.clone().into(),
-            usage.related_object_id.clone().into(),
-            usage.metadata.as_ref().map(|m| m.to_string()).into(),
-            self.at_text.clone().into(),
-        ]);
-        let key = daily_key(&stored.aggregate_id, &self.at_text, usage);
-        let row = self.daily.entry(key).or_insert(DailyRow {
-            credits: 0,
-            cost_usd: Decimal::ZERO,
-            count: 0,
-        });
-        row.credits = add_i64(row.credits, credits, "rm_usage_daily.credits")?;
-        row.cost_usd = add_money(
-            row.cost_usd,
-            usage.cost_usd.unwrap_or(Decimal::ZERO),
-            "rm_usage_daily.cost_usd",
-        )?;
-        row.count = add_i64(row.count, 1, "rm_usage_daily.count")?;
-        Ok(())
+        let mut row = self.usage.row(Table::Usage.columns().len());
+        row.int(stored.position)
+            .text(&stored.aggregate_id)
+            .uuid(deduction_id);
+        match hold_id {
+            Some(h) => row.uuid(h),
+            None => row.opt_text(None),
+        };
+        row.opt_text(usage.operation.as_ref().map(|o| o.as_str()))
+            .int(credits)
+            .opt_u64(Some(usage.units))
+            .opt_u64(usage.cost_version)
+            .opt_display(usage.cost_usd.as_ref().map(|c| c as &dyn std::fmt::Display))
+            .opt_text(usage.model.as_deref())
+            .opt_u64(usage.tokens_input)
+            .opt_u64(usage.tokens_output)
+            .opt_text(usage.related_object_type.as_deref())
+            .opt_text(usage.related_object_id.as_deref())
+            .opt_display(usage.metadata.as_ref().map(|m| m as &dyn std::fmt::Display))
+            .text(&self.at_text)
+            .end();
+        let key = daily_key_ref(&stored.aggregate_id, &self.at_text, usage);
+        self.daily.update(key, |row| {
+            row.credits = add_i64(row.credits, credits, "rm_usage_daily.credits")?;
+            row.cost_usd = add_money(
+                row.cost_usd,
+                usage.cost_usd.unwrap_or(Decimal::ZERO),
+                "rm_usage_daily.cost_usd",
+            )?;
+            row.count = add_i64(row.count, 1, "rm_usage_daily.count")?;
+            Ok(())
+        })
     }
 
-    /// The insert-only rows of `table` made since the last call.
-    pub fn take_streamed(&mut self, table: Table) -> Vec<Row> {
+    /// Makes the insert-only rows as PostgreSQL COPY text from now on
+    /// ([`ReadModelFold::take_streamed_text`]) instead of rows.
+    pub fn stream_copy_text(&mut self) {
+        for s in [
+            &mut self.transactions,
+            &mut self.usage,
+            &mut self.cost_history,
+        ] {
+            *s = Streamed::Copy(Vec::new());
+        }
+    }
+
+    /// The insert-only rows of `table` made since the last call, as made.
+    pub fn take_streamed_text(&mut self, table: Table) -> Streamed {
         match table {
-            Table::Transactions => std::mem::take(&mut self.transactions),
-            Table::Usage => std::mem::take(&mut self.usage),
-            Table::CostHistory => std::mem::take(&mut self.cost_history),
-            _ => Vec::new(),
+            Table::Transactions => self.transactions.take(),
+            Table::Usage => self.usage.take(),
+            Table::CostHistory => self.cost_history.take(),
+            _ => Streamed::default(),
+        }
+    }
+
+    /// The insert-only rows of `table` made since the last call (none
+    /// after [`ReadModelFold::stream_copy_text`]: those are text).
+    pub fn take_streamed(&mut self, table: Table) -> Vec<Row> {
+        match self.take_streamed_text(table) {
+            Streamed::Rows(rows) => rows,
+            Streamed::Copy(_) => Vec::new(),
         }
     }
 
@@ -1068,10 +1308,10 @@ impl ReadModelFold {
                 .iter()
                 .map(|((id, d, op, model), r)| {
                     vec![
-                        id.clone().into(),
-                        d.clone().into(),
-                        op.clone().into(),
-                        model.clone().into(),
+                        id.into(),
+                        d.into(),
+                        op.into(),
+                        model.into(),
                         r.credits.into(),
                         r.cost_usd.to_string().into(),
                         r.count.into(),
@@ -1106,25 +1346,75 @@ pub async fn insert_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    if let SqlTx::Pg(pg) = tx {
-        let statement = format!(
-            "COPY {} ({}) FROM STDIN",
-            table.sql_name(),
-            table.columns().join(", ")
-        );
-        let mut buf = Vec::with_capacity(rows.len() * 128);
-        for row in rows {
-            copy_text_row(&mut buf, row);
-        }
-        let mut copy = pg
-            .copy_in_raw(&statement)
-            .await
-            .map_err(store::StoreError::from)?;
-        copy.send(buf).await.map_err(store::StoreError::from)?;
-        copy.finish().await.map_err(store::StoreError::from)?;
-        return Ok(());
+    if let SqlTx::Pg(_) = tx {
+        return copy_in(tx, table, copy_text(rows)).await;
     }
     insert_values(tx, table, rows).await
+}
+
+/// Writes insert-only rows as the fold made them: COPY text or rows.
+pub(crate) async fn write_streamed(
+    tx: &mut SqlTx,
+    table: Table,
+    rows: Streamed,
+) -> Result<(), ProjectionError> {
+    match rows {
+        Streamed::Copy(text) => copy_in(tx, table, text).await,
+        Streamed::Rows(rows) => insert_rows(tx, table, &rows).await,
+    }
+}
+
+/// Rows in PostgreSQL's COPY text format.
+pub fn copy_text(rows: &[Row]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(rows.len() * 160);
+    for row in rows {
+        copy_text_row(&mut buf, row);
+    }
+    buf
+}
+
+/// Sends rows already in COPY text format (PostgreSQL only).
+async fn copy_in(tx: &mut SqlTx, table: Table, text: Vec<u8>) -> Result<(), ProjectionError> {
+    let SqlTx::Pg(pg) = tx else {
+        return Err(ProjectionError::BadRow {
+            column: table.sql_name(),
+            reason: "COPY text sent to a database other than PostgreSQL".into(),
+        });
+    };
+    if text.is_empty() {
+        return Ok(());
+    }
+    let statement = format!(
+        "COPY {} ({}) FROM STDIN",
+        table.sql_name(),
+        table.columns().join(", ")
+    );
+    let mut copy = pg
+        .copy_in_raw(&statement)
+        .await
+        .map_err(store::StoreError::from)?;
+    copy.send(text).await.map_err(store::StoreError::from)?;
+    copy.finish().await.map_err(store::StoreError::from)?;
+    Ok(())
+}
+
+/// Appends the decimal digits of `n` (no allocation, unlike `to_string`).
+fn push_i64(buf: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        buf.push(b'-');
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 /// One row in PostgreSQL's COPY text format: tab-separated, `\N` for NULL,
@@ -1135,22 +1425,38 @@ fn copy_text_row(buf: &mut Vec<u8>, row: &[Arg]) {
             buf.push(b'\t');
         }
         match v {
-            Arg::I64(n) | Arg::OptI64(Some(n)) => buf.extend_from_slice(n.to_string().as_bytes()),
+            Arg::I64(n) | Arg::OptI64(Some(n)) => push_i64(buf, *n),
             Arg::OptI64(None) | Arg::OptText(None) => buf.extend_from_slice(b"\\N"),
-            Arg::Text(t) | Arg::OptText(Some(t)) => {
-                for b in t.bytes() {
-                    match b {
-                        b'\\' => buf.extend_from_slice(b"\\\\"),
-                        b'\t' => buf.extend_from_slice(b"\\t"),
-                        b'\n' => buf.extend_from_slice(b"\\n"),
-                        b'\r' => buf.extend_from_slice(b"\\r"),
-                        other => buf.push(other),
-                    }
-                }
-            }
+            Arg::Text(t) | Arg::OptText(Some(t)) => push_escaped(buf, t),
         }
     }
     buf.push(b'\n');
+}
+
+/// Appends a text value in COPY text format: backslash, tab, newline and
+/// carriage return escaped with a backslash.
+fn push_escaped(buf: &mut Vec<u8>, t: &str) {
+    let special = |b: u8| matches!(b, b'\\' | b'\t' | b'\n' | b'\r');
+    // Most values need no escape: look for one in 16-byte blocks without
+    // an early exit per byte (the compiler vectorizes it), then copy once.
+    let bytes = t.as_bytes();
+    let blocks = bytes.chunks(16);
+    if !blocks
+        .into_iter()
+        .any(|c| c.iter().fold(false, |found, &b| found | special(b)))
+    {
+        buf.extend_from_slice(bytes);
+        return;
+    }
+    for &b in bytes {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            other => buf.push(other),
+        }
+    }
 }
 
 /// Multi-row INSERTs within the parameter limit (SQLite's path).
@@ -1186,19 +1492,57 @@ async fn insert_values(tx: &mut SqlTx, table: Table, rows: &[Row]) -> Result<(),
 
 /// A rebuild in progress: one write transaction that holds the projector's
 /// checkpoint row, emptied tables, and the fold that refills them.
+///
+/// Three stages overlap: the caller reads and decodes the log ahead; each
+/// page is folded and its insert-only rows encoded (COPY text on
+/// PostgreSQL) on a blocking thread; and a writer task that owns the
+/// transaction sends them to the database while the next page is folded.
 pub struct BulkRebuild {
-    tx: SqlTx,
+    writer: Writer,
     tables: Vec<Table>,
     fold: ReadModelFold,
-    /// The insert-only rows of the last page, written while the next page
-    /// is folded.
-    pending: Vec<(Table, Vec<Row>)>,
     /// Events up to here are projected (the log head for a full rebuild,
     /// the projector's checkpoint for a partial one).
     upto: i64,
     full: bool,
     /// Secondary indexes dropped for the load, recreated by `finish`.
     indexes: Vec<String>,
+}
+
+/// Pages written ahead: at most this many encoded tables wait for the
+/// writer (a bound on memory: about two pages of rows).
+const WRITE_AHEAD: usize = 6;
+
+/// The rebuild's transaction: held here, or owned by the writer task.
+enum Writer {
+    Idle(SqlTx),
+    Busy {
+        sender: tokio::sync::mpsc::Sender<(Table, Streamed)>,
+        task: tokio::task::JoinHandle<(SqlTx, Result<(), ProjectionError>)>,
+    },
+    /// Only while switching between the two, or after a failed writer.
+    Gone,
+}
+
+/// Writes what it receives, in order, until the channel closes or a write
+/// fails; hands the transaction back either way.
+async fn write_loop(
+    mut tx: SqlTx,
+    mut rows: tokio::sync::mpsc::Receiver<(Table, Streamed)>,
+) -> (SqlTx, Result<(), ProjectionError>) {
+    while let Some((table, streamed)) = rows.recv().await {
+        let t = std::time::Instant::now();
+        let written = write_streamed(&mut tx, table, streamed).await;
+        tracing::debug!(
+            table = table.name(),
+            write_us = t.elapsed().as_micros() as u64,
+            "bulk write"
+        );
+        if let Err(e) = written {
+            return (tx, Err(e));
+        }
+    }
+    (tx, Ok(()))
 }
 
 impl BulkRebuild {
@@ -1267,11 +1611,14 @@ impl BulkRebuild {
                     .await?;
             }
         }
+        let mut fold = ReadModelFold::new();
+        if matches!(tx, SqlTx::Pg(_)) {
+            fold.stream_copy_text();
+        }
         Ok(Self {
-            tx,
+            writer: Writer::Idle(tx),
             tables,
-            fold: ReadModelFold::new(),
-            pending: Vec::new(),
+            fold,
             upto,
             full,
             indexes,
@@ -1283,47 +1630,92 @@ impl BulkRebuild {
         self.upto
     }
 
-    /// The rebuild's transaction, for writes that should commit with it.
-    pub fn tx(&mut self) -> &mut SqlTx {
-        &mut self.tx
+    /// The rebuild's transaction, for writes that should commit with it:
+    /// waits until the rows of the pages applied so far are written.
+    pub async fn tx(&mut self) -> Result<&mut SqlTx, ProjectionError> {
+        self.drain().await?;
+        match &mut self.writer {
+            Writer::Idle(tx) => Ok(tx),
+            _ => Err(ProjectionError::FoldTask(
+                "the rebuild's writer is gone".into(),
+            )),
+        }
+    }
+
+    /// Waits for the writer task, if one runs, and takes the transaction
+    /// back.
+    async fn drain(&mut self) -> Result<(), ProjectionError> {
+        match std::mem::replace(&mut self.writer, Writer::Gone) {
+            Writer::Busy { sender, task } => {
+                drop(sender);
+                let (tx, written) = task
+                    .await
+                    .map_err(|e| ProjectionError::FoldTask(e.to_string()))?;
+                self.writer = Writer::Idle(tx);
+                written
+            }
+            other => {
+                self.writer = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands rows to the writer task (starting it if needed).
+    async fn write(&mut self, table: Table, rows: Streamed) -> Result<(), ProjectionError> {
+        self.writer = match std::mem::replace(&mut self.writer, Writer::Gone) {
+            Writer::Idle(tx) => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(WRITE_AHEAD);
+                let task = tokio::spawn(write_loop(tx, receiver));
+                Writer::Busy { sender, task }
+            }
+            other => other,
+        };
+        let Writer::Busy { sender, .. } = &self.writer else {
+            return Err(ProjectionError::FoldTask(
+                "the rebuild's writer is gone".into(),
+            ));
+        };
+        if sender.send((table, rows)).await.is_err() {
+            // The writer stopped at a failed write: its error says why.
+            self.drain().await?;
+            return Err(ProjectionError::FoldTask(
+                "the rebuild's writer stopped".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Folds a page of events (positions ≤ [`BulkRebuild::upto`], in log
-    /// order) on a blocking thread while the previous page's insert-only
-    /// rows are written: the fold (this process's CPU) and the COPY (the
-    /// database's) overlap. This page's rows are written by the next call
-    /// or by [`BulkRebuild::finish`].
+    /// order) and encodes its insert-only rows on a blocking thread, then
+    /// hands them to the writer: the fold (this process's CPU) and the
+    /// writes (the database's) overlap.
     pub async fn apply(
         &mut self,
         page: Arc<Vec<(RawEvent, Decoded)>>,
     ) -> Result<(), ProjectionError> {
         let mut fold = std::mem::take(&mut self.fold);
-        let folding = tokio::task::spawn_blocking(move || {
+        let tables = self.tables.clone();
+        let (fold, made) = tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
             for (raw, decoded) in page.iter() {
                 fold.apply(raw, decoded)?;
             }
-            tracing::debug!(fold_us = t.elapsed().as_micros() as u64, "bulk fold");
-            Ok::<_, ProjectionError>(fold)
-        });
-        let written = self.write_pending().await;
-        let mut fold = folding
-            .await
-            .map_err(|e| ProjectionError::FoldTask(e.to_string()))??;
-        written?;
-        for table in [Table::Transactions, Table::Usage, Table::CostHistory] {
-            let rows = fold.take_streamed(table);
-            if self.tables.contains(&table) && !rows.is_empty() {
-                self.pending.push((table, rows));
+            let mut made = Vec::new();
+            for table in [Table::Transactions, Table::Usage, Table::CostHistory] {
+                let rows = fold.take_streamed_text(table);
+                if tables.contains(&table) && !rows.is_empty() {
+                    made.push((table, rows));
+                }
             }
-        }
+            tracing::debug!(fold_us = t.elapsed().as_micros() as u64, "bulk fold");
+            Ok::<_, ProjectionError>((fold, made))
+        })
+        .await
+        .map_err(|e| ProjectionError::FoldTask(e.to_string()))??;
         self.fold = fold;
-        Ok(())
-    }
-
-    async fn write_pending(&mut self) -> Result<(), ProjectionError> {
-        for (table, rows) in std::mem::take(&mut self.pending) {
-            insert_rows(&mut self.tx, table, &rows).await?;
+        for (table, rows) in made {
+            self.write(table, rows).await?;
         }
         Ok(())
     }
@@ -1331,25 +1723,29 @@ impl BulkRebuild {
     /// Writes the keyed tables, moves the checkpoint (full rebuilds) and
     /// commits.
     pub async fn finish(mut self) -> Result<i64, ProjectionError> {
-        self.write_pending().await?;
+        self.drain().await?;
+        let Writer::Idle(mut tx) = std::mem::replace(&mut self.writer, Writer::Gone) else {
+            return Err(ProjectionError::FoldTask(
+                "the rebuild's writer is gone".into(),
+            ));
+        };
         for table in self.tables.clone() {
             if !table.streamed() {
                 let rows = self.fold.keyed_rows(table);
-                insert_rows(&mut self.tx, table, &rows).await?;
+                insert_rows(&mut tx, table, &rows).await?;
             }
         }
         for definition in std::mem::take(&mut self.indexes) {
-            self.tx.execute(&definition, &[]).await?;
+            tx.execute(&definition, &[]).await?;
         }
         if self.full {
-            self.tx
-                .execute(
-                    "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
-                    &[PROJECTION_NAME.into(), self.upto.into()],
-                )
-                .await?;
+            tx.execute(
+                "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
+                &[PROJECTION_NAME.into(), self.upto.into()],
+            )
+            .await?;
         }
-        self.tx.commit().await?;
+        tx.commit().await?;
         Ok(self.upto)
     }
 }

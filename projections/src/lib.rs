@@ -71,3 +71,57 @@ pub(crate) fn add_money(
 pub fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+/// [`time_text`] into a reused buffer (the folds format one per event).
+pub(crate) fn time_text_into(out: &mut String, t: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write as _;
+    out.clear();
+    let nanos = t.nanosecond();
+    if !(0..=9999).contains(&t.year()) || nanos >= 1_000_000_000 {
+        // Years outside four digits and leap seconds: chrono's own format.
+        out.push_str(&time_text(t));
+        return;
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        nanos / 1_000
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    #[test]
+    fn time_text_into_writes_what_time_text_writes() {
+        let mut out = String::from("left over");
+        let mut instants: Vec<DateTime<Utc>> = vec![
+            Utc.timestamp_opt(0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 25, 8, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            // A leap second.
+            Utc.timestamp_opt(1_483_228_799, 1_500_000_000).unwrap(),
+        ];
+        let mut seconds: i64 = 12_345;
+        for i in 0..2_000u32 {
+            seconds = (seconds.wrapping_mul(1_103_515_245) + 12_345).rem_euclid(253_402_300_799);
+            instants.push(Utc.timestamp_opt(seconds, i * 499_979).unwrap());
+        }
+        for t in instants {
+            time_text_into(&mut out, t);
+            assert_eq!(out, time_text(t), "{t:?}");
+        }
+    }
+}

@@ -13,7 +13,7 @@ use store::audit::RawEvent;
 use store::sql::{Arg, ArrayArg, SqlRow, SqlTx};
 
 use crate::bulk::{
-    insert_rows, Decoded, ExpiryOp, ReadModelFold, Row, Table, Touched, INSERT_PARAMS_MAX,
+    write_streamed, Decoded, ExpiryOp, ReadModelFold, Row, Table, Touched, INSERT_PARAMS_MAX,
 };
 use crate::ProjectionError;
 
@@ -105,10 +105,14 @@ pub(crate) async fn apply_batch(tx: &mut SqlTx, page: Page) -> Result<usize, Pro
             }
         }
     }
-    let (mut fold, n) = fold_prefix(&seeds, events, &decoded)?;
+    let copy_text = matches!(tx, SqlTx::Pg(_));
+    let (mut fold, n) = fold_prefix(&seeds, events, &decoded, copy_text)?;
 
     for table in STREAMED {
-        insert_rows(tx, table, &fold.take_streamed(table)).await?;
+        let rows = fold.take_streamed_text(table);
+        if !rows.is_empty() {
+            write_streamed(tx, table, rows).await?;
+        }
     }
     let before: HashMap<(Table, String), &Row> = seeds
         .iter()
@@ -146,14 +150,19 @@ pub(crate) async fn apply_batch(tx: &mut SqlTx, page: Page) -> Result<usize, Pro
 
 /// Folds the longest prefix of the decoded events that folds without an
 /// error, from the seeded rows; returns the fold and the prefix's length.
+/// With `copy_text`, the insert-only rows are made as COPY text.
 fn fold_prefix(
     seeds: &[(Table, Row)],
     events: &[RawEvent],
     decoded: &[Decoded],
+    copy_text: bool,
 ) -> Result<(ReadModelFold, usize), ProjectionError> {
     let mut n = decoded.len();
     loop {
         let mut fold = ReadModelFold::for_batch();
+        if copy_text {
+            fold.stream_copy_text();
+        }
         for (table, row) in seeds {
             fold.seed(*table, row.clone())?;
         }

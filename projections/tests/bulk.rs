@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use events::GrantSource;
-use projections::bulk::{rebuild_tables, Table};
+use projections::bulk::{copy_text, rebuild_tables, Decoded, ReadModelFold, Streamed, Table};
 use projections::ReadModels;
 use store::{on_both_stores, CommandService, Store};
 use uuid::Uuid;
@@ -157,3 +157,54 @@ async fn a_partial_rebuild_refills_its_tables_up_to_the_projector_checkpoint(sto
     assert!(Table::parse("nope").is_none());
 }
 on_both_stores!(a_partial_rebuild_refills_its_tables_up_to_the_projector_checkpoint);
+
+/// The fold's two ways of making the insert-only rows (rows for SQLite and
+/// diffs, COPY text for PostgreSQL) give the same rows: the text made while
+/// folding is the COPY text of the rows, tabs, newlines and backslashes in
+/// reasons and metadata included.
+async fn rows_and_copy_text_of_the_fold_agree(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let script = Script {
+        service: &service,
+        projector: None,
+    };
+    varied_history(&script, 3, 24).await;
+    let head = store.head_position().await.unwrap();
+    let log = store.log_page(0, head, 10_000, false).await.unwrap();
+    assert_eq!(log.len() as i64, head, "one page holds the history");
+    let (mut rows, mut text) = (ReadModelFold::new(), ReadModelFold::new());
+    text.stream_copy_text();
+    for e in &log {
+        let decoded = Decoded::parse(e).unwrap();
+        rows.apply(e, &decoded).unwrap();
+        text.apply(e, &decoded).unwrap();
+    }
+    let mut made = Vec::new();
+    for table in [Table::Transactions, Table::Usage, Table::CostHistory] {
+        let rows = rows.take_streamed(table);
+        assert!(!rows.is_empty(), "{table:?} has rows");
+        let Streamed::Copy(text) = text.take_streamed_text(table) else {
+            panic!("{table:?}: rows, not COPY text");
+        };
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text,
+            String::from_utf8(copy_text(&rows)).unwrap(),
+            "{table:?}"
+        );
+        made.push(text);
+    }
+    // A reason's raw tab, CR, LF and backslash, and the backslashes of a
+    // JSON text's escapes, are escaped once each.
+    assert!(
+        made[0].contains("staff correction\\tticket 7\\r\\nsee C:\\\\notes"),
+        "{}",
+        made[0]
+    );
+    assert!(
+        made[1].contains(r#"tab\\there\\nline \\\\ end"#),
+        "{}",
+        made[1]
+    );
+}
+on_both_stores!(rows_and_copy_text_of_the_fold_agree);

@@ -225,8 +225,8 @@ pub async fn rebuild(
         written = c.pending.len() as u64;
         match bulk.as_mut() {
             Some(b) => {
-                b.tx().delete_checkpoints().await?;
-                b.tx().insert_checkpoints(&c.pending).await?;
+                b.tx().await?.delete_checkpoints().await?;
+                b.tx().await?.insert_checkpoints(&c.pending).await?;
             }
             None => {
                 let mut tx = store.begin().await?;

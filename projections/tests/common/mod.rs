@@ -368,7 +368,11 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
             cost_usd: Some(Decimal::new(k as i64 * 7 + 1, 4)),
             related_object_type: (k % 3 == 0).then(|| "article".to_owned()),
             related_object_id: (k % 3 == 0).then(|| format!("art-{k}")),
-            metadata: (k % 4 == 0).then(|| serde_json::json!({ "round": r, "tags": ["a", "b"] })),
+            // A JSON text with backslashes, tabs and newlines escaped in
+            // it: the COPY text of the rows must escape the backslashes.
+            metadata: (k % 4 == 0).then(|| {
+                serde_json::json!({ "round": r, "tags": ["a", "b"], "note": "tab\there\nline \\ end" })
+            }),
             ..Usage::default()
         };
         let deducted = script
@@ -437,7 +441,13 @@ pub async fn varied_account(script: &Script<'_>, index: usize, rounds: u32) -> A
             script
                 .run(
                     id,
-                    adjust_cmd(Uuid::now_v7(), credits, "staff correction", t(r, 55)),
+                    adjust_cmd(
+                        Uuid::now_v7(),
+                        credits,
+                        // Raw tab, newline, carriage return and backslash.
+                        "staff correction\tticket 7\r\nsee C:\\notes",
+                        t(r, 55),
+                    ),
                 )
                 .await;
         }
