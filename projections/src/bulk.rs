@@ -329,7 +329,10 @@ type DailyKey = (String, String, String, String);
 /// that a usage record finds its row by borrowed strings, allocating only
 /// for a key it has not seen. Iterates in the order of the tuple key.
 #[derive(Debug, Default)]
-struct DailyMap(BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<String, DailyRow>>>>);
+struct DailyMap(BTreeMap<String, ByDay>);
+
+/// One account's rows: by day, operation and model.
+type ByDay = BTreeMap<String, BTreeMap<String, BTreeMap<String, DailyRow>>>;
 
 /// Calls `f` with `m[k]`, inserting a default value first if there is none;
 /// the key is copied only then.
