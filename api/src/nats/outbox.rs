@@ -266,7 +266,12 @@ impl Outbox {
             debug!(from, "another outbox advanced the checkpoint");
             return Ok(events.len());
         }
-        self.position.send_modify(|s| s.position = last);
+        // The round went through: its position and the end of an earlier
+        // error are one change, so nobody sees the one without the other.
+        self.position.send_modify(|s| {
+            s.position = last;
+            s.error = None;
+        });
         Ok(events.len())
     }
 
