@@ -30,7 +30,10 @@ use crate::{add_i64, add_money, time_text, time_text_into, ProjectionError, PROJ
 /// `sqlite3_bind_parameter_name` per parameter, each linear in the
 /// statement's parameter count, so a statement of P parameters costs P²:
 /// at 30,000 a rebuild spent 92 % of its CPU there (878 events/s, perf).
-pub const INSERT_PARAMS_MAX: usize = 1_000;
+/// `ledger-bench --scenario projection --events 100000` on SQLite, same
+/// session: 200 gave rebuilds of 17,778–21,055 events/s against
+/// 14,775–16,226 at 1,000 and 14,678 at 100 (docs/benchmarks.md).
+pub const INSERT_PARAMS_MAX: usize = 200;
 
 /// A read-model table that [`ReadModelFold`] fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
