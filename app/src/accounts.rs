@@ -440,20 +440,7 @@ pub async fn update(
     target: Target,
     input: Input<PatchRequest>,
 ) -> Result<Value, AppError> {
-    // The role first, then the body, then (alias) the token's account, as
-    // every write checks them.
-    let named = match target {
-        Target::Account(a) => Some(caller.authorize(access::UPDATE_ACCOUNT, a)?),
-        Target::Own => {
-            caller.require(access::UPDATE_ACCOUNT)?;
-            None
-        }
-    };
-    let req = input.parse()?.value;
-    let account = match named {
-        Some(a) => a,
-        None => caller.own_account()?,
-    };
+    let (account, req) = caller.target_with_body(access::UPDATE_ACCOUNT, target, input)?;
     let empty = req.name.is_none()
         && req.billing_email.is_none()
         && req.billing_address.is_none()

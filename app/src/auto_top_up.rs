@@ -69,14 +69,7 @@ fn config_json(account: &ledger::CreditAccount, id: AccountId) -> Value {
 /// The account's automatic top-up, read from its stream.
 pub async fn get(app: &App, caller: &Caller, target: Target) -> Result<Value, AppError> {
     let account = caller.target(access::MANAGE_AUTO_TOP_UP, target)?;
-    let loaded = app
-        .store
-        .load::<ledger::CreditAccount>(&account.to_string())
-        .await?
-        .aggregate;
-    if !loaded.is_open() {
-        return Err(AppError::NotFound("account not found".into()));
-    }
+    let loaded = crate::budget::open_account(app, account).await?;
     Ok(config_json(&loaded, account))
 }
 
@@ -87,18 +80,7 @@ pub async fn put(
     target: Target,
     input: Input<AutoTopUpRequest>,
 ) -> Result<Value, AppError> {
-    let named = match target {
-        Target::Account(a) => Some(caller.authorize(access::MANAGE_AUTO_TOP_UP, a)?),
-        Target::Own => {
-            caller.require(access::MANAGE_AUTO_TOP_UP)?;
-            None
-        }
-    };
-    let req = input.parse()?.value;
-    let account = match named {
-        Some(a) => a,
-        None => caller.own_account()?,
-    };
+    let (account, req) = caller.target_with_body(access::MANAGE_AUTO_TOP_UP, target, input)?;
     let method = match PaymentMethod::parse(&req.method) {
         Some(m @ (PaymentMethod::Stripe | PaymentMethod::BankTransfer)) => m,
         _ => {

@@ -66,6 +66,16 @@ fn budget_json(account: &ledger::CreditAccount, id: &str) -> Value {
 /// (always fresh).
 pub async fn get(app: &App, caller: &Caller, target: Target) -> Result<Value, AppError> {
     let account = caller.target(access::MANAGE_BUDGET, target)?;
+    let loaded = open_account(app, account).await?;
+    Ok(budget_json(&loaded, &account.to_string()))
+}
+
+/// The account's state from its stream (what its own settings are read
+/// from); 404 unless it is open.
+pub(crate) async fn open_account(
+    app: &App,
+    account: events::AccountId,
+) -> Result<ledger::CreditAccount, AppError> {
     let loaded = app
         .store
         .load::<ledger::CreditAccount>(&account.to_string())
@@ -74,7 +84,7 @@ pub async fn get(app: &App, caller: &Caller, target: Target) -> Result<Value, Ap
     if !loaded.is_open() {
         return Err(AppError::NotFound("account not found".into()));
     }
-    Ok(budget_json(&loaded, &account.to_string()))
+    Ok(loaded)
 }
 
 /// Sets or (with `monthly_credits: null`) removes the budget.
@@ -84,18 +94,7 @@ pub async fn put(
     target: Target,
     input: Input<BudgetRequest>,
 ) -> Result<Value, AppError> {
-    let named = match target {
-        Target::Account(a) => Some(caller.authorize(access::MANAGE_BUDGET, a)?),
-        Target::Own => {
-            caller.require(access::MANAGE_BUDGET)?;
-            None
-        }
-    };
-    let req = input.parse()?.value;
-    let account = match named {
-        Some(a) => a,
-        None => caller.own_account()?,
-    };
+    let (account, req) = caller.target_with_body(access::MANAGE_BUDGET, target, input)?;
     let budget = match req.monthly_credits {
         None => None,
         Some(monthly) => {

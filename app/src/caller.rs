@@ -503,6 +503,30 @@ impl Caller {
         }
     }
 
+    /// [`Caller::target`] for a write with a body, checked in the order
+    /// every write checks them: the role, then the body, then (alias
+    /// routes) the token's account.
+    pub fn target_with_body<T: serde::de::DeserializeOwned>(
+        &self,
+        roles: &[Role],
+        target: Target,
+        input: crate::input::Input<T>,
+    ) -> Result<(AccountId, T), AppError> {
+        let named = match target {
+            Target::Account(a) => Some(self.authorize(roles, a)?),
+            Target::Own => {
+                self.require(roles)?;
+                None
+            }
+        };
+        let body = input.parse()?.value;
+        let account = match named {
+            Some(a) => a,
+            None => self.own_account()?,
+        };
+        Ok((account, body))
+    }
+
     /// This caller acting with `role` instead of its token's: the roster
     /// check's answer (docs/adr/0017).
     pub(crate) fn with_role(mut self, role: Role) -> Self {
