@@ -4,7 +4,7 @@
 //! same transaction; senders claim a due delivery by compare-and-set on its
 //! next attempt time (a lease), so that two servers never send one at once.
 
-use crate::sql::SqlRow;
+use crate::sql::{Arg, SqlRow};
 use crate::{Store, StoreError};
 
 /// Most webhook endpoints; creating more is refused.
@@ -135,6 +135,29 @@ pub enum Attempt {
     },
 }
 
+/// Queues one delivery, unless its (event, channel, target, kind) is queued
+/// already: [`delivery_args`] are its parameters.
+const INSERT_DELIVERY: &str = "INSERT INTO notification_deliveries \
+     (id, position, event_id, event_type, account_id, channel, target, kind, payload, \
+      status, attempts, next_attempt_ms, created_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
+     ON CONFLICT (event_id, channel, target, kind) DO NOTHING";
+
+fn delivery_args(d: &NewDelivery) -> [Arg; 10] {
+    [
+        d.id.clone().into(),
+        d.position.into(),
+        d.event_id.clone().into(),
+        d.event_type.clone().into(),
+        d.account_id.clone().into(),
+        d.channel.clone().into(),
+        d.target.clone().into(),
+        d.kind.clone().into(),
+        d.payload.clone().into(),
+        d.created_ms.into(),
+    ]
+}
+
 impl Store {
     pub async fn create_webhook_endpoint(&self, e: &EndpointRow) -> Result<(), StoreError> {
         let events = serde_json::to_string(&e.events)
@@ -220,26 +243,7 @@ impl Store {
             return Ok(false);
         }
         for d in deliveries {
-            tx.execute(
-                "INSERT INTO notification_deliveries \
-                 (id, position, event_id, event_type, account_id, channel, target, kind, payload, \
-                  status, attempts, next_attempt_ms, created_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
-                 ON CONFLICT (event_id, channel, target, kind) DO NOTHING",
-                &[
-                    d.id.clone().into(),
-                    d.position.into(),
-                    d.event_id.clone().into(),
-                    d.event_type.clone().into(),
-                    d.account_id.clone().into(),
-                    d.channel.clone().into(),
-                    d.target.clone().into(),
-                    d.kind.clone().into(),
-                    d.payload.clone().into(),
-                    d.created_ms.into(),
-                ],
-            )
-            .await?;
+            tx.execute(INSERT_DELIVERY, &delivery_args(d)).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -250,27 +254,7 @@ impl Store {
     pub async fn queue_notifications(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let mut new = 0;
         for d in deliveries {
-            new += self
-                .execute(
-                    "INSERT INTO notification_deliveries \
-                     (id, position, event_id, event_type, account_id, channel, target, kind, \
-                      payload, status, attempts, next_attempt_ms, created_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
-                     ON CONFLICT (event_id, channel, target, kind) DO NOTHING",
-                    &[
-                        d.id.clone().into(),
-                        d.position.into(),
-                        d.event_id.clone().into(),
-                        d.event_type.clone().into(),
-                        d.account_id.clone().into(),
-                        d.channel.clone().into(),
-                        d.target.clone().into(),
-                        d.kind.clone().into(),
-                        d.payload.clone().into(),
-                        d.created_ms.into(),
-                    ],
-                )
-                .await?;
+            new += self.execute(INSERT_DELIVERY, &delivery_args(d)).await?;
         }
         Ok(new)
     }
