@@ -57,10 +57,8 @@ async fn start_receiver() -> (Receiver, String) {
     let app = Router::new()
         .route("/hook", post(receive))
         .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (receiver, format!("http://{addr}/hook"))
+    let base = common::serve_local(app).await;
+    (receiver, format!("{base}/hook"))
 }
 
 impl Receiver {

@@ -391,12 +391,8 @@ async fn start_stub() -> (Stub, String) {
     let app = Router::new()
         .fallback(stub_handler)
         .with_state(stub.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let base = common::serve_local(app).await;
     *stub.base.lock().unwrap() = base.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
     (stub, base)
 }
 

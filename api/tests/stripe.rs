@@ -477,12 +477,7 @@ async fn start_stub() -> (Stub, String) {
             post(stub_handler).delete(stub_handler).get(stub_handler),
         )
         .with_state(stub.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (stub, format!("http://{addr}"))
+    (stub, common::serve_local(app).await)
 }
 
 /// What a test gets: the API (with Stripe configured against the stub) and

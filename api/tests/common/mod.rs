@@ -648,6 +648,15 @@ pub fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
     .with_timezone(&chrono::Utc)
 }
 
+/// Serves `app` (a stub or receiver) on an ephemeral loopback port for the
+/// rest of the test; answers its base URL, `http://127.0.0.1:PORT`.
+pub async fn serve_local(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
