@@ -55,6 +55,12 @@ pub enum ApiError {
     /// code stays the SPEC's `unavailable`.
     BadGateway(String),
     Internal,
+    /// An atomic batch refused for one item (the use case's error as is).
+    InBatch {
+        index: usize,
+        idempotency_key: Option<String>,
+        error: Box<AppError>,
+    },
 }
 
 impl ApiError {
@@ -139,6 +145,15 @@ impl From<AppError> for ApiError {
             AppError::Unavailable(m) => Self::Unavailable(m),
             AppError::BadGateway(m) => Self::BadGateway(m),
             AppError::Internal => Self::Internal,
+            AppError::InBatch {
+                index,
+                idempotency_key,
+                error,
+            } => Self::InBatch {
+                index,
+                idempotency_key,
+                error,
+            },
         }
     }
 }
@@ -194,6 +209,15 @@ impl From<ApiError> for AppError {
             ApiError::Unavailable(m) => Self::Unavailable(m),
             ApiError::BadGateway(m) => Self::BadGateway(m),
             ApiError::Internal => Self::Internal,
+            ApiError::InBatch {
+                index,
+                idempotency_key,
+                error,
+            } => Self::InBatch {
+                index,
+                idempotency_key,
+                error,
+            },
         }
     }
 }
@@ -209,10 +233,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if let Self::RateLimited {
-            retry_after_seconds,
-        } = &self
-        {
+        if let Some(retry_after_seconds) = self.app().retry_after_seconds() {
             if let Ok(v) = HeaderValue::from_str(&retry_after_seconds.to_string()) {
                 response.headers_mut().insert("retry-after", v);
             }

@@ -195,7 +195,18 @@ pub async fn deduct(
     let account = caller.authorize(access::DEDUCT, account)?;
     let body = input.parse()?;
     let key = key.required()?;
-    let req = body.value;
+    let command = deduction_command(app, body.value, key.clone()).await?;
+    let claim = claim(&key, "deductions", &body.canonical);
+    let done = app.run(caller, account, command, Some(&claim), &[]).await?;
+    deduction_written(&done)
+}
+
+/// The command of a deduction's body, priced from the cost table.
+async fn deduction_command(
+    app: &App,
+    req: DeductRequest,
+    key: events::IdempotencyKey,
+) -> Result<AccountCommand, AppError> {
     let op = operation(&req.operation)?;
     let cost = cost(app, &op).await?;
     let usage = UsageFields {
@@ -208,16 +219,20 @@ pub async fn deduct(
         metadata: req.metadata,
     }
     .into_usage(req.units)?;
-    let command = AccountCommand::DeductCredits(DeductCredits {
+    Ok(AccountCommand::DeductCredits(DeductCredits {
         deduction_id: Uuid::now_v7(),
         cost,
         usage,
-        idempotency_key: Some(key.clone()),
+        idempotency_key: Some(key),
         now: now(),
-    });
-    let claim = claim(&key, "deductions", &body.canonical);
-    let done = app.run(caller, account, command, Some(&claim), &[]).await?;
-    written(&done, true, |e, position| match e {
+    }))
+}
+
+/// A deduction's answer: the new one, or the first outcome of its key.
+fn deduction_written(
+    done: &store::Executed<ledger::CreditAccount>,
+) -> Result<Written<Deduction>, AppError> {
+    written(done, true, |e, position| match e {
         AccountEvent::CreditsDeducted(d) => Some(Deduction {
             id: d.deduction_id,
             credits: d.credits,
@@ -231,6 +246,321 @@ pub async fn deduct(
         }),
         _ => None,
     })
+}
+
+/// Most items in one batch of deductions.
+pub const BATCH_ITEMS_MAX: usize = 1_000;
+/// Largest body of a batch of deductions: 1,000 items of a few hundred
+/// bytes each fit many times over (a single command's limit is 64 KiB).
+pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// The command name a batch's deductions are timed under.
+const BATCH_COMMAND: &str = "deduct_batch";
+
+/// `POST /accounts/{id}/deductions/batch` (and `POST /deductions/batch`,
+/// items naming their accounts): deductions decided in order and committed
+/// together, each answered on its own.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeductBatchRequest {
+    /// 1 to 1,000 items, each the body of a single deduction plus its own
+    /// `idempotency_key` (and, optionally, `account_id`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<DeductBatchItem>, min_items = 1, max_items = 1000))]
+    pub items: Vec<serde_json::Value>,
+    /// All items applied, or none (one account only).
+    #[serde(default)]
+    pub atomic: bool,
+}
+
+/// One item of a batch (documentation: items are read one by one, so a bad
+/// item is that item's error, not the batch's).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DeductBatchItem {
+    /// Required: the item's key, bound to the same request as a single
+    /// deduction's `Idempotency-Key` with this body.
+    idempotency_key: String,
+    /// The account (required on `POST /v1/deductions/batch`; on the
+    /// per-account route, the path's if given).
+    account_id: Option<String>,
+    #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$", max_length = 64)]
+    operation: String,
+    #[schema(default = 1, minimum = 1, maximum = 1_000_000_000_u64)]
+    units: Option<u64>,
+    model: Option<String>,
+    tokens_input: Option<u64>,
+    tokens_output: Option<u64>,
+    #[schema(value_type = Option<String>, example = "0.0123")]
+    cost_usd: Option<String>,
+    related_object_type: Option<String>,
+    related_object_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// A batch's answer: one result per item, in order. A success is the single
+/// deduction's 201 body, an error the single request's error body, each
+/// with `index`, `status`, `idempotency_key` and `account_id` added (and
+/// `idempotent_replayed` on a success).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeductionBatch {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub items: Vec<serde_json::Value>,
+    /// Deductions written by this batch.
+    pub applied: usize,
+    /// Items answered with an earlier outcome of their key.
+    pub replayed: usize,
+    /// Items answered with an error.
+    pub failed: usize,
+    /// The highest log position an item reached (for `?min_position=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
+/// An item read and ready to run, or why it cannot.
+struct BatchItem {
+    account: Option<AccountId>,
+    key: Option<String>,
+    ready: Result<(store::BatchCommand, AccountId), AppError>,
+}
+
+/// Reads one item: its key and account, then the single deduction's body.
+async fn batch_item(
+    app: &App,
+    caller: &Caller,
+    ctx: &store::CommandContext,
+    path_account: Option<AccountId>,
+    item: serde_json::Value,
+) -> BatchItem {
+    let serde_json::Value::Object(mut body) = item else {
+        return BatchItem {
+            account: path_account,
+            key: None,
+            ready: Err(AppError::bad_request("a batch item must be a JSON object")),
+        };
+    };
+    let mut take = |name: &str| match body.remove(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(AppError::invalid_field(
+            name,
+            format!("{name} must be a string"),
+        )),
+    };
+    let key_text = take("idempotency_key");
+    let account_text = take("account_id");
+    let key = key_text.as_ref().ok().cloned().flatten();
+    let account = match (&account_text, path_account) {
+        (Ok(Some(text)), _) => crate::input::account_id(text).ok(),
+        (_, path) => path,
+    };
+    let ready = async {
+        let key = key_text?.ok_or_else(|| {
+            AppError::invalid_field("idempotency_key", "idempotency_key is required")
+        })?;
+        let key = events::IdempotencyKey::parse(&key).map_err(|e| {
+            AppError::invalid_field("idempotency_key", format!("idempotency_key {}", e.reason))
+        })?;
+        let account = match (account_text?, path_account) {
+            (None, Some(path)) => path,
+            (None, None) => {
+                return Err(AppError::invalid_field(
+                    "account_id",
+                    "account_id is required on each item of a batch that names no account",
+                ))
+            }
+            (Some(text), path) => {
+                let id = crate::input::account_id(&text).map_err(|_| {
+                    AppError::invalid_field(
+                        "account_id",
+                        "account_id must be an account's id (a UUID)",
+                    )
+                })?;
+                if path.is_some_and(|p| p != id) {
+                    return Err(AppError::invalid_field(
+                        "account_id",
+                        "an item's account_id must be the batch's account",
+                    ));
+                }
+                id
+            }
+        };
+        let account = caller.scope(account)?;
+        let parsed = Input::<DeductRequest>::json(&serde_json::Value::Object(body)).parse()?;
+        let command = deduction_command(app, parsed.value, key.clone()).await?;
+        let claim = claim(&key, "deductions", &parsed.canonical);
+        Ok((
+            store::BatchCommand {
+                account_id: account.to_string(),
+                command,
+                ctx: ctx.clone(),
+                claim: Some(claim),
+            },
+            account,
+        ))
+    }
+    .await;
+    BatchItem {
+        account,
+        key,
+        ready,
+    }
+}
+
+/// An item's result as the answer lists it.
+fn batch_result(
+    index: usize,
+    account: Option<AccountId>,
+    key: Option<&str>,
+    outcome: Result<Written<Deduction>, AppError>,
+) -> serde_json::Value {
+    let (status, mut body, replayed) = match outcome {
+        Ok(done) => (
+            crate::error::status::CREATED,
+            serde_json::to_value(&done.value).unwrap_or_default(),
+            Some(done.replayed),
+        ),
+        Err(e) => (e.status(), e.body(), None),
+    };
+    if let serde_json::Value::Object(map) = &mut body {
+        map.insert("index".into(), index.into());
+        map.insert("status".into(), status.into());
+        map.insert("idempotency_key".into(), key.into());
+        map.insert("account_id".into(), account.map(|a| a.to_string()).into());
+        if let Some(replayed) = replayed {
+            map.insert("idempotent_replayed".into(), replayed.into());
+        }
+    }
+    body
+}
+
+/// Deducts a batch of operations' credits: each item is a single deduction
+/// with its own idempotency key, decided in order and committed together;
+/// each item is answered as its single request would be. With `atomic`,
+/// all items are applied or none (the first refused item's error, naming
+/// its index). `account` is the route's account; `None` for the
+/// cross-account form, whose items name theirs.
+pub async fn deduct_batch(
+    app: &App,
+    caller: &Caller,
+    account: Option<AccountId>,
+    input: Input<DeductBatchRequest>,
+) -> Result<DeductionBatch, AppError> {
+    caller.require(access::DEDUCT)?;
+    let path_account = account
+        .map(|a| caller.authorize(access::DEDUCT, a))
+        .transpose()?;
+    // Items are checked one by one (a bad one is that item's error).
+    let req = input.parse_outer()?;
+    if req.items.is_empty() || req.items.len() > BATCH_ITEMS_MAX {
+        return Err(AppError::invalid_field(
+            "items",
+            format!(
+                "a batch has 1 to {BATCH_ITEMS_MAX} items; this one has {}",
+                req.items.len()
+            ),
+        ));
+    }
+    let ctx = store::CommandContext::new(caller.actor());
+    let mut items = Vec::with_capacity(req.items.len());
+    for item in req.items {
+        items.push(batch_item(app, caller, &ctx, path_account, item).await);
+    }
+    if req.atomic {
+        // All items on one account, every one of them readable: else the
+        // batch is refused before anything runs.
+        let first = items
+            .iter()
+            .find_map(|i| i.ready.as_ref().ok().map(|r| r.1));
+        for (index, item) in items.iter_mut().enumerate() {
+            let refusal = match &item.ready {
+                Err(e) => Some(e.clone()),
+                Ok((_, a)) if Some(*a) != first => Some(AppError::invalid_field(
+                    "atomic",
+                    "an atomic batch must have all its items on one account",
+                )),
+                Ok(_) => None,
+            };
+            if let Some(error) = refusal {
+                return Err(AppError::InBatch {
+                    index,
+                    idempotency_key: item.key.take(),
+                    error: Box::new(error),
+                });
+            }
+        }
+    }
+    // The items that run, and where each one's answer goes.
+    let mut commands = Vec::with_capacity(items.len());
+    let mut outcomes: Vec<Option<Result<Written<Deduction>, AppError>>> =
+        Vec::with_capacity(items.len());
+    for item in &mut items {
+        match std::mem::replace(&mut item.ready, Err(AppError::Internal)) {
+            Ok((command, _)) => {
+                commands.push(command);
+                outcomes.push(None);
+            }
+            Err(e) => outcomes.push(Some(Err(e))),
+        }
+    }
+    let mut results = app
+        .run_batch(BATCH_COMMAND, commands, req.atomic)
+        .await?
+        .into_iter();
+    // The first item refused in an atomic batch (then nothing was written).
+    let mut refused = None;
+    for (index, slot) in outcomes.iter_mut().enumerate() {
+        if slot.is_some() {
+            continue;
+        }
+        let result = results.next().ok_or(AppError::Internal);
+        *slot = Some(match result {
+            Ok(Ok(done)) => deduction_written(&done),
+            Ok(Err(e @ store::ServiceError::NotApplied { .. })) => Err(e.into()),
+            Ok(Err(e)) => {
+                let e = AppError::from(e);
+                if req.atomic && refused.is_none() {
+                    refused = Some((index, e.clone()));
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        });
+    }
+    if let Some((index, error)) = refused {
+        return Err(AppError::InBatch {
+            index,
+            idempotency_key: items.get_mut(index).and_then(|i| i.key.take()),
+            error: Box::new(error),
+        });
+    }
+    let mut answer = DeductionBatch {
+        items: Vec::with_capacity(outcomes.len()),
+        applied: 0,
+        replayed: 0,
+        failed: 0,
+        position: None,
+    };
+    for (index, (item, outcome)) in items.iter().zip(outcomes).enumerate() {
+        let outcome = outcome.unwrap_or(Err(AppError::Internal));
+        match &outcome {
+            Ok(done) if done.replayed => answer.replayed += 1,
+            Ok(_) => answer.applied += 1,
+            Err(_) => answer.failed += 1,
+        }
+        if let Ok(done) = &outcome {
+            answer.position = answer.position.max(done.value.position);
+        }
+        answer.items.push(batch_result(
+            index,
+            item.account,
+            item.key.as_deref(),
+            outcome,
+        ));
+    }
+    Ok(answer)
 }
 
 /// `POST /accounts/{id}/holds`: `credits`, or `operation` and `units`.

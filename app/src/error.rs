@@ -85,6 +85,13 @@ pub enum AppError {
     /// code stays the SPEC's `unavailable`.
     BadGateway(String),
     Internal,
+    /// An atomic batch refused for one of its items: that item's error,
+    /// named by its index (and key); nothing of the batch was applied.
+    InBatch {
+        index: usize,
+        idempotency_key: Option<String>,
+        error: Box<AppError>,
+    },
 }
 
 impl AppError {
@@ -125,6 +132,7 @@ impl AppError {
             Self::Unavailable(_) => status::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => status::BAD_GATEWAY,
             Self::Internal => status::INTERNAL_SERVER_ERROR,
+            Self::InBatch { error, .. } => error.status(),
         }
     }
 
@@ -152,6 +160,7 @@ impl AppError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) | Self::BadGateway(_) => "unavailable",
             Self::Internal => "internal",
+            Self::InBatch { error, .. } => error.code(),
         }
     }
 
@@ -226,6 +235,21 @@ impl AppError {
                 json!({ "retry_after_seconds": retry_after_seconds }),
             ),
             Self::Internal => ("internal error".into(), json!({})),
+            Self::InBatch {
+                index,
+                idempotency_key,
+                error,
+            } => {
+                let (message, mut details) = error.message_and_details();
+                if let Value::Object(d) = &mut details {
+                    d.insert("index".into(), json!(index));
+                    d.insert("idempotency_key".into(), json!(idempotency_key));
+                }
+                (
+                    format!("item {index}: {message}; no item was applied"),
+                    details,
+                )
+            }
         }
     }
 
@@ -242,6 +266,7 @@ impl AppError {
             Self::RateLimited {
                 retry_after_seconds,
             } => Some(*retry_after_seconds),
+            Self::InBatch { error, .. } => error.retry_after_seconds(),
             _ => None,
         }
     }
@@ -461,6 +486,9 @@ pub fn service_error<E: std::error::Error>(
         ServiceError::Contention { .. } => AppError::RateLimited {
             retry_after_seconds: 1,
         },
+        ServiceError::NotApplied { index } => AppError::Conflict(format!(
+            "not applied: item {index} of the atomic batch was refused"
+        )),
         ServiceError::Store(e) => e.into(),
     }
 }

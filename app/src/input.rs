@@ -122,6 +122,28 @@ impl<T: DeserializeOwned> Input<T> {
     }
 }
 
+impl<T: DeserializeOwned> Input<T> {
+    /// [`Input::parse`] without the check of every nested text value and
+    /// without the canonical form: for a body whose parts are parsed (and
+    /// checked) one by one later, such as a batch's items.
+    pub fn parse_outer(self) -> Result<T, AppError> {
+        let text: &[u8] = if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.bytes
+        };
+        let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+            AppError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
+        if !value.is_object() {
+            return Err(AppError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        serde_path_to_error::deserialize(value).map_err(invalid)
+    }
+}
+
 /// A query string, parsed after the role check like [`Input`], with the
 /// failing parameter named.
 pub struct Query<T> {

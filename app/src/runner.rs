@@ -11,15 +11,15 @@ use events::AccountEvent;
 use events::{AccountId, IdempotencyKey};
 use ledger::{AccountCommand, AccountError, CreditAccount};
 use store::{
-    request_hash, CommandContext, Executed, IdempotencyClaim, RecentOutcomes, Reservation,
-    ServiceError, StoreError, SubmitError,
+    request_hash, BatchCommand, BatchResult, CommandContext, Executed, IdempotencyClaim,
+    RecentOutcomes, Reservation, ServiceError, StoreError, SubmitError,
 };
 use tracing::error;
 
 use crate::caller::Caller;
 use crate::error::AppError;
 use crate::input::MIN_POSITION_WAIT_MILLIS_MAX;
-use crate::telemetry::time_command;
+use crate::telemetry::{observe_batch, time_command};
 use crate::{App, Written};
 
 /// The request an idempotency key is bound to: the use case's route words
@@ -73,6 +73,44 @@ impl App {
         Ok(done)
     }
 
+    /// Runs a caller's batch of account commands as one unit of the group
+    /// committer: decided in order, committed in one transaction, each
+    /// answered on its own (with `atomic`, all written or none). Each
+    /// command is timed under `name`; wakes the projector.
+    pub async fn run_batch(
+        &self,
+        name: &'static str,
+        commands: Vec<BatchCommand>,
+        atomic: bool,
+    ) -> Result<Vec<BatchResult>, AppError> {
+        let started = std::time::Instant::now();
+        let results = self
+            .committer
+            .execute_batch(commands, atomic)
+            .await
+            .map_err(|e| match e {
+                SubmitError::Overloaded => AppError::RateLimited {
+                    retry_after_seconds: 1,
+                },
+                SubmitError::Stopped => {
+                    AppError::from(StoreError::Persistence("the committer has stopped".into()))
+                }
+                SubmitError::AtomicAcrossAccounts => AppError::invalid_field(
+                    "atomic",
+                    "an atomic batch must have all its items on one account",
+                ),
+                SubmitError::Service(e) => e.into(),
+            })?;
+        observe_batch(name, &results, started.elapsed());
+        let head = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(Executed::position))
+            .max();
+        self.wrote(head);
+        self.projector.wake();
+        Ok(results)
+    }
+
     /// Hands an account command to the group committer. A full queue reads
     /// as contention (429 with Retry-After); a stopped committer as the
     /// store being away.
@@ -89,7 +127,7 @@ impl App {
             .await
             .map_err(|e| match e {
                 SubmitError::Overloaded => ServiceError::Contention { attempts: 0 },
-                SubmitError::Stopped => {
+                SubmitError::Stopped | SubmitError::AtomicAcrossAccounts => {
                     ServiceError::Store(StoreError::Persistence("the committer has stopped".into()))
                 }
                 SubmitError::Service(e) => e,

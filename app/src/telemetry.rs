@@ -378,7 +378,23 @@ fn outcome_label<A: cqrs_es::Aggregate, E: std::error::Error>(
         Err(ServiceError::KeyReused { .. }) => "key_reused",
         Err(ServiceError::Reserved { .. }) => "reserved",
         Err(ServiceError::Contention { .. }) => "contention",
+        Err(ServiceError::NotApplied { .. }) => "not_applied",
         Err(ServiceError::Store(_)) => "store_error",
+    }
+}
+
+/// Records each command of a batch under `command`, with the batch's
+/// latency (what each of them waited).
+pub fn observe_batch<A, E>(
+    command: &'static str,
+    results: &[Result<Executed<A>, ServiceError<E>>],
+    elapsed: std::time::Duration,
+) where
+    A: cqrs_es::Aggregate,
+    E: std::error::Error,
+{
+    for result in results {
+        metrics().observe_command(command, outcome_label(result), elapsed);
     }
 }
 

@@ -11,6 +11,13 @@
 //! claims and reservations together. A full queue is refused at once
 //! ([`SubmitError::Overloaded`]) instead of growing memory.
 //!
+//! A caller's batch ([`AccountCommitter::execute_batch`]) is queued as one
+//! unit and taken whole into one transaction, its commands decided in order
+//! next to other callers' commands. An atomic unit (one account) is written
+//! only if every command in it is: on the first refusal none is, and the
+//! unit runs again alone through [`CommandService::execute_atomic`], which
+//! answers with the refusal (and replays keys used long ago).
+//!
 //! Another process writing the same account makes the batch's append fail
 //! with a conflict (the per-stream sequence is still checked by the store):
 //! the committer then drops the batch's cached states and runs each of its
@@ -18,7 +25,7 @@
 //! is lost or applied twice.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +36,9 @@ use ledger::{AccountCommand, AccountError, CreditAccount};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::service::{prepare, CommandContext, Executed, IdempotencyClaim, ServiceError};
+use crate::service::{
+    prepare, AtomicCommand, CommandContext, Executed, IdempotencyClaim, ServiceError,
+};
 use crate::{AppendError, CommandService, RecentOutcomes, Reservation, StoreError, StreamAppend};
 
 /// Bounds of the committer.
@@ -39,7 +48,8 @@ pub struct CommitterConfig {
     pub batch_commands_max: usize,
     /// Longest the committer waits for more commands once one is queued.
     pub batch_wait: Duration,
-    /// Most commands queued; beyond it callers are refused.
+    /// Most commands queued; beyond it callers are refused. A batch counts
+    /// its commands.
     pub queue_commands_max: usize,
     /// Most account states kept warm in memory.
     pub cache_accounts_max: usize,
@@ -70,11 +80,25 @@ pub enum SubmitError {
     Overloaded,
     #[error("the committer has stopped")]
     Stopped,
+    #[error("an atomic batch must be on one account")]
+    AtomicAcrossAccounts,
     #[error(transparent)]
     Service(#[from] ServiceError<AccountError>),
 }
 
-type Reply = oneshot::Sender<Result<Executed<CreditAccount>, ServiceError<AccountError>>>;
+/// What became of one command of a batch.
+pub type BatchResult = Result<Executed<CreditAccount>, ServiceError<AccountError>>;
+
+type Reply = oneshot::Sender<BatchResult>;
+
+/// One command of a caller's batch ([`AccountCommitter::execute_batch`]).
+#[derive(Debug, Clone)]
+pub struct BatchCommand {
+    pub account_id: String,
+    pub command: AccountCommand,
+    pub ctx: CommandContext,
+    pub claim: Option<IdempotencyClaim>,
+}
 
 struct Request {
     account_id: String,
@@ -83,6 +107,23 @@ struct Request {
     claim: Option<IdempotencyClaim>,
     reservations: Vec<Reservation>,
     reply: Reply,
+}
+
+/// What the queue carries: one command, or a caller's batch, taken into a
+/// transaction whole.
+struct Unit {
+    requests: Vec<Request>,
+    /// All or none of the requests (one account).
+    atomic: bool,
+}
+
+impl Unit {
+    fn one(request: Request) -> Self {
+        Self {
+            requests: vec![request],
+            atomic: false,
+        }
+    }
 }
 
 /// Counters of what the committer did, for metrics and tests.
@@ -103,15 +144,20 @@ pub struct CommitterStats {
 /// A handle to submit account commands; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AccountCommitter {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Unit>,
+    /// Commands queued and not yet taken by the committer.
+    queued: Arc<AtomicUsize>,
+    queue_commands_max: usize,
     stats: Arc<CommitterStats>,
 }
 
 impl AccountCommitter {
     /// Starts the committer task on the current runtime.
     pub fn start(service: CommandService, config: CommitterConfig) -> Self {
-        let (tx, rx) = mpsc::channel(config.queue_commands_max.max(1));
+        let queue_commands_max = config.queue_commands_max.max(1);
+        let (tx, rx) = mpsc::channel(queue_commands_max);
         let stats = Arc::new(CommitterStats::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         tokio::spawn(
             Committer {
                 service,
@@ -119,10 +165,80 @@ impl AccountCommitter {
                 cache: HashMap::new(),
                 tick: 0,
                 stats: stats.clone(),
+                queued: queued.clone(),
             }
             .run(rx),
         );
-        Self { tx, stats }
+        Self {
+            tx,
+            queued,
+            queue_commands_max,
+            stats,
+        }
+    }
+
+    /// Queues a unit, or refuses it when its commands do not fit.
+    fn enqueue(&self, unit: Unit) -> Result<(), SubmitError> {
+        let n = unit.requests.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.queue_commands_max {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.stats.overloaded.fetch_add(n as u64, Ordering::Relaxed);
+            return Err(SubmitError::Overloaded);
+        }
+        self.tx.try_send(unit).map_err(|e| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats.overloaded.fetch_add(n as u64, Ordering::Relaxed);
+                    SubmitError::Overloaded
+                }
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+            }
+        })
+    }
+
+    /// Runs a caller's batch as one unit of one transaction, each command
+    /// decided in order (so a later one sees the earlier ones' effects) and
+    /// answered on its own, in order, once committed. With `atomic`, all
+    /// commands are on one account and either all are written or none: the
+    /// first refused one gets its refusal, the others
+    /// [`ServiceError::NotApplied`].
+    pub async fn execute_batch(
+        &self,
+        commands: Vec<BatchCommand>,
+        atomic: bool,
+    ) -> Result<Vec<BatchResult>, SubmitError> {
+        if atomic
+            && commands
+                .windows(2)
+                .any(|w| w[0].account_id != w[1].account_id)
+        {
+            return Err(SubmitError::AtomicAcrossAccounts);
+        }
+        let mut answers = Vec::with_capacity(commands.len());
+        let mut requests = Vec::with_capacity(commands.len());
+        for c in commands {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            requests.push(Request {
+                account_id: c.account_id,
+                command: c.command,
+                ctx: c.ctx,
+                claim: c.claim,
+                reservations: Vec::new(),
+                reply,
+            });
+        }
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.enqueue(Unit { requests, atomic })?;
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(answer.await.map_err(|_| SubmitError::Stopped)?);
+        }
+        Ok(results)
     }
 
     pub fn stats(&self) -> &CommitterStats {
@@ -147,13 +263,7 @@ impl AccountCommitter {
             reservations: reservations.to_vec(),
             reply,
         };
-        self.tx.try_send(request).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-                SubmitError::Overloaded
-            }
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
-        })?;
+        self.enqueue(Unit::one(request))?;
         answer
             .await
             .map_err(|_| SubmitError::Stopped)?
@@ -205,6 +315,54 @@ enum Decided {
     },
     /// Run alone through the command service after the batch.
     Alone(Request),
+    /// An atomic unit whose every command writes (each an `Append`).
+    Atomic(Vec<Decided>),
+    /// An atomic unit run alone through the command service after the
+    /// batch (a command of it was refused, replays a key, or its account's
+    /// state cannot be trusted).
+    AloneAtomic(Vec<Request>),
+}
+
+impl Decided {
+    /// The requests this decision answers.
+    fn requests(self) -> Vec<Request> {
+        match self {
+            Self::Append { request, .. }
+            | Self::CheckKey { request, .. }
+            | Self::Unwritten { request, .. }
+            | Self::Done { request, .. }
+            | Self::Alone(request) => vec![request],
+            Self::Atomic(inner) => inner.into_iter().flat_map(Self::requests).collect(),
+            Self::AloneAtomic(requests) => requests,
+        }
+    }
+
+    /// The decision, with an atomic unit's written commands taken apart
+    /// (once the transaction holding them has committed).
+    fn flatten(self) -> Vec<Decided> {
+        match self {
+            Self::Atomic(inner) => inner,
+            other => vec![other],
+        }
+    }
+
+    /// Moves this decision's appends into the batch's list.
+    fn take_appends(&mut self, out: &mut Vec<StreamAppend>) {
+        match self {
+            Self::Append { append, .. } => out.extend(append.take()),
+            Self::Atomic(inner) => inner.iter_mut().for_each(|d| d.take_appends(out)),
+            _ => {}
+        }
+    }
+
+    /// Whether one of this decision's appends is for a request `matches`.
+    fn appends_for(&self, matches: &impl Fn(&Request) -> bool) -> bool {
+        match self {
+            Self::Append { request, .. } => matches(request),
+            Self::Atomic(inner) => inner.iter().any(|d| d.appends_for(matches)),
+            _ => false,
+        }
+    }
 }
 
 struct Committer {
@@ -215,6 +373,8 @@ struct Committer {
     cache: HashMap<String, Box<Warm>>,
     tick: u64,
     stats: Arc<CommitterStats>,
+    /// Commands queued and not yet taken (shared with the handles).
+    queued: Arc<AtomicUsize>,
 }
 
 fn is_admin(command: &AccountCommand) -> bool {
@@ -231,33 +391,60 @@ fn is_admin(command: &AccountCommand) -> bool {
 }
 
 impl Committer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut batch = Vec::with_capacity(self.config.batch_commands_max);
-        while let Some(first) = rx.recv().await {
+    async fn run(mut self, mut rx: mpsc::Receiver<Unit>) {
+        let max = self.config.batch_commands_max.max(1);
+        let mut batch: Vec<Unit> = Vec::new();
+        // A unit that did not fit the last batch: the first of the next.
+        let mut carried: Option<Unit> = None;
+        loop {
+            let first = match carried.take() {
+                Some(u) => u,
+                None => match rx.recv().await {
+                    Some(u) => u,
+                    None => break,
+                },
+            };
+            // A unit larger than a batch is still taken whole, alone.
+            let mut commands = self.taken(&first);
             batch.push(first);
             // Take what is already queued, then wait briefly for more: the
             // commit is paid once for all of them.
             let deadline = tokio::time::Instant::now() + self.config.batch_wait;
-            while batch.len() < self.config.batch_commands_max {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+            while commands < max {
+                let next = match rx.try_recv() {
+                    Ok(u) => u,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(Some(r)) => batch.push(r),
+                            Ok(Some(u)) => u,
                             _ => break,
                         }
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                let n = self.taken(&next);
+                if commands + n > max {
+                    carried = Some(next);
+                    break;
                 }
+                commands += n;
+                batch.push(next);
             }
             self.process(std::mem::take(&mut batch)).await;
         }
     }
 
+    /// Counts a unit out of the queue.
+    fn taken(&self, unit: &Unit) -> usize {
+        let n = unit.requests.len();
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        n
+    }
+
     /// Loads the accounts of a batch that are not warm, a few at a time.
-    async fn warm_up(&mut self, batch: &[Request]) -> Result<(), StoreError> {
+    async fn warm_up(&mut self, batch: &[Unit]) -> Result<(), StoreError> {
         let mut missing: Vec<String> = batch
             .iter()
+            .flat_map(|u| &u.requests)
             .map(|r| r.account_id.clone())
             .filter(|id| !self.cache.contains_key(id))
             .collect();
@@ -303,12 +490,50 @@ impl Committer {
         }
     }
 
-    async fn process(&mut self, batch: Vec<Request>) {
+    /// Decides an atomic unit on the warm state of its account: every
+    /// command must write. Anything else (a refusal, a replay, an account
+    /// whose state cannot be trusted) forgets the state the unit went
+    /// ahead with, and the unit runs alone after the batch, where the
+    /// refusal is answered.
+    async fn decide_atomic(
+        &mut self,
+        requests: Vec<Request>,
+        tainted: &mut Vec<String>,
+    ) -> Decided {
+        let Some(account) = requests.first().map(|r| r.account_id.clone()) else {
+            return Decided::Atomic(Vec::new());
+        };
+        if tainted.contains(&account) {
+            return Decided::AloneAtomic(requests);
+        }
+        let mut decided = Vec::with_capacity(requests.len());
+        let mut requests = requests.into_iter();
+        let mut all_write = true;
+        for request in requests.by_ref() {
+            let d = self.decide(request).await;
+            let writes = matches!(d, Decided::Append { .. });
+            decided.push(d);
+            if !writes {
+                all_write = false;
+                break;
+            }
+        }
+        if all_write {
+            return Decided::Atomic(decided);
+        }
+        self.cache.remove(&account);
+        tainted.push(account);
+        let mut again: Vec<Request> = decided.into_iter().flat_map(Decided::requests).collect();
+        again.extend(requests);
+        Decided::AloneAtomic(again)
+    }
+
+    async fn process(&mut self, batch: Vec<Unit>) {
         self.tick += 1;
         if let Err(e) = self.warm_up(&batch).await {
             warn!(error = %e, "could not load accounts for a batch");
             let message = e.to_string();
-            for r in batch {
+            for r in batch.into_iter().flat_map(|u| u.requests) {
                 let _ = r
                     .reply
                     .send(Err(ServiceError::Store(StoreError::Persistence(
@@ -320,25 +545,29 @@ impl Committer {
         let mut decided = Vec::with_capacity(batch.len());
         // Accounts whose cached state can no longer be trusted in this batch.
         let mut tainted: Vec<String> = Vec::new();
-        for request in batch {
-            if tainted.contains(&request.account_id) {
-                decided.push(Decided::Alone(request));
+        for unit in batch {
+            if unit.atomic {
+                let d = self.decide_atomic(unit.requests, &mut tainted).await;
+                decided.push(d);
                 continue;
             }
-            let decision = self.decide(request).await;
-            if let Decided::Alone(r) = &decision {
-                tainted.push(r.account_id.clone());
+            for request in unit.requests {
+                if tainted.contains(&request.account_id) {
+                    decided.push(Decided::Alone(request));
+                    continue;
+                }
+                let decision = self.decide(request).await;
+                if let Decided::Alone(r) = &decision {
+                    tainted.push(r.account_id.clone());
+                }
+                decided.push(decision);
             }
-            decided.push(decision);
         }
         // Moved, not copied: the events' JSON is the bulk of a batch.
-        let appends: Vec<StreamAppend> = decided
-            .iter_mut()
-            .filter_map(|d| match d {
-                Decided::Append { append, .. } => append.take(),
-                _ => None,
-            })
-            .collect();
+        let mut appends: Vec<StreamAppend> = Vec::new();
+        for d in &mut decided {
+            d.take_appends(&mut appends);
+        }
         let outcome = if appends.is_empty() {
             Ok(Vec::new())
         } else {
@@ -354,7 +583,7 @@ impl Committer {
                 }
                 let mut positions = positions.into_iter();
                 let mut later = VecDeque::new();
-                for d in decided {
+                for d in decided.into_iter().flat_map(Decided::flatten) {
                     match d {
                         Decided::Append {
                             request,
@@ -404,9 +633,7 @@ impl Committer {
                 // The offender is always one of the batch's appends; were it
                 // ever not found, deciding the rest again would meet the same
                 // key forever, so each command then runs alone instead.
-                let found = decided
-                    .iter()
-                    .any(|d| matches!(d, Decided::Append { request, .. } if is_offender(request)));
+                let found = decided.iter().any(|d| d.appends_for(&is_offender));
                 let mut again = Vec::new();
                 for d in decided {
                     match d {
@@ -419,7 +646,19 @@ impl Committer {
                             })
                             .await;
                         }
-                        Decided::Append { request, .. } => again.push(request),
+                        Decided::Append { request, .. } => again.push(Unit::one(request)),
+                        // An atomic unit holding the key replays it alone,
+                        // with the rest of the unit.
+                        Decided::Atomic(inner)
+                            if !found || inner.iter().any(|d| d.appends_for(&is_offender)) =>
+                        {
+                            let requests = inner.into_iter().flat_map(Decided::requests).collect();
+                            self.run_alone_atomic(requests).await;
+                        }
+                        Decided::Atomic(inner) => again.push(Unit {
+                            requests: inner.into_iter().flat_map(Decided::requests).collect(),
+                            atomic: true,
+                        }),
                         Decided::Done { request, result } => {
                             let _ = request.reply.send(result);
                         }
@@ -444,10 +683,16 @@ impl Committer {
                 for d in decided {
                     match d {
                         Decided::Append { request, .. } if retry => self.run_alone(request).await,
-                        Decided::Append { request, .. } => {
-                            let _ = request.reply.send(Err(ServiceError::Store(
-                                StoreError::Persistence(e.to_string()),
-                            )));
+                        Decided::Atomic(inner) if retry => {
+                            let requests = inner.into_iter().flat_map(Decided::requests).collect();
+                            self.run_alone_atomic(requests).await;
+                        }
+                        d @ (Decided::Append { .. } | Decided::Atomic(_)) => {
+                            for request in d.requests() {
+                                let _ = request.reply.send(Err(ServiceError::Store(
+                                    StoreError::Persistence(e.to_string()),
+                                )));
+                            }
                         }
                         Decided::Done { request, result } => {
                             let _ = request.reply.send(result);
@@ -463,8 +708,12 @@ impl Committer {
     /// Forgets the warm states a failed batch's decisions went ahead with.
     fn drop_cached(&mut self, decided: &[Decided]) {
         for d in decided {
-            if let Decided::Append { request, .. } = d {
-                self.cache.remove(&request.account_id);
+            match d {
+                Decided::Append { request, .. } => {
+                    self.cache.remove(&request.account_id);
+                }
+                Decided::Atomic(inner) => self.drop_cached(inner),
+                _ => {}
             }
         }
     }
@@ -606,6 +855,11 @@ impl Committer {
             Decided::Alone(request) | Decided::Append { request, .. } => {
                 self.run_alone(request).await;
             }
+            Decided::AloneAtomic(requests) => self.run_alone_atomic(requests).await,
+            Decided::Atomic(inner) => {
+                let requests = inner.into_iter().flat_map(Decided::requests).collect();
+                self.run_alone_atomic(requests).await;
+            }
             Decided::Unwritten {
                 request,
                 sequence,
@@ -643,6 +897,35 @@ impl Committer {
             Decided::Done { request, result } => {
                 let _ = request.reply.send(result);
             }
+        }
+    }
+
+    /// Runs an atomic unit through the command service: loaded, decided
+    /// and written together, or refused together.
+    async fn run_alone_atomic(&mut self, requests: Vec<Request>) {
+        let Some(account) = requests.first().map(|r| r.account_id.clone()) else {
+            return;
+        };
+        self.stats
+            .alone
+            .fetch_add(requests.len() as u64, Ordering::Relaxed);
+        self.cache.remove(&account);
+        let mut replies = Vec::with_capacity(requests.len());
+        let mut commands = Vec::with_capacity(requests.len());
+        for r in requests {
+            replies.push(r.reply);
+            commands.push(AtomicCommand {
+                command: r.command,
+                ctx: r.ctx,
+                claim: r.claim,
+            });
+        }
+        let results = self
+            .service
+            .execute_atomic::<CreditAccount>(&account, &commands)
+            .await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
         }
     }
 

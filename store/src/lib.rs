@@ -24,11 +24,13 @@ mod tokens;
 use cqrs_es::Aggregate;
 use serde_json::Value;
 
-pub use committer::{AccountCommitter, CommitterConfig, CommitterStats, SubmitError};
+pub use committer::{
+    AccountCommitter, BatchCommand, BatchResult, CommitterConfig, CommitterStats, SubmitError,
+};
 pub use error::{AppendError, StoreError};
 pub use service::{
-    request_hash, CommandContext, CommandService, CommittedEvent, Executed, IdempotencyClaim,
-    RecentOutcomes, ServiceError, CONFLICT_RETRIES_MAX,
+    request_hash, AtomicCommand, CommandContext, CommandService, CommittedEvent, Executed,
+    IdempotencyClaim, RecentOutcomes, ServiceError, CONFLICT_RETRIES_MAX,
 };
 pub use tokens::REVOKED_TOKENS_MAX;
 

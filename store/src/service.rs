@@ -1,5 +1,6 @@
 //! The command path: load, handle, append, retry on conflict.
 
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -105,6 +106,10 @@ pub enum ServiceError<E: std::error::Error> {
     Reserved { scope: String, value: String },
     #[error("gave up after {attempts} conflicting attempts")]
     Contention { attempts: u32 },
+    /// Not applied: another command of its atomic batch (the one at
+    /// `index`) was refused, so none of them was.
+    #[error("not applied: command {index} of its atomic batch was refused")]
+    NotApplied { index: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -331,6 +336,237 @@ impl CommandService {
         })
     }
 
+    /// Runs several commands on one stream as one unit: decided in order on
+    /// one loaded state and appended in one transaction, or none of them
+    /// is. A command whose key was used before replays its first outcome
+    /// (a key used with another request refuses the unit, like a domain
+    /// refusal); the first refusal answers its command with the refusal
+    /// and every other with [`ServiceError::NotApplied`]. Conflicts with
+    /// other writers reload and decide again, as [`Self::execute_with`].
+    pub async fn execute_atomic<A>(
+        &self,
+        aggregate_id: &str,
+        commands: &[AtomicCommand<A::Command>],
+    ) -> Vec<Result<Executed<A>, ServiceError<A::Error>>>
+    where
+        A: RecentOutcomes<Services = ()>,
+        A::Command: Clone,
+    {
+        let _turn = self.stripe(A::TYPE, aggregate_id).lock().await;
+        let all =
+            |e: &dyn Fn() -> ServiceError<A::Error>| commands.iter().map(|_| Err(e())).collect();
+        // Commands found claimed only when appending (keys older than the
+        // aggregate's window): replayed on the next attempt.
+        let mut claimed_before: HashSet<usize> = HashSet::new();
+        let mut attempt = 0;
+        while attempt < CONFLICT_RETRIES_MAX {
+            let planned = match self
+                .plan_atomic::<A>(aggregate_id, commands, &claimed_before)
+                .await
+            {
+                Ok(Planned::Refused { index, error }) => {
+                    let mut answers: Vec<_> = commands
+                        .iter()
+                        .map(|_| Err(ServiceError::NotApplied { index }))
+                        .collect();
+                    if let Some(answer) = answers.get_mut(index) {
+                        *answer = Err(error);
+                    }
+                    return answers;
+                }
+                Ok(Planned::Again(index)) => {
+                    claimed_before.insert(index);
+                    continue;
+                }
+                Ok(Planned::Steps(steps)) => steps,
+                Err(e) => {
+                    let message = e.to_string();
+                    return all(&|| StoreError::Persistence(message.clone()).into());
+                }
+            };
+            let appends: Vec<StreamAppend> = planned
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Write { append, .. } => Some(append.clone()),
+                    _ => None,
+                })
+                .collect();
+            let positions = if appends.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.store.append(&appends).await
+            };
+            match positions {
+                Ok(positions) => {
+                    let mut positions = positions.into_iter();
+                    let mut answers = Vec::with_capacity(planned.len());
+                    for step in planned {
+                        answers.push(match step {
+                            Step::Write { committed, .. } => Ok(Executed {
+                                state: None,
+                                events: committed
+                                    .into_iter()
+                                    .map(|mut c| {
+                                        c.position = positions.next().unwrap_or_default();
+                                        c
+                                    })
+                                    .collect(),
+                                replayed: None,
+                            }),
+                            Step::Replayed(done) => Ok(done),
+                            Step::ReplayOfThisUnit { claim, recent } => {
+                                self.replay::<A>(aggregate_id, &claim, None, Some(recent))
+                                    .await
+                            }
+                            Step::Nothing => Ok(Executed {
+                                state: None,
+                                events: Vec::new(),
+                                replayed: None,
+                            }),
+                        });
+                    }
+                    return answers;
+                }
+                Err(AppendError::Conflict { .. }) => {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    debug!(attempt, "conflict; reloading the atomic unit");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(AppendError::DuplicateKey { key, .. }) => {
+                    let offender = commands
+                        .iter()
+                        .position(|c| c.claim.as_ref().is_some_and(|k| k.key.as_str() == key));
+                    match offender {
+                        Some(i) if claimed_before.insert(i) => {}
+                        _ => {
+                            return all(&|| {
+                                StoreError::Persistence(format!(
+                                    "idempotency key {key} is claimed but could not be replayed"
+                                ))
+                                .into()
+                            })
+                        }
+                    }
+                }
+                Err(AppendError::Reserved { scope, value }) => {
+                    return all(&|| ServiceError::Reserved {
+                        scope: scope.clone(),
+                        value: value.clone(),
+                    })
+                }
+                Err(AppendError::Store(e)) => {
+                    let message = e.to_string();
+                    return all(&|| StoreError::Persistence(message.clone()).into());
+                }
+            }
+        }
+        all(&|| ServiceError::Contention {
+            attempts: CONFLICT_RETRIES_MAX,
+        })
+    }
+
+    /// Decides an atomic unit's commands on one freshly loaded state.
+    async fn plan_atomic<A>(
+        &self,
+        aggregate_id: &str,
+        commands: &[AtomicCommand<A::Command>],
+        claimed_before: &HashSet<usize>,
+    ) -> Result<Planned<A>, StoreError>
+    where
+        A: RecentOutcomes<Services = ()>,
+        A::Command: Clone,
+    {
+        let loaded = self.store.load::<A>(aggregate_id).await?;
+        let mut state = loaded.aggregate;
+        let mut sequence = loaded.sequence;
+        let mut last_hash = loaded.last_hash;
+        // Keys claimed by this unit's own writes, with their request hash.
+        let mut claimed_here: HashMap<&str, &str> = HashMap::new();
+        let mut steps = Vec::with_capacity(commands.len());
+        for (index, c) in commands.iter().enumerate() {
+            if let Some(claim) = &c.claim {
+                if let Some(hash) = claimed_here.get(claim.key.as_str()) {
+                    if *hash != claim.request_hash {
+                        return Ok(Planned::Refused {
+                            index,
+                            error: ServiceError::KeyReused {
+                                key: claim.key.to_string(),
+                            },
+                        });
+                    }
+                    let Some(recent) = state.recent_outcome(&claim.key).cloned() else {
+                        return Err(StoreError::Persistence(format!(
+                            "idempotency key {} was written but has no outcome",
+                            claim.key
+                        )));
+                    };
+                    steps.push(Step::ReplayOfThisUnit {
+                        claim: claim.clone(),
+                        recent,
+                    });
+                    continue;
+                }
+                let recent = state.recent_outcome(&claim.key).cloned();
+                if recent.is_some() || claimed_before.contains(&index) {
+                    match self.replay::<A>(aggregate_id, claim, None, recent).await {
+                        Ok(done) => steps.push(Step::Replayed(done)),
+                        Err(ServiceError::Store(e)) => return Err(e),
+                        Err(error) => return Ok(Planned::Refused { index, error }),
+                    }
+                    continue;
+                }
+            }
+            let sink = EventSink::default();
+            let handled = state.handle(c.command.clone(), &(), &sink).await;
+            let new_events = sink.collect().await;
+            if handled.is_err() || new_events.is_empty() {
+                // A key older than the aggregate's window may be claimed: its
+                // first outcome wins (decided again from a fresh load, the
+                // refusal may have moved this state).
+                if let Some(claim) = &c.claim {
+                    if self
+                        .store
+                        .find_key(aggregate_id, claim.key.as_str())
+                        .await?
+                        .is_some()
+                    {
+                        return Ok(Planned::Again(index));
+                    }
+                }
+                match handled {
+                    Err(e) => {
+                        return Ok(Planned::Refused {
+                            index,
+                            error: ServiceError::Domain(e),
+                        })
+                    }
+                    Ok(()) => {
+                        steps.push(Step::Nothing);
+                        continue;
+                    }
+                }
+            }
+            let (append, committed) = prepare::<A>(
+                aggregate_id,
+                sequence,
+                &last_hash,
+                new_events,
+                &c.ctx,
+                c.claim.as_ref(),
+            )?;
+            sequence += committed.len() as u64;
+            if let Some(last) = committed.last() {
+                last_hash = last.metadata.hash.clone();
+            }
+            if let Some(claim) = &c.claim {
+                claimed_here.insert(claim.key.as_str(), claim.request_hash.as_str());
+            }
+            steps.push(Step::Write { append, committed });
+        }
+        Ok(Planned::Steps(steps))
+    }
+
     /// The first outcome of a key, if the request matches the first one.
     pub(crate) async fn replay<A: Aggregate>(
         &self,
@@ -366,6 +602,47 @@ impl CommandService {
             replayed: Some((first, record.position)),
         })
     }
+}
+
+/// One command of an atomic unit ([`CommandService::execute_atomic`]).
+#[derive(Debug, Clone)]
+pub struct AtomicCommand<C> {
+    pub command: C,
+    pub ctx: CommandContext,
+    pub claim: Option<IdempotencyClaim>,
+}
+
+/// What deciding an atomic unit came to.
+enum Planned<A: Aggregate> {
+    /// Every command decided: what to write or answer, in order.
+    Steps(Vec<Step<A>>),
+    /// The command at `index` was refused: nothing is written.
+    Refused {
+        index: usize,
+        error: ServiceError<A::Error>,
+    },
+    /// The command at `index` turned out to be a replay of a key older than
+    /// the aggregate's window: decide again from a fresh load.
+    Again(usize),
+}
+
+/// One decided command of an atomic unit.
+#[allow(clippy::large_enum_variant)]
+enum Step<A: Aggregate> {
+    Write {
+        append: StreamAppend,
+        committed: Vec<CommittedEvent<A::Event>>,
+    },
+    /// A key claimed before: its first outcome, checked against the request.
+    Replayed(Executed<A>),
+    /// A key claimed by an earlier command of this unit, with the same
+    /// request: answered from the store once the unit is committed.
+    ReplayOfThisUnit {
+        claim: IdempotencyClaim,
+        recent: A::Event,
+    },
+    /// Decided without anything to write.
+    Nothing,
 }
 
 pub(crate) type Prepared<E> = (StreamAppend, Vec<CommittedEvent<E>>);

@@ -12,7 +12,10 @@ use cqrs_es::Aggregate;
 use events::AccountEvent;
 use ledger::CreditAccount;
 use store::on_both_stores;
-use store::{AccountCommitter, CommandService, CommitterConfig, ServiceError, Store, SubmitError};
+use store::{
+    AccountCommitter, BatchCommand, CommandService, CommitterConfig, ServiceError, Store,
+    SubmitError,
+};
 
 fn committer(store: &Store) -> AccountCommitter {
     AccountCommitter::start(
@@ -493,3 +496,285 @@ async fn a_value_the_database_refuses_fails_only_its_own_command(store: &Store) 
     }
 }
 on_both_stores!(a_value_the_database_refuses_fails_only_its_own_command);
+
+// Batches: a caller's commands queued and committed as one unit.
+
+fn batch_of(id: &str, keys: &[(&str, u64)]) -> Vec<BatchCommand> {
+    keys.iter()
+        .map(|(k, units)| BatchCommand {
+            account_id: id.to_owned(),
+            command: deduct(*units, k),
+            ctx: ctx(),
+            // The same key with other units is another request.
+            claim: Some(claim(k, &format!("{k}/{units}"))),
+        })
+        .collect()
+}
+
+fn small_batches(store: &Store) -> AccountCommitter {
+    AccountCommitter::start(
+        CommandService::new(store.clone()),
+        CommitterConfig {
+            batch_commands_max: 8,
+            queue_commands_max: 40,
+            ..CommitterConfig::default()
+        },
+    )
+}
+
+async fn a_batch_is_decided_in_order_in_one_transaction_and_answered_per_command(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10).await.to_string();
+    // Larger than a batch of the committer: still taken whole.
+    let committer = small_batches(store);
+    let keys: Vec<String> = (0..12).map(|i| format!("b-{i}")).collect();
+    let items: Vec<(&str, u64)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
+    let results = committer
+        .execute_batch(batch_of(&id, &items), false)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 12);
+    for (i, r) in results.iter().enumerate() {
+        match (i < 10, r) {
+            (true, Ok(done)) => match done.outcome() {
+                Some(AccountEvent::CreditsDeducted(d)) => {
+                    assert_eq!(d.balance_after, 10 - 1 - i as i64)
+                }
+                other => panic!("item {i}: {other:?}"),
+            },
+            (
+                false,
+                Err(ServiceError::Domain(ledger::AccountError::InsufficientCredits { .. })),
+            ) => {}
+            (_, other) => panic!("item {i}: {other:?}"),
+        }
+    }
+    assert_eq!(committer.stats().batches.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        committer.stats().batched_commands.load(Ordering::Relaxed),
+        10
+    );
+    let loaded = store.load::<CreditAccount>(&id).await.unwrap();
+    assert_eq!(loaded.aggregate.balance(), 0);
+    // The same batch again replays the ten and refuses the two again.
+    let again = committer
+        .execute_batch(batch_of(&id, &items), false)
+        .await
+        .unwrap();
+    assert!(again[..10].iter().all(|r| r
+        .as_ref()
+        .is_ok_and(|d| d.events.is_empty() && d.replayed.is_some())));
+    assert!(again[10..].iter().all(|r| r.is_err()));
+    assert_eq!(
+        store.load::<CreditAccount>(&id).await.unwrap().sequence,
+        loaded.sequence
+    );
+}
+on_both_stores!(a_batch_is_decided_in_order_in_one_transaction_and_answered_per_command);
+
+async fn an_atomic_batch_writes_all_or_nothing(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10).await.to_string();
+    let committer = committer(store);
+    let before = store.load::<CreditAccount>(&id).await.unwrap().sequence;
+    // 3 + 3 + 5 = 11 > 10: the third does not fit, so none is written.
+    let refused = committer
+        .execute_batch(batch_of(&id, &[("a-1", 3), ("a-2", 3), ("a-3", 5)]), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused[0],
+        Err(ServiceError::NotApplied { index: 2 })
+    ));
+    assert!(matches!(
+        refused[1],
+        Err(ServiceError::NotApplied { index: 2 })
+    ));
+    assert!(matches!(
+        refused[2],
+        Err(ServiceError::Domain(
+            ledger::AccountError::InsufficientCredits { .. }
+        ))
+    ));
+    let loaded = store.load::<CreditAccount>(&id).await.unwrap();
+    assert_eq!(loaded.sequence, before);
+    assert_eq!(loaded.aggregate.balance(), 10);
+    // The committer's warm state did not keep the refused unit's effects.
+    let fits = committer
+        .execute_batch(batch_of(&id, &[("a-1", 3), ("a-2", 3), ("a-3", 4)]), true)
+        .await
+        .unwrap();
+    assert!(fits
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|d| d.events.len() == 1)));
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .aggregate
+            .balance(),
+        0
+    );
+    // A retry replays every command.
+    let replayed = committer
+        .execute_batch(batch_of(&id, &[("a-1", 3), ("a-2", 3), ("a-3", 4)]), true)
+        .await
+        .unwrap();
+    assert!(replayed
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|d| d.replayed.is_some())));
+    // A key used with another request refuses the unit like a domain refusal.
+    let reused = committer
+        .execute_batch(batch_of(&id, &[("a-1", 9)]), true)
+        .await
+        .unwrap();
+    assert!(matches!(reused[0], Err(ServiceError::KeyReused { .. })));
+    // Atomic units must stay on one account.
+    let other = funded_account(&service, 10).await.to_string();
+    let mut mixed = batch_of(&id, &[("m-1", 1)]);
+    mixed.extend(batch_of(&other, &[("m-2", 1)]));
+    assert!(matches!(
+        committer.execute_batch(mixed, true).await,
+        Err(SubmitError::AtomicAcrossAccounts)
+    ));
+}
+on_both_stores!(an_atomic_batch_writes_all_or_nothing);
+
+async fn an_atomic_batch_repeating_a_key_or_meeting_an_old_one_replays_it(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 10_000).await.to_string();
+    let committer = committer(store);
+    // More keys than the warm window remembers: "old-0" leaves it.
+    for i in 0..=ledger::account::IDEMPOTENCY_WINDOW_KEYS {
+        let k = format!("old-{i}");
+        committer
+            .execute_batch(batch_of(&id, &[(&k, 1)]), false)
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+    }
+    let balance = store
+        .load::<CreditAccount>(&id)
+        .await
+        .unwrap()
+        .aggregate
+        .balance();
+    let results = committer
+        .execute_batch(
+            batch_of(&id, &[("x-1", 2), ("old-0", 1), ("x-1", 2), ("x-2", 3)]),
+            true,
+        )
+        .await
+        .unwrap();
+    let events: Vec<usize> = results
+        .iter()
+        .map(|r| r.as_ref().map(|d| d.events.len()).unwrap_or(99))
+        .collect();
+    assert_eq!(events, vec![1, 0, 0, 1], "{results:?}");
+    assert!(results[1].as_ref().unwrap().replayed.is_some());
+    assert!(results[2].as_ref().unwrap().replayed.is_some());
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .aggregate
+            .balance(),
+        balance - 5
+    );
+    // The same key twice with different requests: nothing is written.
+    let results = committer
+        .execute_batch(batch_of(&id, &[("y-1", 2), ("y-1", 3)]), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        results[0],
+        Err(ServiceError::NotApplied { index: 1 })
+    ));
+    assert!(matches!(results[1], Err(ServiceError::KeyReused { .. })));
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .aggregate
+            .balance(),
+        balance - 5
+    );
+}
+on_both_stores!(an_atomic_batch_repeating_a_key_or_meeting_an_old_one_replays_it);
+
+async fn atomic_batches_racing_another_process_stay_all_or_nothing(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 1_000).await.to_string();
+    let committer = committer(store);
+    let other = CommandService::new(store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..30usize {
+        let id = id.clone();
+        if i % 3 == 0 {
+            let other = other.clone();
+            tasks.push(tokio::spawn(async move {
+                let k = format!("o-{i}");
+                other
+                    .execute::<CreditAccount>(&id, deduct(7, &k), &ctx(), Some(&claim(&k, &k)))
+                    .await
+                    .map(|d| d.events.len() as i64 * 7)
+                    .unwrap_or(0)
+            }));
+        } else {
+            let committer = committer.clone();
+            tasks.push(tokio::spawn(async move {
+                let keys: Vec<String> = (0..5).map(|j| format!("u-{i}-{j}")).collect();
+                let items: Vec<(&str, u64)> = keys.iter().map(|k| (k.as_str(), 10)).collect();
+                let results = committer
+                    .execute_batch(batch_of(&id, &items), true)
+                    .await
+                    .unwrap();
+                let written = results.iter().filter(|r| r.is_ok()).count();
+                assert!(written == 0 || written == 5, "{results:?}");
+                written as i64 * 10
+            }));
+        }
+    }
+    let mut spent = 0;
+    for t in tasks {
+        spent += t.await.unwrap();
+    }
+    let loaded = store.load::<CreditAccount>(&id).await.unwrap();
+    assert_eq!(loaded.aggregate.balance(), 1_000 - spent);
+    assert!(loaded.aggregate.balance() >= 0);
+}
+on_both_stores!(atomic_batches_racing_another_process_stay_all_or_nothing);
+
+async fn a_batch_counts_its_commands_against_the_queue(store: &Store) {
+    let service = CommandService::new(store.clone());
+    let id = funded_account(&service, 1_000).await.to_string();
+    let committer = small_batches(store);
+    let keys: Vec<String> = (0..41).map(|i| format!("q-{i}")).collect();
+    let items: Vec<(&str, u64)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
+    assert!(matches!(
+        committer.execute_batch(batch_of(&id, &items), false).await,
+        Err(SubmitError::Overloaded)
+    ));
+    // Within the bound it goes through, and the count is given back.
+    for _ in 0..3 {
+        let results = committer
+            .execute_batch(batch_of(&id, &items[..40]), false)
+            .await
+            .unwrap();
+        assert!(results.iter().all(|r| r.is_ok()));
+    }
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .aggregate
+            .balance(),
+        1_000 - 40
+    );
+}
+on_both_stores!(a_batch_counts_its_commands_against_the_queue);

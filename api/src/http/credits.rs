@@ -2,13 +2,13 @@
 //! and adjustments. Each handler extracts, calls `app::credits`, renders.
 
 use app::credits::{
-    AdjustRequest, CaptureRequest, DeductRequest, EmptyRequest, GrantRequest, HoldRequest,
-    RefundRequest,
+    AdjustRequest, CaptureRequest, DeductBatchRequest, DeductRequest, EmptyRequest, GrantRequest,
+    HoldRequest, RefundRequest,
 };
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::extract::{account_id, Body, IdemKey};
+use super::extract::{account_id, BatchBody, Body, IdemKey};
 use super::render;
 use super::schemas as doc;
 use crate::auth::Principal;
@@ -50,6 +50,65 @@ pub async fn deduct(
     )
     .await?;
     render::written(&done)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account_id}/deductions/batch",
+    tag = "credits",
+    summary = "Deduct credits for up to 1,000 operations at once",
+    description = "Each item is the body of a single deduction plus its own `idempotency_key` (no `Idempotency-Key` header). Items are decided in order and committed together; each is answered as its single request would be (status, body or error, `idempotent_replayed`), so the answer is 200 whenever the batch was read. With `\"atomic\": true` all items are applied or none: then the answer is the first refused item's error, `details.index` naming it. Body limit 2 MiB.",
+    params(
+        ("account_id" = String, Path, description = "The account's id (a UUID)"),
+    ),
+    request_body = app::credits::DeductBatchRequest,
+    responses(
+        (status = 200, description = "One result per item, in order", body = app::credits::DeductionBatch),
+        (status = 402, description = "Atomic batch: the first item that does not fit (`insufficient_credits` or `budget_exceeded`, `details.index`); nothing was applied", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 404, description = "`not_found`: another tenant's account", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: no items or more than 1,000 (`details.field` = items); atomic batch: an invalid item (`details.index`)", body = doc::ErrorBody),
+    ),
+)]
+pub async fn deduct_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(account): Path<String>,
+    body: BatchBody<DeductBatchRequest>,
+) -> Result<Response, ApiError> {
+    let done = app::credits::deduct_batch(
+        &state,
+        &principal,
+        Some(account_id(&account)?),
+        body.input(),
+    )
+    .await?;
+    render::ok(&done)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/deductions/batch",
+    tag = "credits",
+    summary = "Deduct credits on several accounts at once",
+    description = "As `POST /v1/accounts/{account_id}/deductions/batch`, each item naming its `account_id`: for developer tokens, and system_bot tokens (an item on an account outside the token's scope is that item's 404). An atomic batch must be on one account.",
+    request_body = app::credits::DeductBatchRequest,
+    responses(
+        (status = 200, description = "One result per item, in order", body = app::credits::DeductionBatch),
+        (status = 402, description = "Atomic batch: the first item that does not fit; nothing was applied", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`: the token's role may not call this", body = doc::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 2 MiB", body = doc::ErrorBody),
+        (status = 422, description = "`invalid_request`: no items or more than 1,000; atomic batch: an invalid item or items on several accounts", body = doc::ErrorBody),
+    ),
+)]
+pub async fn deduct_batch_any(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: BatchBody<DeductBatchRequest>,
+) -> Result<Response, ApiError> {
+    let done = app::credits::deduct_batch(&state, &principal, None, body.input()).await?;
+    render::ok(&done)
 }
 
 #[utoipa::path(

@@ -34,17 +34,43 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit_bytes: REQUEST_BODY_BYTES_MAX,
-                }
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {r}"))
-            }
-        })?;
-        Ok(Self(Input::new(bytes.to_vec())))
+        Ok(Self(read(req, state, REQUEST_BODY_BYTES_MAX).await?))
     }
+}
+
+/// A batch's body: like [`Body`], within the batch routes' larger limit
+/// ([`app::credits::BATCH_BODY_BYTES_MAX`], set on those routes).
+pub struct BatchBody<T>(pub Input<T>);
+
+impl<T> BatchBody<T> {
+    pub fn input(self) -> Input<T> {
+        self.0
+    }
+}
+
+impl<T> FromRequest<AppState> for BatchBody<T>
+where
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            read(req, state, app::credits::BATCH_BODY_BYTES_MAX).await?,
+        ))
+    }
+}
+
+/// Reads a body whose route allows `limit_bytes`: 413 beyond it.
+async fn read<T>(req: Request, state: &AppState, limit_bytes: usize) -> Result<Input<T>, ApiError> {
+    let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit_bytes }
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {r}"))
+        }
+    })?;
+    Ok(Input::new(bytes.to_vec()))
 }
 
 /// A query string, parsed after the role check like [`Body`].

@@ -105,6 +105,17 @@ pub fn router(state: AppState) -> Router {
         )
         // Credits.
         .route("/accounts/{account_id}/deductions", post(credits::deduct))
+        // Batches: their own body limit, above a single command's.
+        .route(
+            "/accounts/{account_id}/deductions/batch",
+            post(credits::deduct_batch)
+                .layer(DefaultBodyLimit::max(app::credits::BATCH_BODY_BYTES_MAX)),
+        )
+        .route(
+            "/deductions/batch",
+            post(credits::deduct_batch_any)
+                .layer(DefaultBodyLimit::max(app::credits::BATCH_BODY_BYTES_MAX)),
+        )
         .route("/accounts/{account_id}/holds", post(credits::hold))
         .route(
             "/accounts/{account_id}/holds/{hold_id}/capture",

@@ -79,6 +79,8 @@ pub const TAGS: [&str; 8] = [
         super::notify::deliveries,
         super::notify::redeliver,
         super::credits::deduct,
+        super::credits::deduct_batch,
+        super::credits::deduct_batch_any,
         super::credits::hold,
         super::credits::capture,
         super::credits::release,

@@ -28,23 +28,34 @@ use uuid::Uuid;
 /// (the command may still commit; a retry with the same key replays it).
 pub const COMMAND_TIMEOUT_MILLIS: u64 = 10_000;
 
-/// The four account commands NATS carries.
+/// The account commands NATS carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Deduct,
+    /// A batch of deductions (`app::credits::deduct_batch`): the payload is
+    /// the HTTP batch body plus `account_id` (absent: each item names its
+    /// own), the reply the HTTP 200 body.
+    DeductBatch,
     Hold,
     Capture,
     Release,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Deduct, Kind::Hold, Kind::Capture, Kind::Release];
+    pub const ALL: [Kind; 5] = [
+        Kind::Deduct,
+        Kind::DeductBatch,
+        Kind::Hold,
+        Kind::Capture,
+        Kind::Release,
+    ];
 
     /// The kind named by the last token of a subject
     /// (`ledger.commands.deduct`, `ledger.intake.hold`, …).
     pub fn from_subject(subject: &str) -> Option<Self> {
         match subject.rsplit('.').next()? {
             "deduct" => Some(Self::Deduct),
+            "deduct_batch" => Some(Self::DeductBatch),
             "hold" => Some(Self::Hold),
             "capture" => Some(Self::Capture),
             "release" => Some(Self::Release),
@@ -55,6 +66,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deduct => "deduct",
+            Self::DeductBatch => "deduct_batch",
             Self::Hold => "hold",
             Self::Capture => "capture",
             Self::Release => "release",
@@ -65,9 +77,18 @@ impl Kind {
         matches!(self, Self::Capture | Self::Release)
     }
 
-    /// HTTP makes the key optional on release only; NATS follows.
+    /// HTTP makes the key optional on release only; NATS follows (a
+    /// batch's keys are in its items).
     fn needs_key(self) -> bool {
-        !matches!(self, Self::Release)
+        !matches!(self, Self::Release | Self::DeductBatch)
+    }
+
+    /// The largest payload of this kind.
+    fn payload_bytes_max(self) -> usize {
+        match self {
+            Self::DeductBatch => app::credits::BATCH_BODY_BYTES_MAX,
+            _ => REQUEST_BODY_BYTES_MAX,
+        }
     }
 }
 
@@ -85,6 +106,9 @@ pub struct Outcome {
     pub account_id: Option<AccountId>,
     /// The idempotency key, when the payload carried a valid one.
     pub idempotency_key: Option<String>,
+    /// A batch's answer, item by item (the intake publishes each item's
+    /// outcome to its account's subject).
+    pub batch: Option<app::credits::DeductionBatch>,
 }
 
 impl Outcome {
@@ -95,6 +119,31 @@ impl Outcome {
             replayed: false,
             account_id,
             idempotency_key: key,
+            batch: None,
+        }
+    }
+
+    fn batch(
+        done: Result<app::credits::DeductionBatch, AppError>,
+        account_id: Option<AccountId>,
+    ) -> Self {
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => return Self::error(&e, account_id, None),
+        };
+        match serde_json::to_value(&done) {
+            Ok(body) => Self {
+                status: status::OK,
+                body: Bytes::from(body.to_string()),
+                replayed: false,
+                account_id,
+                idempotency_key: None,
+                batch: Some(done),
+            },
+            Err(e) => {
+                warn!(error = %e, "a batch's answer could not be serialized");
+                Self::error(&AppError::Internal, account_id, None)
+            }
         }
     }
 
@@ -120,6 +169,7 @@ impl Outcome {
                 replayed: done.replayed,
                 account_id: Some(account_id),
                 idempotency_key: key,
+                batch: None,
             },
             Err(e) => {
                 warn!(error = %e, "a command's answer could not be serialized");
@@ -148,7 +198,8 @@ fn field(name: &str, message: impl Into<String>) -> AppError {
 /// A decoded command: the account, hold and key it names and the body of
 /// the use case.
 struct Parsed {
-    account_id: AccountId,
+    /// Always present but for a batch whose items name their accounts.
+    account_id: Option<AccountId>,
     key: Option<IdempotencyKey>,
     hold: Option<Uuid>,
     body: Map<String, Value>,
@@ -175,16 +226,18 @@ fn parse(kind: Kind, payload: &[u8]) -> Result<Parsed, (AppError, Option<Account
             None,
         ));
     };
-    let account_id = take_string(&mut body, "account_id")
-        .map_err(|e| (e, None))?
-        .ok_or_else(|| (field("account_id", "account_id is required"), None))?;
-    let account_id = AccountId::parse(&account_id).map_err(|_| {
-        (
-            field("account_id", "account_id must be an account's id (a UUID)"),
-            None,
-        )
-    })?;
-    let fail = |e: AppError| (e, Some(account_id));
+    let account_id = match take_string(&mut body, "account_id").map_err(|e| (e, None))? {
+        Some(text) => Some(AccountId::parse(&text).map_err(|_| {
+            (
+                field("account_id", "account_id must be an account's id (a UUID)"),
+                None,
+            )
+        })?),
+        // A batch's items may name their accounts instead.
+        None if kind == Kind::DeductBatch => None,
+        None => return Err((field("account_id", "account_id is required"), None)),
+    };
+    let fail = |e: AppError| (e, account_id);
     let key = take_string(&mut body, "idempotency_key")
         .map_err(fail)?
         .map(|k| {
@@ -227,10 +280,10 @@ pub async fn execute(
     authorization: Option<&str>,
     payload: &[u8],
 ) -> Outcome {
-    if payload.len() > REQUEST_BODY_BYTES_MAX {
+    if payload.len() > kind.payload_bytes_max() {
         return Outcome::error(
             &AppError::PayloadTooLarge {
-                limit_bytes: REQUEST_BODY_BYTES_MAX,
+                limit_bytes: kind.payload_bytes_max(),
             },
             None,
             None,
@@ -240,11 +293,36 @@ pub async fn execute(
         Ok(p) => p,
         Err((e, account)) => return Outcome::error(&e, account, None),
     };
-    let account = parsed.account_id;
     let key_text = parsed.key.as_ref().map(|k| k.as_str().to_owned());
     let caller = match Caller::from_authorization(keys, authorization) {
         Ok(c) => c,
-        Err(e) => return Outcome::error(&e, Some(account), key_text),
+        Err(e) => return Outcome::error(&e, parsed.account_id, key_text),
+    };
+    if kind == Kind::DeductBatch {
+        let input = Value::Object(parsed.body);
+        let account = parsed.account_id;
+        let run = app::credits::deduct_batch(app, &caller, account, Input::json(&input));
+        return match tokio::time::timeout(Duration::from_millis(COMMAND_TIMEOUT_MILLIS), run).await
+        {
+            Ok(done) => Outcome::batch(done, account),
+            Err(_) => {
+                warn!("a NATS batch took longer than its timeout");
+                Outcome::error(
+                    &AppError::Unavailable(
+                        "the batch took too long; retry it with the same items' keys".into(),
+                    ),
+                    account,
+                    None,
+                )
+            }
+        };
+    }
+    let Some(account) = parsed.account_id else {
+        return Outcome::error(
+            &field("account_id", "account_id is required"),
+            None,
+            key_text,
+        );
     };
     let key = Key(parsed.key);
     // The body the use case reads is the HTTP body the payload carries.
@@ -252,7 +330,7 @@ pub async fn execute(
     let hold = parsed.hold.map(|h| h.to_string()).unwrap_or_default();
     let run = async {
         match kind {
-            Kind::Deduct => Outcome::written(
+            Kind::Deduct | Kind::DeductBatch => Outcome::written(
                 app::credits::deduct(app, &caller, account, key, Input::json(&input)).await,
                 account,
                 key_text.clone(),
@@ -302,7 +380,7 @@ mod tests {
 
     fn err(kind: Kind, payload: &str) -> (AppError, Option<AccountId>) {
         match parse(kind, payload.as_bytes()) {
-            Ok(p) => panic!("expected an error, got a command on {}", p.account_id),
+            Ok(p) => panic!("expected an error, got a command on {:?}", p.account_id),
             Err(e) => e,
         }
     }
@@ -317,7 +395,10 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!(p.account_id.to_string(), ACCOUNT);
+        assert_eq!(
+            p.account_id.map(|a| a.to_string()).as_deref(),
+            Some(ACCOUNT)
+        );
         assert_eq!(p.hold.unwrap().to_string(), HOLD);
         assert_eq!(Value::Object(p.body), json!({ "credits": 5 }));
         assert_eq!(p.key.unwrap().as_str(), "k1");

@@ -34,8 +34,9 @@ use super::{authorization, ensure_stream, outcome_headers};
 use crate::telemetry::metrics;
 
 pub const INTAKE_STREAM: &str = "LEDGER_INTAKE";
-pub const INTAKE_SUBJECTS: [&str; 4] = [
+pub const INTAKE_SUBJECTS: [&str; 5] = [
     "ledger.intake.deduct",
+    "ledger.intake.deduct_batch",
     "ledger.intake.hold",
     "ledger.intake.capture",
     "ledger.intake.release",
@@ -216,6 +217,24 @@ async fn handle(
         }
         return;
     }
+    if let Some(batch) = &outcome.batch {
+        // A batch read: each item's outcome goes to its account's subject,
+        // as a single deduction's would.
+        let caller = Caller::from_authorization(keys, auth.as_deref()).ok();
+        if let Err(e) = publish_items(client, caller.as_ref(), batch).await {
+            warn!(error = %e, "could not publish a batch's outcomes");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(
+                    NAK_DELAY_MILLIS_STEP,
+                ))))
+                .await;
+            return;
+        }
+        if let Err(e) = message.ack().await {
+            warn!(error = %e, "could not ack an intake message; it will be replayed");
+        }
+        return;
+    }
     // Outcomes go to the account's subject only for a caller that may act
     // on that account: otherwise anyone able to publish could put words
     // (a 401, a 404 under a key of their choosing) in another tenant's
@@ -261,6 +280,44 @@ async fn publish_outcome(
         .await?;
     // Outcomes are core NATS: a flush makes sure this one left the process
     // before the command is acknowledged.
+    client.flush().await?;
+    Ok(())
+}
+
+/// Publishes each item of a batch to `ledger.outcomes.{account_id}` (only
+/// accounts the caller may act on: an item for another tenant's account was
+/// refused and is not written into that tenant's subject), with the headers
+/// of a single deduction's outcome.
+async fn publish_items(
+    client: &Client,
+    caller: Option<&Caller>,
+    batch: &app::credits::DeductionBatch,
+) -> Result<(), async_nats::Error> {
+    for item in &batch.items {
+        let Some(account) = item
+            .get("account_id")
+            .and_then(Value::as_str)
+            .and_then(|a| events::AccountId::parse(a).ok())
+        else {
+            continue;
+        };
+        if caller.is_none_or(|c| c.scope(account).is_err()) {
+            continue;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        let status = item.get("status").and_then(Value::as_u64).unwrap_or(0);
+        headers.insert("Ledger-Status", status.to_string().as_str());
+        headers.insert("Ledger-Command", Kind::Deduct.as_str());
+        if item.get("idempotent_replayed") == Some(&Value::Bool(true)) {
+            headers.insert("Idempotent-Replayed", "true");
+        }
+        if let Some(k) = item.get("idempotency_key").and_then(Value::as_str) {
+            headers.insert("Ledger-Idempotency-Key", k);
+        }
+        client
+            .publish_with_headers(outcome_subject(&account), headers, item.to_string().into())
+            .await?;
+    }
     client.flush().await?;
     Ok(())
 }

@@ -135,7 +135,21 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, async_nats::Error> {
-    Ok(js.get_or_create_stream(config).await?)
+    let wanted = config.subjects.clone();
+    let mut stream = js.get_or_create_stream(config).await?;
+    // A stream made by an older version lacks the subjects added since
+    // (`ledger.intake.deduct_batch`): they are added, nothing else changes.
+    let mut current = stream.cached_info().config.clone();
+    let missing: Vec<String> = wanted
+        .into_iter()
+        .filter(|s| !current.subjects.contains(s))
+        .collect();
+    if !missing.is_empty() {
+        current.subjects.extend(missing);
+        js.update_stream(current).await?;
+        stream = js.get_stream(&stream.cached_info().config.name).await?;
+    }
+    Ok(stream)
 }
 
 /// Runs the NATS side of the server until `shutdown` resolves: the
@@ -281,7 +295,8 @@ async fn serve_commands(
                 }
                 None => {
                     let e = app::AppError::NotFound(
-                        "no such command; use deduct, hold, capture or release".into(),
+                        "no such command; use deduct, deduct_batch, hold, capture or release"
+                            .into(),
                     );
                     let mut body = e.body();
                     body["status"] = serde_json::json!(404);
