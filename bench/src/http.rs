@@ -19,6 +19,10 @@ use uuid::Uuid;
 use crate::report::{histogram, micros, CpuMark, ScenarioResult, Verification};
 use crate::LoadRun;
 
+/// `POST /v1/accounts/{id}/deductions/batch`: [`HttpBench::load_batch`].
+mod batch;
+pub use batch::BATCH_ITEMS_MAX;
+
 /// Every request's timeout; a slower answer counts as a transport error and
 /// its deduction is settled afterwards with the same idempotency key.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,13 +1,16 @@
 //! `ledger-bench`: drives the real `ledger-server` over HTTP (many accounts,
 //! one hot account), checks every balance afterwards, and runs in the same
 //! invocation the baselines the ledger is compared against: plain cqrs-es on
-//! postgres-es, and PostgreSQL's raw single-row insert rate.
+//! postgres-es, and PostgreSQL's raw single-row insert rate. `--scenario
+//! batch` compares batches of deductions with single ones and with
+//! PostgreSQL's multi-row insert rate.
 //!
 //! Load only ever goes to 127.0.0.1 (or the `--target` given); every loop is
 //! bounded in time and every request has a timeout. Databases the bench
 //! creates are dropped at the end, even on error or Ctrl-C, and a spawned
 //! server is killed when its guard drops.
 
+mod batch;
 mod http;
 mod pg;
 mod plain;
@@ -44,12 +47,17 @@ pub enum Scenario {
     Accounts,
     /// Deductions on one hot account.
     Hot,
-    /// Both (not `projection`).
+    /// Both (not `projection` nor `batch`).
     All,
     /// The read side alone, in process: `--events` deductions written with
     /// no projector running, then the live projector's catch-up and a bulk
     /// rebuild over them, timed (events/s). Runs no baseline.
     Projection,
+    /// Batches over HTTP: single deductions, then batches of each
+    /// `--batch-sizes` size (`POST …/deductions/batch`), `--workers` workers
+    /// over `--accounts` fresh accounts per phase; with the `raw` baseline,
+    /// single-row and 100-row insert transactions. Not the `plain` baseline.
+    Batch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +149,10 @@ pub struct Cli {
     /// Deductions `--scenario projection` writes before the projector runs.
     #[arg(long, default_value_t = 200_000)]
     pub events: u64,
+    /// Items per request of `--scenario batch`'s phases, comma separated
+    /// (each 1 to 1000, at most 8 sizes).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    pub batch_sizes: Vec<usize>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -215,14 +227,19 @@ impl Cli {
         if self.target.is_some() && self.jwt_secret.is_none() {
             bail!("--target needs the server's secret: --jwt-secret or LEDGER_JWT_SECRET");
         }
-        if self.rate.is_some() && self.scenario == Scenario::Hot {
+        if self.rate.is_some() && matches!(self.scenario, Scenario::Hot | Scenario::Batch) {
             bail!("--rate applies to the many-accounts scenario; add --scenario accounts or all");
+        }
+        batch::check_sizes(&self.batch_sizes)?;
+        if self.scenario == Scenario::Batch && self.transport != Transport::Http {
+            bail!("--scenario batch runs over HTTP only");
         }
         Ok(())
     }
 
     fn runs(&self, s: Scenario) -> bool {
-        (self.scenario == Scenario::All && s != Scenario::Projection) || self.scenario == s
+        (self.scenario == Scenario::All && matches!(s, Scenario::Accounts | Scenario::Hot))
+            || self.scenario == s
     }
 
     fn baseline(&self, b: Baseline) -> bool {
@@ -398,6 +415,12 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
         report.results.extend(runs.into_iter().map(|r| r.result));
     }
 
+    if cli.runs(Scenario::Batch) {
+        let mut bench = http::HttpBench::new(&base, &secret, report.server.pid)?;
+        bench.prepare().await.context("preparing the server")?;
+        report.results.extend(batch::run(cli, &bench).await?);
+    }
+
     if let Some(s) = spawned.take() {
         let (rss, hwm) = s.memory_kib();
         report.server.rss_kib = rss;
@@ -406,18 +429,34 @@ async fn run(cli: &Cli, databases: &Databases) -> anyhow::Result<Report> {
         s.stop().await;
     }
 
-    if cli.baseline(Baseline::Plain) {
+    let batches = cli.runs(Scenario::Batch);
+    if cli.baseline(Baseline::Plain) && !batches {
         progress("plain cqrs-es baseline");
         report.results.extend(plain::run(cli, databases).await?);
     }
     if cli.baseline(Baseline::Raw) {
-        progress(format!(
-            "raw insert baseline, {} clients for {:?}",
-            cli.raw_clients, cli.duration
-        ));
-        report
-            .results
-            .push(raw::run(databases, cli.raw_clients, cli.duration).await?);
+        // The batch scenario compares its 100-item batches with 100-row
+        // transactions, and shows the single-row rate beside them.
+        let rows: &[usize] = if batches {
+            &[1, report::TARGET_BATCH_ITEMS]
+        } else {
+            &[1]
+        };
+        for &rows in rows {
+            progress(format!(
+                "raw insert baseline, {} clients for {:?}, {rows} row(s) per transaction",
+                cli.raw_clients, cli.duration
+            ));
+            let mut r = raw::run(databases, cli.raw_clients, cli.duration, rows).await?;
+            if batches && r.batch.is_none() {
+                r.batch = Some(report::BatchStats::new(rows, r.ops, r.elapsed_s));
+                if let Some(b) = r.batch.as_mut() {
+                    // pgbench's rate, without connection set-up, as `ops_per_s`.
+                    b.requests_per_s = r.ops_per_s / rows as f64;
+                }
+            }
+            report.results.push(r);
+        }
     }
     report.finish();
     Ok(report)
@@ -462,5 +501,34 @@ mod tests {
         let cli = Cli::parse_from(["ledger-bench", "--baselines", "plain,raw"]);
         assert!(cli.check().is_ok());
         assert!(cli.baseline(Baseline::Plain) && cli.baseline(Baseline::Raw));
+    }
+
+    #[test]
+    fn batch_scenario_options() {
+        let cli = Cli::parse_from(["ledger-bench", "--scenario", "batch"]);
+        assert!(cli.check().is_ok());
+        assert_eq!(cli.batch_sizes, vec![1, 10, 100, 1000]);
+        assert!(cli.runs(Scenario::Batch));
+        assert!(!cli.runs(Scenario::Accounts) && !cli.runs(Scenario::Hot));
+        let all = Cli::parse_from(["ledger-bench"]);
+        assert!(!all.runs(Scenario::Batch) && all.runs(Scenario::Accounts));
+        let cli = Cli::parse_from([
+            "ledger-bench",
+            "--scenario",
+            "batch",
+            "--batch-sizes",
+            "5,50",
+        ]);
+        assert!(cli.check().is_ok());
+        assert_eq!(cli.batch_sizes, vec![5, 50]);
+        for bad in ["0", "1001", "1,1", "1,2,3,4,5,6,7,8,9"] {
+            let cli =
+                Cli::parse_from(["ledger-bench", "--scenario", "batch", "--batch-sizes", bad]);
+            assert!(cli.check().is_err(), "{bad}");
+        }
+        let cli = Cli::parse_from(["ledger-bench", "--scenario", "batch", "--transport", "nats"]);
+        assert!(cli.check().is_err());
+        let cli = Cli::parse_from(["ledger-bench", "--scenario", "batch", "--rate", "half"]);
+        assert!(cli.check().is_err());
     }
 }

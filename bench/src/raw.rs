@@ -1,7 +1,8 @@
-//! Baseline (b): PostgreSQL's raw limit for this workload, single-row
-//! inserts into an events-shaped table, one per transaction, from a fixed
-//! number of clients: pgbench when it is on PATH, else the bench's own
-//! clients over sqlx.
+//! Baseline (b): PostgreSQL's raw limit for this workload, inserts into an
+//! events-shaped table from a fixed number of clients: one row per
+//! transaction, or (`--scenario batch`) `rows` rows per transaction in one
+//! multi-row `INSERT … SELECT … FROM generate_series`; pgbench when it is on
+//! PATH, else the bench's own clients over sqlx.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::pg::Databases;
-use crate::report::{histogram, micros, CpuMark, ScenarioResult};
+use crate::report::{histogram, micros, BatchStats, CpuMark, ScenarioResult};
 
 /// The events table's shape (postgres-es 0.5's columns and key), without
 /// the ledger's position trigger: the plain cost of a durable insert.
@@ -37,12 +38,31 @@ const METADATA: &str = r#"{"actor_role":"system_bot","actor_sub":"ledger-bench",
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time pgbench gets beyond the run's length before it is killed.
 const PGBENCH_GRACE: Duration = Duration::from_secs(60);
+/// Most rows one transaction inserts.
+pub const ROWS_MAX: usize = 1_000;
 
+/// The result's name: `raw insert` for one row per transaction, else
+/// `raw insert N rows`.
+pub fn name(rows: usize) -> String {
+    if rows == 1 {
+        "raw insert".to_owned()
+    } else {
+        format!("raw insert {rows} rows")
+    }
+}
+
+/// Runs the baseline on a fresh database: `clients` clients for
+/// `duration`, each transaction inserting `rows` rows. With more than one
+/// row, `ops` and `ops_per_s` count rows and the latency is per transaction.
 pub async fn run(
     databases: &Databases,
     clients: usize,
     duration: Duration,
+    rows: usize,
 ) -> anyhow::Result<ScenarioResult> {
+    if rows == 0 || rows > ROWS_MAX {
+        bail!("the raw baseline inserts 1 to {ROWS_MAX} rows per transaction, not {rows}");
+    }
     let url = databases.create("raw").await?;
     tokio::time::timeout(SETUP_TIMEOUT, async {
         let mut conn = PgConnection::connect(&url).await?;
@@ -55,8 +75,8 @@ pub async fn run(
     .context("creating the raw baseline's table")?;
     let cpu = CpuMark::now(None);
     let mut result = match find_on_path("pgbench") {
-        Some(pgbench) => with_pgbench(&pgbench, &url, clients, duration).await?,
-        None => own_clients(&url, clients, duration).await?,
+        Some(pgbench) => with_pgbench(&pgbench, &url, clients, duration, rows).await?,
+        None => own_clients(&url, clients, duration, rows).await?,
     };
     result.workers = clients;
     // With pgbench, `bench` is near zero (pgbench's own CPU is not counted)
@@ -75,15 +95,43 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-fn script() -> String {
+/// pgbench's transaction: one INSERT of `rows` rows on a random aggregate,
+/// at consecutive sequences from a random one.
+fn script(rows: usize) -> String {
     let payload = PAYLOAD.replace('\'', "''");
     let metadata = METADATA.replace('\'', "''");
+    let head = "\\set id random(1, 1000000000)\n\\set seq random(1, 1000000000)\n";
+    if rows <= 1 {
+        return format!(
+            "{head}INSERT INTO events VALUES ('account', 'acct-' || :id, :seq, 'CreditsDeducted', \
+             '1.0', '{payload}', '{metadata}') ON CONFLICT DO NOTHING;\n"
+        );
+    }
     format!(
-        "\\set id random(1, 1000000000)\n\
-         \\set seq random(1, 1000000000)\n\
-         INSERT INTO events VALUES ('account', 'acct-' || :id, :seq, 'CreditsDeducted', '1.0', \
-         '{payload}', '{metadata}') ON CONFLICT DO NOTHING;\n"
+        "{head}INSERT INTO events SELECT 'account', 'acct-' || :id, :seq + g, 'CreditsDeducted', \
+         '1.0', '{payload}'::json, '{metadata}'::json FROM generate_series(0, {last}) AS g \
+         ON CONFLICT DO NOTHING;\n",
+        last = rows - 1
     )
+}
+
+/// How a transaction's rows are written, for the note.
+fn rows_note(rows: usize) -> String {
+    if rows == 1 {
+        "one INSERT per transaction".to_owned()
+    } else {
+        format!("one {rows}-row INSERT … SELECT per transaction, rows/s")
+    }
+}
+
+/// Counts `transactions` of `rows` rows each into `result`: items (rows)
+/// as `ops`, and the transactions as requests when there are several rows.
+fn set_rows(result: &mut ScenarioResult, rows: usize, transactions: u64) {
+    if rows > 1 {
+        result.ops = transactions * rows as u64;
+        result.ops_per_s *= rows as f64;
+        result.batch = Some(BatchStats::new(rows, transactions, result.elapsed_s));
+    }
 }
 
 async fn with_pgbench(
@@ -91,12 +139,13 @@ async fn with_pgbench(
     url: &str,
     clients: usize,
     duration: Duration,
+    rows: usize,
 ) -> anyhow::Result<ScenarioResult> {
     let dir = tempfile::Builder::new()
         .prefix("ledger-bench-pgbench-")
         .tempdir()?;
     let script_path = dir.path().join("insert.sql");
-    std::fs::write(&script_path, script())?;
+    std::fs::write(&script_path, script(rows))?;
     let out_path = dir.path().join("out.txt");
     let out = std::fs::File::create(&out_path)?;
     let seconds = duration.as_secs_f64().ceil().max(1.0) as u64;
@@ -181,18 +230,23 @@ async fn with_pgbench(
             }
         }
     }
-    let mut result = ScenarioResult::new("raw insert", "raw", "postgres", 0, clients);
+    let mut result = ScenarioResult::new(&name(rows), "raw", "postgres", 0, clients);
     result.set_counts(processed, duration, &hist);
     // pgbench's own rate excludes connection set-up.
     result.ops_per_s = tps;
     result.elapsed_s = seconds as f64;
+    set_rows(&mut result, rows, processed);
+    if let Some(b) = result.batch.as_mut() {
+        b.requests_per_s = tps;
+    }
     let mut errors = BTreeMap::new();
     if failed > 0 {
         errors.insert("failed".to_owned(), failed);
     }
     result.add_errors(&errors);
     result.note = Some(format!(
-        "pgbench -n -c {clients} -j {threads} -T {seconds}, one INSERT per transaction"
+        "pgbench -n -c {clients} -j {threads} -T {seconds}, {}",
+        rows_note(rows)
     ));
     Ok(result)
 }
@@ -201,7 +255,9 @@ async fn own_clients(
     url: &str,
     clients: usize,
     duration: Duration,
+    rows: usize,
 ) -> anyhow::Result<ScenarioResult> {
+    let rows_bind = i32::try_from(rows).context("too many rows per transaction")?;
     let pool = PgPoolOptions::new()
         .max_connections(clients as u32)
         .min_connections(clients as u32)
@@ -220,16 +276,29 @@ async fn own_clients(
             while Instant::now() < end {
                 let t0 = Instant::now();
                 // Outside a transaction block, each statement commits alone.
-                let r = sqlx::query(
-                    "INSERT INTO events VALUES ('account', $1, $2, 'CreditsDeducted', '1.0', \
-                     $3::json, $4::json)",
-                )
-                .bind(Uuid::new_v4().to_string())
-                .bind(1_i64)
-                .bind(PAYLOAD)
-                .bind(METADATA)
-                .execute(&pool)
-                .await;
+                let r = if rows_bind == 1 {
+                    sqlx::query(
+                        "INSERT INTO events VALUES ('account', $1, $2, 'CreditsDeducted', '1.0', \
+                         $3::json, $4::json)",
+                    )
+                    .bind(Uuid::new_v4().to_string())
+                    .bind(1_i64)
+                    .bind(PAYLOAD)
+                    .bind(METADATA)
+                    .execute(&pool)
+                    .await
+                } else {
+                    sqlx::query(
+                        "INSERT INTO events SELECT 'account', $1, g, 'CreditsDeducted', '1.0', \
+                         $2::json, $3::json FROM generate_series(1, $4::int) AS g",
+                    )
+                    .bind(Uuid::new_v4().to_string())
+                    .bind(PAYLOAD)
+                    .bind(METADATA)
+                    .bind(rows_bind)
+                    .execute(&pool)
+                    .await
+                };
                 match r {
                     Ok(_) => {
                         ok += 1;
@@ -252,15 +321,17 @@ async fn own_clients(
     }
     let elapsed = start.elapsed();
     pool.close().await;
-    let mut result = ScenarioResult::new("raw insert", "raw", "postgres", 0, clients);
+    let mut result = ScenarioResult::new(&name(rows), "raw", "postgres", 0, clients);
     result.set_counts(ok, elapsed, &hist);
+    set_rows(&mut result, rows, ok);
     let mut errors = BTreeMap::new();
     if failed > 0 {
         errors.insert("failed".to_owned(), failed);
     }
     result.add_errors(&errors);
     result.note = Some(format!(
-        "own {clients} sqlx clients (no pgbench on PATH), one INSERT per transaction"
+        "own {clients} sqlx clients (no pgbench on PATH), {}",
+        rows_note(rows)
     ));
     Ok(result)
 }
@@ -269,9 +340,28 @@ async fn own_clients(
 mod tests {
     #[test]
     fn script_inserts_one_row() {
-        let s = super::script();
+        let s = super::script(1);
         assert!(s.starts_with("\\set id random(1, 1000000000)\n"));
         assert_eq!(s.matches("INSERT INTO events").count(), 1);
+        assert!(s.contains("VALUES ('account'"));
         assert!(s.trim_end().ends_with("ON CONFLICT DO NOTHING;"));
+    }
+
+    #[test]
+    fn script_inserts_a_hundred_rows_in_one_statement() {
+        let s = super::script(100);
+        assert!(s.starts_with("\\set id random(1, 1000000000)\n"));
+        assert_eq!(s.matches("INSERT INTO events").count(), 1);
+        assert!(s.contains(":seq + g"));
+        assert!(s.contains("FROM generate_series(0, 99) AS g"));
+        assert!(s.trim_end().ends_with("ON CONFLICT DO NOTHING;"));
+        // pgbench reads one command per line (no line continuation).
+        assert_eq!(s.lines().count(), 3);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(super::name(1), "raw insert");
+        assert_eq!(super::name(100), "raw insert 100 rows");
     }
 }

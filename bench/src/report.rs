@@ -23,6 +23,13 @@ pub const TARGET_PROJECTION_OVER_WRITE: f64 = 5.0;
 pub const TARGET_REBUILD_EVENTS_PER_S: f64 = 100_000.0;
 /// Accounts touched at which the RSS target applies.
 pub const TARGET_RSS_ACCOUNTS: usize = 100_000;
+/// `--scenario batch`: the batch size the targets are stated for.
+pub const TARGET_BATCH_ITEMS: usize = 100;
+/// Deductions/s of 100-item batches over single deductions, same run.
+pub const TARGET_BATCH_OVER_SINGLE: f64 = 5.0;
+/// Deductions/s of 100-item batches over PostgreSQL's raw rate of
+/// 100-row insert transactions (rows/s), same run.
+pub const TARGET_BATCH_OVER_RAW_BATCH: f64 = 0.2;
 
 /// Latency histogram in microseconds, 1 µs to 10 min, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -209,6 +216,36 @@ pub struct ScenarioResult {
     /// 100 ms from `/ready`, and how long it took to reach the load's last
     /// position once the load stopped.
     pub projector: Option<ProjectorLag>,
+    /// Requests carrying several items (`--scenario batch`, and the raw
+    /// multi-row baseline): `ops` then counts items (deductions applied,
+    /// rows inserted) and the latency is per request (per transaction).
+    pub batch: Option<BatchStats>,
+    /// Any error of this phase makes the run fail (`--scenario batch`).
+    pub errors_fail_run: bool,
+}
+
+/// Items and requests of a phase whose requests carry several items.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchStats {
+    pub items_per_request: usize,
+    /// Requests answered with every item applied or failed (HTTP 200, or
+    /// 201 for the single route; committed transactions for raw).
+    pub requests: u64,
+    pub requests_per_s: f64,
+}
+
+impl BatchStats {
+    pub fn new(items_per_request: usize, requests: u64, elapsed_s: f64) -> Self {
+        Self {
+            items_per_request,
+            requests,
+            requests_per_s: if elapsed_s > 0.0 {
+                requests as f64 / elapsed_s
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// The projector's lag during a load (HTTP scenarios).
@@ -249,6 +286,8 @@ impl ScenarioResult {
             postgres_cpu_s: None,
             machine_busy_s: None,
             projector: None,
+            batch: None,
+            errors_fail_run: false,
         }
     }
 
@@ -300,6 +339,8 @@ pub struct Settings {
     /// How deductions reached the ledger: `http` or `nats`.
     pub transport: String,
     pub cpus: usize,
+    /// Items per request of the batch phases (`--scenario batch` only).
+    pub batch_sizes: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -323,6 +364,8 @@ impl Report {
                 cpus: std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(0),
+                batch_sizes: (cli.scenario == crate::Scenario::Batch)
+                    .then(|| cli.batch_sizes.clone()),
             },
             server: ServerInfo::default(),
             results: Vec::new(),
@@ -415,6 +458,7 @@ impl Report {
                 met: paced.latency.p99_ms <= TARGET_P99_AT_HALF_PEAK_MS,
             });
         }
+        ratios.extend(self.batch_ratios());
         if let Some(hot) = self.find(&format!("{t} hot")) {
             ratios.push(Ratio {
                 name: format!("{t} hot errors"),
@@ -441,11 +485,58 @@ impl Report {
         self.ratios = ratios;
     }
 
+    /// `--scenario batch`: 100-item batches against single deductions and
+    /// against PostgreSQL's 100-row insert transactions, and the errors of
+    /// its phases (which must be none).
+    fn batch_ratios(&self) -> Vec<Ratio> {
+        let rate = |n: &str| self.find(n).map(|r| r.ops_per_s).filter(|r| *r > 0.0);
+        let mut ratios = Vec::new();
+        let batch = batch_phase_name(TARGET_BATCH_ITEMS);
+        let single = rate(SINGLE_PHASE_NAME);
+        let raw_batch_name = crate::raw::name(TARGET_BATCH_ITEMS);
+        for (den_name, den, target) in [
+            (SINGLE_PHASE_NAME, single, TARGET_BATCH_OVER_SINGLE),
+            (
+                raw_batch_name.as_str(),
+                rate(&raw_batch_name),
+                TARGET_BATCH_OVER_RAW_BATCH,
+            ),
+        ] {
+            if let (Some(n), Some(d)) = (rate(&batch), den) {
+                ratios.push(Ratio {
+                    name: format!("{batch} / {den_name}"),
+                    value: n / d,
+                    target: format!(">= {target}"),
+                    met: n / d >= target,
+                });
+            }
+        }
+        let phases: Vec<&ScenarioResult> =
+            self.results.iter().filter(|r| r.errors_fail_run).collect();
+        if !phases.is_empty() {
+            let errors: u64 = phases.iter().map(|r| r.errors).sum();
+            ratios.push(Ratio {
+                name: "http batch scenario failures".into(),
+                value: errors as f64,
+                target: "= 0".into(),
+                met: errors == 0,
+            });
+        }
+        ratios
+    }
+
     /// What makes the run fail: a balance that is not what it should be, a
-    /// hot-account error, or a scenario that completed nothing.
+    /// hot-account error, an error in a phase that allows none, or a
+    /// scenario that completed nothing.
     pub fn failures(&self) -> Vec<String> {
         let mut f = Vec::new();
         for r in &self.results {
+            if r.errors_fail_run && r.errors > 0 {
+                f.push(format!(
+                    "{}: {} unexpected failures {:?}",
+                    r.name, r.errors, r.errors_by_kind
+                ));
+            }
             if let Some(v) = &r.verification {
                 if v.mismatches > 0 {
                     f.push(format!(
@@ -561,11 +652,11 @@ impl Report {
             }
         }
         if !self.ratios.is_empty() {
-            let _ = writeln!(s, "\n{:<34} {:>10}  {:<28} met", "ratio", "value", "target");
+            let _ = writeln!(s, "\n{:<38} {:>10}  {:<28} met", "ratio", "value", "target");
             for r in &self.ratios {
                 let _ = writeln!(
                     s,
-                    "{:<34} {:>10.2}  {:<28} {}",
+                    "{:<38} {:>10.2}  {:<28} {}",
                     r.name,
                     r.value,
                     r.target,
@@ -573,6 +664,7 @@ impl Report {
                 );
             }
         }
+        self.render_batch(&mut s);
         if let (Some(rss), Some(hwm)) = (self.server.rss_kib, self.server.peak_rss_kib) {
             let _ = writeln!(
                 s,
@@ -582,6 +674,62 @@ impl Report {
             );
         }
         s
+    }
+}
+
+/// The batch scenario's phase of single deductions (the existing route).
+pub const SINGLE_PHASE_NAME: &str = "http single";
+
+/// The batch scenario's phase of `items`-item batches.
+pub fn batch_phase_name(items: usize) -> String {
+    format!("http batch {items}")
+}
+
+impl Report {
+    /// The compact table of the phases that carry batch figures: items/s,
+    /// requests/s, latency per request, failures, the projector's catch-up.
+    fn render_batch(&self, s: &mut String) {
+        let phases: Vec<&ScenarioResult> =
+            self.results.iter().filter(|r| r.batch.is_some()).collect();
+        if phases.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<22} {:>5} {:>10} {:>10} {:>9} {:>9} {:>8} {:>10}  balances",
+            "batch phase", "items", "items/s", "req/s", "p50 ms", "p99 ms", "failed", "catch-up"
+        );
+        for r in phases {
+            let Some(b) = &r.batch else { continue };
+            let balances = match &r.verification {
+                Some(v) if v.mismatches == 0 => format!("ok ({})", v.accounts_checked),
+                Some(v) => format!("{} WRONG of {}", v.mismatches, v.accounts_checked),
+                None => "-".into(),
+            };
+            let catch_up = match &r.projector {
+                Some(p) => format!("{} ms", p.catch_up_ms),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "{:<22} {:>5} {:>10.0} {:>10.1} {:>9.2} {:>9.2} {:>8} {:>10}  {}",
+                r.name,
+                b.items_per_request,
+                r.ops_per_s,
+                b.requests_per_s,
+                r.latency.p50_ms,
+                r.latency.p99_ms,
+                r.errors,
+                catch_up,
+                balances
+            );
+        }
+        let _ = writeln!(
+            s,
+            "items/s: deductions applied per second (raw: rows inserted); latency per request \
+             (raw: per transaction); catch-up: from the phase's end until the read models \
+             reached its last position"
+        );
     }
 }
 
