@@ -209,6 +209,11 @@ async fn deduction_command(
 ) -> Result<AccountCommand, AppError> {
     let op = operation(&req.operation)?;
     let cost = cost(app, &op).await?;
+    // Priced here too, so a batch's invalid items are all found, in order,
+    // before any is decided (the account prices it again, with the same
+    // answer).
+    ledger::pricing::price(&cost, req.units)
+        .map_err(|e| AppError::from(ledger::AccountError::Pricing(e)))?;
     let usage = UsageFields {
         model: req.model,
         tokens_input: req.tokens_input,
@@ -388,7 +393,7 @@ async fn batch_item(
             }
         };
         let account = caller.scope(account)?;
-        let parsed = Input::<DeductRequest>::json(&serde_json::Value::Object(body)).parse()?;
+        let parsed = Input::<DeductRequest>::parse_value(serde_json::Value::Object(body))?;
         let command = deduction_command(app, parsed.value, key.clone()).await?;
         let claim = claim(&key, "deductions", &parsed.canonical);
         Ok((

@@ -110,6 +110,11 @@ impl<T: DeserializeOwned> Input<T> {
         let raw: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
             AppError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?;
+        Self::parse_value(raw)
+    }
+
+    /// [`Input::parse`] of a body read as JSON already (a batch's item).
+    pub fn parse_value(raw: serde_json::Value) -> Result<Parsed<T>, AppError> {
         if !raw.is_object() {
             return Err(AppError::bad_request(
                 "the request body must be a JSON object",

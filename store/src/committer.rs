@@ -865,13 +865,20 @@ impl Committer {
                 sequence,
                 result,
             } => {
+                // The decision stands if nobody else wrote the account: the
+                // stream is where this committer left it (after the batch's
+                // own later writes, when the account is still warm).
+                let ours = self
+                    .cache
+                    .get(&request.account_id)
+                    .map_or(sequence, |w| w.sequence);
                 let current = self
                     .service
                     .store()
                     .stream_sequence(CreditAccount::TYPE, &request.account_id)
                     .await;
                 match current {
-                    Ok(current) if current == sequence => match result {
+                    Ok(current) if current == ours => match result {
                         // A keyed refusal may be a retry of a key used long
                         // ago: its first answer wins.
                         Err(ServiceError::Domain(refusal)) if request.claim.is_some() => {
