@@ -116,9 +116,15 @@ pub(crate) async fn purchase_for(
         .filter(|p| p.active)
         .ok_or_else(|| AppError::NotFound(format!("no active credit package {:?}", req.package)))?
         .clone();
-    let holder = billing_account(app, account).await?;
-    let plan = catalog.plan(&holder.plan);
-    if !plan.is_some_and(|p| p.allow_credit_topup) {
+    let allows = |plan: &str| catalog.plan(plan).is_some_and(|p| p.allow_credit_topup);
+    let mut holder = billing_account(app, account).await?;
+    if !allows(&holder.plan) {
+        // The plan may have changed a moment ago (a subscription just
+        // activated): refuse only on what the log says now.
+        app.fresh_read_models().await?;
+        holder = billing_account(app, account).await?;
+    }
+    if !allows(&holder.plan) {
         return Err(AppError::Forbidden(format!(
             "the {} plan does not allow credit top-ups; upgrade the plan first",
             holder.plan
