@@ -395,17 +395,21 @@ impl Committer {
         let max = self.config.batch_commands_max.max(1);
         let mut batch: Vec<Unit> = Vec::new();
         // A unit that did not fit the last batch: the first of the next.
+        // (Counted out of the queue already.)
         let mut carried: Option<Unit> = None;
         loop {
             let first = match carried.take() {
                 Some(u) => u,
                 None => match rx.recv().await {
-                    Some(u) => u,
+                    Some(u) => {
+                        self.taken(&u);
+                        u
+                    }
                     None => break,
                 },
             };
             // A unit larger than a batch is still taken whole, alone.
-            let mut commands = self.taken(&first);
+            let mut commands = first.requests.len();
             batch.push(first);
             // Take what is already queued, then wait briefly for more: the
             // commit is paid once for all of them.

@@ -776,5 +776,42 @@ async fn a_batch_counts_its_commands_against_the_queue(store: &Store) {
             .balance(),
         1_000 - 40
     );
+    // Units that do not fit the committer's batch wait for the next one
+    // (carried over): counted out of the queue once, never twice.
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let committer = committer.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let keys: Vec<String> = (0..5).map(|i| format!("c-{t}-{round}-{i}")).collect();
+                let items: Vec<(&str, u64)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
+                let results = committer
+                    .execute_batch(batch_of(&id, &items), false)
+                    .await
+                    .expect("within the queue's bound");
+                assert!(results.iter().all(|r| r.is_ok()));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let keys: Vec<String> = (0..40).map(|i| format!("z-{i}")).collect();
+    let items: Vec<(&str, u64)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
+    let results = committer
+        .execute_batch(batch_of(&id, &items), false)
+        .await
+        .expect("the queue is empty again: a full unit fits");
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(
+        store
+            .load::<CreditAccount>(&id)
+            .await
+            .unwrap()
+            .aggregate
+            .balance(),
+        1_000 - 40 - 200 - 40
+    );
 }
 on_both_stores!(a_batch_counts_its_commands_against_the_queue);
