@@ -9,6 +9,12 @@ use tokio::net::TcpListener;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
+/// glibc's allocator spent about a third of the server's time under batch
+/// load (many short-lived JSON values across threads); mimalloc does the
+/// same work in a fraction of it (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stack of each runtime thread: debug builds keep every await point's
 /// locals on the stack, and a deep request (a capture that loads the
 /// account, through the committer and the store) came close to tokio's
