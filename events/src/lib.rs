@@ -17,7 +17,9 @@ pub mod types;
 pub use account::*;
 pub use billing::*;
 pub use catalog::*;
-pub use metadata::{chain_hash, Actor, EventMetadata, MetadataError, GENESIS_HASH};
+pub use metadata::{
+    chain_hash, chain_hash_text, Actor, EventMetadata, MetadataError, GENESIS_HASH,
+};
 pub use paypal::*;
 pub use subscription::*;
 pub use team::*;

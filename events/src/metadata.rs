@@ -53,6 +53,16 @@ pub enum MetadataError {
 
 impl EventMetadata {
     /// The string map cqrs-es stores.
+    /// The metadata as the log keeps it: a JSON object of strings, keys
+    /// sorted — byte for byte what `serde_json::to_value(self.to_map())`
+    /// prints, without building the `Value`.
+    pub fn to_json_text(&self) -> String {
+        let sorted: std::collections::BTreeMap<String, String> =
+            self.to_map().into_iter().collect();
+        // A map of strings always serializes.
+        serde_json::to_string(&sorted).unwrap_or_default()
+    }
+
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut m = HashMap::with_capacity(9);
         m.insert("event_id".into(), self.event_id.to_string());
@@ -108,6 +118,30 @@ pub fn chain_hash(
     event_version: &str,
     payload: &serde_json::Value,
 ) -> String {
+    // Writing a Value to a Vec cannot fail.
+    chain_hash_text(
+        prev_hash,
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        event_version,
+        &serde_json::to_vec(payload).unwrap_or_default(),
+    )
+}
+
+/// [`chain_hash`] of a payload given as its JSON text (what
+/// `serde_json::to_vec` of the payload's `Value` writes: compact, keys
+/// sorted), for writers that keep the text anyway.
+pub fn chain_hash_text(
+    prev_hash: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: u64,
+    event_type: &str,
+    event_version: &str,
+    payload_text: &[u8],
+) -> String {
     let mut h = Sha256::new();
     for part in [
         prev_hash,
@@ -120,8 +154,7 @@ pub fn chain_hash(
         h.update(part.as_bytes());
         h.update(b"\n");
     }
-    // Writing a Value to a Vec cannot fail.
-    h.update(serde_json::to_vec(payload).unwrap_or_default());
+    h.update(payload_text);
     hex::encode(h.finalize())
 }
 
@@ -151,6 +184,19 @@ mod tests {
     fn metadata_round_trips_through_the_string_map() {
         let m = sample();
         assert_eq!(EventMetadata::from_map(&m.to_map()).unwrap(), m);
+    }
+
+    #[test]
+    fn metadata_text_is_what_the_value_prints() {
+        let mut m = sample();
+        m.actor.sub = "quote \" backslash \\ tab \t é ✓".into();
+        let via_value = serde_json::to_value(m.to_map()).unwrap().to_string();
+        assert_eq!(m.to_json_text(), via_value);
+        let payload = serde_json::json!({ "b": [1, "x\ny"], "a": { "z": null, "c": 1.5 } });
+        assert_eq!(
+            chain_hash_text("p", "t", "i", 3, "E", "1.0", payload.to_string().as_bytes()),
+            chain_hash("p", "t", "i", 3, "E", "1.0", &payload)
+        );
     }
 
     #[test]

@@ -1456,8 +1456,8 @@ fn probe_event(sequence: u64) -> NewEvent {
         sequence,
         event_type: "ProbeHappened".into(),
         event_version: EVENT_VERSION_1.into(),
-        payload: serde_json::json!({ "ProbeHappened": { "value": sequence } }),
-        metadata: serde_json::json!({}),
+        payload: serde_json::json!({ "ProbeHappened": { "value": sequence } }).to_string(),
+        metadata: "{}".into(),
     }
 }
 

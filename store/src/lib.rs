@@ -90,14 +90,16 @@ pub struct Loaded<A> {
 /// 3: `CreditAccount` remembers lot expiries (refunds restore them).
 pub const SNAPSHOT_FORMAT: i64 = 3;
 
-/// An event ready to append: serialized, with its metadata map.
+/// An event ready to append: its payload and metadata as the JSON text the
+/// log keeps (compact, keys sorted: what a `serde_json::Value` prints, and
+/// what the hash chain covers), serialized once.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub sequence: u64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    pub payload: String,
+    pub metadata: String,
 }
 
 /// The events one command appends to one stream.

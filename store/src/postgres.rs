@@ -98,8 +98,8 @@ impl PgStore {
                 versions.push(e.event_version.as_str());
                 // As JSON text: the log keeps `json` (as written), not
                 // `jsonb` (migration 0053, docs/benchmarks.md).
-                payloads.push(e.payload.to_string());
-                metadata.push(e.metadata.to_string());
+                payloads.push(e.payload.as_str());
+                metadata.push(e.metadata.as_str());
             }
         }
         // `json` would keep a NUL escape that no text column of the read

@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use events::{chain_hash, Actor, EventMetadata, IdempotencyKey};
+use events::{chain_hash_text, Actor, EventMetadata, IdempotencyKey};
 use ledger::{Catalog, CreditAccount, Invoice, Payment};
 use sha2::{Digest, Sha256};
 use tracing::{debug, instrument};
@@ -662,18 +662,21 @@ pub(crate) fn prepare<A: Aggregate>(
     let mut committed = Vec::with_capacity(new_events.len());
     for (i, event) in new_events.into_iter().enumerate() {
         let sequence = last_sequence + 1 + i as u64;
-        let payload =
-            serde_json::to_value(&event).map_err(|e| StoreError::Persistence(e.to_string()))?;
+        // Through a `Value`: its text has the keys sorted, as the log and
+        // the hash chain keep them.
+        let payload = serde_json::to_value(&event)
+            .map_err(|e| StoreError::Persistence(e.to_string()))?
+            .to_string();
         let event_type = event.event_type();
         let event_version = event.event_version();
-        let hash = chain_hash(
+        let hash = chain_hash_text(
             &prev_hash,
             A::TYPE,
             aggregate_id,
             sequence,
             &event_type,
             &event_version,
-            &payload,
+            payload.as_bytes(),
         );
         let metadata = EventMetadata {
             event_id: Uuid::now_v7(),
@@ -690,8 +693,7 @@ pub(crate) fn prepare<A: Aggregate>(
             event_type,
             event_version,
             payload,
-            metadata: serde_json::to_value(metadata.to_map())
-                .map_err(|e| StoreError::Persistence(e.to_string()))?,
+            metadata: metadata.to_json_text(),
         });
         committed.push(CommittedEvent {
             event,

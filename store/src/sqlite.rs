@@ -165,8 +165,8 @@ impl SqliteStore {
                 .bind(e.sequence as i64)
                 .bind(&e.event_type)
                 .bind(&e.event_version)
-                .bind(e.payload.to_string())
-                .bind(e.metadata.to_string())
+                .bind(&e.payload)
+                .bind(&e.metadata)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|err| classify(err, &a.aggregate_id))?;

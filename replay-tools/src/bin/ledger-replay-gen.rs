@@ -83,6 +83,7 @@ impl Stream {
             &event.event_version(),
             &payload,
         );
+        let payload = payload.to_string();
         let metadata = EventMetadata {
             event_id: Uuid::now_v7(),
             recorded_at,
@@ -98,7 +99,7 @@ impl Stream {
             event_type: event.event_type(),
             event_version: event.event_version(),
             payload,
-            metadata: serde_json::to_value(metadata.to_map())?,
+            metadata: metadata.to_json_text(),
         });
         Ok(())
     }
