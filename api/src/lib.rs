@@ -51,6 +51,10 @@ pub struct AppState {
     pub ready_probe: Arc<ReadyProbe>,
 }
 
+/// Group committers on PostgreSQL: two transactions in flight, one
+/// deciding and claiming while the other commits (docs/adr/0022).
+pub const COMMITTER_SHARDS_POSTGRES: usize = 2;
+
 /// How long `/ready` reuses its store probe: unauthenticated callers
 /// polling it cannot turn into database load.
 pub const READY_PROBE_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -194,7 +198,17 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let app = App {
         revocations,
         written: Arc::default(),
-        committer: AccountCommitter::start(commands.clone(), CommitterConfig::default()),
+        committer: AccountCommitter::start(
+            commands.clone(),
+            CommitterConfig {
+                // Two transactions in flight on PostgreSQL (docs/adr/0022).
+                shards: match store.backend() {
+                    store::Backend::Postgres => COMMITTER_SHARDS_POSTGRES,
+                    _ => 1,
+                },
+                ..CommitterConfig::default()
+            },
+        ),
         read_models: ReadModels::new(store.clone()),
         store,
         commands,

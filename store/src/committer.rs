@@ -58,6 +58,13 @@ pub struct CommitterConfig {
     /// A snapshot is written once a warm account is this many events past
     /// its last one, so loading it never folds more than that.
     pub snapshot_every_events: u64,
+    /// Committers sharing the accounts (each account always on the same
+    /// one, by a hash of its id): their transactions are in flight at once,
+    /// one deciding and claiming while the other commits (PostgreSQL hands
+    /// out log positions under a lock held to commit, so the second appends
+    /// its events only after the first committed). 1 on SQLite, whose
+    /// writers take turns anyway.
+    pub shards: usize,
 }
 
 impl Default for CommitterConfig {
@@ -69,6 +76,7 @@ impl Default for CommitterConfig {
             cache_accounts_max: 100_000,
             loads_in_flight_max: 16,
             snapshot_every_events: 500,
+            shards: 1,
         }
     }
 }
@@ -144,7 +152,8 @@ pub struct CommitterStats {
 /// A handle to submit account commands; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AccountCommitter {
-    tx: mpsc::Sender<Unit>,
+    /// One queue per shard.
+    shards: Arc<[mpsc::Sender<Unit>]>,
     /// Commands queued and not yet taken by the committer.
     queued: Arc<AtomicUsize>,
     queue_commands_max: usize,
@@ -155,29 +164,50 @@ impl AccountCommitter {
     /// Starts the committer task on the current runtime.
     pub fn start(service: CommandService, config: CommitterConfig) -> Self {
         let queue_commands_max = config.queue_commands_max.max(1);
-        let (tx, rx) = mpsc::channel(queue_commands_max);
+        let shards = config.shards.max(1);
         let stats = Arc::new(CommitterStats::default());
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(
-            Committer {
-                service,
-                config,
-                cache: HashMap::new(),
-                tick: 0,
-                stats: stats.clone(),
-                queued: queued.clone(),
-            }
-            .run(rx),
-        );
+        let mut senders = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel(queue_commands_max);
+            let config = CommitterConfig {
+                cache_accounts_max: (config.cache_accounts_max / shards).max(1),
+                ..config.clone()
+            };
+            tokio::spawn(
+                Committer {
+                    service: service.clone(),
+                    config,
+                    cache: HashMap::new(),
+                    tick: 0,
+                    stats: stats.clone(),
+                    queued: queued.clone(),
+                }
+                .run(rx),
+            );
+            senders.push(tx);
+        }
         Self {
-            tx,
+            shards: senders.into(),
             queued,
             queue_commands_max,
             stats,
         }
     }
 
-    /// Queues a unit, or refuses it when its commands do not fit.
+    /// The shard an account's commands go to.
+    fn shard_of(&self, account_id: &str) -> usize {
+        if self.shards.len() == 1 {
+            return 0;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(account_id, &mut h);
+        (std::hash::Hasher::finish(&h) % self.shards.len() as u64) as usize
+    }
+
+    /// Queues a unit on its account's shard (a unit on several accounts is
+    /// split by shard, each part still whole), or refuses it when its
+    /// commands do not fit the queue.
     fn enqueue(&self, unit: Unit) -> Result<(), SubmitError> {
         let n = unit.requests.len();
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
@@ -186,7 +216,43 @@ impl AccountCommitter {
             self.stats.overloaded.fetch_add(n as u64, Ordering::Relaxed);
             return Err(SubmitError::Overloaded);
         }
-        self.tx.try_send(unit).map_err(|e| {
+        let first = unit
+            .requests
+            .first()
+            .map_or(0, |r| self.shard_of(&r.account_id));
+        if unit.atomic
+            || unit
+                .requests
+                .iter()
+                .all(|r| self.shard_of(&r.account_id) == first)
+        {
+            return self.send(first, unit);
+        }
+        // Parts of a cross-account batch: each shard's commands in order.
+        // (Sending fails only when the server stops; the part's callers are
+        // then answered that the committer stopped.)
+        let mut parts: Vec<Vec<Request>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for r in unit.requests {
+            let shard = self.shard_of(&r.account_id);
+            parts[shard].push(r);
+        }
+        for (shard, requests) in parts.into_iter().enumerate() {
+            if !requests.is_empty() {
+                let _ = self.send(
+                    shard,
+                    Unit {
+                        requests,
+                        atomic: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, shard: usize, unit: Unit) -> Result<(), SubmitError> {
+        let n = unit.requests.len();
+        self.shards[shard].try_send(unit).map_err(|e| {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -236,7 +302,11 @@ impl AccountCommitter {
         self.enqueue(Unit { requests, atomic })?;
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
-            results.push(answer.await.map_err(|_| SubmitError::Stopped)?);
+            results.push(answer.await.unwrap_or_else(|_| {
+                Err(ServiceError::Store(StoreError::Persistence(
+                    "the committer has stopped".into(),
+                )))
+            }));
         }
         Ok(results)
     }
