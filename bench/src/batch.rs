@@ -29,6 +29,18 @@ const DEDUCTIONS_PER_S_CEILING: u64 = 1_000_000;
 // The grant covers the longest phase at that rate: no item runs out.
 const _: () = assert!(DURATION_MAX.as_secs() * DEDUCTIONS_PER_S_CEILING < GRANT_CREDITS as u64);
 
+/// Most deductions the workers of a batch phase have in flight at once:
+/// below the server's command queue (20,000 commands, beyond which it
+/// answers 429), so a closed loop of large batches measures the ledger,
+/// not its back-pressure.
+pub const BATCH_ITEMS_IN_FLIGHT_MAX: usize = 16_000;
+
+/// Workers of a phase of `items`-item batches: `--workers`, fewer when
+/// their batches would overfill the server's queue.
+pub fn batch_workers(workers: usize, items: usize) -> usize {
+    workers.min((BATCH_ITEMS_IN_FLIGHT_MAX / items.max(1)).max(1))
+}
+
 /// Checks `--batch-sizes`: 1 to [`BATCH_SIZES_MAX`] distinct sizes, each
 /// 1 to [`BATCH_ITEMS_MAX`].
 pub fn check_sizes(sizes: &[usize]) -> anyhow::Result<()> {
@@ -79,19 +91,14 @@ pub async fn run(cli: &Cli, bench: &HttpBench) -> anyhow::Result<Vec<ScenarioRes
     runs.push(single);
 
     for (&items, set) in cli.batch_sizes.iter().zip(sets) {
+        let workers = batch_workers(cli.workers, items);
         progress(format!(
-            "batch: {} workers for {:?}, batches of {items} over {} accounts",
-            cli.workers, cli.duration, cli.accounts
+            "batch: {workers} workers for {:?}, batches of {items} over {} accounts",
+            cli.duration, cli.accounts
         ));
         runs.push(
             bench
-                .load_batch(
-                    &batch_phase_name(items),
-                    &set,
-                    cli.workers,
-                    cli.duration,
-                    items,
-                )
+                .load_batch(&batch_phase_name(items), &set, workers, cli.duration, items)
                 .await?,
         );
     }
@@ -106,6 +113,13 @@ pub async fn run(cli: &Cli, bench: &HttpBench) -> anyhow::Result<Vec<ScenarioRes
 #[cfg(test)]
 mod tests {
     use super::check_sizes;
+
+    #[test]
+    fn large_batches_get_fewer_workers() {
+        assert_eq!(super::batch_workers(32, 100), 32);
+        assert_eq!(super::batch_workers(32, 1000), 16);
+        assert_eq!(super::batch_workers(4, 1000), 4);
+    }
 
     #[test]
     fn batch_sizes_are_bounded() {
