@@ -26,6 +26,13 @@ pub struct Config {
     #[arg(long, env = "LEDGER_DATABASE_URL", default_value = store::DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
 
+    /// Longest the group committer waits, once a command is queued, for
+    /// more to share its transaction, in microseconds: 0 commits what is
+    /// queued at once (lowest latency at low load), more trades latency for
+    /// fuller transactions.
+    #[arg(long, env = "LEDGER_COMMITTER_WAIT_US", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=100_000), global = true)]
+    pub committer_wait_us: u64,
+
     /// Address the HTTP API listens on.
     #[arg(
         long,

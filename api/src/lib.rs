@@ -206,6 +206,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                     store::Backend::Postgres => COMMITTER_SHARDS_POSTGRES,
                     _ => 1,
                 },
+                batch_wait: std::time::Duration::from_micros(config.committer_wait_us),
                 ..CommitterConfig::default()
             },
         ),
