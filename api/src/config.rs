@@ -33,6 +33,12 @@ pub struct Config {
     #[arg(long, env = "LEDGER_COMMITTER_WAIT_US", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=100_000), global = true)]
     pub committer_wait_us: u64,
 
+    /// Group committers sharing the accounts (each account always on the
+    /// same one): transactions in flight at once. Default: 2 on PostgreSQL,
+    /// 1 on SQLite (docs/adr/0022-batch-deductions.md).
+    #[arg(long, env = "LEDGER_COMMITTER_SHARDS", value_parser = clap::value_parser!(u64).range(1..=16), global = true)]
+    pub committer_shards: Option<u64>,
+
     /// Address the HTTP API listens on.
     #[arg(
         long,

@@ -202,9 +202,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             commands.clone(),
             CommitterConfig {
                 // Two transactions in flight on PostgreSQL (docs/adr/0022).
-                shards: match store.backend() {
-                    store::Backend::Postgres => COMMITTER_SHARDS_POSTGRES,
-                    _ => 1,
+                shards: match (config.committer_shards, store.backend()) {
+                    (Some(n), _) => usize::try_from(n).unwrap_or(1),
+                    (None, store::Backend::Postgres) => COMMITTER_SHARDS_POSTGRES,
+                    (None, _) => 1,
                 },
                 batch_wait: std::time::Duration::from_micros(config.committer_wait_us),
                 ..CommitterConfig::default()
