@@ -33,6 +33,8 @@ const V1_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/accounts/{account_id}/limits"),
     ("get", "/v1/account/limits"),
     ("post", "/v1/accounts/{account_id}/deductions"),
+    ("post", "/v1/accounts/{account_id}/deductions/batch"),
+    ("post", "/v1/deductions/batch"),
     ("post", "/v1/accounts/{account_id}/holds"),
     ("post", "/v1/accounts/{account_id}/holds/{hold_id}/capture"),
     ("post", "/v1/accounts/{account_id}/holds/{hold_id}/release"),
