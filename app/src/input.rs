@@ -102,50 +102,48 @@ impl<T: DeserializeOwned> Input<T> {
     /// Parses the body: malformed JSON is 400, a wrong or missing value 422
     /// naming the field. An empty body reads as `{}`.
     pub fn parse(self) -> Result<Parsed<T>, AppError> {
+        Self::parse_value(self.read_json()?)
+    }
+
+    /// The body as JSON (an empty body reads as `{}`): 400 when it is not
+    /// JSON.
+    fn read_json(&self) -> Result<serde_json::Value, AppError> {
         let text: &[u8] = if self.bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
             &self.bytes
         };
-        let raw: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
-            AppError::bad_request(format!("the request body is not valid JSON: {e}"))
-        })?;
-        Self::parse_value(raw)
+        serde_json::from_slice(text)
+            .map_err(|e| AppError::bad_request(format!("the request body is not valid JSON: {e}")))
     }
 
     /// [`Input::parse`] of a body read as JSON already (a batch's item).
     pub fn parse_value(raw: serde_json::Value) -> Result<Parsed<T>, AppError> {
-        if !raw.is_object() {
-            return Err(AppError::bad_request(
-                "the request body must be a JSON object",
-            ));
-        }
+        require_object(&raw)?;
         check_values(&raw, &mut String::new())?;
         let canonical = raw.to_string();
         let value = serde_path_to_error::deserialize(raw).map_err(invalid)?;
         Ok(Parsed { value, canonical })
     }
-}
 
-impl<T: DeserializeOwned> Input<T> {
     /// [`Input::parse`] without the check of every nested text value and
     /// without the canonical form: for a body whose parts are parsed (and
     /// checked) one by one later, such as a batch's items.
     pub fn parse_outer(self) -> Result<T, AppError> {
-        let text: &[u8] = if self.bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &self.bytes
-        };
-        let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
-            AppError::bad_request(format!("the request body is not valid JSON: {e}"))
-        })?;
-        if !value.is_object() {
-            return Err(AppError::bad_request(
-                "the request body must be a JSON object",
-            ));
-        }
-        serde_path_to_error::deserialize(value).map_err(invalid)
+        let raw = self.read_json()?;
+        require_object(&raw)?;
+        serde_path_to_error::deserialize(raw).map_err(invalid)
+    }
+}
+
+/// 400 unless a body is a JSON object.
+fn require_object(raw: &serde_json::Value) -> Result<(), AppError> {
+    if raw.is_object() {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(
+            "the request body must be a JSON object",
+        ))
     }
 }
 
