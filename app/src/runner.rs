@@ -89,17 +89,11 @@ impl App {
             .execute_batch(commands, atomic)
             .await
             .map_err(|e| match e {
-                SubmitError::Overloaded => AppError::RateLimited {
-                    retry_after_seconds: 1,
-                },
-                SubmitError::Stopped => {
-                    AppError::from(StoreError::Persistence("the committer has stopped".into()))
-                }
                 SubmitError::AtomicAcrossAccounts => AppError::invalid_field(
                     "atomic",
                     "an atomic batch must have all its items on one account",
                 ),
-                SubmitError::Service(e) => e.into(),
+                e => AppError::from(submit_error(e)),
             })?;
         observe_batch(name, &results, started.elapsed());
         let head = results
@@ -125,13 +119,7 @@ impl App {
         self.committer
             .execute(account_id, command, ctx, claim, reservations)
             .await
-            .map_err(|e| match e {
-                SubmitError::Overloaded => ServiceError::Contention { attempts: 0 },
-                SubmitError::Stopped | SubmitError::AtomicAcrossAccounts => {
-                    ServiceError::Store(StoreError::Persistence("the committer has stopped".into()))
-                }
-                SubmitError::Service(e) => e,
-            })
+            .map_err(submit_error)
     }
 
     /// Runs a command of any other aggregate (catalog, invoices, payments,
@@ -232,6 +220,19 @@ impl App {
             Err(AppError::Unavailable(
                 "the read models are behind; retry shortly".into(),
             ))
+        }
+    }
+}
+
+/// What a refusal by the group committer means to a use case: a full
+/// queue reads as contention (429 with Retry-After), a stopped committer
+/// (or a unit it cannot take) as the store being away.
+fn submit_error(e: SubmitError) -> ServiceError<AccountError> {
+    match e {
+        SubmitError::Overloaded => ServiceError::Contention { attempts: 0 },
+        SubmitError::Service(e) => e,
+        e @ (SubmitError::Stopped | SubmitError::AtomicAcrossAccounts) => {
+            ServiceError::Store(StoreError::Persistence(e.to_string()))
         }
     }
 }
