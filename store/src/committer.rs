@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::service::{
-    prepare, AtomicCommand, CommandContext, Executed, IdempotencyClaim, ServiceError,
+    prepare, slot, AtomicCommand, CommandContext, Executed, IdempotencyClaim, ServiceError,
 };
 use crate::{AppendError, CommandService, RecentOutcomes, Reservation, StoreError, StreamAppend};
 
@@ -200,9 +200,7 @@ impl AccountCommitter {
         if self.shards.len() == 1 {
             return 0;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(account_id, &mut h);
-        (std::hash::Hasher::finish(&h) % self.shards.len() as u64) as usize
+        slot(account_id, self.shards.len())
     }
 
     /// Queues a unit on its account's shard (a unit on several accounts is

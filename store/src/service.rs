@@ -206,9 +206,7 @@ impl CommandService {
     }
 
     fn stripe(&self, aggregate_type: &str, aggregate_id: &str) -> &Mutex<()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (aggregate_type, aggregate_id).hash(&mut h);
-        &self.stripes[(h.finish() as usize) % self.stripes.len()]
+        &self.stripes[slot((aggregate_type, aggregate_id), self.stripes.len())]
     }
 
     pub fn store(&self) -> &Store {
@@ -360,7 +358,7 @@ impl CommandService {
         let mut claimed_before: HashSet<usize> = HashSet::new();
         let mut attempt = 0;
         while attempt < CONFLICT_RETRIES_MAX {
-            let planned = match self
+            let (planned, appends) = match self
                 .plan_atomic::<A>(aggregate_id, commands, &claimed_before)
                 .await
             {
@@ -378,19 +376,12 @@ impl CommandService {
                     claimed_before.insert(index);
                     continue;
                 }
-                Ok(Planned::Steps(steps)) => steps,
+                Ok(Planned::Steps { steps, appends }) => (steps, appends),
                 Err(e) => {
                     let message = e.to_string();
                     return all(&|| StoreError::Persistence(message.clone()).into());
                 }
             };
-            let appends: Vec<StreamAppend> = planned
-                .iter()
-                .filter_map(|s| match s {
-                    Step::Write { append, .. } => Some(append.clone()),
-                    _ => None,
-                })
-                .collect();
             let positions = if appends.is_empty() {
                 Ok(Vec::new())
             } else {
@@ -402,7 +393,7 @@ impl CommandService {
                     let mut answers = Vec::with_capacity(planned.len());
                     for step in planned {
                         answers.push(match step {
-                            Step::Write { committed, .. } => Ok(Executed {
+                            Step::Write { committed } => Ok(Executed {
                                 state: None,
                                 events: committed
                                     .into_iter()
@@ -484,6 +475,7 @@ impl CommandService {
         // Keys claimed by this unit's own writes, with their request hash.
         let mut claimed_here: HashMap<&str, &str> = HashMap::new();
         let mut steps = Vec::with_capacity(commands.len());
+        let mut appends = Vec::new();
         for (index, c) in commands.iter().enumerate() {
             if let Some(claim) = &c.claim {
                 if let Some(hash) = claimed_here.get(claim.key.as_str()) {
@@ -562,9 +554,10 @@ impl CommandService {
             if let Some(claim) = &c.claim {
                 claimed_here.insert(claim.key.as_str(), claim.request_hash.as_str());
             }
-            steps.push(Step::Write { append, committed });
+            appends.push(append);
+            steps.push(Step::Write { committed });
         }
-        Ok(Planned::Steps(steps))
+        Ok(Planned::Steps { steps, appends })
     }
 
     /// The first outcome of a key, if the request matches the first one.
@@ -604,6 +597,14 @@ impl CommandService {
     }
 }
 
+/// Which of `slots` (at least one) a key falls in, by its hash: the same
+/// key always in the same one.
+pub(crate) fn slot(key: impl Hash, slots: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % slots.max(1) as u64) as usize
+}
+
 /// One command of an atomic unit ([`CommandService::execute_atomic`]).
 #[derive(Debug, Clone)]
 pub struct AtomicCommand<C> {
@@ -614,8 +615,12 @@ pub struct AtomicCommand<C> {
 
 /// What deciding an atomic unit came to.
 enum Planned<A: Aggregate> {
-    /// Every command decided: what to write or answer, in order.
-    Steps(Vec<Step<A>>),
+    /// Every command decided: what to answer, in order, and the appends of
+    /// the commands that write, in the same order.
+    Steps {
+        steps: Vec<Step<A>>,
+        appends: Vec<StreamAppend>,
+    },
     /// The command at `index` was refused: nothing is written.
     Refused {
         index: usize,
@@ -629,8 +634,8 @@ enum Planned<A: Aggregate> {
 /// One decided command of an atomic unit.
 #[allow(clippy::large_enum_variant)]
 enum Step<A: Aggregate> {
+    /// Its events, answered with their positions once appended.
     Write {
-        append: StreamAppend,
         committed: Vec<CommittedEvent<A::Event>>,
     },
     /// A key claimed before: its first outcome, checked against the request.
