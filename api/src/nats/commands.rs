@@ -298,38 +298,31 @@ pub async fn execute(
         Ok(c) => c,
         Err(e) => return Outcome::error(&e, parsed.account_id, key_text),
     };
-    if kind == Kind::DeductBatch {
-        let input = Value::Object(parsed.body);
-        let account = parsed.account_id;
-        let run = app::credits::deduct_batch(app, &caller, account, Input::json(&input));
-        return match tokio::time::timeout(Duration::from_millis(COMMAND_TIMEOUT_MILLIS), run).await
-        {
-            Ok(done) => Outcome::batch(done, account),
-            Err(_) => {
-                warn!("a NATS batch took longer than its timeout");
-                Outcome::error(
-                    &AppError::Unavailable(
-                        "the batch took too long; retry it with the same items' keys".into(),
-                    ),
-                    account,
-                    None,
-                )
-            }
-        };
-    }
-    let Some(account) = parsed.account_id else {
-        return Outcome::error(
-            &field("account_id", "account_id is required"),
-            None,
-            key_text,
-        );
-    };
+    let account = parsed.account_id;
     let key = Key(parsed.key);
     // The body the use case reads is the HTTP body the payload carries.
     let input = Value::Object(parsed.body);
     let hold = parsed.hold.map(|h| h.to_string()).unwrap_or_default();
     let run = async {
+        let account = match (kind, account) {
+            // A batch's items may name their accounts.
+            (Kind::DeductBatch, account) => {
+                return Outcome::batch(
+                    app::credits::deduct_batch(app, &caller, account, Input::json(&input)).await,
+                    account,
+                )
+            }
+            (_, Some(account)) => account,
+            (_, None) => {
+                return Outcome::error(
+                    &field("account_id", "account_id is required"),
+                    None,
+                    key_text.clone(),
+                )
+            }
+        };
         match kind {
+            // (A batch was answered above.)
             Kind::Deduct | Kind::DeductBatch => Outcome::written(
                 app::credits::deduct(app, &caller, account, key, Input::json(&input)).await,
                 account,
@@ -360,13 +353,12 @@ pub async fn execute(
                 kind = kind.as_str(),
                 "a NATS command took longer than its timeout"
             );
-            Outcome::error(
-                &AppError::Unavailable(
-                    "the command took too long; retry with the same idempotency_key".into(),
-                ),
-                Some(account),
-                key_text,
-            )
+            let retry = if kind == Kind::DeductBatch {
+                "the batch took too long; retry it with the same items' keys"
+            } else {
+                "the command took too long; retry with the same idempotency_key"
+            };
+            Outcome::error(&AppError::Unavailable(retry.into()), account, key_text)
         }
     }
 }
